@@ -1,0 +1,523 @@
+"""Model configurations: read a Hugging Face ``config.json`` into a normalized description.
+
+A :class:`ModelConfig` is data only (it never executes code from a config, never uses
+``trust_remote_code``). It lists the *layer types* of a model (dense, MoE, sliding-window,
+full-attention, MLA ...) with how many layers of each there are, so the operator builder in
+:mod:`llmroof_widgets.engine.ops` can count each type once and multiply.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MODELS_DIR = DATA_DIR / "models"
+
+# model_type → family traits the math depends on. Each entry was checked against the
+# transformers 5.x modeling file of that family (parameter names, biases, norms, ties).
+FAMILIES: dict[str, dict[str, Any]] = {
+    # Llama-like: RMSNorm, gated SiLU MLP, RoPE; `attention_bias` → q/k/v/o biases, `mlp_bias` → MLP biases
+    "llama": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias"),
+    "mistral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True),
+    "mixtral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True, moe="mixtral"),
+    "qwen2": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, qwen_sliding=True),
+    "qwen2_moe": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, moe="qwen2_moe", qwen_sliding=True),
+    "qwen3": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", qk_norm="head", qwen_sliding=True),
+    "qwen3_moe": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", qk_norm="head", moe="qwen3_moe", qwen_sliding=True),
+    "olmoe": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", qk_norm="full", moe="olmoe"),
+    "gemma": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True),
+    "gemma2": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True, post_norms=True, softcap=True, alternate_sliding=True),
+    "gemma3_text": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True, post_norms=True, qk_norm="head", softcap=True, layer_types=True),
+    "phi3": dict(norm="rms", mlp="gated", pos="rope", tie=False, fused_qkv=True, fused_gate_up=True, sliding_all=True),
+    "phimoe": dict(norm="ln", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", moe="phimoe", sliding_all=True, lm_head_bias="lm_head_bias"),
+    "gpt2": dict(norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias=True, o_bias=True, mlp_bias=True, fused_qkv=True),
+    "opt": dict(norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias="enable_bias", o_bias="enable_bias", mlp_bias="enable_bias"),
+    "deepseek_v2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
+    "deepseek_v3": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
+    "gpt_oss": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, o_bias=True, moe="gpt_oss", layer_types=True, sinks=True),
+}
+
+# Fields whose presence changes the math in a way this engine does not represent.
+UNSUPPORTED_FIELDS = {
+    "parallel_attn": "parallel attention/MLP blocks",
+    "use_parallel_residual": "parallel residual blocks",
+    "num_nextn_predict_layers": None,  # DeepSeek MTP heads: transformers does not build them; ignored (see docs)
+}
+
+# FLOPs per element of each activation function (documented convention, see docs/conventions).
+ACT_FLOPS = {
+    "silu": 4,  # x·sigmoid(x): neg, exp, add, div (the multiply by x is the gate below)
+    "swish": 4,
+    "gelu": 8,  # erf/tanh polynomial, counted like tanh-GELU
+    "gelu_new": 8,  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): x³ (2), fma (2), tanh (~2), add, mul ×2
+    "gelu_pytorch_tanh": 8,
+    "gelu_fast": 8,
+    "relu": 1,  # max(x, 0)
+    "gpt_oss_glu": 6,  # clamp, clamp, mul α, sigmoid (~4) → counted 6 incl. (up+1)
+}
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    kind: str  # "mha" (MHA/GQA/MQA) or "mla"
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int  # dimension of q·k (MLA: nope + rope)
+    v_head_dim: int
+    window: int | None  # sliding window (None = full attention)
+    qkv_bias: bool = False
+    o_bias: bool = False
+    fused_qkv: bool = False
+    qk_norm: str | None = None  # None, "head" (per-head RMSNorm of head_dim), "full" (whole projection)
+    sinks: bool = False  # per-head attention-sink logits (gpt-oss)
+    softcap: bool = False  # tanh soft-capping of scores (gemma-2)
+    rotary_dim: int = 0  # dims rotated per head (0 for learned positions)
+    # MLA (DeepSeek-V2/V3)
+    q_lora_rank: int | None = None
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+
+    def kv_elements_per_token(self) -> int:
+        """Elements one token adds to this layer's KV cache."""
+        if self.kind == "mla":
+            # MLA caches the shared latent c_KV and the decoupled RoPE key, not per-head K and V
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return self.num_kv_heads * (self.head_dim + self.v_head_dim)  # K and V of every KV head
+
+
+@dataclass(frozen=True)
+class MLPSpec:
+    kind: str  # "dense" or "moe"
+    intermediate_size: int
+    gated: bool
+    act: str
+    bias: bool = False
+    fused_gate_up: bool = False
+    # MoE
+    num_experts: int = 0
+    top_k: int = 0
+    expert_bias: bool = False
+    router_bias: bool = False
+    router_score_bias: bool = False  # DeepSeek-V3 e_score_correction_bias
+    shared_intermediate_size: int = 0  # total width of the shared expert(s)
+    shared_gate: bool = False  # Qwen-MoE sigmoid gate on the shared expert
+
+
+@dataclass(frozen=True)
+class LayerType:
+    name: str  # e.g. "decoder", "sliding", "full", "moe", "dense"
+    count: int
+    attention: AttentionSpec
+    mlp: MLPSpec
+    norms: int  # number of hidden-size norms in the layer
+    post_norms: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    vocab_size: int
+    layer_types: tuple[LayerType, ...]
+    norm: str  # "rms" or "ln" (LayerNorm with bias)
+    tie_embeddings: bool
+    position: str  # "rope" or "learned"
+    max_positions: int
+    position_rows: int  # rows of the learned position table (OPT adds 2)
+    embed_scale: bool = False
+    final_norm: bool = True
+    final_softcap: bool = False
+    lm_head_bias: bool = False
+    embed_dim: int = 0  # OPT word_embed_proj_dim (== hidden when no projection)
+    quantization: dict | None = None
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_heads(self) -> int:
+        return self.layer_types[0].attention.num_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.layer_types[0].attention.num_kv_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.layer_types[0].attention.head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return any(lt.mlp.kind == "moe" for lt in self.layer_types)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "model_type": self.model_type,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "num_kv_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "tie_word_embeddings": self.tie_embeddings,
+            "moe": self.is_moe,
+            "layer_types": [
+                {
+                    "name": lt.name,
+                    "count": lt.count,
+                    "attention": lt.attention.kind,
+                    "window": lt.attention.window,
+                    "mlp": lt.mlp.kind,
+                    "num_experts": lt.mlp.num_experts,
+                    "top_k": lt.mlp.top_k,
+                }
+                for lt in self.layer_types
+            ],
+        }
+
+
+# ----------------------------------------------------------------------------------------
+# catalog
+
+
+@lru_cache(maxsize=1)
+def _catalog_index() -> dict:
+    path = MODELS_DIR / "index.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())["models"]
+
+
+@lru_cache(maxsize=1)
+def _name_map() -> dict[str, str]:
+    """lowercase hf id / alias / file stem → catalog key."""
+    out: dict[str, str] = {}
+    for key, entry in _catalog_index().items():
+        out[key.lower()] = key
+        out[entry["hf_id"].lower()] = key
+        for alias in entry.get("aliases", []):
+            out[alias.lower()] = key
+    return out
+
+
+def list_models() -> list[str]:
+    """Hugging Face ids of the built-in model catalog."""
+    return sorted(entry["hf_id"] for entry in _catalog_index().values())
+
+
+def catalog_entry(name: str) -> dict | None:
+    key = _name_map().get(name.strip().lower())
+    return None if key is None else dict(_catalog_index()[key], key=key)
+
+
+@lru_cache(maxsize=256)
+def _load_catalog_config(key: str) -> str:
+    entry = _catalog_index()[key]
+    return (MODELS_DIR / entry["file"]).read_text()
+
+
+def load_model(x: Any, *, name: str | None = None) -> ModelConfig:
+    """Load a model description.
+
+    ``x`` is a catalog name (the Hugging Face id, case-insensitive, or a short alias such as
+    ``"llama-2-7b"``), a path to a ``config.json`` or to a folder holding one, a dict of a
+    config's contents, or an existing :class:`ModelConfig`. A Hub id that is not in the catalog
+    is fetched with ``huggingface_hub`` (``config.json`` only) when a network is available.
+    """
+    if isinstance(x, ModelConfig):
+        return x
+    if isinstance(x, dict):
+        return parse_config(x, name=name or x.get("_name_or_path") or x.get("name") or "custom model")
+    if isinstance(x, os.PathLike):
+        x = os.fspath(x)
+    if not isinstance(x, str):
+        raise ValueError(f"model: expected a catalog name, a path to a config.json or a dict, got {type(x).__name__}")
+    text = x.strip()
+    if not text:
+        raise ValueError("model: empty name; choose one of lr.list_models() or pass a config.json path or dict")
+    entry = catalog_entry(text)
+    if entry is not None:
+        cfg = json.loads(_load_catalog_config(entry["key"]))
+        return parse_config(cfg, name=name or entry["hf_id"])
+    path = Path(os.path.expanduser(text))
+    if path.is_dir():
+        path = path / "config.json"
+    if path.suffix == ".json" or path.exists():
+        if not path.exists():
+            raise ValueError(f"model: no such file {str(path)!r}")
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"model: {str(path)!r} is not valid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise ValueError(f"model: {str(path)!r} does not hold a JSON object")
+        return parse_config(cfg, name=name or cfg.get("_name_or_path") or path.parent.name or path.stem)
+    if "/" in text and text.count("/") == 1 and " " not in text:
+        return parse_config(_fetch_hub_config(text), name=name or text)
+    close = difflib.get_close_matches(text.lower(), list(_name_map()), n=5, cutoff=0.5)
+    hint = f" Closest catalog names: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f"model: unknown model {text!r}.{hint} Use lr.list_models() for the catalog, or pass a path to "
+        "a config.json (or a folder holding one), or a dict of its contents."
+    )
+
+
+def _fetch_hub_config(repo_id: str) -> dict:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - optional dependency
+        raise ValueError(
+            f"model: {repo_id!r} is not in the catalog and huggingface_hub is not installed to fetch it. "
+            "Download its config.json and pass the file path (lr.load_model('path/to/config.json'))."
+        ) from None
+    try:
+        path = hf_hub_download(repo_id, "config.json")
+    except Exception as e:  # network, gated repo, missing repo
+        raise ValueError(
+            f"model: {repo_id!r} is not in the catalog and its config.json could not be fetched from the "
+            f"Hugging Face Hub ({type(e).__name__}). Without a network, download config.json yourself and pass "
+            "its path (lr.load_model('path/to/config.json')) or a dict of its contents."
+        ) from None
+    return json.loads(Path(path).read_text())
+
+
+# ----------------------------------------------------------------------------------------
+# parsing
+
+
+def _req_int(cfg: dict, *keys: str, minimum: int = 1) -> int:
+    for k in keys:
+        v = cfg.get(k)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+                raise ValueError(f"config field {k!r} must be an integer, got {v!r}")
+            v = int(v)
+            if v < minimum:
+                raise ValueError(f"config field {k!r} must be ≥ {minimum}, got {v}")
+            return v
+    raise ValueError(f"config is missing the field {keys[0]!r}" + (f" (or {', '.join(map(repr, keys[1:]))})" if len(keys) > 1 else ""))
+
+
+def _opt_int(cfg: dict, key: str, default: int | None, minimum: int = 0) -> int | None:
+    v = cfg.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
+        raise ValueError(f"config field {key!r} must be an integer ≥ {minimum}, got {v!r}")
+    return int(v)
+
+
+def _flag(cfg: dict, spec: Any, default: bool = False) -> bool:
+    """A family trait that is either a constant bool or the name of a config field."""
+    if isinstance(spec, bool):
+        return spec
+    if isinstance(spec, str):
+        return bool(cfg.get(spec, default))
+    return default
+
+
+def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
+    """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use."""
+    if not isinstance(cfg, dict):
+        raise ValueError("model config must be a dict (the contents of config.json)")
+    cfg = copy.deepcopy(cfg)
+    if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], dict):
+        cfg = {**cfg["text_config"], "_outer_model_type": cfg.get("model_type")}
+    mt = cfg.get("model_type")
+    if mt is None:
+        raise ValueError(f"config is missing the field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
+    if mt not in FAMILIES:
+        raise ValueError(f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+    fam = FAMILIES[mt]
+    for k, what in UNSUPPORTED_FIELDS.items():
+        if what and cfg.get(k):
+            raise ValueError(f"config field {k!r} ({what}) is not supported by this engine")
+
+    h = _req_int(cfg, "hidden_size", "n_embd", "d_model")
+    n_layers = _req_int(cfg, "num_hidden_layers", "n_layer")
+    n_heads = _req_int(cfg, "num_attention_heads", "n_head")
+    vocab = _req_int(cfg, "vocab_size")
+    n_kv = _opt_int(cfg, "num_key_value_heads", n_heads, minimum=1)
+    if n_kv > n_heads or n_heads % n_kv:
+        raise ValueError(f"config field 'num_key_value_heads' = {n_kv} must divide 'num_attention_heads' = {n_heads}")
+    head_dim = _opt_int(cfg, "head_dim", None, minimum=1)
+    if head_dim is None:
+        if h % n_heads:
+            raise ValueError(
+                f"config field 'hidden_size' = {h} is not divisible by 'num_attention_heads' = {n_heads}; set 'head_dim'"
+            )
+        head_dim = h // n_heads
+
+    if mt == "gpt2":
+        inter = cfg.get("n_inner") or 4 * h
+        act = cfg.get("activation_function", "gelu_new")
+    elif mt == "opt":
+        inter = _req_int(cfg, "ffn_dim")
+        act = cfg.get("activation_function", "relu")
+    elif mt == "gpt_oss":
+        inter = _req_int(cfg, "intermediate_size")
+        act = "gpt_oss_glu"
+    else:
+        inter = _req_int(cfg, "intermediate_size")
+        act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
+    if isinstance(act, str) and act.startswith("gelu"):
+        act = act if act in ACT_FLOPS else "gelu"
+    if act not in ACT_FLOPS:
+        raise ValueError(f"config field 'hidden_act' = {act!r} is not supported; supported: {', '.join(sorted(ACT_FLOPS))}")
+
+    tie = bool(cfg.get("tie_word_embeddings", fam["tie"]))
+    qkv_bias = _flag(cfg, fam.get("qkv_bias", False))
+    o_bias = _flag(cfg, fam.get("o_bias", False))
+    mlp_bias = _flag(cfg, fam.get("mlp_bias", "mlp_bias"))
+    norm = fam["norm"]
+    if mt == "opt":
+        if not cfg.get("do_layer_norm_before", True):
+            raise ValueError("config field 'do_layer_norm_before' = false (post-norm OPT-350m) is not supported")
+        if cfg.get("layer_norm_elementwise_affine") is False:
+            raise ValueError("config field 'layer_norm_elementwise_affine' = false is not supported")
+
+    # --- which layers slide -------------------------------------------------------------
+    window = _opt_int(cfg, "sliding_window", None, minimum=1)
+    if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
+        window = None
+    sliding = [False] * n_layers
+    layer_types_cfg = cfg.get("layer_types")
+    if layer_types_cfg is not None:
+        if not isinstance(layer_types_cfg, list) or len(layer_types_cfg) != n_layers:
+            raise ValueError(f"config field 'layer_types' must list {n_layers} entries")
+        for i, t in enumerate(layer_types_cfg):
+            if t == "sliding_attention":
+                sliding[i] = True
+            elif t not in ("full_attention",):
+                raise ValueError(f"config field 'layer_types' has {t!r}; supported: 'full_attention', 'sliding_attention'")
+    elif fam.get("alternate_sliding"):
+        sliding = [i % 2 == 0 for i in range(n_layers)]  # gemma-2: even layers use the window
+    elif fam.get("layer_types"):
+        pattern = _opt_int(cfg, "sliding_window_pattern", 6, minimum=1)
+        sliding = [bool((i + 1) % pattern) for i in range(n_layers)]
+    elif fam.get("sliding_all"):
+        sliding = [True] * n_layers
+    if window is None:
+        sliding = [False] * n_layers
+    elif any(sliding) and mt in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"):
+        mwl = _opt_int(cfg, "max_window_layers", n_layers)
+        sliding = [s and i >= mwl for i, s in enumerate(sliding)]
+
+    # --- attention per layer ----------------------------------------------------------------
+    rope = fam["pos"] == "rope"
+    prf = float(cfg.get("partial_rotary_factor", 1.0) or 1.0)
+    softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
+
+    def attn(win: int | None) -> AttentionSpec:
+        if fam.get("mla"):
+            kv_lora = _req_int(cfg, "kv_lora_rank")
+            rope_d = _req_int(cfg, "qk_rope_head_dim")
+            nope_d = _req_int(cfg, "qk_nope_head_dim")
+            v_d = _req_int(cfg, "v_head_dim")
+            return AttentionSpec(
+                kind="mla", num_heads=n_heads, num_kv_heads=n_heads, head_dim=nope_d + rope_d, v_head_dim=v_d,
+                window=None, qkv_bias=bool(cfg.get("attention_bias", False)), o_bias=bool(cfg.get("attention_bias", False)),
+                rotary_dim=rope_d, q_lora_rank=_opt_int(cfg, "q_lora_rank", None, minimum=1), kv_lora_rank=kv_lora,
+                qk_rope_head_dim=rope_d, qk_nope_head_dim=nope_d,
+            )
+        return AttentionSpec(
+            kind="mha", num_heads=n_heads, num_kv_heads=n_kv, head_dim=head_dim, v_head_dim=head_dim, window=win,
+            qkv_bias=qkv_bias, o_bias=o_bias, fused_qkv=bool(fam.get("fused_qkv")), qk_norm=fam.get("qk_norm"),
+            sinks=bool(fam.get("sinks")), softcap=softcap, rotary_dim=int(head_dim * prf) if rope else 0,
+        )
+
+    # --- MLP per layer --------------------------------------------------------------------
+    moe_kind = fam.get("moe")
+    is_moe = [False] * n_layers
+    dense_mlp = MLPSpec(kind="dense", intermediate_size=inter, gated=fam["mlp"] == "gated", act=act, bias=mlp_bias,
+                        fused_gate_up=bool(fam.get("fused_gate_up")))
+    moe_mlp = None
+    if moe_kind:
+        if moe_kind == "mixtral" or moe_kind == "phimoe":
+            E = _req_int(cfg, "num_local_experts")
+            k = _req_int(cfg, "num_experts_per_tok")
+            moe_mlp = MLPSpec(kind="moe", intermediate_size=inter, gated=True, act=act, num_experts=E, top_k=k)
+            is_moe = [True] * n_layers
+        elif moe_kind == "gpt_oss":
+            E = _req_int(cfg, "num_local_experts")
+            k = _req_int(cfg, "num_experts_per_tok", "experts_per_token")
+            moe_mlp = MLPSpec(kind="moe", intermediate_size=inter, gated=True, act=act, num_experts=E, top_k=k,
+                              expert_bias=True, router_bias=True)
+            is_moe = [True] * n_layers
+        elif moe_kind in ("qwen2_moe", "qwen3_moe", "olmoe"):
+            E = _req_int(cfg, "num_experts")
+            k = _req_int(cfg, "num_experts_per_tok")
+            moe_inter = _req_int(cfg, "moe_intermediate_size") if moe_kind != "olmoe" else inter
+            shared = _opt_int(cfg, "shared_expert_intermediate_size", 0) if moe_kind == "qwen2_moe" else 0
+            moe_mlp = MLPSpec(kind="moe", intermediate_size=moe_inter, gated=True, act=act, num_experts=E, top_k=k,
+                              shared_intermediate_size=shared or 0, shared_gate=bool(shared))
+            step = _opt_int(cfg, "decoder_sparse_step", 1, minimum=1)
+            only = set(cfg.get("mlp_only_layers") or [])
+            is_moe = [(i not in only) and (E > 0) and ((i + 1) % step == 0) for i in range(n_layers)]
+        elif moe_kind == "deepseek":
+            E = _req_int(cfg, "n_routed_experts")
+            k = _req_int(cfg, "num_experts_per_tok")
+            moe_inter = _req_int(cfg, "moe_intermediate_size")
+            n_shared = _opt_int(cfg, "n_shared_experts", 0) or 0
+            moe_mlp = MLPSpec(kind="moe", intermediate_size=moe_inter, gated=True, act=act, num_experts=E, top_k=k,
+                              shared_intermediate_size=moe_inter * n_shared,
+                              router_score_bias=(mt == "deepseek_v3"))
+            first_dense = _opt_int(cfg, "first_k_dense_replace", 0) or 0
+            freq = _opt_int(cfg, "moe_layer_freq", 1, minimum=1)
+            is_moe = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
+        if moe_mlp is not None and moe_mlp.top_k > moe_mlp.num_experts:
+            raise ValueError(
+                f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
+            )
+
+    # --- group identical layers -----------------------------------------------------------
+    post = bool(fam.get("post_norms"))
+    norms_per_layer = 4 if post else 2
+    groups: dict[tuple, int] = {}
+    for i in range(n_layers):
+        key = (sliding[i], is_moe[i])
+        groups[key] = groups.get(key, 0) + 1
+    any_sliding = any(sliding)
+    any_moe = any(is_moe)
+    any_full = not all(sliding)
+    layer_types = []
+    for (sl, moe), count in groups.items():
+        parts = []
+        if any_moe:
+            parts.append("moe" if moe else "dense")
+        if any_sliding and any_full:
+            parts.append("sliding" if sl else "full")
+        lt_name = "+".join(parts) if parts else "decoder"
+        layer_types.append(LayerType(
+            name=lt_name, count=count, attention=attn(window if sl else None),
+            mlp=moe_mlp if moe else dense_mlp, norms=norms_per_layer, post_norms=post,
+        ))
+    layer_types.sort(key=lambda lt: lt.name)
+
+    if fam["pos"] == "learned":
+        max_pos = _req_int(cfg, "max_position_embeddings", "n_positions")
+        pos_rows = max_pos + (2 if mt == "opt" else 0)  # OPT's learned positions are offset by 2
+    else:
+        max_pos = _opt_int(cfg, "max_position_embeddings", 0) or 0
+        pos_rows = 0
+    embed_dim = _opt_int(cfg, "word_embed_proj_dim", h) if mt == "opt" else h
+    if embed_dim != h:
+        raise ValueError("config field 'word_embed_proj_dim' ≠ hidden_size (OPT-350m projections) is not supported")
+
+    quant = cfg.get("quantization_config")
+    return ModelConfig(
+        name=str(name), model_type=mt, hidden_size=h, num_layers=n_layers, vocab_size=vocab,
+        layer_types=tuple(layer_types), norm=norm, tie_embeddings=tie, position=fam["pos"],
+        max_positions=max_pos, position_rows=pos_rows, embed_scale=bool(fam.get("embed_scale")),
+        final_softcap=bool(fam.get("softcap") and cfg.get("final_logit_softcapping")),
+        lm_head_bias=_flag(cfg, fam.get("lm_head_bias", False)), embed_dim=embed_dim,
+        quantization=quant if isinstance(quant, dict) else None, raw=cfg,
+    )
