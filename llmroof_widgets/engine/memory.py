@@ -27,7 +27,8 @@ def kv_cache_bytes(model: ModelConfig, prec: Precision, batch: int, context: int
     total = 0.0
     for lt in model.layer_types:
         a = lt.attention
-        kept = context if a.window is None else min(context, a.window)  # a window layer keeps its last W tokens
+        # a window layer keeps the last W − 1 tokens: with the next token's own key that is the W it attends
+        kept = context if a.window is None else min(context, a.window - 1)
         total += lt.count * a.kv_elements_per_token() * kept * batch * prec.kv
     return total
 

@@ -36,8 +36,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "gemma3_text": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True, post_norms=True, qk_norm="head", softcap=True, layer_types=True),
     "phi3": dict(norm="rms", mlp="gated", pos="rope", tie=False, fused_qkv=True, fused_gate_up=True, sliding_all=True),
     "phimoe": dict(norm="ln", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", moe="phimoe", sliding_all=True, lm_head_bias="lm_head_bias"),
+    # phi-1/phi-2: one LayerNorm feeds attention and MLP in parallel; partial rotary; biases everywhere
+    "phi": dict(norm="ln", mlp="plain", pos="rope", tie=False, qkv_bias=True, o_bias=True, mlp_bias=True, parallel=True,
+                lm_head_bias=True),
     "gpt2": dict(norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias=True, o_bias=True, mlp_bias=True, fused_qkv=True),
-    "opt": dict(norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias="enable_bias", o_bias="enable_bias", mlp_bias="enable_bias"),
+    "opt": dict(norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias=("enable_bias", True), o_bias=("enable_bias", True),
+                mlp_bias=("enable_bias", True)),
     "deepseek_v2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
     "deepseek_v3": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
     "gpt_oss": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, o_bias=True, moe="gpt_oss", layer_types=True, sinks=True),
@@ -118,6 +122,7 @@ class LayerType:
     mlp: MLPSpec
     norms: int  # number of hidden-size norms in the layer
     post_norms: bool = False
+    parallel: bool = False  # attention and MLP read the same normed input; one residual add of both
 
 
 @dataclass(frozen=True)
@@ -316,11 +321,14 @@ def _opt_int(cfg: dict, key: str, default: int | None, minimum: int = 0) -> int 
 
 
 def _flag(cfg: dict, spec: Any, default: bool = False) -> bool:
-    """A family trait that is either a constant bool or the name of a config field."""
+    """A family trait: a constant bool, the name of a config field, or (field, default when absent)."""
     if isinstance(spec, bool):
         return spec
+    if isinstance(spec, tuple):
+        spec, default = spec
     if isinstance(spec, str):
-        return bool(cfg.get(spec, default))
+        v = cfg.get(spec)
+        return default if v is None else bool(v)
     return default
 
 
@@ -480,7 +488,10 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
 
     # --- group identical layers -----------------------------------------------------------
     post = bool(fam.get("post_norms"))
-    norms_per_layer = 4 if post else 2
+    parallel = bool(fam.get("parallel"))
+    norms_per_layer = 4 if post else (1 if parallel else 2)
+    if mt == "phi" and cfg.get("qk_layernorm"):
+        raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
     groups: dict[tuple, int] = {}
     for i in range(n_layers):
         key = (sliding[i], is_moe[i])
@@ -498,7 +509,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         lt_name = "+".join(parts) if parts else "decoder"
         layer_types.append(LayerType(
             name=lt_name, count=count, attention=attn(window if sl else None),
-            mlp=moe_mlp if moe else dense_mlp, norms=norms_per_layer, post_norms=post,
+            mlp=moe_mlp if moe else dense_mlp, norms=norms_per_layer, post_norms=post, parallel=parallel,
         ))
     layer_types.sort(key=lambda lt: lt.name)
 
@@ -518,6 +529,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         layer_types=tuple(layer_types), norm=norm, tie_embeddings=tie, position=fam["pos"],
         max_positions=max_pos, position_rows=pos_rows, embed_scale=bool(fam.get("embed_scale")),
         final_softcap=bool(fam.get("softcap") and cfg.get("final_logit_softcapping")),
-        lm_head_bias=_flag(cfg, fam.get("lm_head_bias", False)), embed_dim=embed_dim,
+        lm_head_bias=_flag(cfg, fam.get("lm_head_bias", False)),
+        embed_dim=embed_dim,
         quantization=quant if isinstance(quant, dict) else None, raw=cfg,
     )

@@ -323,6 +323,14 @@ class PassBuilder:
             self.mla_attention(lt.attention)
         else:
             self.mha(lt.attention)
+        if lt.parallel:
+            # x + attn(ln(x)) + mlp(ln(x)): the MLP reads the same normed input
+            if lt.mlp.kind == "moe":
+                self.moe_mlp(lt.mlp)
+            else:
+                self.dense_mlp(lt.mlp)
+            self.elementwise("residual", N * h, 2, reads=3, writes=1, what="x + attention + MLP")
+            return
         if lt.post_norms:
             self.norm("post_attn_norm", N, h)
         self.elementwise("attn_residual", N * h, 1, reads=2, writes=1, what="residual add")

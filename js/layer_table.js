@@ -1,0 +1,415 @@
+// LayerTable: the per-operator table, the headline figures, the error / warning banner, and the
+// selection hub that links the table with the roofline's bqplot marks and with peer anywidgets
+// (formula panel, memory share) on the FRONT END, so the links keep working in a static HTML
+// export where no kernel runs.
+//
+// Model traits (see llmroof_widgets/widgets/table.py):
+//   rows      [{index, key, phase, layer_type, name, count, flops, bytes, arithmetic_intensity,
+//               time_s, share, bound, peak_dtype, dot: [slot, k] | null, ...}]
+//   totals    {prefill: {...}, decode: {...}}   phase totals from the engine
+//   headline  {model, hardware, ttft_s, tpot_s, tokens_per_s, throughput_tokens_per_s, ...}
+//   error     "" or the message of the last failed recomputation (shown as text)
+//   selected  [row index] or []
+//   marks     ["IPY_MODEL_<id>", ...]  bqplot marks; row.dot = [slot, point index], mark j has slot j % mark_slots
+//   peers     ["IPY_MODEL_<id>", ...]  anywidgets whose `selected` uses the row indices
+import {
+  asIndices, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtPercent, fmtRate,
+  fmtTime, h, opLabel, sameIndices,
+} from "./common.js";
+
+const COLUMNS = [
+  { key: "phase", label: "phase", title: "prefill: the prompt pass; decode: the first generated token's step" },
+  { key: "layer_type", label: "layer", title: "layer type the operator belongs to (\"model\": embedding, final norm, lm_head)" },
+  { key: "name", label: "operator" },
+  { key: "count", label: "count", num: true, fmt: fmtNumber, title: "times the operator runs in one pass (e.g. once per layer of this type)" },
+  { key: "flops", label: "FLOPs", num: true, fmt: fmtFlops, title: "floating-point operations of ONE run" },
+  { key: "bytes", label: "bytes", num: true, fmt: fmtBytes, title: "bytes moved to and from device memory by ONE run (weights + activations + KV cache)" },
+  { key: "arithmetic_intensity", label: "FLOP/B", num: true, fmt: fmtIntensity, title: "arithmetic intensity: FLOPs per byte moved" },
+  { key: "time_s", label: "time", num: true, fmt: fmtTime, title: "roofline time of ONE run: max(FLOPs / peak, bytes / bandwidth), a lower bound" },
+  { key: "share", label: "share", num: true, fmt: fmtPercent, title: "count × time as a share of the phase's total time" },
+  { key: "bound", label: "bound", title: "memory-bound: bytes / bandwidth dominates; compute-bound: FLOPs / peak dominates" },
+];
+
+const DEFINITIONS =
+  "Roofline times are lower bounds: every operator is charged max(FLOPs / peak, bytes / bandwidth) " +
+  "at the device's full peak and bandwidth, with no kernel-launch, scheduling or communication overhead. " +
+  "TTFT (time to first token) = the prefill pass of the whole prompt. " +
+  "TPOT (time per output token) = the mean decode step time. " +
+  "tokens/s = 1 / TPOT for one sequence; throughput = generated tokens of the whole batch per second of end-to-end time.";
+
+async function resolveModels(model, refs, signal) {
+  const out = [];
+  for (const ref of refs || []) {
+    if (typeof ref !== "string" || !ref.startsWith("IPY_MODEL_")) continue;
+    const id = ref.slice("IPY_MODEL_".length);
+    let m = null;
+    // A referenced model may be created after this one (static export): retry for a while.
+    for (let attempt = 0; attempt < 100 && !signal.aborted; attempt++) {
+      try {
+        m = await model.widget_manager.get_model(id);
+        if (m) break;
+      } catch (_e) {
+        /* not registered yet */
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (m) out.push(m);
+    else out.push(null);
+  }
+  return out;
+}
+
+/** The selection hub: runs once per model (not per view). */
+function initialize({ model }) {
+  const signal = { aborted: false };
+  const detach = [];
+  let marks = [];
+  let peers = [];
+  let syncing = false;
+
+  const current = () => asIndices(model.get("selected"));
+  // mark j holds the dots of slot j % mark_slots (several roofline plots may share one table)
+  const slotOf = (j) => j % (model.get("mark_slots") || marks.length || 1);
+  const rowsOf = () => model.get("rows") || [];
+
+  // table -> marks and peers
+  function pushFromTable() {
+    const sel = current();
+    const rows = rowsOf();
+    const row = sel.length ? rows[sel[0]] : null;
+    syncing = true;
+    try {
+      marks.forEach((m, j) => {
+        if (!m) return;
+        const want = row && row.dot && row.dot[0] === slotOf(j) ? [row.dot[1]] : [];
+        if (!sameIndices(want, asIndices(m.get("selected")))) {
+          m.set("selected", want.length ? new Uint32Array(want) : null);
+          m.save_changes();
+        }
+      });
+      for (const p of peers) {
+        if (!p) continue;
+        if (!sameIndices(sel, asIndices(p.get("selected")))) {
+          p.set("selected", sel.slice());
+          p.save_changes();
+        }
+      }
+    } finally {
+      syncing = false;
+    }
+  }
+
+  function setTable(next) {
+    if (!sameIndices(next, current())) {
+      model.set("selected", next);
+      model.save_changes(); // -> change:selected -> pushFromTable
+    } else {
+      pushFromTable(); // normalise the others (e.g. clear the other marks)
+    }
+  }
+
+  // a bqplot mark -> table
+  const fromMark = (j) => () => {
+    if (syncing) return;
+    const slot = slotOf(j);
+    const sel = asIndices(marks[j].get("selected"));
+    const rows = rowsOf();
+    if (sel.length) {
+      const k = sel[sel.length - 1];
+      const i = rows.findIndex((r) => r.dot && r.dot[0] === slot && r.dot[1] === k);
+      if (i >= 0) setTable([i]);
+    } else {
+      const cur = current();
+      const curRow = cur.length ? rows[cur[0]] : null;
+      if (curRow && curRow.dot && curRow.dot[0] === slot) setTable([]);
+    }
+  };
+
+  // a peer anywidget -> table
+  const fromPeer = (p) => () => {
+    if (syncing) return;
+    const sel = asIndices(p.get("selected")).slice(-1);
+    setTable(sel);
+  };
+
+  model.on("change:selected", () => {
+    if (!syncing) pushFromTable();
+  });
+
+  (async () => {
+    const [m, p] = await Promise.all([
+      resolveModels(model, model.get("marks"), signal),
+      resolveModels(model, model.get("peers"), signal),
+    ]);
+    if (signal.aborted) return;
+    marks = m;
+    peers = p;
+    marks.forEach((mk, j) => {
+      if (!mk) return;
+      const cb = fromMark(j);
+      mk.on("change:selected", cb);
+      detach.push(() => mk.off("change:selected", cb));
+    });
+    peers.forEach((pm) => {
+      if (!pm) return;
+      const cb = fromPeer(pm);
+      pm.on("change:selected", cb);
+      detach.push(() => pm.off("change:selected", cb));
+    });
+    pushFromTable(); // initial sync (the exported page must show the saved selection everywhere)
+  })();
+
+  return () => {
+    signal.aborted = true;
+    for (const f of detach) f();
+  };
+}
+
+function headlineFigure(key, label, value, title, extraClass) {
+  return h(
+    "div",
+    { class: `lr-figure${extraClass ? " " + extraClass : ""}`, dataset: { key }, title },
+    h("span", { class: "lr-figure-label" }, label),
+    h("span", { class: "lr-figure-value" }, value),
+  );
+}
+
+function renderHeadline(model) {
+  const hd = model.get("headline") || {};
+  if (!hd || hd.model == null) return h("div", { class: "lr-headline lr-empty" }, "No result yet.");
+  const fits = hd.fits === true;
+  const subtitle = [
+    `batch ${fmtNumber(hd.batch_size)}`,
+    `prompt ${fmtNumber(hd.prompt_len)}`,
+    `generate ${fmtNumber(hd.gen_len)}`,
+    `W${hd.w_bits}A${hd.a_bits}KV${hd.kv_bits}`,
+    `logits: ${hd.logits}`,
+    `attention: ${hd.attention}`,
+  ].join(" · ");
+  return h(
+    "div",
+    { class: "lr-headline" },
+    h(
+      "div",
+      { class: "lr-title" },
+      h("span", { class: "lr-model-name" }, String(hd.model)),
+      h("span", { class: "lr-on" }, " on "),
+      h("span", { class: "lr-hardware-name" }, String(hd.hardware)),
+    ),
+    h("div", { class: "lr-subtitle" }, subtitle),
+    h(
+      "div",
+      { class: "lr-figures" },
+      headlineFigure("ttft", "TTFT", fmtTime(hd.ttft_s), "Time to first token: the roofline time of the prefill pass over the whole prompt (a lower bound)."),
+      headlineFigure("tpot", "TPOT", fmtTime(hd.tpot_s), "Time per output token: the mean roofline time of one decode step (a lower bound)."),
+      headlineFigure("tokens_per_s", "tokens/s", fmtRate(hd.tokens_per_s, ""), "Generated tokens per second for ONE sequence (1 / TPOT); an upper bound."),
+      headlineFigure("throughput", "throughput", `${fmtRate(hd.throughput_tokens_per_s, "")} tok/s`, "Generated tokens per second over the whole batch (batch × generated tokens / end-to-end time); an upper bound."),
+      headlineFigure("e2e", "end to end", fmtTime(hd.e2e_s), "TTFT + the sum of all decode steps (a lower bound)."),
+      headlineFigure(
+        "memory",
+        "memory",
+        `${fmtBytes(hd.memory_total_bytes)} / ${fmtBytes(hd.capacity_bytes)}`,
+        "Peak memory (weights + KV cache + activations) against the device's capacity.",
+      ),
+      headlineFigure(
+        "fits",
+        "fits",
+        fits ? "yes" : "no",
+        fits ? "The model, KV cache and activations fit in device memory." : "Does not fit in device memory.",
+        fits ? "lr-fits" : "lr-nofit",
+      ),
+      hd.max_batch_size != null
+        ? headlineFigure("max_batch", "max batch", fmtNumber(hd.max_batch_size), "Largest batch size whose memory fits on the device.")
+        : null,
+    ),
+    h("div", { class: "lr-note lr-lower-bound", title: DEFINITIONS }, "Roofline times are lower bounds; see the footnote for TTFT, TPOT and throughput."),
+  );
+}
+
+function renderMessages(model) {
+  const box = h("div", { class: "lr-messages" });
+  const err = model.get("error") || "";
+  if (err) {
+    box.appendChild(
+      h(
+        "div",
+        { class: "lr-error", role: "alert" },
+        h("strong", null, "Error: "),
+        h("span", { class: "lr-error-text" }, err),
+        h("span", { class: "lr-error-note" }, " — showing the last valid result."),
+      ),
+    );
+  }
+  const warn = model.get("warning") || "";
+  if (warn) box.appendChild(h("div", { class: "lr-warning", role: "status" }, warn));
+  return box;
+}
+
+function compare(a, b, col) {
+  const x = a[col.key];
+  const y = b[col.key];
+  if (col.num) return (Number(x) || 0) - (Number(y) || 0);
+  return String(x ?? "").localeCompare(String(y ?? ""));
+}
+
+function render({ model, el }) {
+  ensureStyle(el);
+  el.classList.add("lr-root", "lr-table-widget");
+  let sortKey = null;
+  let sortDir = 1;
+
+  function select(i) {
+    const cur = asIndices(model.get("selected"));
+    const next = cur.length === 1 && cur[0] === i ? [] : [i];
+    model.set("selected", next);
+    model.save_changes();
+  }
+
+  function renderTable() {
+    const rows = model.get("rows") || [];
+    const totals = model.get("totals") || {};
+    const sel = new Set(asIndices(model.get("selected")));
+    const thead = h(
+      "thead",
+      null,
+      h(
+        "tr",
+        null,
+        COLUMNS.map((c) => {
+          const active = sortKey === c.key;
+          return h(
+            "th",
+            {
+              class: `lr-th${c.num ? " lr-num" : ""}${active ? " lr-sorted" : ""}`,
+              dataset: { key: c.key },
+              title: c.title ? `${c.title} — click to sort` : "click to sort",
+              "aria-sort": active ? (sortDir > 0 ? "ascending" : "descending") : "none",
+              onclick: () => {
+                if (sortKey === c.key) {
+                  if (sortDir > 0) sortDir = -1;
+                  else sortKey = null; // third click: back to the engine's order
+                } else {
+                  sortKey = c.key;
+                  sortDir = c.num ? -1 : 1;
+                }
+                draw();
+              },
+            },
+            c.label,
+            h("span", { class: "lr-sort-arrow" }, active ? (sortDir > 0 ? " ▲" : " ▼") : ""),
+          );
+        }),
+      ),
+    );
+    const tbody = h("tbody");
+    const phases = [];
+    for (const r of rows) if (!phases.includes(r.phase)) phases.push(r.phase);
+    for (const ph of phases) {
+      const tot = totals[ph] || {};
+      const group = rows.filter((r) => r.phase === ph);
+      if (sortKey) {
+        const col = COLUMNS.find((c) => c.key === sortKey);
+        group.sort((a, b) => sortDir * compare(a, b, col) || a.index - b.index);
+      }
+      const desc =
+        ph === "prefill"
+          ? `prefill — ${fmtNumber(tot.tokens)} tokens per sequence, one pass`
+          : `decode — one step at context ${fmtNumber(tot.context)} (the first generated token)`;
+      tbody.appendChild(
+        h("tr", { class: "lr-group", dataset: { phase: ph } }, h("td", { colspan: COLUMNS.length }, desc)),
+      );
+      for (const r of group) {
+        const tr = h(
+          "tr",
+          {
+            class: `lr-row lr-bound-${r.bound}${sel.has(r.index) ? " selected lr-selected" : ""}`,
+            tabindex: 0,
+            "aria-selected": sel.has(r.index) ? "true" : "false",
+            dataset: { index: r.index, op: r.name, phase: r.phase, layerType: r.layer_type, bound: r.bound },
+            title: `${opLabel(r)}: click to select`,
+            onclick: () => select(r.index),
+            onkeydown: (ev) => {
+              if (ev.key === "Enter" || ev.key === " ") {
+                ev.preventDefault();
+                select(r.index);
+              }
+            },
+          },
+          COLUMNS.map((c) => {
+            const v = r[c.key];
+            const text = c.fmt ? c.fmt(v) : String(v ?? "");
+            const cls = `lr-cell lr-col-${c.key}${c.num ? " lr-num" : ""}`;
+            if (c.key === "bound") return h("td", { class: cls }, h("span", { class: `lr-badge lr-badge-${v}` }, text));
+            return h("td", { class: cls, title: c.key === "flops" || c.key === "bytes" ? `${Number(v).toLocaleString("en-US")}` : null }, text);
+          }),
+        );
+        tbody.appendChild(tr);
+      }
+      tbody.appendChild(
+        h(
+          "tr",
+          { class: "lr-total", dataset: { phase: ph } },
+          h("td", { class: "lr-cell" }, ph),
+          h("td", { class: "lr-cell", colspan: 2 }, "total (Σ count × row)"),
+          h("td", { class: "lr-cell lr-num" }, ""),
+          h("td", { class: "lr-cell lr-num" }, fmtFlops(tot.flops)),
+          h("td", { class: "lr-cell lr-num" }, fmtBytes(tot.bytes)),
+          h("td", { class: "lr-cell lr-num" }, fmtIntensity(tot.arithmetic_intensity)),
+          h("td", { class: "lr-cell lr-num" }, fmtTime(tot.time_s)),
+          h("td", { class: "lr-cell lr-num" }, fmtPercent(tot.time_s > 0 ? 1 : 0)),
+          h("td", { class: "lr-cell" }, tot.bound ? h("span", { class: `lr-badge lr-badge-${tot.bound}` }, tot.bound) : ""),
+        ),
+      );
+    }
+    if (!rows.length) {
+      tbody.appendChild(h("tr", { class: "lr-empty-row" }, h("td", { colspan: COLUMNS.length }, "No operators to show.")));
+    }
+    return h("div", { class: "lr-table-scroll" }, h("table", { class: "lr-table" }, thead, tbody));
+  }
+
+  function draw() {
+    const scroll = el.querySelector(".lr-table-scroll");
+    const top = scroll ? scroll.scrollTop : 0;
+    const left = scroll ? scroll.scrollLeft : 0;
+    el.replaceChildren(
+      renderMessages(model),
+      renderHeadline(model),
+      renderTable(),
+      h("div", { class: "lr-footnote" }, DEFINITIONS),
+    );
+    const ns = el.querySelector(".lr-table-scroll");
+    if (ns) {
+      ns.scrollTop = top;
+      ns.scrollLeft = left;
+    }
+  }
+
+  // Only the selection changed: restyle rows instead of rebuilding the table.
+  function restyleSelection() {
+    const sel = new Set(asIndices(model.get("selected")));
+    for (const tr of el.querySelectorAll("tr.lr-row")) {
+      const on = sel.has(Number(tr.dataset.index));
+      tr.classList.toggle("selected", on);
+      tr.classList.toggle("lr-selected", on);
+      tr.setAttribute("aria-selected", on ? "true" : "false");
+    }
+  }
+
+  // One kernel update sets several traits at once (hold_sync): draw once, before the next paint.
+  let pending = false;
+  function schedule() {
+    if (pending) return;
+    pending = true;
+    queueMicrotask(() => {
+      pending = false;
+      draw();
+    });
+  }
+
+  draw();
+  for (const name of ["rows", "totals", "headline", "error", "warning"]) model.on(`change:${name}`, schedule);
+  model.on("change:selected", restyleSelection);
+  return () => {};
+}
+
+export default { initialize, render };

@@ -1,0 +1,182 @@
+"""Plain view data built from ``Result.to_dict()`` once per State revision.
+
+Nothing here is physics: it selects, orders and labels the engine's figures for the views (rows
+of the table, points of the roofline, bars of the memory breakdown). The only arithmetic is unit
+scaling for the axes (bytes → GB, seconds → ms) and, for the roofline's drawing, the roofs and
+ridge points implied by the device's own peak and bandwidth figures.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# roofline scatter marks: one per (phase, bound); a row's dot is (slot, index in that mark)
+SLOTS = (("prefill", "memory"), ("prefill", "compute"), ("decode", "memory"), ("decode", "compute"))
+PHASE_ORDER = ("prefill", "decode")
+
+# fields of a table row (the engine's op row plus index/key/phase/dot)
+ROW_FIELDS = ("name", "layer_type", "count", "kind", "flops", "matmul_flops", "bytes", "weight_bytes",
+              "activation_bytes", "kv_bytes", "arithmetic_intensity", "time_s", "compute_time_s",
+              "memory_time_s", "bound", "peak_dtype", "peak_flops", "share", "resident_bytes", "flops_formula",
+              "bytes_formula")
+FORMULA_FIELDS = ("index", "phase", "layer_type", "name", "count", "flops", "bytes", "arithmetic_intensity",
+                  "time_s", "compute_time_s", "memory_time_s", "bound", "peak_dtype", "peak_flops",
+                  "flops_formula", "bytes_formula")
+TOTAL_FIELDS = ("tokens", "context", "flops", "matmul_flops", "bytes", "weight_bytes", "kv_bytes",
+                "activation_bytes", "arithmetic_intensity", "time_s", "bound")
+
+
+def shown_phases(phase: str) -> tuple[str, ...]:
+    return PHASE_ORDER if phase == "both" else (phase,)
+
+
+def fmt_time(s: float) -> str:
+    """Readable time for tooltips and labels (the table formats its own units in JS)."""
+    if s is None or not math.isfinite(s):
+        return "–"
+    a = abs(s)
+    if a == 0:
+        return "0 s"
+    if a < 1e-6:
+        return f"{s * 1e9:.3g} ns"
+    if a < 1e-3:
+        return f"{s * 1e6:.3g} µs"
+    if a < 1:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s:.3g} s"
+
+
+def fmt_si(x: float, unit: str) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    if x == 0:
+        return f"0 {unit}"
+    prefixes = ["", "k", "M", "G", "T", "P", "E"]
+    i = 0
+    while i < len(prefixes) - 1 and abs(x) >= 1000 ** (i + 1) * 0.9995:
+        i += 1
+    return f"{x / 1000 ** i:.3g} {prefixes[i]}{unit}"
+
+
+def _plain(v):
+    """JSON-safe scalar (numpy scalars → Python, non-finite floats → None)."""
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+@dataclass
+class ViewData:
+    """Everything the views show for one State revision."""
+
+    d: dict = field(default_factory=dict)  # result.to_dict() (empty when there is no result)
+    phase: str = "both"
+    rows: list = field(default_factory=list)  # table rows
+    keys: dict = field(default_factory=dict)  # row key -> row index
+    totals: dict = field(default_factory=dict)  # phase -> totals
+    headline: dict = field(default_factory=dict)
+    dots: list = field(default_factory=list)  # per slot: list of row indices
+    plotted_dtypes: list = field(default_factory=list)  # peak dtypes used by the plotted operators
+
+    @property
+    def empty(self) -> bool:
+        return not self.d
+
+    @classmethod
+    def build(cls, result, phase: str) -> ViewData:
+        if result is None:
+            return cls(phase=phase, dots=[[] for _ in SLOTS])
+        d = result.to_dict()
+        rows: list[dict] = []
+        keys: dict[str, int] = {}
+        dots: list[list[int]] = [[] for _ in SLOTS]
+        totals: dict[str, dict] = {}
+        dtypes: list[str] = []
+        for ph in shown_phases(phase):
+            p = d.get(ph) or {}
+            totals[ph] = {k: _plain(p.get(k)) for k in TOTAL_FIELDS}
+            for op in p.get("ops", []):
+                row = {k: _plain(op.get(k)) for k in ROW_FIELDS}
+                row["index"] = len(rows)
+                row["phase"] = ph
+                base = f"{ph}|{row['layer_type']}|{row['name']}"
+                key, n = base, 1
+                while key in keys:  # keep keys unique even if the engine repeats a name
+                    n += 1
+                    key = f"{base}#{n}"
+                row["key"] = key
+                keys[key] = row["index"]
+                fl, t, ai = row["flops"] or 0.0, row["time_s"] or 0.0, row["arithmetic_intensity"] or 0.0
+                if fl > 0 and t > 0 and ai > 0:
+                    slot = SLOTS.index((ph, "compute" if row["bound"] == "compute" else "memory"))
+                    row["dot"] = [slot, len(dots[slot])]
+                    dots[slot].append(row["index"])
+                    if row["peak_dtype"] not in dtypes:
+                        dtypes.append(row["peak_dtype"])
+                else:
+                    row["dot"] = None  # no FLOPs (a lookup): no point on a log–log roofline
+                rows.append(row)
+        g = d.get("generation", {})
+        m = d.get("memory", {})
+        s = d.get("settings", {})
+        headline = {
+            "model": str(d.get("model", {}).get("name", s.get("model", ""))),
+            "hardware": str(d.get("hardware", {}).get("name", s.get("hardware", ""))),
+            **{k: _plain(s.get(k)) for k in ("batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits",
+                                             "logits", "attention")},
+            **{k: _plain(g.get(k)) for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "throughput_tokens_per_s")},
+            "memory_total_bytes": _plain(m.get("total_bytes")),
+            "capacity_bytes": _plain(m.get("capacity_bytes")),
+            "fits": bool(m.get("fits", True)),
+            "max_batch_size": _plain(m.get("max_batch_size")),
+            "notes": {str(k): str(v) for k, v in (d.get("notes") or {}).items()},
+        }
+        return cls(d=d, phase=phase, rows=rows, keys=keys, totals=totals, headline=headline, dots=dots,
+                   plotted_dtypes=dtypes)
+
+    # -- selection helpers ---------------------------------------------------------------------
+    def key_of(self, index: int | None) -> str | None:
+        if index is None or not (0 <= index < len(self.rows)):
+            return None
+        return self.rows[index]["key"]
+
+    def index_of(self, key: str | None) -> int | None:
+        return None if key is None else self.keys.get(key)
+
+    def row_of_dot(self, slot: int, k: int) -> int | None:
+        if 0 <= slot < len(self.dots) and 0 <= k < len(self.dots[slot]):
+            return self.dots[slot][k]
+        return None
+
+    # -- derived view payloads -----------------------------------------------------------------
+    def warning(self) -> str:
+        m = self.d.get("memory", {})
+        if not self.d or m.get("fits", True):
+            return ""
+        hw = self.d.get("hardware", {}).get("name", "the device")
+        mb = m.get("max_batch_size")
+        hint = (f" The largest batch that fits is {mb}." if mb else
+                " Even one sequence does not fit: use fewer weight/KV bits, a shorter context or a larger device.")
+        return (f"Does not fit in memory: needs {fmt_si(m.get('total_bytes', 0), 'B')} "
+                f"(weights {fmt_si(m.get('weights_bytes', 0), 'B')}, KV cache {fmt_si(m.get('kv_cache_bytes', 0), 'B')}, "
+                f"activations {fmt_si(m.get('activations_bytes', 0), 'B')}) but {hw} has "
+                f"{fmt_si(m.get('capacity_bytes', 0), 'B')}.{hint}")
+
+    def formula_rows(self) -> list[dict]:
+        return [{k: r.get(k) for k in FORMULA_FIELDS} for r in self.rows]
+
+    def share_rows(self) -> list[dict]:
+        out = []
+        for r in self.rows:
+            # resident bytes of the operator's parameters when the engine gives them, else bytes read
+            wb = r.get("resident_bytes") if r.get("resident_bytes") is not None else r.get("weight_bytes")
+            out.append({"index": r["index"], "phase": r["phase"], "layer_type": r["layer_type"], "name": r["name"],
+                        "count": r["count"], "weight_bytes": wb})
+        return out

@@ -1,0 +1,357 @@
+"""The bqplot views: roofline (log–log), memory breakdown, decode step timeline.
+
+Every update sends only the arrays the marks need, one ``hold_sync`` per widget, with animations
+off so nothing flickers. The views never compute physics: points, bars and lines are the engine's
+figures, scaled to display units.
+"""
+from __future__ import annotations
+
+import math
+
+import bqplot as bq
+import ipywidgets as W
+import numpy as np
+
+from ._base import StateView
+from ._data import SLOTS, fmt_si, fmt_time
+from .anywidgets import MemoryShare
+
+MEMORY_COLOR = "#1f77b4"
+COMPUTE_COLOR = "#d95f02"
+SELECT_COLOR = "#e6007e"
+ROOF_COLORS = ("#6b6b6b", "#9a9a9a", "#b5b5b5", "#c9c9c9")
+PHASE_MARKER = {"prefill": "circle", "decode": "triangle-up"}
+DTYPE_LABEL = {"vector": "vector (non-matrix)"}
+_EMPTY = np.zeros(0)
+
+
+def _decades(lo: float, hi: float) -> tuple[float, float]:
+    """A range of whole decades around [lo, hi] (log axes read best that way; pitfall P15)."""
+    lo = max(lo, 1e-30)
+    hi = max(hi, lo * 10)
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    if b - a < 2:
+        b = a + 2
+    return 10.0 ** a, 10.0 ** b
+
+
+def _decade_ticks(lo: float, hi: float) -> np.ndarray:
+    a, b = round(math.log10(lo)), round(math.log10(hi))
+    step = 1 if b - a <= 9 else 2
+    return np.array([10.0 ** k for k in range(a, b + 1, step)])
+
+
+def _figure_kwargs(height: str) -> dict:
+    return dict(
+        animation_duration=0,
+        min_aspect_ratio=0.01,
+        max_aspect_ratio=100,
+        layout=W.Layout(width="100%", height=height, min_width="300px"),
+    )
+
+
+class _Closing:
+    def close(self):
+        self._detach()
+        super().close()
+
+
+class RooflinePlot(_Closing, StateView, bq.Figure):
+    """Log–log roofline: the device's bandwidth slope and one flat roof per peak the plotted
+    operators use, the ridge points, and one dot per operator (prefill ● / decode ▲, blue when
+    memory-bound, orange when compute-bound). Hover for the operator's figures, click to select.
+
+    ``dots`` holds four Scatter marks, one per (phase, bound) in ``SLOTS`` order; a table row's
+    ``dot`` is ``[slot, index]``. Operators without FLOPs (an embedding lookup) have no dot.
+    """
+
+    def __init__(self, state, **kwargs):
+        self.x_scale = bq.LogScale(min=0.1, max=1e4)
+        self.y_scale = bq.LogScale(min=1e9, max=1e16)
+        sc = {"x": self.x_scale, "y": self.y_scale}
+        self.roofs = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=list(ROOF_COLORS), stroke_width=2,
+                              interactions={})
+        self.roof_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=["#6b6b6b"], default_size=11,
+                                    align="end", y_offset=-5, interactions={})
+        self.ridges = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=sc, marker="diamond", colors=["#6b6b6b"],
+                                 default_size=36, interactions={}, stroke="#ffffff")
+        self.ridge_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=["#6b6b6b"], default_size=10,
+                                     align="start", x_offset=6, y_offset=14, interactions={})
+        self.dots = []
+        for phase, bound in SLOTS:
+            tip = bq.Tooltip(fields=["name", "x", "y"], formats=["", ".3~g", ".3~s"],
+                             labels=["operator", "FLOP/byte", "FLOP/s"])
+            self.dots.append(bq.Scatter(
+                x=_EMPTY, y=_EMPTY, names=[], scales=sc, marker=PHASE_MARKER[phase],
+                colors=[COMPUTE_COLOR if bound == "compute" else MEMORY_COLOR], default_size=70,
+                stroke="#ffffff", stroke_width=1, display_names=False,
+                interactions={"click": "select", "hover": "tooltip"}, tooltip=tip,
+                selected_style={"stroke": SELECT_COLOR, "stroke-width": "4px", "opacity": "1"},
+                unselected_style={}, display_legend=True, labels=[f"{phase} · {bound}-bound"],
+            ))
+        self.x_axis = bq.Axis(scale=self.x_scale, label="arithmetic intensity (FLOP / byte)", tick_format="~g",
+                              tick_values=_decade_ticks(0.1, 1e4), grid_lines="dashed")
+        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label="attainable performance (FLOP/s)",
+                              tick_format="~s", tick_values=_decade_ticks(1e9, 1e16), grid_lines="dashed",
+                              label_offset="52px")
+        kw = _figure_kwargs("380px")
+        kw.update(kwargs)
+        super().__init__(
+            marks=[self.roofs, self.roof_labels, self.ridges, self.ridge_labels, *self.dots],
+            axes=[self.x_axis, self.y_axis], title="Roofline",
+            fig_margin={"top": 40, "bottom": 52, "left": 72, "right": 16},
+            legend_location="bottom-right", **kw,
+        )
+        self.add_class("lr-roofline")
+        self._attach(state)
+        self._on_revision()
+
+    @property
+    def selection_marks(self):
+        return tuple(self.dots)
+
+    # -- selection on the kernel side ----------------------------------------------------------
+    def selected_row(self) -> int | None:
+        """The table row index of the selected dot (kernel's view of the marks), or None."""
+        data = self._data
+        if data is None:
+            return None
+        for slot, mark in enumerate(self.dots):
+            sel = mark.selected
+            if sel is not None and len(sel):
+                return data.row_of_dot(slot, int(sel[-1]))
+        return None
+
+    def show_row(self, index: int | None) -> None:
+        """Select the dot of table row ``index`` (None clears) on every mark."""
+        data = self._data
+        dot = data.rows[index].get("dot") if data is not None and index is not None and 0 <= index < len(data.rows) else None
+        for slot, mark in enumerate(self.dots):
+            want = [dot[1]] if dot is not None and dot[0] == slot else None
+            have = mark.selected
+            if want is None and (have is None or len(have) == 0):
+                continue
+            if want is not None and have is not None and list(np.asarray(have).ravel()) == want:
+                continue
+            mark.selected = None if want is None else np.array(want, dtype=np.uint32)
+
+    # -- refresh -----------------------------------------------------------------------------
+    def _refresh(self, old, new):
+        prev_row = self.selected_row() if old is not None else None
+        self._data = new
+        d = new.d
+        if new.empty:
+            for m in (self.roofs, self.ridges):
+                with m.hold_sync():
+                    m.x, m.y = _EMPTY, _EMPTY
+            for m in self.dots:
+                with m.hold_sync():
+                    m.x, m.y, m.names, m.selected = _EMPTY, _EMPTY, [], None
+            return
+        hw = d["hardware"]
+        bw = float(hw["memory_bandwidth"])
+        rows = new.rows
+        # the peaks the plotted operators use (as the engine applied them), highest first
+        peaks: dict[str, float] = {}
+        for r in rows:
+            if r.get("dot") is not None and r.get("peak_flops"):
+                peaks.setdefault(r["peak_dtype"], float(r["peak_flops"]))
+        if not peaks:  # nothing plotted: show the device's top matrix peak
+            dt, pk = max(hw["peak_flops"].items(), key=lambda kv: kv[1])
+            peaks[dt] = float(pk)
+        roofs = sorted(peaks.items(), key=lambda kv: -kv[1])
+        ridges = [pk / bw for _, pk in roofs]
+
+        xs, ys = [], []
+        per_slot = []
+        for slot, idx in enumerate(new.dots):
+            x = np.array([rows[i]["arithmetic_intensity"] for i in idx], dtype=np.float64)
+            y = np.array([rows[i]["flops"] / rows[i]["time_s"] for i in idx], dtype=np.float64)
+            names = [f"{rows[i]['phase']} · {rows[i]['layer_type']} · {rows[i]['name']} ×{rows[i]['count']} — "
+                     f"{rows[i]['bound']}-bound, {fmt_time(rows[i]['time_s'])} per run" for i in idx]
+            per_slot.append((x, y, names))
+            xs.extend(x)
+            ys.extend(y)
+        x_lo, x_hi = _decades(min(xs + ridges) / 2, max(xs + ridges) * 3)
+        y_top = roofs[0][1]
+        y_lo, y_hi = _decades(min(ys + [y_top]) / 3, y_top * 4)
+        x0 = max(x_lo, y_lo / bw)  # where the bandwidth slope enters the plot
+
+        rx = np.array([[x0, rd, x_hi] for rd in ridges], dtype=np.float64)
+        ry = np.array([[bw * x0, pk, pk] for _, pk in roofs], dtype=np.float64)
+        labels = [f"{DTYPE_LABEL.get(dt, dt)} peak {fmt_si(pk, 'FLOP/s')}" for dt, pk in roofs]
+        labels_x = np.array([x_hi] * len(roofs) + [x0 * 1.15], dtype=np.float64)
+        labels_y = np.array([pk for _, pk in roofs] + [bw * x0 * 1.15], dtype=np.float64)
+        labels.append(f"memory bandwidth {fmt_si(bw, 'B/s')}")
+
+        with self.x_scale.hold_sync():
+            self.x_scale.min, self.x_scale.max = x_lo, x_hi
+        with self.y_scale.hold_sync():
+            self.y_scale.min, self.y_scale.max = y_lo, y_hi
+        self.x_axis.tick_values = _decade_ticks(x_lo, x_hi)
+        self.y_axis.tick_values = _decade_ticks(y_lo, y_hi)
+        with self.roofs.hold_sync():
+            self.roofs.x, self.roofs.y = rx, ry
+        with self.roof_labels.hold_sync():
+            self.roof_labels.x, self.roof_labels.y, self.roof_labels.text = labels_x, labels_y, labels
+            self.roof_labels.align = "end"
+        with self.ridges.hold_sync():
+            self.ridges.x = np.array(ridges, dtype=np.float64)
+            self.ridges.y = np.array([pk for _, pk in roofs], dtype=np.float64)
+        with self.ridge_labels.hold_sync():
+            self.ridge_labels.x = np.array(ridges, dtype=np.float64)
+            self.ridge_labels.y = np.array([pk for _, pk in roofs], dtype=np.float64)
+            self.ridge_labels.text = [f"ridge {r:.3g} FLOP/B" for r in ridges]
+
+        new_row = self.remap(old, new, prev_row) if old is not None else None
+        dot = rows[new_row]["dot"] if new_row is not None else None
+        for slot, (mark, (x, y, names)) in enumerate(zip(self.dots, per_slot)):
+            want = np.array([dot[1]], dtype=np.uint32) if dot is not None and dot[0] == slot else None
+            with mark.hold_sync():
+                mark.x, mark.y, mark.names = x, y, names
+                mark.selected = want
+        self.title = f"Roofline · {hw.get('name', '')}"
+
+
+class MemoryBreakdown(_Closing, StateView, W.VBox):
+    """Weights, KV cache and activations as stacked bars for the prefill peak and the end of
+    decode, against the device's capacity (dashed line). Below the figure, a caption shows the
+    selected operator's weights as a share of all weights (linked on the front end)."""
+
+    CATEGORIES = ("weights", "KV cache", "activations")
+    COLORS = ("#4c78a8", "#f58518", "#54a24b")
+
+    def __init__(self, state, **kwargs):
+        self.x_scale = bq.OrdinalScale()
+        self.y_scale = bq.LinearScale(min=0.0, max=1.0)
+        self.unit_scale = bq.LinearScale(min=0.0, max=1.0)
+        self.bars = bq.Bars(
+            x=["prefill", "end of decode"], y=np.zeros((3, 2)), scales={"x": self.x_scale, "y": self.y_scale},
+            type="stacked", colors=list(self.COLORS), labels=list(self.CATEGORIES), display_legend=True,
+            padding=0.45, stroke="#ffffff", opacities=[1.0, 1.0, 1.0],
+            tooltip=bq.Tooltip(fields=["x", "y"], formats=["", ".4~g"], labels=["phase", "GB"]),
+        )
+        self.capacity = bq.Lines(x=np.array([0.0, 1.0]), y=np.zeros(2), scales={"x": self.unit_scale, "y": self.y_scale},
+                                 colors=["#d62728"], line_style="dashed", stroke_width=2, interactions={})
+        self.capacity_label = bq.Label(x=np.array([0.01]), y=np.zeros(1), text=[""],
+                                       scales={"x": self.unit_scale, "y": self.y_scale}, colors=["#d62728"],
+                                       default_size=11, align="start", y_offset=-5, interactions={})
+        self.totals_label = bq.Label(x=["prefill", "end of decode"], y=np.zeros(2), text=["", ""],
+                                     scales={"x": self.x_scale, "y": self.y_scale}, colors=["#6b6b6b"],
+                                     default_size=11, align="middle", y_offset=-6, interactions={})
+        self.x_axis = bq.Axis(scale=self.x_scale, label="phase (peak memory)")
+        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label="GB", tick_format="~g",
+                              grid_lines="dashed")
+        self.figure = bq.Figure(
+            marks=[self.bars, self.capacity, self.capacity_label, self.totals_label],
+            axes=[self.x_axis, self.y_axis], title="Memory",
+            fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16}, legend_location="top-left",
+            **_figure_kwargs("340px"),
+        )
+        self.share = MemoryShare(state)
+        super().__init__(children=[self.figure, self.share], **kwargs)
+        self.add_class("lr-memory")
+        self._attach(state)
+        self._on_revision()
+
+    @property
+    def selection_peers(self):
+        return (self.share,)
+
+    def close(self):
+        self.share.close()
+        super().close()
+
+    def _refresh(self, old, new):
+        m = new.d.get("memory")
+        if not m:
+            return
+        w = m["weights_bytes"]
+        kv = (m.get("kv_cache_prompt_bytes", m["kv_cache_bytes"]), m["kv_cache_bytes"])
+        act = (m.get("activations_prefill_bytes", m["activations_bytes"]),
+               m.get("activations_decode_bytes", m["activations_bytes"]))
+        y = np.array([[w, w], list(kv), list(act)], dtype=np.float64) / 1e9
+        totals = (m.get("prefill_total_bytes", y[:, 0].sum() * 1e9), m.get("decode_total_bytes", y[:, 1].sum() * 1e9))
+        cap = m["capacity_bytes"] / 1e9
+        top = max(cap, totals[0] / 1e9, totals[1] / 1e9) * 1.15
+        with self.y_scale.hold_sync():
+            self.y_scale.min, self.y_scale.max = 0.0, top
+        with self.bars.hold_sync():
+            self.bars.y = y
+        with self.capacity.hold_sync():
+            self.capacity.y = np.array([cap, cap])
+        with self.capacity_label.hold_sync():
+            self.capacity_label.y = np.array([cap])
+            self.capacity_label.text = [f"capacity {fmt_si(m['capacity_bytes'], 'B')}"]
+        with self.totals_label.hold_sync():
+            self.totals_label.y = np.array(totals, dtype=np.float64) / 1e9
+            self.totals_label.text = [fmt_si(t, "B") for t in totals]
+        fits = m.get("fits", True)
+        self.figure.title = (f"Memory · fits ({fmt_si(m['total_bytes'], 'B')} of {fmt_si(m['capacity_bytes'], 'B')})"
+                             if fits else
+                             f"Memory · DOES NOT FIT ({fmt_si(m['total_bytes'], 'B')} > {fmt_si(m['capacity_bytes'], 'B')})")
+
+
+class StepTimeline(_Closing, StateView, bq.Figure):
+    """Decode time per generated token as the KV cache grows (x: context length, y: step time),
+    with the mean TPOT and the TTFT (the prefill, which produces the first token) marked."""
+
+    def __init__(self, state, **kwargs):
+        self.x_scale = bq.LinearScale(min=0.0, max=1.0)
+        self.y_scale = bq.LinearScale(min=0.0, max=1.0)
+        sc = {"x": self.x_scale, "y": self.y_scale}
+        self.steps = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[MEMORY_COLOR], stroke_width=2,
+                              display_legend=True, labels=["decode step"], interactions={})
+        self.tpot = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=["#6b6b6b"], line_style="dashed",
+                             display_legend=True, labels=["mean TPOT"], interactions={})
+        self.ttft = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[SELECT_COLOR], line_style="dashed",
+                             stroke_width=2, display_legend=True, labels=["TTFT (prefill)"], interactions={})
+        self.labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[SELECT_COLOR, "#6b6b6b"],
+                               default_size=11, align="start", x_offset=6, y_offset=-6, interactions={})
+        self.x_axis = bq.Axis(scale=self.x_scale, label="context length (tokens in the KV cache)", tick_format="~s")
+        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label="time per token (ms)",
+                              tick_format="~g", grid_lines="dashed")
+        kw = _figure_kwargs("300px")
+        kw.update(kwargs)
+        super().__init__(marks=[self.steps, self.tpot, self.ttft, self.labels], axes=[self.x_axis, self.y_axis],
+                         title="Decode step time", fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16},
+                         legend_location="bottom-right", **kw)
+        self.add_class("lr-timeline")
+        self._attach(state)
+        self._on_revision()
+
+    def _refresh(self, old, new):
+        d = new.d
+        if not d:
+            return
+        g = d["generation"]
+        s = d["settings"]
+        x = np.asarray(g.get("decode_contexts", []), dtype=np.float64)
+        y = np.asarray(g.get("decode_step_times_s", []), dtype=np.float64) * 1e3
+        tpot = float(g["tpot_s"]) * 1e3
+        ttft = float(g["ttft_s"])
+        p = float(s["prompt_len"])
+        x_lo = p
+        x_hi = float(x[-1]) if len(x) else p + 1
+        if x_hi <= x_lo:
+            x_hi = x_lo + 1
+        pad = (x_hi - x_lo) * 0.02
+        y_top = (max(float(y.max()) if len(y) else 0.0, tpot) or 1.0) * 1.25
+        with self.x_scale.hold_sync():
+            self.x_scale.min, self.x_scale.max = x_lo - pad, x_hi + pad
+        with self.y_scale.hold_sync():
+            self.y_scale.min, self.y_scale.max = 0.0, y_top
+        with self.steps.hold_sync():
+            self.steps.x, self.steps.y = x, y
+        with self.tpot.hold_sync():
+            self.tpot.x, self.tpot.y = np.array([x_lo, x_hi]), np.array([tpot, tpot])
+        with self.ttft.hold_sync():
+            self.ttft.x, self.ttft.y = np.array([p, p]), np.array([0.0, y_top])
+        with self.labels.hold_sync():
+            self.labels.x = np.array([p, x_lo + (x_hi - x_lo) * 0.45])
+            self.labels.y = np.array([y_top * 0.9, tpot])
+            self.labels.text = [f"TTFT {fmt_time(ttft)} (prefill of {int(p):,} tokens → first token)",
+                                f"mean TPOT {fmt_time(tpot / 1e3)}"]
+        n = len(x)
+        self.title = (f"Decode step time · {n:,} steps after the first token" if n else
+                      "Decode step time · one generated token: no decode steps")
