@@ -193,10 +193,10 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
     }
 
     pre_rows = PassBuilder(m, prec, batch=B, tokens=P, cached=0, logits_tokens=P if logits == "all" else 1,
-                           attention=attention, mla=mla, text=True).build()
+                           attention=attention, mla=mla).build()
     pre = Phase("prefill", P, P, pre_rows, float(pass_time(pre_rows, hw)), hw)
     dec_rows = PassBuilder(m, prec, batch=B, tokens=1, cached=P, logits_tokens=1, attention="causal",
-                           mla=mla, text=True).build()
+                           mla=mla).build()
     dec = Phase("decode", 1, P + 1, dec_rows, float(pass_time(dec_rows, hw)), hw)
 
     cached, steps = generation.decode_step_times(m, prec, hw, batch=B, prompt_len=P, gen_len=G, mla=mla)

@@ -26,7 +26,7 @@ def decode_step_times(model: ModelConfig, prec: Precision, hw: Hardware, *, batc
     if steps == 0:
         return cached, np.zeros(0)
     rows = PassBuilder(model, prec, batch=batch, tokens=1, cached=cached, logits_tokens=1,
-                       attention="causal", mla=mla, text=False).build()
+                       attention="causal", mla=mla).build()
     t = pass_time(rows, hw)
     return cached, np.broadcast_to(np.asarray(t, dtype=np.float64), cached.shape).copy()
 

@@ -43,10 +43,10 @@ class Row:
     """One operator of one pass. Figures are for a single execution; the pass runs it ``count`` times."""
 
     __slots__ = ("name", "layer_type", "count", "kind", "flops", "matmul_flops", "weight_bytes",
-                 "activation_bytes", "kv_bytes", "dtype", "flops_formula", "bytes_formula", "params", "resident")
+                 "activation_bytes", "kv_bytes", "dtype", "formula", "params", "resident")
 
     def __init__(self, name, layer_type, count, kind, flops, matmul_flops, weight_bytes, activation_bytes,
-                 kv_bytes, dtype, flops_formula="", bytes_formula="", params=0, resident=None):
+                 kv_bytes, dtype, formula=None, params=0, resident=None):
         self.name = name
         self.layer_type = layer_type
         self.count = count
@@ -57,12 +57,19 @@ class Row:
         self.activation_bytes = activation_bytes
         self.kv_bytes = kv_bytes
         self.dtype = dtype  # compute dtype (key of Hardware.peak_flops) or "vector"
-        self.flops_formula = flops_formula
-        self.bytes_formula = bytes_formula
+        self.formula = formula  # () → (FLOPs formula, bytes formula), built only when displayed
         self.params = params  # parameters this operator owns (counted once per layer)
         # bytes those parameters occupy in device memory (≠ weight_bytes read when a lookup
         # reads a few rows, or a MoE pass streams only the experts it touches)
         self.resident = weight_bytes if resident is None else resident
+
+    @property
+    def flops_formula(self) -> str:
+        return self.formula()[0] if self.formula else ""
+
+    @property
+    def bytes_formula(self) -> str:
+        return self.formula()[1] if self.formula else ""
 
     @property
     def bytes(self):
@@ -73,7 +80,7 @@ class PassBuilder:
     """Collects the operator rows of one forward pass of ``tokens`` new tokens per sequence."""
 
     def __init__(self, model: ModelConfig, prec: Precision, *, batch: int, tokens: int, cached,
-                 logits_tokens: int, attention: str, mla: str, text: bool):
+                 logits_tokens: int, attention: str, mla: str):
         self.m = model
         self.p = prec
         self.B = batch
@@ -83,7 +90,6 @@ class PassBuilder:
         self.logits_tokens = logits_tokens  # positions that get logits (per sequence)
         self.attention = attention
         self.mla = mla
-        self.text = text
         self.rows: list[Row] = []
         self._lt = "model"
         self._count = 1
@@ -102,16 +108,16 @@ class PassBuilder:
         wbytes_total = welems * wb + (fout * p.hp if bias else 0.0)
         act = n_tok * fin * ib + (0.0 if out_kv else n_tok * fout * ob)
         kv = n_tok * fout * ob if out_kv else 0.0
-        ff = bf = ""
-        if self.text:
+        def fmt():
             ff = f"2·{n_label}·in·out{' + ' + n_label + '·out (bias)' if bias else ''} = 2·{_n(n_tok)}·{_n(fin)}·{_n(fout)}" + (
                 f" + {_n(n_tok)}·{_n(fout)}" if bias else "")
             wl = weight_label or "in·out"
             bf = (f"weights {wl}·{wb:g} B{' + bias out·' + format(p.hp, 'g') + ' B' if bias else ''} + input {n_label}·in·{ib:g} B + "
                   f"output {n_label}·out·{ob:g} B{' (to KV cache)' if out_kv else ''} = "
                   f"{_n(welems)}·{wb:g} + {_n(n_tok)}·{_n(fin)}·{ib:g} + {_n(n_tok)}·{_n(fout)}·{ob:g}")
+            return ff, bf
         dt = dtype or compute_dtype(p.w_bits if wbytes is None else p.hp_bits, p.a_bits)
-        self.rows.append(Row(name, self._lt, self._count, "matmul", fl, mm, wbytes_total, act, kv, dt, ff, bf,
+        self.rows.append(Row(name, self._lt, self._count, "matmul", fl, mm, wbytes_total, act, kv, dt, fmt,
                              params=welems + (fout if bias else 0)))
 
     def elementwise(self, name, n_elems, flops_per, *, reads=1, writes=1, weight_elems=0, what=""):
@@ -120,13 +126,13 @@ class PassBuilder:
         fl = n_elems * flops_per
         act = n_elems * (reads + writes) * p.a
         wbytes = weight_elems * p.hp
-        ff = bf = ""
-        if self.text:
+        def fmt():
             ff = f"{flops_per}·elements = {flops_per}·{_n(n_elems)}" + (f"  ({what})" if what else "")
             bf = f"read {reads}× + write {writes}× elements·{p.a:g} B" + (
                 f" + weights {_n(weight_elems)}·{p.hp:g} B" if weight_elems else "") + f" = ({reads}+{writes})·{_n(n_elems)}·{p.a:g}" + (
                 f" + {_n(weight_elems)}·{p.hp:g}" if weight_elems else "")
-        self.rows.append(Row(name, self._lt, self._count, "elementwise", fl, 0.0, wbytes, act, 0.0, "vector", ff, bf,
+            return ff, bf
+        self.rows.append(Row(name, self._lt, self._count, "elementwise", fl, 0.0, wbytes, act, 0.0, "vector", fmt,
                              params=weight_elems))
 
     def norm(self, name, rows, width):
@@ -161,28 +167,29 @@ class PassBuilder:
         q_read = B * T * H * dqk * q_bytes
         k_read = B * Hkv * keys * dqk * k_bytes
         s_write = B * H * pairs * p.a
-        ff = bf = ""
-        if self.text:
+        def fmt_score():
             ff = f"2·B·H·d·pairs = 2·{_n(B)}·{_n(H)}·{_n(dqk)}·{_n(pairs)}  (pairs = query–key pairs per head{label})"
             bf = (f"Q B·T·H·d·{q_bytes:g} + K B·Hkv·keys·d·{k_bytes:g} + scores B·H·pairs·{p.a:g} = "
                   f"{_n(B * T * H * dqk)}·{q_bytes:g} + {_n(B * Hkv * keys * dqk)}·{k_bytes:g} + {_n(B * H * pairs)}·{p.a:g}")
+            return ff, bf
         dt = compute_dtype(p.a_bits, p.kv_bits if kv_in_cache else p.a_bits)
         self.rows.append(Row("attn_score", self._lt, self._count, "attention", mm, mm, 0.0,
                              q_read + s_write + (k_read if kcls == "act" else 0.0),
-                             k_read if kcls == "kv" else 0.0, dt, ff, bf))
+                             k_read if kcls == "kv" else 0.0, dt, fmt_score))
         per = SOFTMAX_FLOPS + (SOFTCAP_FLOPS if a.softcap else 0)
         self.elementwise("attn_softmax", B * H * pairs, per, what="softmax" + (" + tanh soft-cap" if a.softcap else ""))
         mm = 2.0 * B * H * dv * pairs
         p_read = B * H * pairs * p.a
         v_read = B * Hkv * keys * dv * v_bytes
         o_write = B * T * H * dv * p.a
-        if self.text:
+        def fmt_value():
             ff = f"2·B·H·d_v·pairs = 2·{_n(B)}·{_n(H)}·{_n(dv)}·{_n(pairs)}"
             bf = (f"P B·H·pairs·{p.a:g} + V B·Hkv·keys·d_v·{v_bytes:g} + O B·T·H·d_v·{p.a:g} = "
                   f"{_n(B * H * pairs)}·{p.a:g} + {_n(B * Hkv * keys * dv)}·{v_bytes:g} + {_n(B * T * H * dv)}·{p.a:g}")
+            return ff, bf
         self.rows.append(Row("attn_value", self._lt, self._count, "attention", mm, mm, 0.0,
                              p_read + o_write + (v_read if kcls == "act" else 0.0),
-                             v_read if kcls == "kv" else 0.0, dt, ff, bf))
+                             v_read if kcls == "kv" else 0.0, dt, fmt_value))
 
     def mha(self, a: AttentionSpec):
         h, N = self.m.hidden_size, self.N
@@ -291,13 +298,13 @@ class PassBuilder:
             fl = mm + (pairs * fout if mlp.expert_bias else 0.0)
             wbytes = e_eff * (fin * fout * p.w + (fout * p.hp if mlp.expert_bias else 0.0))
             act = pairs * (fin + fout) * p.a
-            ff = bf = ""
-            if self.text:
+            def fmt(fin=fin, fout=fout, pairs=pairs):
                 ff = f"2·N·k·in·out = 2·{_n(N)}·{k}·{_n(fin)}·{_n(fout)}" + (" + bias" if mlp.expert_bias else "")
                 bf = (f"streamed experts E·(1−(1−k/E)^N) = {e_eff:.2f} of {E} × in·out·{p.w:g} B + tokens N·k·(in+out)·{p.a:g} B = "
                       f"{e_eff:.2f}·{_n(fin * fout)}·{p.w:g} + {_n(pairs * (fin + fout))}·{p.a:g}")
+                return ff, bf
             self.rows.append(Row(name, self._lt, self._count, "matmul", fl, mm, wbytes, act, 0.0,
-                                 compute_dtype(p.w_bits, p.a_bits), ff, bf,
+                                 compute_dtype(p.w_bits, p.a_bits), fmt,
                                  params=E * (fin * fout + (fout if mlp.expert_bias else 0)),
                                  resident=E * (fin * fout * p.w + (fout * p.hp if mlp.expert_bias else 0.0))))
             if name == "experts_gate_up":
@@ -348,8 +355,8 @@ class PassBuilder:
         self._lt, self._count = "model", 1
         # token embedding: a lookup reads N rows of the V × h table
         self.rows.append(Row("embed_tokens", "model", 1, "lookup", 0.0, 0.0, N * h * p.hp, N * h * p.a, 0.0, "vector",
-                             "0 (table lookup)" if self.text else "",
-                             f"rows N·h·{p.hp:g} B + output N·h·{p.a:g} B = {_n(N * h)}·{p.hp:g} + {_n(N * h)}·{p.a:g}" if self.text else "",
+                             lambda: ("0 (table lookup)",
+                                      f"rows N·h·{p.hp:g} B + output N·h·{p.a:g} B = {_n(N * h)}·{p.hp:g} + {_n(N * h)}·{p.a:g}"),
                              params=m.vocab_size * h, resident=m.vocab_size * h * p.hp))
         if m.embed_scale:
             self.elementwise("embed_scale", N * h, 1, what="multiply by √h")

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up .venv with the project installed (editable, which builds the widgets' JS with npm).
+# Usage: scripts/bootstrap.sh [extra]   (extra: lab | test)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRA="${1:-lab}"
+PY="${PYTHON:-python3}"
+SUDO=""
+if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+
+apt_install() {
+  if command -v apt-get >/dev/null 2>&1; then
+    $SUDO apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+  else
+    echo "please install: $*" >&2
+    return 1
+  fi
+}
+
+command -v "$PY" >/dev/null || { echo "python3 (3.10+) is required" >&2; exit 1; }
+if ! command -v npm >/dev/null 2>&1; then
+  echo "npm not found: installing Debian's nodejs and npm" >&2
+  apt_install nodejs npm
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv && rm -rf .venv && "$PY" -m venv .venv; }
+fi
+STAMP=".venv/.llmroof-installed-$EXTRA"
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ package.json -nt "$STAMP" ] || [ ! -f llmroof_widgets/static/layer_table.js ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # the JS bundles are rebuilt by the install's build hook (npm install + esbuild)
+  rm -rf llmroof_widgets/static
+  .venv/bin/python -m pip install -q -e ".[$EXTRA]"
+  touch "$STAMP"
+fi

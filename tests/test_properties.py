@@ -1,0 +1,99 @@
+"""Property-based tests: any config and settings give finite, non-negative results whose totals are
+the sums of their rows — or a ValueError. Never another exception, a NaN or a hang.
+
+Configs are data only: nothing is executed from them (no trust_remote_code)."""
+from __future__ import annotations
+
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import llmroof_widgets as lr
+
+HW = lr.Hardware(name="prop", memory_bytes=80e9, memory_bandwidth=2e12, peak_flops={"fp16": 1e15, "int8": 2e15})
+
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "opt", "mixtral", "qwen2_moe",
+            "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "phi", "phimoe", "gemma3_text"]
+
+small = st.integers(min_value=1, max_value=64)
+maybe_bad = st.one_of(small, st.integers(min_value=-4, max_value=0), st.none(), st.just("x"), st.floats(0.5, 3.5))
+
+
+@st.composite
+def configs(draw):
+    heads = draw(st.integers(1, 8))
+    kv = draw(st.sampled_from([h for h in range(1, heads + 1) if heads % h == 0]))
+    d = draw(st.sampled_from([4, 8, 16]))
+    layers = draw(st.integers(1, 6))
+    cfg = {
+        "model_type": draw(st.sampled_from(FAMILIES)),
+        "hidden_size": heads * d * draw(st.sampled_from([1, 2])),
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "intermediate_size": draw(st.integers(1, 96)),
+        "vocab_size": draw(st.integers(1, 500)),
+        "max_position_embeddings": 4096,
+        "n_positions": 4096,
+        "ffn_dim": draw(st.integers(1, 96)),
+        "num_local_experts": draw(st.integers(1, 8)), "num_experts": draw(st.integers(1, 8)),
+        "n_routed_experts": draw(st.integers(1, 8)), "num_experts_per_tok": draw(st.integers(1, 3)),
+        "moe_intermediate_size": draw(st.integers(1, 32)), "shared_expert_intermediate_size": draw(st.integers(0, 32)),
+        "n_shared_experts": draw(st.integers(0, 2)), "first_k_dense_replace": draw(st.integers(0, 2)),
+        "kv_lora_rank": draw(st.integers(1, 32)), "q_lora_rank": draw(st.one_of(st.none(), st.integers(1, 32))),
+        "qk_rope_head_dim": draw(st.integers(1, 8)), "qk_nope_head_dim": draw(st.integers(1, 8)),
+        "v_head_dim": draw(st.integers(1, 8)),
+        "tie_word_embeddings": draw(st.booleans()),
+        "attention_bias": draw(st.booleans()),
+        "partial_rotary_factor": draw(st.sampled_from([0.25, 0.5, 1.0])),
+    }
+    if draw(st.booleans()):
+        cfg["head_dim"] = draw(st.sampled_from([4, 8, 12]))
+    if draw(st.booleans()):
+        cfg["sliding_window"] = draw(st.integers(1, 64))
+    if draw(st.booleans()):
+        cfg["layer_types"] = [draw(st.sampled_from(["full_attention", "sliding_attention"])) for _ in range(layers)]
+    # corrupt a field now and then: the engine must answer with a ValueError
+    if draw(st.integers(0, 4)) == 0:
+        key = draw(st.sampled_from(sorted(cfg)))
+        cfg[key] = draw(maybe_bad)
+    return cfg
+
+
+def _finite_nonneg(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x >= 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs(), batch=maybe_bad, prompt=maybe_bad, gen=st.one_of(st.integers(1, 40), st.integers(-2, 0)),
+       w=st.sampled_from([4, 8, 16, 32, 3]), a=st.sampled_from([8, 16, 32]), kv=st.sampled_from([4, 8, 16]),
+       logits=st.sampled_from(["last", "all"]), attention=st.sampled_from(["causal", "full"]),
+       mla=st.sampled_from(["absorbed", "naive"]))
+def test_results_are_finite_and_consistent_or_value_error(cfg, batch, prompt, gen, w, a, kv, logits, attention, mla):
+    try:
+        r = lr.analyze(cfg, HW, batch_size=batch, prompt_len=prompt, gen_len=gen, w_bits=w, a_bits=a, kv_bits=kv,
+                       logits=logits, attention=attention, mla=mla)
+    except ValueError:
+        return
+    d = r.to_dict()
+    for phase in ("prefill", "decode"):
+        ph = d[phase]
+        for o in ph["ops"]:
+            for k in ("flops", "matmul_flops", "bytes", "time_s", "arithmetic_intensity", "weight_bytes",
+                      "activation_bytes", "kv_bytes"):
+                assert _finite_nonneg(o[k]), (phase, o["name"], k, o[k])
+            assert o["bound"] in ("compute", "memory")
+            assert o["matmul_flops"] <= o["flops"] + 1e-6
+        assert math.isclose(ph["flops"], sum(o["count"] * o["flops"] for o in ph["ops"]), rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(ph["bytes"], sum(o["count"] * o["bytes"] for o in ph["ops"]), rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(ph["time_s"], sum(o["count"] * o["time_s"] for o in ph["ops"]), rel_tol=1e-9, abs_tol=1e-18)
+    g = d["generation"]
+    assert all(_finite_nonneg(x) for x in g["decode_step_times_s"])
+    for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "throughput_tokens_per_s"):
+        assert _finite_nonneg(g[k]), k
+    assert math.isclose(g["e2e_s"], g["ttft_s"] + sum(g["decode_step_times_s"]), rel_tol=1e-9)
+    m = d["memory"]
+    for k in ("weights_bytes", "kv_cache_bytes", "activations_bytes", "total_bytes"):
+        assert _finite_nonneg(m[k]), k
+    assert d["model"]["params_total"] >= d["model"]["params_active"] > 0
