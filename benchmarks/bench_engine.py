@@ -14,7 +14,7 @@ import time
 import llmroof_widgets as lr
 from llmroof_widgets.engine.ops import PassBuilder
 from llmroof_widgets.engine.precision import Precision
-from llmroof_widgets.engine.roofline import pass_time
+from llmroof_widgets.engine.roofline import Roof, pass_time
 
 
 def median_time(fn, repeat):
@@ -34,13 +34,14 @@ def main():
     full()
     t_vec = median_time(full, 200)
     prec = Precision(16, 16, 16)
+    roof = Roof(hw)
 
     def per_token_loop():
         out = []
         for j in range(G - 1):
             rows = PassBuilder(model, prec, batch=1, tokens=1, cached=P + j, logits_tokens=1, attention="causal",
                                mla="absorbed").build()
-            out.append(pass_time(rows, hw))
+            out.append(pass_time(rows, roof))
         return out
 
     t_loop = median_time(per_token_loop, 5)

@@ -12,7 +12,7 @@ import pytest
 import llmroof_widgets as lr
 from llmroof_widgets.engine.ops import PassBuilder
 from llmroof_widgets.engine.precision import Precision
-from llmroof_widgets.engine.roofline import pass_time
+from llmroof_widgets.engine.roofline import Roof, pass_time
 
 # h=64, 2 layers, 4 query heads, 2 KV heads, head_dim 16, MLP 128, vocab 100: a tiny Llama
 TINY = {
@@ -139,7 +139,7 @@ def test_vectorized_steps_equal_single_step_analyses():
     for j in (0, 7, 48):
         rows = PassBuilder(m, prec, batch=4, tokens=1, cached=100 + j, logits_tokens=1, attention="causal",
                            mla="absorbed").build()
-        assert r.decode_step_times_s[j] == pytest.approx(float(pass_time(rows, hw)), rel=1e-12)
+        assert r.decode_step_times_s[j] == pytest.approx(float(pass_time(rows, Roof(hw))), rel=1e-12)
     assert np.all(np.diff(r.decode_step_times_s) >= 0)  # the cache only grows
 
 

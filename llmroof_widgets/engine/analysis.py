@@ -7,12 +7,16 @@ from typing import Any
 
 import numpy as np
 
+from dataclasses import replace
+
 from . import generation, memory
+from .generation import Speculative
 from .hardware import Hardware, load_hardware
 from .models import ModelConfig, load_model
 from .ops import PassBuilder, Row
-from .precision import Precision, check_bits
-from .roofline import pass_time, row_dict
+from .options import Options, make_options, validate_for
+from .precision import Precision
+from .roofline import Roof, pass_time, row_dict
 
 LOGITS = ("last", "all")
 ATTENTION = ("causal", "full")
@@ -44,7 +48,7 @@ class Phase:
     context: int  # tokens attended by the last new token (cached + new)
     rows: list[Row]
     time_s: float
-    hardware: Hardware
+    roof: Roof
 
     @property
     def flops(self) -> float:
@@ -60,7 +64,7 @@ class Phase:
 
     @property
     def ops(self) -> list[dict]:
-        return [row_dict(r, self.hardware, self.time_s) for r in self.rows]
+        return [row_dict(r, self.roof, self.time_s) for r in self.rows]
 
     def to_dict(self) -> dict:
         ops = self.ops
@@ -75,6 +79,8 @@ class Phase:
             "weight_bytes": float(sum(r.count * r.weight_bytes for r in self.rows)),
             "kv_bytes": float(sum(r.count * r.kv_bytes for r in self.rows)),
             "activation_bytes": float(sum(r.count * r.activation_bytes for r in self.rows)),
+            "host_bytes": float(sum(r.count * r.host_bytes for r in self.rows)),
+            "communication_time_s": float(sum(o["count"] * o["communication_time_s"] for o in ops)),
             "arithmetic_intensity": fl / by if by else 0.0,
             "time_s": self.time_s,
             # a phase is compute-bound when most of its time is spent in compute-bound operators
@@ -107,7 +113,7 @@ class Result:
         """Parameters one token uses: all but the routed experts it does not visit (top-k of E)."""
         total = 0.0
         for r in self.prefill.rows:
-            if r.name in ("experts_gate_up", "experts_down"):
+            if r.wclass == "expert":
                 lt = next(lt for lt in self.model.layer_types if lt.name == r.layer_type)
                 total += r.count * r.params * lt.mlp.top_k / lt.mlp.num_experts
             else:
@@ -155,19 +161,37 @@ class Result:
                 f"{'' if self.memory['fits'] else ' (does not fit)'}>")
 
 
+def _mtp_draft(m: ModelConfig) -> ModelConfig:
+    """Multi-token-prediction heads as a draft: one more decoder layer of the target and its lm_head."""
+    last = m.layer_types[-1]
+    return replace(m, name=f"{m.name} (MTP head)", num_layers=1, layer_types=(replace(last, count=1),))
+
+
 def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int = 1024, gen_len: int = 256,
-            w_bits: int = 16, a_bits: int = 16, kv_bits: int = 16, logits: str = "last",
-            attention: str = "causal", mla: str = "absorbed") -> Result:
+            w_bits: Any = 16, a_bits: Any = 16, kv_bits: Any = 16, logits: str = "last",
+            attention: str = "causal", mla: str = "absorbed", group_size: int | None = None,
+            flash_attention: str = "off", fused: bool = False, kv_keep_ratio: float = 1.0,
+            kv_budget: int | None = None, speculative: Speculative | None = None,
+            early_exit_fraction: float = 1.0, sparsity: Any = None, offload: dict | None = None,
+            tp: int = 1, pp: int = 1, ep: int = 1, efficiency: dict | None = None) -> Result:
     """Roofline and memory analysis of generating ``gen_len`` tokens after a ``prompt_len`` prompt.
+
+    Every technique knob at its default gives the plain analysis. Times are roofline lower bounds.
 
     Parameters
     ----------
     model : catalog name, path to a config.json (or folder), config dict, or ModelConfig
     hardware : catalog device id, or :class:`Hardware`
-    batch_size : sequences processed together
+    batch_size : sequences processed together (over all devices)
     prompt_len : prompt tokens per sequence (prefill)
     gen_len : tokens generated per sequence (the first comes from the prefill)
-    w_bits, a_bits, kv_bits : bits per weight (linear layers), activation and KV-cache element (4, 8, 16, 32)
+    w_bits, a_bits, kv_bits : format of the linear layers' weights, the activations and the KV cache:
+        bits (4, 8, 16, 32) or a name ("fp32", "bf16", "fp16", "fp8_e4m3", "fp8_e5m2", "int8", "int4",
+        "fp4", "nf4"). Products run in the activation's float format when it has 16+ bits
+        (weight-only quantization dequantizes), on the narrow units otherwise (W8A8 → int8, fp8 → fp8),
+        falling back to fp16 where the device lacks the unit.
+    group_size : group-wise quantization: scales (and zero points) per group of weights add their
+        bits / group_size to every weight (int4 g128: 4 + (16 + 4)/128 = 4.16 bits); None = per channel (no overhead)
     logits : ``"last"`` — the prefill computes logits for the last position only (what generation
         needs); ``"all"`` — for every prompt position, as a ``transformers`` forward does
     attention : ``"causal"`` — the prefill counts only the causal half of the score matrix (query i
@@ -176,31 +200,89 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
     mla : for multi-head latent attention (DeepSeek) decode: ``"absorbed"`` (weights absorbed,
         attention over the cached latent, as FlashMLA does) or ``"naive"`` (the latent re-expanded
         through ``kv_b_proj`` for every cached token at every step, as ``transformers`` does)
+    flash_attention : "off" | "ideal" (Q, K, V read once, O written once, no score matrix) | "tiled"
+        (FlashAttention-2: query tiles sized by the device's per-SM on-chip memory re-read K and V)
+    fused : element-wise operators fused into their neighbours (no bytes of their own)
+    kv_keep_ratio, kv_budget : KV-cache eviction (H2O/SnapKV): share / maximum of tokens kept, in memory
+        and in decode attention
+    speculative : :class:`Speculative` (draft model or "mtp", γ, acceptance α), or None
+    early_exit_fraction : mean share of layers a decode token runs (prefill runs them all)
+    sparsity : None | "2:4" | share of zero weights (unstructured): see :class:`Options`
+    offload : {"weights": f, "kv_cache": f, "experts": f}: shares held in host memory, streamed over the
+        device's host link when used
+    tp, pp, ep : tensor / pipeline / expert parallel degrees (memory and times per device; collectives
+        appear as operators with bound "communication")
+    efficiency : {"compute": f, "memory": f, "communication": f}: achievable shares of the peaks
     """
     m = load_model(model)
     hw = load_hardware(hardware)
     B = _check_count("batch_size", batch_size)
     P = _check_count("prompt_len", prompt_len)
     G = _check_count("gen_len", gen_len)
-    prec = Precision(check_bits("w_bits", w_bits), check_bits("a_bits", a_bits), check_bits("kv_bits", kv_bits))
+    prec = Precision(w_bits, a_bits, kv_bits, group_size)
     _check_choice("logits", logits, LOGITS)
     _check_choice("attention", attention, ATTENTION)
     _check_choice("mla", mla, MLA)
+    opts = make_options(flash_attention=flash_attention, fused=fused, kv_keep_ratio=kv_keep_ratio,
+                        kv_budget=kv_budget, early_exit_fraction=early_exit_fraction, sparsity=sparsity,
+                        offload=offload, tp=tp, pp=pp, ep=ep, efficiency=efficiency)
+    validate_for(opts, m, hw, B)
+    spec = None
+    draft = None
+    if speculative is not None:
+        if not isinstance(speculative, Speculative):
+            raise ValueError("speculative must be lr.Speculative(draft=..., gamma=..., acceptance=...) or None")
+        spec = speculative.validated()
+        if spec.gamma > 0:
+            draft = _mtp_draft(m) if spec.draft == "mtp" else load_model(spec.draft)
+    roof = Roof(hw, opts.efficiency)
     settings = {
         "model": m.name, "hardware": hw.name, "batch_size": B, "prompt_len": P, "gen_len": G,
-        "w_bits": prec.w_bits, "a_bits": prec.a_bits, "kv_bits": prec.kv_bits, "logits": logits,
-        "attention": attention, "mla": mla,
+        "w_bits": w_bits if isinstance(w_bits, str) else prec.w_bits,
+        "a_bits": a_bits if isinstance(a_bits, str) else prec.a_bits,
+        "kv_bits": kv_bits if isinstance(kv_bits, str) else prec.kv_bits,
+        "logits": logits, "attention": attention, "mla": mla, "group_size": group_size,
+        "flash_attention": opts.flash_attention, "fused": opts.fused, "kv_keep_ratio": opts.kv_keep_ratio,
+        "kv_budget": opts.kv_budget,
+        "speculative": None if spec is None else {
+            "draft": spec.draft if isinstance(spec.draft, str) else getattr(draft, "name", "custom"),
+            "gamma": spec.gamma, "acceptance": spec.acceptance},
+        "early_exit_fraction": opts.early_exit_fraction, "sparsity": opts.sparsity, "offload": dict(opts.offload),
+        "tp": opts.tp, "pp": opts.pp, "ep": opts.ep, "efficiency": dict(opts.efficiency),
     }
 
     pre_rows = PassBuilder(m, prec, batch=B, tokens=P, cached=0, logits_tokens=P if logits == "all" else 1,
-                           attention=attention, mla=mla).build()
-    pre = Phase("prefill", P, P, pre_rows, float(pass_time(pre_rows, hw)), hw)
+                           attention=attention, mla=mla, options=opts, hardware=hw).build()
+    pre_time = float(pass_time(pre_rows, roof))
     dec_rows = PassBuilder(m, prec, batch=B, tokens=1, cached=P, logits_tokens=1, attention="causal",
-                           mla=mla).build()
-    dec = Phase("decode", 1, P + 1, dec_rows, float(pass_time(dec_rows, hw)), hw)
+                           mla=mla, options=opts, hardware=hw).build(opts.early_exit_fraction)
+    dec = Phase("decode", 1, P + 1, dec_rows, float(pass_time(dec_rows, roof)), roof)
 
-    cached, steps = generation.decode_step_times(m, prec, hw, batch=B, prompt_len=P, gen_len=G, mla=mla)
-    gen = generation.summarize(pre.time_s, steps, batch=B, gen_len=G, first_step_time=dec.time_s)
-    mem = memory.footprint(m, prec, hw.memory_bytes, batch=B, prompt_len=P, gen_len=G,
-                           prefill_rows=pre_rows, decode_rows=dec_rows)
-    return Result(m, hw, settings, pre, dec, cached + 1, steps, gen, mem)
+    draft_prefill = 0.0
+    draft_w = draft_kv_seq = 0.0
+    if draft is not None:
+        d_opts = Options(flash_attention=opts.flash_attention, fused=opts.fused, efficiency=opts.efficiency)
+        d_rows = PassBuilder(draft, prec, batch=B, tokens=P, cached=0, logits_tokens=1, attention=attention,
+                             mla=mla, options=d_opts, hardware=hw).build()
+        draft_prefill = float(pass_time(d_rows, roof))
+        draft_w = memory.weights_bytes(d_rows, draft, d_opts)
+        draft_kv_seq = memory.kv_cache_bytes(draft, prec, 1, P + G - 1 + spec.gamma, d_opts)
+    pre = Phase("prefill", P, P, pre_rows, pre_time, roof)
+
+    contexts, steps = generation.decode_step_times(m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla,
+                                                   spec=spec, draft=draft, draft_prec=prec)
+    gen = generation.summarize(pre.time_s + draft_prefill, steps, batch=B, gen_len=G, first_step_time=dec.time_s,
+                               devices=opts.devices)
+    if spec is not None:
+        gen["speculative_tokens_per_round"] = spec.tokens_per_round
+        gen["draft_prefill_s"] = draft_prefill
+    if opts.pp > 1:
+        # with pp micro-batches in flight every stage works at once: one stage's time per batch of tokens
+        send = sum(r.count * r.comm_s for r in dec_rows if r.name == "pp_send")
+        stage = (dec.time_s - send) / opts.pp + send / (opts.pp - 1)
+        gen["pipeline_stage_time_s"] = stage
+        gen["throughput_pipelined_tokens_per_s"] = B / stage
+    mem = memory.footprint(m, prec, hw.memory_bytes, opts, batch=B, prompt_len=P, gen_len=G,
+                           prefill_rows=pre_rows, decode_rows=dec_rows, extra_bytes=draft_w,
+                           extra_per_seq=draft_kv_seq)
+    return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)

@@ -37,6 +37,7 @@ class Hardware:
     interconnect_bandwidth: float | None = None  # per direction, bytes/s
     interconnect_latency_s: float | None = None
     host_link_bandwidth: float | None = None  # per direction, bytes/s
+    structured_sparsity: bool = False  # 2:4 sparse matrix units (2× the dense peak on 2:4 weights)
     id: str | None = None
     vendor: str | None = None
     kind: str | None = None
@@ -112,6 +113,7 @@ class Hardware:
             "sm_count": self.sm_count,
             "interconnect_bandwidth": self.interconnect_bandwidth,
             "host_link_bandwidth": self.host_link_bandwidth,
+            "structured_sparsity": self.structured_sparsity,
             "source": self.source,
         }
 
@@ -161,6 +163,7 @@ def _from_entry(d: dict) -> Hardware:
         interconnect_bandwidth=ic.get("bandwidth_per_direction"),
         interconnect_latency_s=ic.get("latency_s"),
         host_link_bandwidth=host.get("bandwidth_per_direction"),
+        structured_sparsity=bool(d.get("structured_sparsity", False)),
         source=(d.get("sources") or {}).get("spec"),
     )
 

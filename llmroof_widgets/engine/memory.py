@@ -1,76 +1,120 @@
-"""Memory footprint: weights, KV cache and activations against the device's capacity."""
+"""Memory footprint per device: weights, KV cache and activations against the device's capacity."""
 from __future__ import annotations
 
 import math
 
 from .models import ModelConfig
 from .ops import Row
+from .options import Options
 from .precision import Precision
 
 
-def weights_bytes(rows: list[Row]) -> float:
-    """Bytes of every parameter resident in device memory (tied embeddings counted once)."""
-    return float(sum(r.count * r.resident for r in rows))
+def weights_bytes(rows: list[Row], model: ModelConfig, opts: Options) -> float:
+    """Bytes of the parameters resident on one device (tied embeddings counted once).
+
+    Rows are already per device under TP/EP and offloading. With pipeline parallelism a device holds
+    ⌈L/pp⌉ layers plus (conservatively) the embedding and the head.
+    """
+    layer_w = sum(r.count * r.resident for r in rows if r.layer_type != "model")
+    model_w = sum(r.count * r.resident for r in rows if r.layer_type == "model")
+    if opts.pp > 1:
+        layer_w *= math.ceil(model.num_layers / opts.pp) / model.num_layers
+    return float(layer_w + model_w)
 
 
 def params_total(rows: list[Row]) -> int:
     return int(sum(r.count * r.params for r in rows))
 
 
-def kv_bytes_per_token(model: ModelConfig, prec: Precision) -> float:
-    """KV-cache bytes one token of one sequence adds across all layers (before any window cap)."""
-    return sum(lt.count * lt.attention.kv_elements_per_token() for lt in model.layer_types) * prec.kv
+def _kv_elems_local(lt, opts: Options) -> float:
+    a = lt.attention
+    if a.kind == "mla":
+        return a.kv_elements_per_token()  # the latent is replicated on every TP rank
+    kv_local = a.num_kv_heads // opts.tp if a.num_kv_heads % opts.tp == 0 else 1
+    return kv_local * (a.head_dim + a.v_head_dim)
 
 
-def kv_cache_bytes(model: ModelConfig, prec: Precision, batch: int, context: int) -> float:
-    """KV cache of ``batch`` sequences holding ``context`` tokens; sliding-window layers keep at most the window."""
+def kv_bytes_per_token(model: ModelConfig, prec: Precision, opts: Options | None = None) -> float:
+    """KV-cache bytes one token of one sequence adds across all layers on one device (before window caps)."""
+    opts = opts or Options()
+    total = sum(lt.count * _kv_elems_local(lt, opts) for lt in model.layer_types) * prec.kv
+    if opts.pp > 1:
+        total *= math.ceil(model.num_layers / opts.pp) / model.num_layers
+    return total * opts.kv_keep_ratio
+
+
+def kv_cache_bytes(model: ModelConfig, prec: Precision, batch: int, context: int, opts: Options | None = None,
+                   *, on_device: bool = True) -> float:
+    """KV cache of ``batch`` sequences holding ``context`` tokens, on one device.
+
+    A sliding-window layer keeps its last window − 1 tokens (with the next token's own key that is
+    the W it attends, as transformers keeps it); eviction keeps ``kv_keep_ratio`` of the tokens (at
+    most ``kv_budget``); EP ranks each hold batch/ep sequences; offloaded KV lives in host memory.
+    """
+    opts = opts or Options()
     total = 0.0
     for lt in model.layer_types:
         a = lt.attention
-        # a window layer keeps the last W − 1 tokens: with the next token's own key that is the W it attends
         kept = context if a.window is None else min(context, a.window - 1)
-        total += lt.count * a.kv_elements_per_token() * kept * batch * prec.kv
+        if opts.kv_keep_ratio < 1.0 or opts.kv_budget is not None:
+            evicted = kept * opts.kv_keep_ratio
+            if opts.kv_budget is not None:
+                evicted = min(evicted, opts.kv_budget)
+            kept = min(kept, evicted)
+        total += lt.count * _kv_elems_local(lt, opts) * kept * batch / opts.ep * prec.kv
+    if opts.pp > 1:
+        total *= math.ceil(model.num_layers / opts.pp) / model.num_layers
+    if on_device:
+        total *= 1.0 - opts.offload.get("kv_cache", 0.0)
     return total
 
 
-def activations_bytes(rows: list[Row], model: ModelConfig, prec: Precision, tokens: int) -> float:
+def activations_bytes(rows: list[Row], model: ModelConfig, prec: Precision, tokens: float) -> float:
     """Peak activation memory of a pass (documented estimate).
 
     The residual stream (tokens × hidden) stays live through a layer; on top of it the largest
     single operator holds its inputs and outputs at once. Intermediate tensors are freed as soon
-    as they are consumed (inference, no autograd). KV-cache reads are not activations.
+    as they are consumed (inference, no autograd). KV-cache reads are not activations. With fused
+    operators the unfused estimate is kept (a fused kernel still materializes its matmul's output).
     """
     largest = max(float(r.activation_bytes) for r in rows)
     return tokens * model.hidden_size * prec.a + largest
 
 
-def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, *, batch: int, prompt_len: int,
-              gen_len: int, prefill_rows: list[Row], decode_rows: list[Row]) -> dict:
-    w = weights_bytes(prefill_rows)
+def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, opts: Options, *, batch: int, prompt_len: int,
+              gen_len: int, prefill_rows: list[Row], decode_rows: list[Row], extra_bytes: float = 0.0,
+              extra_per_seq: float = 0.0) -> dict:
+    """``extra_bytes`` / ``extra_per_seq``: a speculative draft's weights / KV cache per sequence."""
+    w = weights_bytes(prefill_rows, model, opts)
     final_ctx = prompt_len + gen_len - 1  # tokens cached after the last decode step writes its own
-    kv_final = kv_cache_bytes(model, prec, batch, final_ctx)
-    kv_prompt = kv_cache_bytes(model, prec, batch, prompt_len)
-    act_prefill = activations_bytes(prefill_rows, model, prec, batch * prompt_len)
-    act_decode = activations_bytes(decode_rows, model, prec, batch)
+    kv_final = kv_cache_bytes(model, prec, batch, final_ctx, opts)
+    kv_prompt = kv_cache_bytes(model, prec, batch, prompt_len, opts)
+    local = batch / opts.ep
+    act_prefill = activations_bytes(prefill_rows, model, prec, local * prompt_len)
+    act_decode = activations_bytes(decode_rows, model, prec, local)
     act = max(act_prefill, act_decode)
-    prefill_total = w + kv_prompt + act_prefill
-    decode_total = w + kv_final + act_decode
-    total = w + kv_final + act
+    draft = extra_bytes + extra_per_seq * local
+    prefill_total = w + kv_prompt + act_prefill + draft
+    decode_total = w + kv_final + act_decode + draft
+    total = w + kv_final + act + draft
     # largest batch that fits: weights are shared, KV and activations grow with the batch
-    per_seq = (kv_final + act) / batch
-    free = hw_capacity - w
+    per_seq = (kv_final + act + extra_per_seq * local) / batch
+    free = hw_capacity - w - extra_bytes
     max_batch = int(max(0, math.floor(free / per_seq))) if per_seq > 0 else 0
-    per_tok = kv_bytes_per_token(model, prec)
-    kv_capacity = int(max(0, math.floor((hw_capacity - w - act) / per_tok))) if per_tok > 0 else 0
+    per_tok = kv_bytes_per_token(model, prec, opts) * (1.0 - opts.offload.get("kv_cache", 0.0))
+    kv_capacity = int(max(0, math.floor((hw_capacity - w - act - draft) / per_tok))) if per_tok > 0 else 0
+    offloaded = kv_cache_bytes(model, prec, batch, final_ctx, opts, on_device=False) - kv_final
+    host_weights = float(sum(r.count * r.host_resident for r in prefill_rows))
     return {
         "weights_bytes": w,
         "kv_cache_bytes": kv_final,
         "kv_cache_prompt_bytes": kv_prompt,
-        "kv_bytes_per_token": per_tok,
+        "kv_bytes_per_token": kv_bytes_per_token(model, prec, opts),
         "kv_context_tokens": final_ctx,
         "activations_bytes": act,
         "activations_prefill_bytes": act_prefill,
         "activations_decode_bytes": act_decode,
+        "draft_bytes": draft,
         "prefill_total_bytes": prefill_total,
         "decode_total_bytes": decode_total,
         "total_bytes": total,
@@ -78,4 +122,7 @@ def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, *, batch:
         "fits": bool(total <= hw_capacity),
         "max_batch_size": max_batch,
         "kv_token_capacity": kv_capacity,
+        "host_kv_cache_bytes": offloaded,
+        "host_weights_bytes": host_weights,
+        "devices": opts.devices,
     }

@@ -1,7 +1,9 @@
 """The roofline: time of each operator = max(FLOPs / peak, bytes / bandwidth).
 
 A roofline time is a *lower bound*: it assumes every operator reaches the device's peak
-compute rate or its peak memory bandwidth, whichever limits it.
+compute rate or its peak memory bandwidth, whichever limits it. Efficiency factors (default 1)
+scale the peaks; offloaded bytes stream over the host link concurrently with device memory
+reads; collectives take their α–β time on the interconnect.
 """
 from __future__ import annotations
 
@@ -11,34 +13,75 @@ from .hardware import Hardware
 from .ops import Row
 
 
-def row_peak(row: Row, hw: Hardware) -> tuple[str, float]:
-    """(dtype whose peak applies, FLOP/s) for one operator."""
-    if row.dtype == "vector":
-        return "vector", hw.vector_peak
-    return hw.matrix_peak(row.dtype)
+class Roof:
+    """The device's roofs after efficiency factors."""
+
+    __slots__ = ("hw", "bw", "host_bw", "eff_c", "eff_comm", "_peaks")
+
+    def __init__(self, hw: Hardware, efficiency: dict | None = None):
+        eff = efficiency or {}
+        self.hw = hw
+        self.eff_c = eff.get("compute", 1.0)
+        self.bw = hw.memory_bandwidth * eff.get("memory", 1.0)  # achievable device-memory bytes/s
+        self.host_bw = (hw.host_link_bandwidth or 0.0) * eff.get("memory", 1.0)
+        self.eff_comm = eff.get("communication", 1.0)
+        self._peaks: dict = {}
+
+    def peak(self, row: Row) -> tuple[str, float]:
+        """(dtype whose peak applies, FLOP/s) for one operator."""
+        key = row.dtype
+        if key not in self._peaks:
+            if key == "vector":
+                self._peaks[key] = ("vector", self.hw.vector_peak * self.eff_c)
+            elif key == "link":
+                self._peaks[key] = ("link", float("inf"))
+            else:
+                d, pk = self.hw.matrix_peak(key)
+                self._peaks[key] = (d, pk * self.eff_c)
+        d, pk = self._peaks[key]
+        return d, pk * row.speedup
+
+    def times(self, r: Row):
+        """(compute time, device-memory time, host-link time, communication time) of one execution."""
+        if r.kind == "communication":
+            return 0.0, 0.0, 0.0, r.comm_s / self.eff_comm
+        peak = self.peak(r)[1]
+        dev_bytes = r.bytes - r.host_bytes
+        host = r.host_bytes / self.host_bw if self.host_bw else 0.0
+        return r.flops / peak, dev_bytes / self.bw, host, 0.0
+
+    def row_time(self, r: Row):
+        tc, tm, th, tk = self.times(r)
+        if r.kind == "communication":
+            return tk
+        return np.maximum(np.maximum(tc, tm), th)
 
 
-def pass_time(rows: list[Row], hw: Hardware):
-    """Σ count × max(FLOPs/peak, bytes/bandwidth) over the rows; broadcasts over array-valued rows."""
-    bw = hw.memory_bandwidth
+def pass_time(rows: list[Row], roof: Roof):
+    """Σ count × operator time over the rows; broadcasts over array-valued rows."""
     total = 0.0
     for r in rows:
-        peak = row_peak(r, hw)[1]
-        total = total + r.count * np.maximum(r.flops / peak, r.bytes / bw)
+        total = total + r.count * roof.row_time(r)
     return total
 
 
-def row_dict(r: Row, hw: Hardware, phase_time: float) -> dict:
+def row_dict(r: Row, roof: Roof, phase_time: float) -> dict:
     """One operator's figures for one execution, plus its share of the phase time (count included)."""
-    dtype, peak = row_peak(r, hw)
+    dtype, peak = roof.peak(r)
+    tc, tm, th, tk = (float(x) for x in roof.times(r))
     fl, by = float(r.flops), float(r.bytes)
-    t_compute = fl / peak  # time at the compute roof
-    t_memory = by / hw.memory_bandwidth  # time at the bandwidth roof
-    t = max(t_compute, t_memory)
+    t = max(tc, tm, th, tk)
+    if r.kind == "communication":
+        bound = "communication"
+    elif tc >= max(tm, th) and fl > 0:
+        bound = "compute"
+    else:
+        bound = "memory"
+    count = float(r.count)
     return {
         "name": r.name,
         "layer_type": r.layer_type,
-        "count": int(r.count),
+        "count": int(count) if count == int(count) else count,
         "kind": r.kind,
         "flops": fl,
         "matmul_flops": float(r.matmul_flops),
@@ -46,14 +89,18 @@ def row_dict(r: Row, hw: Hardware, phase_time: float) -> dict:
         "weight_bytes": float(r.weight_bytes),
         "activation_bytes": float(r.activation_bytes),
         "kv_bytes": float(r.kv_bytes),
+        "host_bytes": float(r.host_bytes),
+        "comm_bytes": float(r.comm_bytes),
         "arithmetic_intensity": fl / by if by > 0 else 0.0,  # FLOPs per byte moved
         "time_s": t,
-        "compute_time_s": t_compute,
-        "memory_time_s": t_memory,
-        "bound": "compute" if t_compute >= t_memory and fl > 0 else "memory",
+        "compute_time_s": tc,
+        "memory_time_s": tm,
+        "host_time_s": th,
+        "communication_time_s": tk,
+        "bound": bound,
         "peak_dtype": dtype,
-        "peak_flops": peak,
-        "share": (r.count * t / phase_time) if phase_time > 0 else 0.0,
+        "peak_flops": peak if np.isfinite(peak) else 0.0,
+        "share": (count * t / phase_time) if phase_time > 0 else 0.0,
         "params": int(r.params),
         "flops_formula": r.flops_formula,
         "bytes_formula": r.bytes_formula,
