@@ -1,10 +1,10 @@
 """llmroof_widgets: Jupyter widgets that explain and predict LLM inference performance with the roofline model."""
-from .engine import (Hardware, ModelConfig, Result, analyze, hardware_catalog, list_hardware, list_models,
+from .engine import (Comparison, choose_hardware, compare, sweep, Speculative, Hardware, ModelConfig, Result, analyze, hardware_catalog, list_hardware, list_models,
                      load_hardware, load_model, parse_config)
 
 __version__ = "0.1.0"
 
-__all__ = ["Hardware", "ModelConfig", "Result", "analyze", "hardware_catalog", "list_hardware", "list_models",
+__all__ = ["Comparison", "choose_hardware", "compare", "sweep", "Speculative", "Hardware", "ModelConfig", "Result", "analyze", "hardware_catalog", "list_hardware", "list_models",
            "load_hardware", "load_model", "parse_config"]
 
 

@@ -285,4 +285,7 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
     mem = memory.footprint(m, prec, hw.memory_bytes, opts, batch=B, prompt_len=P, gen_len=G,
                            prefill_rows=pre_rows, decode_rows=dec_rows, extra_bytes=draft_w,
                            extra_per_seq=draft_kv_seq)
+    mem = {k: (bool(v) if k == "fits" else int(v) if k in ("max_batch_size", "kv_token_capacity", "devices",
+                                                            "kv_context_tokens") else float(v))
+           for k, v in mem.items()}
     return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)

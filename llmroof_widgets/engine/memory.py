@@ -1,7 +1,10 @@
 """Memory footprint per device: weights, KV cache and activations against the device's capacity."""
 from __future__ import annotations
 
+import functools
 import math
+
+import numpy as np
 
 from .models import ModelConfig
 from .ops import Row
@@ -55,12 +58,12 @@ def kv_cache_bytes(model: ModelConfig, prec: Precision, batch: int, context: int
     total = 0.0
     for lt in model.layer_types:
         a = lt.attention
-        kept = context if a.window is None else min(context, a.window - 1)
+        kept = context if a.window is None else np.minimum(context, a.window - 1)
         if opts.kv_keep_ratio < 1.0 or opts.kv_budget is not None:
             evicted = kept * opts.kv_keep_ratio
             if opts.kv_budget is not None:
-                evicted = min(evicted, opts.kv_budget)
-            kept = min(kept, evicted)
+                evicted = np.minimum(evicted, opts.kv_budget)
+            kept = np.minimum(kept, evicted)
         total += lt.count * _kv_elems_local(lt, opts) * kept * batch / opts.ep * prec.kv
     if opts.pp > 1:
         total *= math.ceil(model.num_layers / opts.pp) / model.num_layers
@@ -77,14 +80,17 @@ def activations_bytes(rows: list[Row], model: ModelConfig, prec: Precision, toke
     as they are consumed (inference, no autograd). KV-cache reads are not activations. With fused
     operators the unfused estimate is kept (a fused kernel still materializes its matmul's output).
     """
-    largest = max(float(r.activation_bytes) for r in rows)
+    largest = functools.reduce(np.maximum, (r.activation_bytes for r in rows))
     return tokens * model.hidden_size * prec.a + largest
 
 
 def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, opts: Options, *, batch: int, prompt_len: int,
               gen_len: int, prefill_rows: list[Row], decode_rows: list[Row], extra_bytes: float = 0.0,
               extra_per_seq: float = 0.0) -> dict:
-    """``extra_bytes`` / ``extra_per_seq``: a speculative draft's weights / KV cache per sequence."""
+    """``extra_bytes`` / ``extra_per_seq``: a speculative draft's weights / KV cache per sequence.
+
+    ``batch``, ``prompt_len`` and ``gen_len`` may be numpy arrays (sweeps): every figure broadcasts.
+    """
     w = weights_bytes(prefill_rows, model, opts)
     final_ctx = prompt_len + gen_len - 1  # tokens cached after the last decode step writes its own
     kv_final = kv_cache_bytes(model, prec, batch, final_ctx, opts)
@@ -92,7 +98,7 @@ def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, opts: Opt
     local = batch / opts.ep
     act_prefill = activations_bytes(prefill_rows, model, prec, local * prompt_len)
     act_decode = activations_bytes(decode_rows, model, prec, local)
-    act = max(act_prefill, act_decode)
+    act = np.maximum(act_prefill, act_decode)
     draft = extra_bytes + extra_per_seq * local
     prefill_total = w + kv_prompt + act_prefill + draft
     decode_total = w + kv_final + act_decode + draft
@@ -100,9 +106,9 @@ def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, opts: Opt
     # largest batch that fits: weights are shared, KV and activations grow with the batch
     per_seq = (kv_final + act + extra_per_seq * local) / batch
     free = hw_capacity - w - extra_bytes
-    max_batch = int(max(0, math.floor(free / per_seq))) if per_seq > 0 else 0
+    max_batch = np.maximum(0.0, np.floor(free / per_seq))
     per_tok = kv_bytes_per_token(model, prec, opts) * (1.0 - opts.offload.get("kv_cache", 0.0))
-    kv_capacity = int(max(0, math.floor((hw_capacity - w - act - draft) / per_tok))) if per_tok > 0 else 0
+    kv_capacity = np.maximum(0.0, np.floor((hw_capacity - w - act - draft) / per_tok)) if per_tok > 0 else 0.0
     offloaded = kv_cache_bytes(model, prec, batch, final_ctx, opts, on_device=False) - kv_final
     host_weights = float(sum(r.count * r.host_resident for r in prefill_rows))
     return {
@@ -119,7 +125,7 @@ def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, opts: Opt
         "decode_total_bytes": decode_total,
         "total_bytes": total,
         "capacity_bytes": float(hw_capacity),
-        "fits": bool(total <= hw_capacity),
+        "fits": total <= hw_capacity,
         "max_batch_size": max_batch,
         "kv_token_capacity": kv_capacity,
         "host_kv_cache_bytes": offloaded,

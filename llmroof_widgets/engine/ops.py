@@ -308,7 +308,7 @@ class PassBuilder:
             bc = math.ceil(m_elems / (4 * dqk))
             br = max(1, min(bc, dqk))
             g = H / Hkv  # query heads per KV head, packed together
-            tiles = math.ceil(T * g / br)
+            tiles = np.ceil(T * g / br)
             # K/V traffic: each tile reads the keys its queries see; never less than one full read
             factor = np.maximum(1.0, tiles * (pairs / T) / keys)
         kv_traffic = (k_read + v_read) * factor
@@ -381,7 +381,7 @@ class PassBuilder:
         self.norm_rms("kv_a_norm", N, kvl)
         self.elementwise("rotary", N * (Hl + 1) * rope, ROPE_FLOPS, what="rotary embedding of q_rope and the shared k_rope")
         _, keys = self._pairs(None)
-        absorbed = self.mla == "absorbed" and self.T == 1 and not self.prefill
+        absorbed = self.mla == "absorbed" and not self.prefill and self.T == 1
         if not absorbed:
             # naive: re-expand every attended latent to per-head K_nope and V through kv_b_proj
             n_lat = B * keys
