@@ -1,17 +1,37 @@
-"""llmroof_widgets: Jupyter widgets that explain and predict LLM inference performance with the roofline model."""
-from .engine import (Comparison, choose_hardware, compare, sweep, Speculative, Hardware, ModelConfig, Result, analyze, hardware_catalog, list_hardware, list_models,
-                     load_hardware, load_model, parse_config)
+"""llmroof_widgets: Jupyter widgets that explain and predict LLM inference performance with the roofline model.
+
+The engine (``analyze``, ``sweep``, catalogs) loads eagerly; the widgets, the HTML export, the course
+helpers and the validation load on first use, so the CLI starts without ipywidgets.
+"""
+import importlib
+
+from .engine import (Comparison, Hardware, ModelConfig, Result, Speculative, analyze, choose_hardware, compare,
+                     hardware_catalog, list_hardware, list_models, load_hardware, load_model, parse_config, sweep)
 
 __version__ = "0.1.0"
 
-__all__ = ["Comparison", "choose_hardware", "compare", "sweep", "Speculative", "Hardware", "ModelConfig", "Result", "analyze", "hardware_catalog", "list_hardware", "list_models",
-           "load_hardware", "load_model", "parse_config"]
+# public name → submodule that defines it (loaded on first access)
+_LAZY = {
+    "validate": "validation",
+    "export_html": "export",
+    "check": "course",
+    "Scenario": "course",
+}
+_SUBMODULES = {"widgets", "validation", "export", "course", "engine", "cli", "format"}
+
+__all__ = ["Comparison", "Hardware", "ModelConfig", "Result", "Speculative", "analyze", "choose_hardware", "compare",
+           "hardware_catalog", "list_hardware", "list_models", "load_hardware", "load_model", "parse_config", "sweep",
+           "validate", "export_html", "check", "Scenario"]
 
 
 def __getattr__(name):
-    # widgets are imported lazily so the engine and the CLI load without ipywidgets/anywidget start-up cost
-    from . import widgets
-
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name.startswith("_"):
+        raise AttributeError(name)
+    widgets = importlib.import_module(".widgets", __name__)
     try:
         return getattr(widgets, name)
     except AttributeError:

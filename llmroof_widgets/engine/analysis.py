@@ -212,7 +212,10 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
         device's host link when used
     tp, pp, ep : tensor / pipeline / expert parallel degrees (memory and times per device; collectives
         appear as operators with bound "communication")
-    efficiency : {"compute": f, "memory": f, "communication": f}: achievable shares of the peaks
+    efficiency : "roofline" (default; every factor 1: a strict lower bound), "calibrated" (an explained
+        model of real kernels: achievable bandwidth and GEMM efficiency per device family, small-M GEMM
+        efficiency, dequantization and launch overheads — see ``engine/calibration.py``), or
+        {"compute": f, "memory": f, "communication": f}: achievable shares of the peaks
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -235,7 +238,7 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
         spec = speculative.validated()
         if spec.gamma > 0:
             draft = _mtp_draft(m) if spec.draft == "mtp" else load_model(spec.draft)
-    roof = Roof(hw, opts.efficiency)
+    roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16)
     settings = {
         "model": m.name, "hardware": hw.name, "batch_size": B, "prompt_len": P, "gen_len": G,
         "w_bits": w_bits if isinstance(w_bits, str) else prec.w_bits,
@@ -248,7 +251,8 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
             "draft": spec.draft if isinstance(spec.draft, str) else getattr(draft, "name", "custom"),
             "gamma": spec.gamma, "acceptance": spec.acceptance},
         "early_exit_fraction": opts.early_exit_fraction, "sparsity": opts.sparsity, "offload": dict(opts.offload),
-        "tp": opts.tp, "pp": opts.pp, "ep": opts.ep, "efficiency": dict(opts.efficiency),
+        "tp": opts.tp, "pp": opts.pp, "ep": opts.ep,
+        "efficiency": opts.efficiency if isinstance(opts.efficiency, str) else dict(opts.efficiency),
     }
 
     pre_rows = PassBuilder(m, prec, batch=B, tokens=P, cached=0, logits_tokens=P if logits == "all" else 1,

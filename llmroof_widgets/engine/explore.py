@@ -91,7 +91,7 @@ def _sweep_group(m, hw: Hardware, kw: dict, batches, prompts, gens):
     opts = make_options(**{k: kw[k] for k in ("flash_attention", "fused", "kv_keep_ratio", "kv_budget",
                                                "early_exit_fraction", "sparsity", "offload", "tp", "pp", "ep",
                                                "efficiency")})
-    roof = Roof(hw, opts.efficiency)
+    roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16)
     P = np.array(sorted(set(prompts)), dtype=np.float64)
     G = np.array(sorted(set(gens)), dtype=np.float64)
     out = []

@@ -283,7 +283,16 @@ def _fetch_hub_config(repo_id: str) -> dict:
             f"model: {repo_id!r} is not in the catalog and huggingface_hub is not installed to fetch it. "
             "Download its config.json and pass the file path (lr.load_model('path/to/config.json'))."
         ) from None
+    import socket
+
+    try:  # fail fast without a network instead of waiting through the client's retries
+        socket.create_connection(("huggingface.co", 443), timeout=2).close()
+        reachable = True
+    except OSError:
+        reachable = False
     try:
+        if not reachable or os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise ConnectionError("huggingface.co is not reachable")
         path = hf_hub_download(repo_id, "config.json")
     except Exception as e:  # network, gated repo, missing repo
         raise ValueError(

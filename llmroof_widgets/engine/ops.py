@@ -54,7 +54,7 @@ class Row:
 
     __slots__ = ("name", "layer_type", "count", "kind", "flops", "matmul_flops", "weight_bytes",
                  "activation_bytes", "kv_bytes", "dtype", "formula", "params", "resident", "wclass",
-                 "host_bytes", "host_resident", "comm_s", "comm_bytes", "speedup")
+                 "host_bytes", "host_resident", "comm_s", "comm_bytes", "speedup", "m_dim")
 
     def __init__(self, name, layer_type, count, kind, flops, matmul_flops, weight_bytes, activation_bytes,
                  kv_bytes, dtype, formula=None, params=0, resident=None, wclass=None):
@@ -79,6 +79,7 @@ class Row:
         self.comm_s = 0.0  # communication time of a collective (kind "communication")
         self.comm_bytes = 0.0  # bytes a collective moves over the interconnect per device
         self.speedup = 1.0  # compute-peak multiplier (2:4 sparse tensor cores)
+        self.m_dim = None  # rows of the matrix product (tokens), for the calibrated GEMM efficiency
 
     @property
     def flops_formula(self) -> str:
@@ -170,6 +171,7 @@ class PassBuilder:
         params = fin * fout + (fout if bias else 0)
         self.rows.append(Row(name, self._lt, self._count, "matmul", fl, mm, wbytes, act, kv, dt, fmt,
                              params=params, wclass=wclass or ("hp" if hp else "linear")))
+        self.rows[-1].m_dim = n_tok
         return self.rows[-1]
 
     def elementwise(self, name, n_elems, flops_per, *, reads=1, writes=1, weight_elems=0, what=""):
@@ -277,6 +279,7 @@ class PassBuilder:
         self.rows.append(Row("attn_score", self._lt, self._count, "attention", mm_s, mm_s, 0.0,
                              q_read + s_write + (0.0 if kv_in_cache else k_read),
                              k_read if kv_in_cache else 0.0, dt, fmt_score))
+        self.rows[-1].m_dim = T * H / Hkv  # queries sharing a KV head form the rows of the product
         self.elementwise("attn_softmax", B * H * pairs, sm_per, what="softmax" + (" + tanh soft-cap" if a.softcap else ""))
         p_read = B * H * pairs * p.a
 
@@ -289,6 +292,7 @@ class PassBuilder:
         self.rows.append(Row("attn_value", self._lt, self._count, "attention", mm_v, mm_v, 0.0,
                              p_read + o_write + (0.0 if kv_in_cache else v_read),
                              v_read if kv_in_cache else 0.0, dt, fmt_value))
+        self.rows[-1].m_dim = T * H / Hkv
 
     def _flash(self, a, *, H, Hkv, dqk, dv, pairs, keys, q_read, k_read, v_read, o_write, mm, sm, dt,
                kv_in_cache, label):
@@ -324,6 +328,7 @@ class PassBuilder:
 
         self.rows.append(Row("flash_attention", self._lt, self._count, "attention", mm + sm, mm, 0.0, by_act, by_kv,
                              dt, fmt))
+        self.rows[-1].m_dim = T * H / Hkv
 
     def _kv_heads_local(self, Hkv, field="num_key_value_heads"):
         tp = self.tp
@@ -467,6 +472,7 @@ class PassBuilder:
                                  compute_dtype(p.w_fmt, p.a_fmt), fmt,
                                  params=E * (fin * fout + (fout if mlp.expert_bias else 0)),
                                  resident=E / ep * per_expert, wclass="expert"))
+            self.rows[-1].m_dim = pairs / np.maximum(e_eff, 1.0)  # tokens per touched expert
             if name == "experts_gate_up":
                 self.elementwise("experts_act_mul", pairs * Il, ACT_FLOPS[mlp.act] + 1, reads=2, writes=1,
                                  what=f"{mlp.act}(gate)·up of N·k token–expert pairs")

@@ -41,7 +41,9 @@ class Options:
     - ``offload``: {"weights": f, "kv_cache": f, "experts": f}: share held in host memory and streamed
       over the host link each time it is used (overlapped with device memory reads).
     - ``tp``, ``pp``, ``ep``: tensor, pipeline and expert parallel degrees.
-    - ``efficiency``: {"compute": f, "memory": f, "communication": f} factors on the peaks (1.0 = roofline).
+    - ``efficiency``: "roofline" (default: every factor 1.0, a strict lower bound), "calibrated" (the
+      explained model of real kernels in :mod:`calibration`), or {"compute": f, "memory": f,
+      "communication": f} factors on the peaks.
     """
 
     flash_attention: str = "off"
@@ -54,7 +56,7 @@ class Options:
     tp: int = 1
     pp: int = 1
     ep: int = 1
-    efficiency: dict = field(default_factory=dict)
+    efficiency: object = field(default_factory=dict)  # dict of factors, or "calibrated"
 
     @property
     def devices(self) -> int:
@@ -84,9 +86,12 @@ def make_options(*, flash_attention="off", fused=False, kv_keep_ratio=1.0, kv_bu
                 raise ValueError(f"offload key {k!r} is not one of 'weights', 'kv_cache', 'experts'")
             off[k] = _frac(f"offload[{k!r}]", v, low_open=False)
     eff = {}
-    if efficiency:
+    if efficiency in ("roofline", "calibrated"):
+        eff = {} if efficiency == "roofline" else "calibrated"
+    elif efficiency:
         if not isinstance(efficiency, dict):
-            raise ValueError("efficiency must be a dict like {'compute': 0.7, 'memory': 0.85, 'communication': 0.8}")
+            raise ValueError("efficiency must be 'roofline', 'calibrated', or a dict like "
+                             "{'compute': 0.7, 'memory': 0.85, 'communication': 0.8}")
         for k, v in efficiency.items():
             if k not in ("compute", "memory", "communication"):
                 raise ValueError(f"efficiency key {k!r} is not one of 'compute', 'memory', 'communication'")

@@ -8,7 +8,12 @@ FORMATS = {
     "fp32": (32, "float"), "tf32": (32, "float"), "bf16": (16, "float"), "fp16": (16, "float"),
     "fp8": (8, "fp8"), "fp8_e4m3": (8, "fp8"), "fp8_e5m2": (8, "fp8"),
     "int8": (8, "int"), "int4": (4, "int"), "fp4": (4, "fp4"), "nf4": (4, "nf4"),
+    # llama.cpp (GGUF) block formats: nominal bits, family; their block scales are in GGUF_STORAGE_BITS
+    "q8_0": (8, "int"), "q4_0": (4, "int"), "q4_k": (4, "int"), "q5_k": (5, "int"), "q6_k": (6, "int"),
 }
+# bits per weight including block scales (ggml block layouts): q8_0 = 32 int8 + an fp16 scale → 8.5;
+# q4_0 = 32 4-bit + an fp16 scale → 4.5; k-quants: 256-weight super-blocks with 6/8-bit sub-scales
+GGUF_STORAGE_BITS = {"q8_0": 8.5, "q4_0": 4.5, "q4_k": 4.5, "q5_k": 5.5, "q6_k": 6.5625}
 BITS_TO_FORMAT = {32: "fp32", 16: "fp16", 8: "int8", 4: "int4"}
 
 # Per-group metadata bits for weight formats quantized in groups of g weights (added as bits/g per weight):
@@ -53,9 +58,9 @@ def compute_dtype(w_fmt: str, a_fmt: str) -> str:
     if abits >= 16:
         return "fp32" if abits == 32 else ("bf16" if a_fmt == "bf16" else "fp16")
     if wbits > abits:  # a wider stored operand than the activation: compute at the stored width
-        return {"int": "int8" if wbits == 8 else "fp16", "fp8": "fp8"}.get(wfam, "fp16") if wbits <= 8 else "fp16"
+        return {"int": "int8", "fp8": "fp8"}.get(wfam, "fp16") if wbits == 8 else "fp16"
     if afam == "int":
-        return "int4" if abits == 4 else "int8"
+        return "int4" if abits <= 4 else "int8"
     if afam in ("fp4", "nf4"):
         return "fp4"
     return "fp8"
@@ -78,13 +83,15 @@ class Precision:
         self.a_bits = FORMATS[self.a_fmt][0]
         self.kv_bits = FORMATS[self.kv_fmt][0]
         wbits = float(self.w_bits)
-        if group_size and self.w_bits < 16:
+        if self.w_fmt in GGUF_STORAGE_BITS:
+            wbits = GGUF_STORAGE_BITS[self.w_fmt]  # the block scales are part of the format
+        elif group_size and self.w_bits < 16:
             # group-wise scales (and zero points) add their bits spread over the group
             wbits += GROUP_OVERHEAD_BITS[FORMATS[self.w_fmt][1]](self.w_bits) / group_size
         self.w_storage_bits = wbits
         self.w = wbits / 8  # bytes per weight of the linear layers (projections, experts)
         self.a = self.a_bits / 8  # bytes per activation element
-        self.kv = self.kv_bits / 8  # bytes per cached key/value element
+        self.kv = GGUF_STORAGE_BITS.get(self.kv_fmt, self.kv_bits) / 8  # bytes per cached key/value element
         # embeddings, lm_head, norms, biases and routers stay in 16-bit floating point when the
         # linear layers are quantized (as AWQ/GPTQ/bitsandbytes checkpoints keep them), fp32 in an fp32 model
         self.hp_bits = 32 if self.w_bits == 32 else 16

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import calibration
 from .hardware import Hardware
 from .ops import Row
 
@@ -16,10 +17,16 @@ from .ops import Row
 class Roof:
     """The device's roofs after efficiency factors."""
 
-    __slots__ = ("hw", "bw", "host_bw", "eff_c", "eff_comm", "_peaks")
+    __slots__ = ("hw", "bw", "host_bw", "eff_c", "eff_comm", "_peaks", "calibrated", "fam", "quant_gemm")
 
-    def __init__(self, hw: Hardware, efficiency: dict | None = None):
-        eff = efficiency or {}
+    def __init__(self, hw: Hardware, efficiency: dict | str | None = None, *, quantized_weights: bool = False):
+        self.calibrated = efficiency == "calibrated"
+        self.fam = calibration.family(hw.kind)
+        if self.calibrated:
+            eff = {"memory": self.fam.mem, "compute": self.fam.mm, "communication": 1.0}
+        else:
+            eff = efficiency if isinstance(efficiency, dict) else {}
+        self.quant_gemm = calibration.QUANT_GEMM if (self.calibrated and quantized_weights) else 1.0
         self.hw = hw
         self.eff_c = eff.get("compute", 1.0)
         self.bw = hw.memory_bandwidth * eff.get("memory", 1.0)  # achievable device-memory bytes/s
@@ -46,15 +53,26 @@ class Roof:
         if r.kind == "communication":
             return 0.0, 0.0, 0.0, r.comm_s / self.eff_comm
         peak = self.peak(r)[1]
+        if self.calibrated and r.m_dim is not None:
+            # small-M products leave the matrix units idle: η(M) = M / (M + M_half); a matrix–vector
+            # kernel still runs on the vector units, which bounds the rate from below
+            peak = np.maximum(peak * (r.m_dim / (r.m_dim + calibration.M_HALF)), self.hw.vector_peak * self.eff_c)
+            if r.wclass in ("linear", "expert"):
+                peak = peak * self.quant_gemm
         dev_bytes = r.bytes - r.host_bytes
         host = r.host_bytes / self.host_bw if self.host_bw else 0.0
         return r.flops / peak, dev_bytes / self.bw, host, 0.0
+
+    def overhead(self, r: Row):
+        """Calibrated mode only: the kernel's launch overhead."""
+        return self.fam.launch_s if self.calibrated else 0.0
 
     def row_time(self, r: Row):
         tc, tm, th, tk = self.times(r)
         if r.kind == "communication":
             return tk
-        return np.maximum(np.maximum(tc, tm), th)
+        t = np.maximum(np.maximum(tc, tm), th)
+        return t + self.overhead(r) if self.calibrated else t
 
 
 def pass_time(rows: list[Row], roof: Roof):
@@ -70,7 +88,7 @@ def row_dict(r: Row, roof: Roof, phase_time: float) -> dict:
     dtype, peak = roof.peak(r)
     tc, tm, th, tk = (float(x) for x in roof.times(r))
     fl, by = float(r.flops), float(r.bytes)
-    t = max(tc, tm, th, tk)
+    t = max(tc, tm, th, tk) + (float(roof.overhead(r)) if roof.calibrated and r.kind != "communication" else 0.0)
     if r.kind == "communication":
         bound = "communication"
     elif tc >= max(tm, th) and fl > 0:
