@@ -3,8 +3,8 @@
 //
 // Model traits (llmroof_widgets/widgets/formula.py):
 //   rows       same row index space as the LayerTable (index, phase, layer_type, name, count, flops,
-//              bytes, arithmetic_intensity, time_s, compute_time_s, memory_time_s, bound,
-//              peak_dtype, peak_flops, flops_formula, bytes_formula)
+//              bytes, arithmetic_intensity, time_s, compute_time_s, memory_time_s, host_time_s,
+//              communication_time_s, bound, peak_dtype, peak_flops, flops_formula, bytes_formula)
 //   bandwidth  device memory bandwidth in bytes/s
 //   selected   [row index] or []  (linked to the table on the front end)
 //   picker     show a drop-down to choose the operator here
@@ -71,14 +71,20 @@ function render({ model, el }) {
       );
       const peakName = row.peak_dtype === "vector" ? "vector peak" : `${row.peak_dtype} peak`;
       if (row.compute_time_s != null && row.memory_time_s != null) {
+        // the bandwidth the engine applied (after any efficiency factor): its own figure when given
+        const bwUsed = row.bandwidth || (row.memory_time_s > 0 ? row.bytes / row.memory_time_s : bw);
+        const terms = [`FLOPs / ${peakName} ${fmtRate(row.peak_flops, "FLOP/s")}`, `bytes / ${fmtRate(bwUsed, "B/s")}`];
+        const times = [fmtTime(row.compute_time_s), fmtTime(row.memory_time_s)];
+        if (row.host_time_s > 0) {
+          terms.push("host bytes / host link");
+          times.push(fmtTime(row.host_time_s));
+        }
+        if (row.communication_time_s > 0) {
+          terms.push("communication");
+          times.push(fmtTime(row.communication_time_s));
+        }
         parts.push(
-          line(
-            "time",
-            `max(FLOPs / ${peakName} ${fmtRate(row.peak_flops, "FLOP/s")}, bytes / ${fmtRate(bw, "B/s")})` +
-              ` = max(${fmtTime(row.compute_time_s)}, ${fmtTime(row.memory_time_s)})`,
-            fmtTime(row.time_s),
-            "roofline time: a lower bound",
-          ),
+          line("time", `max(${terms.join(", ")}) = max(${times.join(", ")})`, fmtTime(row.time_s), "roofline time: a lower bound"),
         );
       } else {
         parts.push(line("time", `max(FLOPs / ${peakName}, bytes / bandwidth)`, fmtTime(row.time_s), "roofline time: a lower bound"));

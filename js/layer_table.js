@@ -30,12 +30,32 @@ const COLUMNS = [
   { key: "bound", label: "bound", title: "memory-bound: bytes / bandwidth dominates; compute-bound: FLOPs / peak dominates" },
 ];
 
-const DEFINITIONS =
-  "Roofline times are lower bounds: every operator is charged max(FLOPs / peak, bytes / bandwidth) " +
-  "at the device's full peak and bandwidth, with no kernel-launch, scheduling or communication overhead. " +
-  "TTFT (time to first token) = the prefill pass of the whole prompt. " +
-  "TPOT (time per output token) = the mean decode step time. " +
-  "tokens/s = 1 / TPOT for one sequence; throughput = generated tokens of the whole batch per second of end-to-end time.";
+// Definitions shown near the times; the engine's own wording (result.notes) wins when present.
+const DEFAULT_NOTES = {
+  time: "each operator is charged max(FLOPs / peak, bytes / bandwidth) at the device's full peak and bandwidth, with no kernel-launch, scheduling or communication overhead",
+  ttft: "time to first token = the prefill pass over the whole prompt",
+  tpot: "time per output token after the first = mean decode step time",
+  tokens_per_s: "generated tokens per second for one sequence, end to end",
+  throughput_tokens_per_s: "generated tokens per second for the whole batch",
+};
+
+function notesOf(hd) {
+  const n = (hd && hd.notes) || {};
+  const out = {};
+  for (const k of Object.keys(DEFAULT_NOTES)) out[k] = n[k] ? String(n[k]) : DEFAULT_NOTES[k];
+  return out;
+}
+
+function definitions(hd) {
+  const n = notesOf(hd);
+  const time = /lower bound/i.test(n.time)
+    ? n.time.charAt(0).toUpperCase() + n.time.slice(1)
+    : `Roofline times are lower bounds: ${n.time}`;
+  return (
+    `${time}. TTFT: ${n.ttft}. TPOT: ${n.tpot}. ` +
+    `tokens/s: ${n.tokens_per_s}. Throughput: ${n.throughput_tokens_per_s}.`
+  );
+}
 
 async function resolveModels(model, refs, signal) {
   const out = [];
@@ -136,12 +156,16 @@ function initialize({ model }) {
     if (!syncing) pushFromTable();
   });
 
-  (async () => {
+  // (Re)wire the partners: at creation and whenever the kernel links more views to the table.
+  let generation = 0;
+  async function wire() {
+    const gen = ++generation;
     const [m, p] = await Promise.all([
       resolveModels(model, model.get("marks"), signal),
       resolveModels(model, model.get("peers"), signal),
     ]);
-    if (signal.aborted) return;
+    if (signal.aborted || gen !== generation) return; // a newer wiring superseded this one
+    for (const f of detach.splice(0)) f();
     marks = m;
     peers = p;
     marks.forEach((mk, j) => {
@@ -156,8 +180,11 @@ function initialize({ model }) {
       pm.on("change:selected", cb);
       detach.push(() => pm.off("change:selected", cb));
     });
-    pushFromTable(); // initial sync (the exported page must show the saved selection everywhere)
-  })();
+    pushFromTable(); // initial sync (an exported page must show the saved selection everywhere; P17)
+  }
+  model.on("change:marks", wire);
+  model.on("change:peers", wire);
+  wire();
 
   return () => {
     signal.aborted = true;
@@ -178,6 +205,7 @@ function renderHeadline(model) {
   const hd = model.get("headline") || {};
   if (!hd || hd.model == null) return h("div", { class: "lr-headline lr-empty" }, "No result yet.");
   const fits = hd.fits === true;
+  const n = notesOf(hd);
   const subtitle = [
     `batch ${fmtNumber(hd.batch_size)}`,
     `prompt ${fmtNumber(hd.prompt_len)}`,
@@ -200,11 +228,11 @@ function renderHeadline(model) {
     h(
       "div",
       { class: "lr-figures" },
-      headlineFigure("ttft", "TTFT", fmtTime(hd.ttft_s), "Time to first token: the roofline time of the prefill pass over the whole prompt (a lower bound)."),
-      headlineFigure("tpot", "TPOT", fmtTime(hd.tpot_s), "Time per output token: the mean roofline time of one decode step (a lower bound)."),
-      headlineFigure("tokens_per_s", "tokens/s", fmtRate(hd.tokens_per_s, ""), "Generated tokens per second for ONE sequence (1 / TPOT); an upper bound."),
-      headlineFigure("throughput", "throughput", `${fmtRate(hd.throughput_tokens_per_s, "")} tok/s`, "Generated tokens per second over the whole batch (batch × generated tokens / end-to-end time); an upper bound."),
-      headlineFigure("e2e", "end to end", fmtTime(hd.e2e_s), "TTFT + the sum of all decode steps (a lower bound)."),
+      headlineFigure("ttft", "TTFT", fmtTime(hd.ttft_s), `TTFT: ${n.ttft} (a lower bound).`),
+      headlineFigure("tpot", "TPOT", fmtTime(hd.tpot_s), `TPOT: ${n.tpot} (a lower bound).`),
+      headlineFigure("tokens_per_s", "tokens/s", fmtRate(hd.tokens_per_s, ""), `tokens/s: ${n.tokens_per_s} (an upper bound).`),
+      headlineFigure("throughput", "throughput", `${fmtRate(hd.throughput_tokens_per_s, "")} tok/s`, `Throughput: ${n.throughput_tokens_per_s} (an upper bound).`),
+      headlineFigure("e2e", "end to end", fmtTime(hd.e2e_s), "End to end: TTFT + every later decode step (a lower bound)."),
       headlineFigure(
         "memory",
         "memory",
@@ -222,7 +250,7 @@ function renderHeadline(model) {
         ? headlineFigure("max_batch", "max batch", fmtNumber(hd.max_batch_size), "Largest batch size whose memory fits on the device.")
         : null,
     ),
-    h("div", { class: "lr-note lr-lower-bound", title: DEFINITIONS }, "Roofline times are lower bounds; see the footnote for TTFT, TPOT and throughput."),
+    h("div", { class: "lr-note lr-lower-bound", title: definitions(hd) }, "Roofline times are lower bounds; see the footnote for TTFT, TPOT and throughput."),
   );
 }
 
@@ -375,12 +403,27 @@ function render({ model, el }) {
       renderMessages(model),
       renderHeadline(model),
       renderTable(),
-      h("div", { class: "lr-footnote" }, DEFINITIONS),
+      h("div", { class: "lr-footnote" }, definitions(model.get("headline"))),
     );
     const ns = el.querySelector(".lr-table-scroll");
     if (ns) {
       ns.scrollTop = top;
       ns.scrollLeft = left;
+    }
+  }
+
+  // Keep the selected row visible inside the table's own scroll box (a dot click may select a
+  // row that is scrolled away); the page itself does not scroll.
+  function revealSelected() {
+    const scroll = el.querySelector(".lr-table-scroll");
+    const tr = el.querySelector("tr.lr-row.selected");
+    if (!scroll || !tr) return;
+    const head = el.querySelector(".lr-table thead");
+    const h0 = head ? head.getBoundingClientRect().height : 0;
+    const r = tr.getBoundingClientRect();
+    const c = scroll.getBoundingClientRect();
+    if (r.top < c.top + h0 || r.bottom > c.bottom) {
+      scroll.scrollTop += r.top - c.top - h0 - (c.height - h0 - r.height) / 2;
     }
   }
 
@@ -393,6 +436,7 @@ function render({ model, el }) {
       tr.classList.toggle("lr-selected", on);
       tr.setAttribute("aria-selected", on ? "true" : "false");
     }
+    revealSelected();
   }
 
   // One kernel update sets several traits at once (hold_sync): draw once, before the next paint.

@@ -16,7 +16,7 @@ from .models import ModelConfig, load_model
 from .ops import PassBuilder, Row
 from .options import Options, make_options, validate_for
 from .precision import Precision
-from .roofline import Roof, pass_time, row_dict
+from .roofline import Roof, pass_time, roofs, row_dict
 
 LOGITS = ("last", "all")
 ATTENTION = ("causal", "full")
@@ -132,6 +132,7 @@ class Result:
                 "params_active": self.params_active,
             },
             "hardware": self.hardware.to_dict(),
+            "roofs": roofs(self.prefill.roof, {r.dtype for r in self.prefill.rows + self.decode.rows}),
             "settings": dict(self.settings),
             "prefill": self.prefill.to_dict(),
             "decode": self.decode.to_dict(),

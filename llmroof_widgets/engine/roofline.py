@@ -75,6 +75,28 @@ class Roof:
         return t + self.overhead(r) if self.calibrated else t
 
 
+def roofs(roof: Roof, dtypes) -> dict:
+    """The roofs a plot draws: bandwidth slope and one flat roof per dtype, after efficiency factors."""
+    peaks = {}
+    for d in dtypes:
+        if d == "link":
+            continue
+        if d == "vector":
+            peaks["vector"] = roof.hw.vector_peak * roof.eff_c
+        else:
+            used, pk = roof.hw.matrix_peak(d)
+            peaks[used] = pk * roof.eff_c
+    return {
+        "memory_bandwidth": roof.bw,
+        "host_bandwidth": roof.host_bw or None,
+        "peaks": peaks,
+        "ridge": {d: pk / roof.bw for d, pk in peaks.items()},  # FLOP/byte where compute meets bandwidth
+        "mode": "calibrated" if roof.calibrated else "roofline",
+        "note": "calibrated: per-operator small-M GEMM efficiency and launch overhead are applied on top of these roofs"
+        if roof.calibrated else "roofline: a lower bound on time",
+    }
+
+
 def pass_time(rows: list[Row], roof: Roof):
     """Σ count × operator time over the rows; broadcasts over array-valued rows."""
     total = 0.0
@@ -117,7 +139,10 @@ def row_dict(r: Row, roof: Roof, phase_time: float) -> dict:
         "communication_time_s": tk,
         "bound": bound,
         "peak_dtype": dtype,
-        "peak_flops": peak if np.isfinite(peak) else 0.0,
+        "peak_flops": peak if np.isfinite(peak) else 0.0,  # after efficiency factors
+        "bandwidth": roof.bw,  # device-memory bytes/s after efficiency factors
+        "attained_flops": fl / t if t > 0 else 0.0,  # FLOP/s this operator runs at (its roofline dot's height)
+        "resident_bytes": float(r.resident),  # parameter bytes this operator keeps in device memory
         "share": (count * t / phase_time) if phase_time > 0 else 0.0,
         "params": int(r.params),
         "flops_formula": r.flops_formula,

@@ -52,8 +52,9 @@ class StateView:
 
     def _on_revision(self, change=None) -> None:
         new = self.state.view_data()
-        old, self._data = self._data, new
+        old = self._data
         self._refresh(old, new)
+        self._data = new
 
     def _on_error(self, change=None) -> None:  # pragma: no cover - overridden where used
         pass

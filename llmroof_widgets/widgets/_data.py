@@ -18,12 +18,12 @@ PHASE_ORDER = ("prefill", "decode")
 
 # fields of a table row (the engine's op row plus index/key/phase/dot)
 ROW_FIELDS = ("name", "layer_type", "count", "kind", "flops", "matmul_flops", "bytes", "weight_bytes",
-              "activation_bytes", "kv_bytes", "arithmetic_intensity", "time_s", "compute_time_s",
-              "memory_time_s", "bound", "peak_dtype", "peak_flops", "share", "resident_bytes", "flops_formula",
-              "bytes_formula")
-FORMULA_FIELDS = ("index", "phase", "layer_type", "name", "count", "flops", "bytes", "arithmetic_intensity",
-                  "time_s", "compute_time_s", "memory_time_s", "bound", "peak_dtype", "peak_flops",
-                  "flops_formula", "bytes_formula")
+              "activation_bytes", "kv_bytes", "arithmetic_intensity", "time_s", "compute_time_s", "memory_time_s",
+              "host_time_s", "communication_time_s", "bandwidth", "bound", "peak_dtype", "peak_flops", "share",
+              "resident_bytes", "flops_formula", "bytes_formula")
+FORMULA_FIELDS = ("index", "phase", "layer_type", "name", "count", "flops", "bytes", "arithmetic_intensity", "time_s",
+                  "compute_time_s", "memory_time_s", "host_time_s", "communication_time_s", "bandwidth", "bound",
+                  "peak_dtype", "peak_flops", "flops_formula", "bytes_formula")
 TOTAL_FIELDS = ("tokens", "context", "flops", "matmul_flops", "bytes", "weight_bytes", "kv_bytes",
                 "activation_bytes", "arithmetic_intensity", "time_s", "bound")
 

@@ -11,7 +11,7 @@ from ._base import as_state
 from .state import BITS, PHASES
 
 CUSTOM = "custom…"
-_DESC = {"description_width": "92px"}
+_DESC = {"description_width": "110px"}
 
 
 def _full(**kw):
@@ -64,7 +64,7 @@ class Controls(W.VBox):
         self.w_bits = W.Dropdown(options=list(BITS), description="weight bits", layout=_full(), style=_DESC)
         self.a_bits = W.Dropdown(options=list(BITS), description="activation bits", layout=_full(), style=_DESC)
         self.kv_bits = W.Dropdown(options=list(BITS), description="KV bits", layout=_full(), style=_DESC)
-        tb = {"description_width": "92px", "button_width": "62px"}
+        tb = {"description_width": "110px", "button_width": "72px"}
         self.phase = W.ToggleButtons(options=list(PHASES), description="phase", style=tb,
                                      tooltips=["the prompt pass", "one decode step", "both"])
         self.logits = W.ToggleButtons(options=["last", "all"], description="logits", style=tb,
@@ -91,7 +91,7 @@ class Controls(W.VBox):
             section("View and conventions"), self.phase, self.logits, self.attention,
             self.techniques_accordion,
         ]
-        kwargs.setdefault("layout", W.Layout(width="340px", min_width="300px", padding="0 8px 0 0"))
+        kwargs.setdefault("layout", W.Layout(width="360px", min_width="320px", padding="0 8px 0 0"))
         super().__init__(children=children, **kwargs)
         self.add_class("lr-controls")
 
@@ -128,10 +128,28 @@ class Controls(W.VBox):
             return
         if change["new"] == CUSTOM:
             self.hw_editor.layout.display = "flex"
+            self._prefill_editor()
             self._custom_to_state()
         else:
             self.hw_editor.layout.display = "none"
             self.state.hardware = change["new"]
+
+    def _prefill_editor(self):
+        """Start the custom device from the current one (its name, memory, bandwidth, fp16 peak)."""
+        r = self.state.result
+        if r is None:
+            return
+        d = r.hardware.to_dict()
+        pf = d.get("peak_flops") or {}
+        peak = pf.get("fp16") or pf.get("bf16") or max(pf.values())
+        self._guard = True
+        try:
+            self._set(self.hw_name, f"{d.get('name', 'device')} (custom)")
+            self._set(self.hw_memory, float(d["memory_bytes"]) / 1e9)
+            self._set(self.hw_bandwidth, float(d["memory_bandwidth"]) / 1e9)
+            self._set(self.hw_peak, float(peak) / 1e12)
+        finally:
+            self._guard = False
 
     def _custom_to_state(self, change=None):
         if self._guard or self.hardware.value != CUSTOM:

@@ -19,7 +19,8 @@ from .anywidgets import MemoryShare
 MEMORY_COLOR = "#1f77b4"
 COMPUTE_COLOR = "#d95f02"
 SELECT_COLOR = "#e6007e"
-ROOF_COLORS = ("#6b6b6b", "#9a9a9a", "#b5b5b5", "#c9c9c9")
+ROOF_COLORS = ("#7f7f7f", "#9a9a9a", "#b0b0b0", "#c4c4c4")
+LABEL_COLOR = "#8a8a8a"  # readable on JupyterLab's light and dark backgrounds
 PHASE_MARKER = {"prefill": "circle", "decode": "triangle-up"}
 DTYPE_LABEL = {"vector": "vector (non-matrix)"}
 _EMPTY = np.zeros(0)
@@ -71,12 +72,17 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         sc = {"x": self.x_scale, "y": self.y_scale}
         self.roofs = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=list(ROOF_COLORS), stroke_width=2,
                               interactions={})
-        self.roof_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=["#6b6b6b"], default_size=11,
-                                    align="end", y_offset=-5, interactions={})
-        self.ridges = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=sc, marker="diamond", colors=["#6b6b6b"],
-                                 default_size=36, interactions={}, stroke="#ffffff")
-        self.ridge_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=["#6b6b6b"], default_size=10,
-                                     align="start", x_offset=6, y_offset=14, interactions={})
+        # the top roof's label sits above its line, the lower roofs' labels below theirs (no overlap
+        # when two peaks are close)
+        self.roof_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[LABEL_COLOR], default_size=11,
+                                    align="end", y_offset=-10, interactions={})
+        self.lower_roof_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[LABEL_COLOR],
+                                          default_size=11, align="end", y_offset=16, interactions={})
+        self.bandwidth_label = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[LABEL_COLOR],
+                                        default_size=11, align="start", x_offset=8, y_offset=4, interactions={})
+        self.ridges = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=sc, marker="diamond", colors=[LABEL_COLOR],
+                                 default_size=36, stroke="#ffffff", display_names=False, interactions={"hover": "tooltip"},
+                                 tooltip=bq.Tooltip(fields=["name"], labels=["ridge point"]))
         self.dots = []
         for phase, bound in SLOTS:
             tip = bq.Tooltip(fields=["name", "x", "y"], formats=["", ".3~g", ".3~s"],
@@ -91,13 +97,13 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             ))
         self.x_axis = bq.Axis(scale=self.x_scale, label="arithmetic intensity (FLOP / byte)", tick_format="~g",
                               tick_values=_decade_ticks(0.1, 1e4), grid_lines="dashed")
-        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label="attainable performance (FLOP/s)",
+        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="attainable performance (FLOP/s)",
                               tick_format="~s", tick_values=_decade_ticks(1e9, 1e16), grid_lines="dashed",
                               label_offset="52px")
         kw = _figure_kwargs("380px")
         kw.update(kwargs)
         super().__init__(
-            marks=[self.roofs, self.roof_labels, self.ridges, self.ridge_labels, *self.dots],
+            marks=[self.roofs, self.roof_labels, self.lower_roof_labels, self.bandwidth_label, self.ridges, *self.dots],
             axes=[self.x_axis, self.y_axis], title="Roofline",
             fig_margin={"top": 40, "bottom": 52, "left": 72, "right": 16},
             legend_location="bottom-right", **kw,
@@ -179,10 +185,9 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
 
         rx = np.array([[x0, rd, x_hi] for rd in ridges], dtype=np.float64)
         ry = np.array([[bw * x0, pk, pk] for _, pk in roofs], dtype=np.float64)
-        labels = [f"{DTYPE_LABEL.get(dt, dt)} peak {fmt_si(pk, 'FLOP/s')}" for dt, pk in roofs]
-        labels_x = np.array([x_hi] * len(roofs) + [x0 * 1.15], dtype=np.float64)
-        labels_y = np.array([pk for _, pk in roofs] + [bw * x0 * 1.15], dtype=np.float64)
-        labels.append(f"memory bandwidth {fmt_si(bw, 'B/s')}")
+        labels = [f"{DTYPE_LABEL.get(dt, dt)} peak {fmt_si(pk, 'FLOP/s')} · ridge {rd:.3g} FLOP/B"
+                  for (dt, pk), rd in zip(roofs, ridges)]
+        peaks_y = np.array([pk for _, pk in roofs], dtype=np.float64)
 
         with self.x_scale.hold_sync():
             self.x_scale.min, self.x_scale.max = x_lo, x_hi
@@ -193,15 +198,20 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         with self.roofs.hold_sync():
             self.roofs.x, self.roofs.y = rx, ry
         with self.roof_labels.hold_sync():
-            self.roof_labels.x, self.roof_labels.y, self.roof_labels.text = labels_x, labels_y, labels
-            self.roof_labels.align = "end"
+            self.roof_labels.x, self.roof_labels.y, self.roof_labels.text = np.array([x_hi]), peaks_y[:1], labels[:1]
+        with self.lower_roof_labels.hold_sync():
+            n = len(roofs) - 1
+            self.lower_roof_labels.x, self.lower_roof_labels.y = np.full(n, x_hi), peaks_y[1:]
+            self.lower_roof_labels.text = labels[1:]
+        with self.bandwidth_label.hold_sync():
+            self.bandwidth_label.x = np.array([x0], dtype=np.float64)
+            self.bandwidth_label.y = np.array([bw * x0], dtype=np.float64)
+            self.bandwidth_label.text = [f"memory bandwidth {fmt_si(bw, 'B/s')}"]
         with self.ridges.hold_sync():
             self.ridges.x = np.array(ridges, dtype=np.float64)
-            self.ridges.y = np.array([pk for _, pk in roofs], dtype=np.float64)
-        with self.ridge_labels.hold_sync():
-            self.ridge_labels.x = np.array(ridges, dtype=np.float64)
-            self.ridge_labels.y = np.array([pk for _, pk in roofs], dtype=np.float64)
-            self.ridge_labels.text = [f"ridge {r:.3g} FLOP/B" for r in ridges]
+            self.ridges.y = peaks_y
+            self.ridges.names = [f"{DTYPE_LABEL.get(dt, dt)}: {rd:.3g} FLOP/B (peak / bandwidth)"
+                                 for (dt, _), rd in zip(roofs, ridges)]
 
         new_row = self.remap(old, new, prev_row) if old is not None else None
         dot = rows[new_row]["dot"] if new_row is not None else None
@@ -235,17 +245,17 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
                                  colors=["#d62728"], line_style="dashed", stroke_width=2, interactions={})
         self.capacity_label = bq.Label(x=np.array([0.01]), y=np.zeros(1), text=[""],
                                        scales={"x": self.unit_scale, "y": self.y_scale}, colors=["#d62728"],
-                                       default_size=11, align="start", y_offset=-5, interactions={})
+                                       default_size=11, align="start", y_offset=-9, interactions={})
         self.totals_label = bq.Label(x=["prefill", "end of decode"], y=np.zeros(2), text=["", ""],
-                                     scales={"x": self.x_scale, "y": self.y_scale}, colors=["#6b6b6b"],
+                                     scales={"x": self.x_scale, "y": self.y_scale}, colors=[LABEL_COLOR],
                                      default_size=11, align="middle", y_offset=-6, interactions={})
         self.x_axis = bq.Axis(scale=self.x_scale, label="phase (peak memory)")
-        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label="GB", tick_format="~g",
+        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="GB", tick_format="~g",
                               grid_lines="dashed")
         self.figure = bq.Figure(
             marks=[self.bars, self.capacity, self.capacity_label, self.totals_label],
             axes=[self.x_axis, self.y_axis], title="Memory",
-            fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16}, legend_location="top-left",
+            fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16}, legend_location="top-right",
             **_figure_kwargs("340px"),
         )
         self.share = MemoryShare(state)
@@ -273,7 +283,7 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         y = np.array([[w, w], list(kv), list(act)], dtype=np.float64) / 1e9
         totals = (m.get("prefill_total_bytes", y[:, 0].sum() * 1e9), m.get("decode_total_bytes", y[:, 1].sum() * 1e9))
         cap = m["capacity_bytes"] / 1e9
-        top = max(cap, totals[0] / 1e9, totals[1] / 1e9) * 1.15
+        top = max(cap, totals[0] / 1e9, totals[1] / 1e9) * 1.35  # headroom for the legend
         with self.y_scale.hold_sync():
             self.y_scale.min, self.y_scale.max = 0.0, top
         with self.bars.hold_sync():
@@ -302,14 +312,14 @@ class StepTimeline(_Closing, StateView, bq.Figure):
         sc = {"x": self.x_scale, "y": self.y_scale}
         self.steps = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[MEMORY_COLOR], stroke_width=2,
                               display_legend=True, labels=["decode step"], interactions={})
-        self.tpot = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=["#6b6b6b"], line_style="dashed",
+        self.tpot = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[LABEL_COLOR], line_style="dashed",
                              display_legend=True, labels=["mean TPOT"], interactions={})
         self.ttft = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[SELECT_COLOR], line_style="dashed",
                              stroke_width=2, display_legend=True, labels=["TTFT (prefill)"], interactions={})
-        self.labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[SELECT_COLOR, "#6b6b6b"],
+        self.labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[SELECT_COLOR, LABEL_COLOR],
                                default_size=11, align="start", x_offset=6, y_offset=-6, interactions={})
         self.x_axis = bq.Axis(scale=self.x_scale, label="context length (tokens in the KV cache)", tick_format="~s")
-        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label="time per token (ms)",
+        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="time per token (ms)",
                               tick_format="~g", grid_lines="dashed")
         kw = _figure_kwargs("300px")
         kw.update(kwargs)

@@ -1,0 +1,19 @@
+"""Jupyter widgets over the engine: a State, the views, and the Dashboard.
+
+    import llmroof_widgets as lr
+    ui = lr.Dashboard(model="meta-llama/Llama-3.1-8B", hardware="h100-sxm", prompt_len=2048, gen_len=256)
+    ui.state.batch_size = 32
+
+Views (each usable alone on a State): LayerTable, FormulaPanel, RooflinePlot, MemoryBreakdown,
+StepTimeline, Controls. The anywidget front ends are built from ``js/`` with
+``npm install && npm run build``.
+"""
+from ._static import MissingBundleError
+from .anywidgets import FormulaPanel, LayerTable, MemoryShare
+from .controls import Controls
+from .dashboard import Dashboard, compare_dashboards
+from .plots import MemoryBreakdown, RooflinePlot, StepTimeline
+from .state import State
+
+__all__ = ["Controls", "Dashboard", "FormulaPanel", "LayerTable", "MemoryBreakdown", "MemoryShare",
+           "MissingBundleError", "RooflinePlot", "State", "StepTimeline", "compare_dashboards"]

@@ -1,0 +1,156 @@
+"""``Dashboard``: controls + layer table + roofline + memory + timeline + formulas on one State."""
+from __future__ import annotations
+
+import ipywidgets as W
+import traitlets
+
+from .anywidgets import FormulaPanel, LayerTable
+from .controls import Controls
+from .plots import MemoryBreakdown, RooflinePlot, StepTimeline
+from .state import State
+
+
+class Dashboard(W.VBox):
+    """The whole explanation of one analysis, live on the kernel.
+
+    >>> ui = Dashboard(model="meta-llama/Llama-3.1-8B", hardware="h100-sxm", prompt_len=2048, gen_len=256)
+    >>> ui                          # renders inline (JupyterLab, Notebook 7, VS Code)
+    >>> ui.state.batch_size = 32    # every view updates; ui.state.result is the engine's Result
+    >>> ui.selected                 # the selected table row index, [] or [i] (set it to select)
+
+    Pass ``state=`` to build a second dashboard on the same State (both follow every change).
+    Changing a control recomputes on the kernel; the selection links (table row ↔ roofline dot ↔
+    formula panel ↔ memory share) run in the browser, so they also work in an exported HTML page.
+
+    Parts, each usable alone on a State: ``controls``, ``table`` (:class:`LayerTable`, with the
+    headline and errors), ``formula`` (:class:`FormulaPanel`), ``roofline`` (:class:`RooflinePlot`),
+    ``memory`` (:class:`MemoryBreakdown`), ``timeline`` (:class:`StepTimeline`).
+    """
+
+    selected = traitlets.List(traitlets.Int(), help="selected table row: [] or [index]; mirrors the browser")
+
+    def __init__(self, model=None, hardware=None, *, state: State | None = None, **inputs):
+        layout = inputs.pop("layout", None)
+        if state is not None:
+            if model is not None or hardware is not None or inputs:
+                raise TypeError("Dashboard: pass either state= or the inputs (model=, hardware=, ...), not both")
+            if not isinstance(state, State):
+                raise TypeError(f"Dashboard: state must be an lr.State, got {type(state).__name__}")
+        else:
+            state = State(model=model, hardware=hardware, **inputs)
+        self.state = state
+        self._from_table = False
+        self.controls = Controls(state)
+        self.table = LayerTable(state)
+        self.formula = FormulaPanel(state, picker=False)
+        self.roofline = RooflinePlot(state)
+        self.memory = MemoryBreakdown(state)
+        self.timeline = StepTimeline(state)
+        self.table.link(self.roofline, self.memory, self.formula)
+
+        grow = {"flex": "1 1 0", "min_width": "0"}
+        right = W.VBox([self.table, self.formula], layout=W.Layout(**grow))
+        top = W.HBox([self.controls, right], layout=W.Layout(width="100%", align_items="flex-start"))
+        self.roofline.layout.flex = "3 1 0"
+        self.memory.layout = W.Layout(flex="2 1 0", min_width="280px")
+        plots = W.HBox([self.roofline, self.memory], layout=W.Layout(width="100%", flex_flow="row wrap"))
+        super().__init__(children=[top, plots, self.timeline], layout=layout or W.Layout(width="100%"))
+        self.add_class("lr-dashboard")
+
+        self.table.observe(self._table_selected, names="selected")
+        self.observe(self._dashboard_selected, names="selected")
+        self.selected = list(self.table.selected)
+
+    # -- convenience -------------------------------------------------------------------------------
+    @property
+    def result(self):
+        """The engine's Result of the last valid inputs (``state.result``)."""
+        return self.state.result
+
+    @property
+    def error(self) -> str:
+        return self.state.error
+
+    @property
+    def selected_row(self) -> dict | None:
+        """The selected operator's table row (plain data), or None."""
+        return self.table.selected_row
+
+    def select(self, name: str | int | None, *, phase: str | None = None, layer_type: str | None = None) -> dict | None:
+        """Select an operator by row index or by name (first match; narrow with phase / layer_type).
+
+        ``None`` clears the selection. Returns the selected row.
+        """
+        if name is None:
+            self.selected = []
+            return None
+        if isinstance(name, int):
+            index = name
+        else:
+            index = next((r["index"] for r in self.table.rows if r["name"] == name
+                          and (phase is None or r["phase"] == phase)
+                          and (layer_type is None or r["layer_type"] == layer_type)), None)
+            if index is None:
+                raise ValueError(f"select: no operator {name!r}"
+                                 f"{f' in phase {phase!r}' if phase else ''}{f' of layer {layer_type!r}' if layer_type else ''}")
+        if not 0 <= index < len(self.table.rows):
+            raise ValueError(f"select: row index {index} out of range (0–{len(self.table.rows) - 1})")
+        self.selected = [index]
+        return self.selected_row
+
+    # -- selection mirror --------------------------------------------------------------------------
+    def _table_selected(self, change):
+        # the browser (or a recomputation) changed the table's selection: mirror it only; the
+        # front end has already moved the dot, formula and share
+        self._from_table = True
+        try:
+            self.selected = list(change["new"])
+        finally:
+            self._from_table = False
+
+    def _dashboard_selected(self, change):
+        if self._from_table:
+            return
+        sel = list(change["new"])[-1:]
+        # selected from the kernel: set every view here too (the front end then agrees with it)
+        self.table.selected = sel
+        for p in self.table.peers:
+            p.selected = sel
+        self.roofline.show_row(sel[0] if sel else None)
+
+    def close(self):
+        for name in ("controls", "table", "formula", "roofline", "memory", "timeline"):
+            w = getattr(self, name, None)
+            if w is not None:
+                w.close()
+        super().close()
+
+
+def compare_dashboards(*dashboards, **kwargs) -> W.HBox:
+    """Two (or more) dashboards side by side, e.g. two devices or two precisions.
+
+    Each argument is a :class:`Dashboard` or a :class:`State` (a Dashboard is made for it)::
+
+        a = lr.Dashboard(model="meta-llama/Llama-3.1-8B", hardware="h100-sxm")
+        b = lr.Dashboard(model="meta-llama/Llama-3.1-8B", hardware="a100-80gb-sxm")
+        lr.compare_dashboards(a, b)
+
+    The dashboards stay independent (each has its own State and selection); to show one State
+    twice, use ``lr.Dashboard(state=a.state)``. Returns an ``ipywidgets.HBox`` whose children are
+    the dashboards (they wrap onto new rows when the page is narrow).
+    """
+    if not dashboards:
+        raise TypeError("compare_dashboards: give at least one Dashboard or State")
+    items = []
+    for d in dashboards:
+        if isinstance(d, State):
+            d = Dashboard(state=d)
+        if not isinstance(d, Dashboard):
+            raise TypeError(f"compare_dashboards: expected Dashboard or State, got {type(d).__name__}")
+        d.layout.flex = "1 1 0"
+        d.layout.min_width = "720px"
+        items.append(d)
+    kwargs.setdefault("layout", W.Layout(width="100%", flex_flow="row wrap", align_items="flex-start"))
+    box = W.HBox(items, **kwargs)
+    box.add_class("lr-compare")
+    return box
