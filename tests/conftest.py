@@ -6,3 +6,47 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# -- browser tests: one Debian Chromium per test session (shared by every browser test file) ------
+import shutil
+import subprocess
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _ensure_chromium() -> str | None:
+    """Debian's chromium: installed with apt-get when missing (as ./test.sh does); None if that fails."""
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if shutil.which("apt-get") and not os.environ.get("LLMROOF_SKIP_BROWSER"):
+        sudo = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+        if sudo is not None:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            subprocess.run(sudo + ["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+            subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True,
+                           timeout=900)
+    return CHROMIUM if os.path.exists(CHROMIUM) else None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium (Playwright, Debian's binary). Skips only when Chromium cannot be installed."""
+    path = _ensure_chromium()
+    if path is None:
+        pytest.skip("Debian's chromium is not installed and could not be installed with apt-get")
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+    except Exception:
+        pw.stop()
+        raise
+    yield b
+    b.close()
+    pw.stop()

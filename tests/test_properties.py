@@ -97,3 +97,43 @@ def test_results_are_finite_and_consistent_or_value_error(cfg, batch, prompt, ge
     for k in ("weights_bytes", "kv_cache_bytes", "activations_bytes", "total_bytes"):
         assert _finite_nonneg(m[k]), k
     assert d["model"]["params_total"] >= d["model"]["params_active"] > 0
+
+
+HW_LINKED = lr.Hardware(name="prop-linked", memory_bytes=80e9, memory_bandwidth=2e12,
+                        peak_flops={"fp16": 1e15, "int8": 2e15, "fp8": 2e15}, interconnect_bandwidth=4.5e11,
+                        interconnect_latency_s=1e-6, host_link_bandwidth=6.4e10, onchip_bytes_per_sm=228 * 1024,
+                        structured_sparsity=True)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cfg=configs(), batch=st.integers(1, 16), prompt=st.integers(1, 300), gen=st.integers(1, 30),
+       w=st.sampled_from([4, 8, 16, "fp8_e4m3", "nf4", "q4_0", "int4"]), a=st.sampled_from([8, 16, "fp8_e5m2"]),
+       group=st.sampled_from([None, 32, 128]), flash=st.sampled_from(["off", "ideal", "tiled"]), fused=st.booleans(),
+       keep=st.sampled_from([1.0, 0.5, 0.1]), budget=st.sampled_from([None, 8]),
+       spec=st.sampled_from([None, (0, 0.5), (3, 0.7), (2, 1.0)]), early=st.sampled_from([1.0, 0.6]),
+       sparsity=st.sampled_from([None, "2:4", 0.5]), offload=st.sampled_from([None, {"weights": 0.5}, {"kv_cache": 1.0}]),
+       tp=st.sampled_from([1, 1, 1, 2, 4]), pp=st.sampled_from([1, 1, 2]), ep=st.sampled_from([1, 1, 1, 2]),
+       eff=st.sampled_from([None, "calibrated", {"compute": 0.5, "memory": 0.9}]))
+def test_technique_knobs_stay_finite_or_value_error(cfg, batch, prompt, gen, w, a, group, flash, fused, keep, budget,
+                                                   spec, early, sparsity, offload, tp, pp, ep, eff):
+    sp = None if spec is None else lr.Speculative(draft="mtp", gamma=spec[0], acceptance=spec[1])
+    try:
+        r = lr.analyze(cfg, HW_LINKED, batch_size=batch, prompt_len=prompt, gen_len=gen, w_bits=w, a_bits=a,
+                       group_size=group, flash_attention=flash, fused=fused, kv_keep_ratio=keep, kv_budget=budget,
+                       speculative=sp, early_exit_fraction=early, sparsity=sparsity, offload=offload, tp=tp, pp=pp,
+                       ep=ep, efficiency=eff)
+    except ValueError:
+        return
+    d = r.to_dict()
+    for phase in ("prefill", "decode"):
+        ph = d[phase]
+        for o in ph["ops"]:
+            for k in ("flops", "bytes", "time_s", "host_bytes", "communication_time_s"):
+                assert _finite_nonneg(o[k]), (phase, o["name"], k, o[k])
+            assert o["bound"] in ("compute", "memory", "communication")
+        assert math.isclose(ph["time_s"], sum(o["count"] * o["time_s"] for o in ph["ops"]), rel_tol=1e-9, abs_tol=1e-18)
+    g = d["generation"]
+    for k in ("ttft_s", "tpot_s", "e2e_s", "throughput_tokens_per_s"):
+        assert _finite_nonneg(g[k]) and g[k] >= 0, k
+    for k in ("weights_bytes", "kv_cache_bytes", "activations_bytes", "total_bytes"):
+        assert _finite_nonneg(d["memory"][k]), k

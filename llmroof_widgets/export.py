@@ -1,0 +1,332 @@
+"""Static export: one self-contained HTML file that renders the widgets with no kernel and no network.
+
+    import llmroof_widgets as lr
+    ui = lr.Dashboard(model="meta-llama/Llama-3.1-8B", hardware="h100-sxm")
+    lr.export_html(ui, "llama-on-h100.html")
+
+The page holds everything it needs (widgets recipe §2.5):
+
+- the widget state (``embed_data`` with ``drop_defaults=False`` everywhere, so anywidget's per-instance
+  ``_esm`` / ``_css`` travel along, pitfall P10);
+- the AMD bundles of every third-party widget module the state uses (anywidget, bqplot, bqscales, read
+  from ``<prefix>/share/jupyter/nbextensions/<module>/index.js``), each registered with require.js under
+  its module name from a Blob URL, so the HTML manager finds them locally and never asks a CDN;
+- require.js and ``@jupyter-widgets/html-manager``'s ``embed-amd.js`` (the widget manager itself, with
+  ``@jupyter-widgets/base`` and ``controls``), copied into ``llmroof_widgets/static/embed/`` by the JS build.
+
+Every inlined text is escaped for a ``<script>`` element (``</script`` and ``<!--`` cannot end or
+confuse it), so no text from a model name or a config can become markup.
+
+What a static page cannot do: anything that needs the kernel (a control that recomputes). Selections
+linked on the front end (table row ↔ roofline dot ↔ formula) keep working.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import pathlib
+import re
+import sys
+from typing import Any, Iterable
+
+__all__ = ["export_html", "html_bundle_paths", "MissingEmbedAssetError"]
+
+HERE = pathlib.Path(__file__).resolve().parent
+EMBED_DIR = HERE / "static" / "embed"
+REPO_ROOT = HERE.parent
+
+# modules the HTML manager defines itself (embed-amd.js)
+BUILTIN_MODULES = {"@jupyter-widgets/base", "@jupyter-widgets/controls", "@jupyter-widgets/output"}
+
+_SCRIPT_END = re.compile(r"</(script)", re.IGNORECASE)
+_SOURCE_MAP = re.compile(r"^//[#@] sourceMappingURL=\S*\s*$", re.MULTILINE)
+
+
+class MissingEmbedAssetError(RuntimeError):
+    """A script the static page must inline was not found."""
+
+
+# -- escaping -----------------------------------------------------------------------------------
+def escape_js(text: str) -> str:
+    """JavaScript source made safe as the content of a ``<script>`` element.
+
+    ``</script`` becomes ``<\\/script`` (the same string, regular expression or comment to the JS
+    parser) and ``<!--`` becomes ``\\x3C!--`` (likewise), so the element cannot be closed early or
+    switched into the HTML parser's "double escaped" state.
+    """
+    return _SCRIPT_END.sub(r"<\\/\1", text).replace("<!--", "\\x3C!--")
+
+
+def escape_json(data: Any) -> str:
+    """JSON for a ``<script type="application/...+json">`` element: ``<``, ``>`` and ``&`` as ``\\u`` escapes.
+
+    In JSON these characters can only occur inside strings, where the escapes mean the same thing,
+    so the text is still valid JSON that parses to the same data.
+    """
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def _json_default(obj):
+    # numpy scalars that slipped into a trait
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        raise TypeError("binary buffers must go through embed_data's buffer encoding")
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+# -- locating the scripts -------------------------------------------------------------------------
+def _nbextension_dirs() -> list[pathlib.Path]:
+    dirs = [pathlib.Path(sys.prefix) / "share" / "jupyter" / "nbextensions"]
+    try:
+        from jupyter_core.paths import jupyter_path
+
+        dirs += [pathlib.Path(p) for p in jupyter_path("nbextensions")]
+    except Exception:  # pragma: no cover - jupyter_core is a dependency of ipywidgets' kernels
+        pass
+    seen, out = set(), []
+    for d in dirs:
+        key = os.path.normcase(str(d))
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _package_nbextension(module: str) -> pathlib.Path | None:
+    """``<site-packages>/<module>/nbextension/index.js`` (anywidget and bqscales ship one there)."""
+    if not module.replace("-", "_").isidentifier():
+        return None
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec(module.replace("-", "_"))
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for loc in spec.submodule_search_locations:
+        p = pathlib.Path(loc) / "nbextension" / "index.js"
+        if p.is_file():
+            return p
+    return None
+
+
+def module_bundle_path(module: str) -> pathlib.Path:
+    """The AMD bundle of a widget module (e.g. ``"bqplot"``): its classic-notebook extension ``index.js``."""
+    for d in _nbextension_dirs():
+        p = d / module / "index.js"
+        if p.is_file():
+            return p
+    p = _package_nbextension(module)
+    if p is not None:
+        return p
+    raise MissingEmbedAssetError(
+        f"export_html: no AMD bundle for the widget module {module!r}: looked for "
+        f"{', '.join(str(d / module / 'index.js') for d in _nbextension_dirs())}. "
+        f"Install the Python package that provides it (e.g. `pip install {module}`) in this environment.")
+
+
+def embed_asset_path(name: str) -> pathlib.Path:
+    """``require.js`` or ``embed-amd.js``: from ``llmroof_widgets/static/embed/`` (the JS build),
+    else from the repository's ``node_modules`` (a development checkout after ``npm install``)."""
+    p = EMBED_DIR / name
+    if p.is_file():
+        return p
+    fallback = {
+        "embed-amd.js": REPO_ROOT / "node_modules" / "@jupyter-widgets" / "html-manager" / "dist" / "embed-amd.js",
+        "require.js": REPO_ROOT / "node_modules" / "requirejs" / "require.js",
+    }.get(name)
+    if fallback is not None and fallback.is_file():
+        return fallback
+    raise MissingEmbedAssetError(
+        f"export_html: {p} is missing. Build the front end first: run `npm install && npm run build` in the "
+        "repository root (or reinstall with `pip install -e .`, which runs the same build).")
+
+
+def html_bundle_paths(modules: Iterable[str] = ("anywidget", "bqplot", "bqscales")) -> dict[str, pathlib.Path]:
+    """Where each inlined script comes from (for checks and for the curious)."""
+    out = {"require.js": embed_asset_path("require.js"), "embed-amd.js": embed_asset_path("embed-amd.js")}
+    for m in modules:
+        out[m] = module_bundle_path(m)
+    return out
+
+
+def _read_script(path: pathlib.Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    # the .map files are not inlined: drop the references so nothing tries to fetch them
+    return _SOURCE_MAP.sub("", text)
+
+
+# -- the widgets ------------------------------------------------------------------------------------
+def _as_widgets(obj) -> list:
+    """The ipywidgets to show for ``obj``: a widget (a Dashboard is one), an object exposing one
+    (``.widget`` / ``.ui`` / ``.box``), or a list of those."""
+    import ipywidgets as W
+
+    if isinstance(obj, W.Widget):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        out = []
+        for o in obj:
+            out.extend(_as_widgets(o))
+        if not out:
+            raise ValueError("export_html: nothing to export (empty list)")
+        return out
+    for attr in ("widget", "ui", "box"):
+        w = getattr(obj, attr, None)
+        if isinstance(w, W.Widget):
+            return [w]
+    raise TypeError(f"export_html: expected a Dashboard, an ipywidgets widget or a list of them, got {type(obj).__name__}")
+
+
+def _state_modules(state: dict) -> list[str]:
+    mods = []
+    for s in state.values():
+        for key in ("model_module", "view_module"):
+            m = s.get(key) or s.get("state", {}).get(f"_{key}")
+            if m and m not in BUILTIN_MODULES and m not in mods:
+                mods.append(m)
+    return mods
+
+
+def widget_data(widgets) -> dict:
+    """``{"manager_state", "view_specs", "modules"}`` for the views: every model they reference,
+    with every trait (defaults included: anywidget's ``_esm`` is a per-instance trait)."""
+    from ipywidgets.embed import dependency_state, embed_data
+
+    views = _as_widgets(widgets)
+    state = dependency_state(views, drop_defaults=False)
+    data = embed_data(views=views, drop_defaults=False, state=state)
+    data["modules"] = _state_modules(data["manager_state"]["state"])
+    return data
+
+
+# -- the page --------------------------------------------------------------------------------------
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="llmroof_widgets {version}">
+<title>{title}</title>
+<style>
+body {{ margin: 0; padding: 16px 20px; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #1a1a1a; background: #fff; }}
+.lr-export-header {{ font-size: 13px; color: #555; margin: 0 0 12px; }}
+.lr-export-header h1 {{ font-size: 18px; color: #1a1a1a; margin: 0 0 4px; }}
+.lr-export-view {{ margin-bottom: 16px; }}
+</style>
+</head>
+<body class="lr-export">
+<div class="lr-export-header"><h1>{title}</h1>{note}</div>
+{modules}
+<script>{requirejs}</script>
+<script>
+(function () {{
+  // register each inlined AMD bundle under its module name (they are anonymous define()s)
+  var paths = {{}};
+  var nodes = document.querySelectorAll('script[type="text/plain"][data-amd-module]');
+  for (var i = 0; i < nodes.length; i++) {{
+    var s = nodes[i];
+    paths[s.getAttribute("data-amd-module")] = URL.createObjectURL(new Blob([s.textContent], {{ type: "text/javascript" }}));
+  }}
+  window.require.config({{ paths: paths, waitSeconds: 0 }});
+}})();
+</script>
+<script type="application/vnd.jupyter.widget-state+json">{state}</script>
+{views}
+<script>{embed}</script>
+{fonts}
+</body>
+</html>
+"""
+
+NOTE = ("Exported from a notebook with llmroof_widgets: the figures are those of the last computation; "
+        "selections work, controls that recompute need a live kernel.")
+
+
+def render_html(widgets, title: str | None = None) -> str:
+    """The page as a string (see :func:`export_html`)."""
+    from . import __version__
+
+    data = widget_data(widgets)
+    modules = []
+    for m in data["modules"]:
+        src = _read_script(module_bundle_path(m))
+        modules.append(f'<script type="text/plain" data-amd-module="{html.escape(m, quote=True)}">'
+                       f"{escape_js(src)}</script>")
+    views = "\n".join(
+        f'<div class="lr-export-view"><script type="application/vnd.jupyter.widget-view+json">'
+        f"{escape_json(spec)}</script></div>"
+        for spec in data["view_specs"])
+    if title is None:
+        title = _default_title(widgets)
+    return _PAGE.format(
+        version=html.escape(__version__),
+        title=html.escape(str(title)),
+        note=html.escape(NOTE),
+        modules="\n".join(modules),
+        requirejs=escape_js(_read_script(embed_asset_path("require.js"))),
+        state=escape_json(data["manager_state"]),
+        views=views,
+        embed=escape_js(_read_script(embed_asset_path("embed-amd.js"))),
+        fonts=_font_style(),
+    )
+
+
+FONTS = (("fa-solid-900.woff2", 900), ("fa-regular-400.woff2", 400))
+
+
+def _font_style() -> str:
+    """Font Awesome faces as data URLs (the manager's CSS points them at files next to the page).
+
+    A ``<style>`` at the end of ``<body>`` comes after the manager's injected ``<head>`` styles in
+    document order, so these faces win and nothing is requested. Empty if the fonts were not built.
+    """
+    import base64
+
+    faces = []
+    for name, weight in FONTS:
+        p = EMBED_DIR / name
+        if not p.is_file():
+            continue
+        b64 = base64.b64encode(p.read_bytes()).decode("ascii")
+        faces.append(f'@font-face{{font-family:"Font Awesome 5 Free";font-style:normal;font-weight:{weight};'
+                     f'font-display:block;src:url(data:font/woff2;base64,{b64}) format("woff2")}}')
+    return f"<style>{''.join(faces)}</style>" if faces else ""
+
+
+def _default_title(widgets) -> str:
+    state = getattr(widgets, "state", None)
+    result = getattr(state, "result", None)
+    if result is not None:
+        try:
+            return f"{result.model.name} on {result.hardware.name} — roofline"
+        except Exception:  # pragma: no cover - any result-like object
+            pass
+    return "llmroof_widgets export"
+
+
+def export_html(widget_or_dashboard, path, title: str | None = None) -> pathlib.Path:
+    """Write ONE self-contained HTML file that shows the widget(s) with no kernel and no network.
+
+    Parameters
+    ----------
+    widget_or_dashboard : an ``lr.Dashboard``, any ipywidgets widget (an anywidget, a bqplot
+        Figure, a box of them), or a list of those (shown one below the other)
+    path : file to write (``.html``)
+    title : page title; by default "<model> on <device> — roofline" for a dashboard
+
+    Returns the path written. The file is a few MB (the widget manager and the plotting library are
+    inlined) and opens from disk (``file://``), from any static web server or as an e-mail attachment.
+    Front-end links (table row ↔ roofline dot ↔ formula) work in it; controls that recompute need a
+    live kernel and do nothing there.
+    """
+    page = render_html(widget_or_dashboard, title=title)
+    path = pathlib.Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path

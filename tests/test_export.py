@@ -1,0 +1,202 @@
+"""Static HTML export, kernel side: the page holds the full widget state and every script, escaped."""
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import anywidget
+import bqplot as bq
+import ipywidgets as W
+import pytest
+import traitlets
+
+import llmroof_widgets.widgets  # noqa: F401  (the views, before lr.Dashboard is looked up)
+from llmroof_widgets import export
+from llmroof_widgets.export import escape_js, escape_json, export_html, html_bundle_paths, render_html
+
+EVIL = "</script><script>window.pwned=1</script>"
+EVIL2 = "<!--<script>window.pwned=2</script>-->"
+TINY = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=128, vocab_size=256, max_position_embeddings=512, hidden_act="silu",
+            tie_word_embeddings=False)
+
+
+class Echo(anywidget.AnyWidget):
+    _esm = "export default { render({ model, el }) { el.classList.add('t-any'); el.textContent = model.get('text'); } };"
+    _css = ".t-any { color: #123456; }"
+    text = traitlets.Unicode("").tag(sync=True)
+
+
+class Scripts(HTMLParser):
+    """Collects every <script> element as (attrs, text) the way a browser's tokenizer splits them."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.scripts, self.tags, self._cur = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._cur = (dict(attrs), [])
+
+    def handle_data(self, data):
+        if self._cur is not None:
+            self._cur[1].append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "script" and self._cur is not None:
+            self.scripts.append((self._cur[0], "".join(self._cur[1])))
+            self._cur = None
+
+
+def parse(page: str) -> Scripts:
+    p = Scripts()
+    p.feed(page)
+    return p
+
+
+def scripts_of(page: str):
+    return parse(page).scripts
+
+
+def state_of(page: str) -> dict:
+    [(_, text)] = [(a, t) for a, t in scripts_of(page) if a.get("type") == "application/vnd.jupyter.widget-state+json"]
+    return json.loads(text)["state"]
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(model=dict(TINY, _name_or_path=EVIL), hardware="h100-sxm", prompt_len=64, gen_len=8)
+    yield ui
+    ui.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard_page(dashboard):
+    return render_html(dashboard)
+
+
+def test_dashboard_page_is_self_contained(dashboard_page, tmp_path, dashboard):
+    page = dashboard_page
+    parsed = parse(page)
+    scripts = parsed.scripts
+    # no external script, stylesheet, image or frame: the page's elements (as a browser tokenizes
+    # them; script texts are not markup) load nothing
+    assert not [(t, a) for t, a in parsed.tags if {"src", "href"} & set(a)]
+    assert {t for t, _ in parsed.tags} <= {"html", "head", "meta", "title", "style", "body", "div", "h1", "script"}
+    amd = {a["data-amd-module"]: t for a, t in scripts if "data-amd-module" in a}
+    assert set(amd) == {"anywidget", "bqplot", "bqscales"}
+    paths = html_bundle_paths(amd)
+    for name, text in amd.items():
+        src = paths[name].read_text(encoding="utf-8")
+        assert "define([" in text and abs(len(text) - len(src)) < 200, name  # the whole AMD bundle
+    inline = [t for a, t in scripts if not a]
+    assert any("RequireJS 2.3" in t for t in inline)  # require.js
+    assert any('define("@jupyter-widgets/html-manager/dist/libembed-amd"' in t for t in inline)  # embed-amd.js
+    assert any("createObjectURL" in t and "require.config" in t for t in inline)  # Blob-URL registration
+    views = [json.loads(t) for a, t in scripts if a.get("type") == "application/vnd.jupyter.widget-view+json"]
+    assert views == [{"version_major": 2, "version_minor": 0, "model_id": dashboard.model_id}]
+    path = export_html(dashboard, tmp_path / "dash.html", title="Llama")
+    size = path.stat().st_size
+    print(f"\nexported dashboard: {size / 1e6:.2f} MB")
+    assert 3e6 < size < 12e6
+    assert "<title>Llama</title>" in path.read_text(encoding="utf-8")
+
+
+def test_state_has_anywidget_esm_and_every_model(dashboard_page, dashboard):
+    state = state_of(dashboard_page)
+    # drop_defaults=False: anywidget's per-instance _esm, _css, _anywidget_id travel with the state (P10)
+    anys = [s for s in state.values() if s["model_module"] == "anywidget"]
+    assert len(anys) >= 3
+    for s in anys:
+        st = s["state"]
+        assert st["_esm"] and "export" in st["_esm"] and st.get("_anywidget_id")
+        assert st["_view_name"] == "AnyView" and st["_model_name"] == "AnyModel"
+    table = state[dashboard.table.model_id]["state"]
+    assert table["_esm"] == dashboard.table._esm
+    assert len(table["rows"]) == len(dashboard.table.rows) > 10
+    # every model the dashboard references (the table's marks, the plots' scales and axes) is present
+    for ref in table["marks"] + table["peers"]:
+        assert ref.startswith("IPY_MODEL_") and ref[len("IPY_MODEL_"):] in state
+    assert dashboard.roofline.model_id in state and dashboard.roofline.x_scale.model_id in state
+    assert {s["model_module"] for s in state.values()} >= {"anywidget", "bqplot", "bqscales", "@jupyter-widgets/controls"}
+
+
+def test_text_from_a_config_cannot_become_markup(dashboard_page):
+    page = dashboard_page
+    # the model's name is EVIL: it is in the state, but never as a live tag
+    assert "window.pwned" in page
+    assert not re.search(r"<script>\s*window\.pwned", page, re.IGNORECASE)
+    assert EVIL not in page
+    scripts = scripts_of(page)
+    assert not any("window.pwned=1" == t.strip() for _, t in scripts)
+    # and the state parses back to exactly that name
+    state = state_of(page)
+    assert any(EVIL in json.dumps(s["state"], ensure_ascii=False) for s in state.values())
+
+
+def test_widgets_export_escapes_every_text(tmp_path):
+    echo = Echo(text=EVIL)
+    label = W.Label(value=EVIL2)
+    fig = bq.Figure(marks=[bq.Scatter(x=[1, 2], y=[3, 4], names=[EVIL, EVIL2],
+                                      scales={"x": bq.LinearScale(), "y": bq.LinearScale()})], title=EVIL)
+    page = export_html([W.VBox([echo, label]), fig], tmp_path / "evil.html", title=EVIL).read_text(encoding="utf-8")
+    low = page.lower()
+    assert "<script>window.pwned" not in low and "<!--<script>" not in low and "</script><script>window" not in low
+    scripts = scripts_of(page)
+    # the page's own structure survives: 3 AMD bundles, require.js, registration, state, 2 views, embed-amd.js
+    kinds = [a.get("type") or ("amd:" + a["data-amd-module"] if "data-amd-module" in a else "inline")
+             for a, _ in scripts]
+    assert kinds.count("application/vnd.jupyter.widget-view+json") == 2
+    assert kinds.count("application/vnd.jupyter.widget-state+json") == 1
+    assert len(scripts) == 3 + 1 + 1 + 1 + 2 + 1
+    assert "&lt;/script&gt;" in page.split("<body", 1)[1].split("<script", 1)[0]  # the escaped title in the header
+    texts = json.dumps(state_of(page), ensure_ascii=False)
+    assert EVIL in texts and EVIL2 in texts  # round trip: same strings after JSON parsing
+
+
+def test_escape_functions():
+    s = 'a</script>b</SCRIPT c<!-- d'
+    e = escape_js(s)
+    assert "</script" not in e.lower() and "<!--" not in e
+    j = escape_json({"k": s + " & <b>"})
+    assert "<" not in j and ">" not in j and "&" not in j and json.loads(j) == {"k": s + " & <b>"}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
+def test_escaped_js_means_the_same_to_javascript():
+    # the escapes must not change what a string literal, a regular expression or a template means
+    src = r'''const a = "x</script>y<!--z"; const r = /<\/script>/i; const t = `</SCRIPT>${1}<!--`;
+console.log(JSON.stringify([a, r.test("</script>"), t, /<!--/.test("<!--")]));'''
+    out = [subprocess.run(["node", "-e", code], capture_output=True, text=True, check=True).stdout
+           for code in (src, escape_js(src))]
+    assert out[0] == out[1] and "x</script>y<!--z" in out[0]
+
+
+def test_accepts_dashboard_widget_or_list_and_rejects_others(tmp_path):
+    echo = Echo(text="hi")
+    assert export.widget_data(echo)["modules"] == ["anywidget"]
+    assert len(export.widget_data([echo, W.Label("x")])["view_specs"]) == 2
+
+    class Holder:
+        widget = echo
+
+    assert export.widget_data(Holder())["view_specs"][0]["model_id"] == echo.model_id
+    with pytest.raises(TypeError, match="Dashboard"):
+        export_html(object(), tmp_path / "x.html")
+    with pytest.raises(ValueError):
+        export_html([], tmp_path / "x.html")
+
+
+def test_missing_bundle_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(export, "_nbextension_dirs", lambda: [tmp_path])
+    monkeypatch.setattr(export, "_package_nbextension", lambda m: None)
+    with pytest.raises(export.MissingEmbedAssetError, match="bqplot"):
+        render_html(bq.Figure())
+    monkeypatch.setattr(export, "EMBED_DIR", tmp_path)
+    monkeypatch.setattr(export, "REPO_ROOT", tmp_path)
+    with pytest.raises(export.MissingEmbedAssetError, match="npm run build"):
+        export.embed_asset_path("embed-amd.js")
