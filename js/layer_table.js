@@ -46,15 +46,51 @@ function notesOf(hd) {
   return out;
 }
 
+function modeOf(hd) {
+  return (hd && hd.efficiency_mode) || "roofline";
+}
+
+function capitalize(t) {
+  return t.charAt(0).toUpperCase() + t.slice(1);
+}
+
 function definitions(hd) {
   const n = notesOf(hd);
-  const time = /lower bound/i.test(n.time)
-    ? n.time.charAt(0).toUpperCase() + n.time.slice(1)
-    : `Roofline times are lower bounds: ${n.time}`;
+  let time;
+  if (modeOf(hd) === "roofline") {
+    time = /lower bound/i.test(n.time) ? capitalize(n.time) : `Roofline times are lower bounds: ${n.time}`;
+  } else {
+    time = capitalize(n.time); // calibrated estimates / efficiency shares: the widgets' wording (ViewData)
+  }
   return (
     `${time}. TTFT: ${n.ttft}. TPOT: ${n.tpot}. ` +
     `tokens/s: ${n.tokens_per_s}. Throughput: ${n.throughput_tokens_per_s}.`
   );
+}
+
+// What the times are, in the headline's note: roofline lower bounds, or calibrated estimates.
+const MODE_NOTE = {
+  roofline: ["lr-note lr-lower-bound", "Roofline times are lower bounds; see the footnote for TTFT, TPOT and throughput."],
+  custom: [
+    "lr-note lr-lower-bound lr-custom-efficiency",
+    "Roofline times at your efficiency shares of the peaks: lower bounds for kernels that reach them; see the footnote.",
+  ],
+  calibrated: [
+    "lr-note lr-calibrated",
+    "Calibrated estimates (achievable bandwidth, GEMM efficiency, launch overheads of real kernels), not lower bounds; see the footnote.",
+  ],
+};
+
+// "(a lower bound)" for times, "(an upper bound)" for rates; calibrated figures are estimates
+function boundWord(hd, rate) {
+  if (modeOf(hd) === "calibrated") return "(a calibrated estimate)";
+  return rate ? "(an upper bound)" : "(a lower bound)";
+}
+
+function precisionText(hd) {
+  const w = hd.w_bits, a = hd.a_bits, kv = hd.kv_bits;
+  if ([w, a, kv].every((x) => typeof x === "number")) return `W${w}A${a}KV${kv}`;
+  return `weights ${w} · activations ${a} · KV ${kv}`;
 }
 
 async function resolveModels(model, refs, signal) {
@@ -210,10 +246,15 @@ function renderHeadline(model) {
     `batch ${fmtNumber(hd.batch_size)}`,
     `prompt ${fmtNumber(hd.prompt_len)}`,
     `generate ${fmtNumber(hd.gen_len)}`,
-    `W${hd.w_bits}A${hd.a_bits}KV${hd.kv_bits}`,
+    precisionText(hd),
     `logits: ${hd.logits}`,
     `attention: ${hd.attention}`,
-  ].join(" · ");
+    hd.devices > 1 ? `${fmtNumber(hd.devices)} devices` : null,
+  ]
+    .filter((x) => x != null)
+    .join(" · ");
+  const techniques = Array.isArray(hd.techniques) ? hd.techniques.map(String) : [];
+  const [noteClass, noteText] = MODE_NOTE[modeOf(hd)] || MODE_NOTE.roofline;
   return h(
     "div",
     { class: "lr-headline" },
@@ -225,14 +266,22 @@ function renderHeadline(model) {
       h("span", { class: "lr-hardware-name" }, String(hd.hardware)),
     ),
     h("div", { class: "lr-subtitle" }, subtitle),
+    techniques.length
+      ? h(
+          "div",
+          { class: "lr-techniques-line", title: "technique knobs that differ from the plain analysis" },
+          h("span", { class: "lr-techniques-label" }, "techniques: "),
+          techniques.join(" · "),
+        )
+      : null,
     h(
       "div",
       { class: "lr-figures" },
-      headlineFigure("ttft", "TTFT", fmtTime(hd.ttft_s), `TTFT: ${n.ttft} (a lower bound).`),
-      headlineFigure("tpot", "TPOT", fmtTime(hd.tpot_s), `TPOT: ${n.tpot} (a lower bound).`),
-      headlineFigure("tokens_per_s", "tokens/s", fmtRate(hd.tokens_per_s, ""), `tokens/s: ${n.tokens_per_s} (an upper bound).`),
-      headlineFigure("throughput", "throughput", `${fmtRate(hd.throughput_tokens_per_s, "")} tok/s`, `Throughput: ${n.throughput_tokens_per_s} (an upper bound).`),
-      headlineFigure("e2e", "end to end", fmtTime(hd.e2e_s), "End to end: TTFT + every later decode step (a lower bound)."),
+      headlineFigure("ttft", "TTFT", fmtTime(hd.ttft_s), `TTFT: ${n.ttft} ${boundWord(hd)}.`),
+      headlineFigure("tpot", "TPOT", fmtTime(hd.tpot_s), `TPOT: ${n.tpot} ${boundWord(hd)}.`),
+      headlineFigure("tokens_per_s", "tokens/s", fmtRate(hd.tokens_per_s, ""), `tokens/s: ${n.tokens_per_s} ${boundWord(hd, true)}.`),
+      headlineFigure("throughput", "throughput", `${fmtRate(hd.throughput_tokens_per_s, "")} tok/s`, `Throughput: ${n.throughput_tokens_per_s} ${boundWord(hd, true)}.`),
+      headlineFigure("e2e", "end to end", fmtTime(hd.e2e_s), `End to end: TTFT + every later decode step ${boundWord(hd)}.`),
       headlineFigure(
         "memory",
         "memory",
@@ -250,7 +299,7 @@ function renderHeadline(model) {
         ? headlineFigure("max_batch", "max batch", fmtNumber(hd.max_batch_size), "Largest batch size whose memory fits on the device.")
         : null,
     ),
-    h("div", { class: "lr-note lr-lower-bound", title: definitions(hd) }, "Roofline times are lower bounds; see the footnote for TTFT, TPOT and throughput."),
+    h("div", { class: noteClass, title: definitions(hd), dataset: { mode: modeOf(hd) } }, noteText),
   );
 }
 
@@ -293,6 +342,16 @@ function render({ model, el }) {
     model.save_changes();
   }
 
+  function columnTitle(c) {
+    if (c.key === "time_s" && modeOf(model.get("headline")) === "calibrated") {
+      return "calibrated time of ONE run: max(FLOPs / effective rate, bytes / achievable bandwidth) + launch overhead, an estimate";
+    }
+    if (c.key === "bound") {
+      return `${c.title}; communication: a collective (all-reduce, all-gather, all-to-all, pipeline send) on the interconnect`;
+    }
+    return c.title;
+  }
+
   function renderTable() {
     const rows = model.get("rows") || [];
     const totals = model.get("totals") || {};
@@ -310,7 +369,7 @@ function render({ model, el }) {
             {
               class: `lr-th${c.num ? " lr-num" : ""}${active ? " lr-sorted" : ""}`,
               dataset: { key: c.key },
-              title: c.title ? `${c.title} — click to sort` : "click to sort",
+              title: c.title ? `${columnTitle(c)} — click to sort` : "click to sort",
               "aria-sort": active ? (sortDir > 0 ? "ascending" : "descending") : "none",
               onclick: () => {
                 if (sortKey === c.key) {

@@ -18,14 +18,76 @@ PHASE_ORDER = ("prefill", "decode")
 
 # fields of a table row (the engine's op row plus index/key/phase/dot)
 ROW_FIELDS = ("name", "layer_type", "count", "kind", "flops", "matmul_flops", "bytes", "weight_bytes",
-              "activation_bytes", "kv_bytes", "arithmetic_intensity", "time_s", "compute_time_s", "memory_time_s",
-              "host_time_s", "communication_time_s", "bandwidth", "bound", "peak_dtype", "peak_flops", "share",
-              "resident_bytes", "flops_formula", "bytes_formula")
-FORMULA_FIELDS = ("index", "phase", "layer_type", "name", "count", "flops", "bytes", "arithmetic_intensity", "time_s",
-                  "compute_time_s", "memory_time_s", "host_time_s", "communication_time_s", "bandwidth", "bound",
-                  "peak_dtype", "peak_flops", "flops_formula", "bytes_formula")
-TOTAL_FIELDS = ("tokens", "context", "flops", "matmul_flops", "bytes", "weight_bytes", "kv_bytes",
+              "activation_bytes", "kv_bytes", "host_bytes", "comm_bytes", "arithmetic_intensity", "time_s",
+              "compute_time_s", "memory_time_s", "host_time_s", "communication_time_s", "bandwidth", "bound",
+              "peak_dtype", "peak_flops", "attained_flops", "share", "resident_bytes", "flops_formula",
+              "bytes_formula")
+FORMULA_FIELDS = ("index", "phase", "layer_type", "name", "count", "kind", "flops", "bytes", "host_bytes", "comm_bytes",
+                  "arithmetic_intensity", "time_s", "compute_time_s", "memory_time_s", "host_time_s",
+                  "communication_time_s", "bandwidth", "bound", "peak_dtype", "peak_flops", "attained_flops",
+                  "flops_formula", "bytes_formula")
+TOTAL_FIELDS = ("tokens", "context", "flops", "matmul_flops", "bytes", "weight_bytes", "kv_bytes", "host_bytes",
+                "communication_time_s",
                 "activation_bytes", "arithmetic_intensity", "time_s", "bound")
+
+
+NOTE_CALIBRATED = ("calibrated estimates, not lower bounds: the device family's achievable bandwidth and GEMM "
+                   "efficiency, small-M GEMM efficiency, dequantization and kernel-launch overheads "
+                   "(llmroof_widgets/engine/calibration.py)")
+
+
+def efficiency_mode(settings: dict) -> str:
+    """"roofline" (every factor 1), "calibrated", or "custom" (efficiency factors given as a dict)."""
+    eff = settings.get("efficiency")
+    if eff == "calibrated":
+        return "calibrated"
+    if isinstance(eff, dict) and any(v != 1.0 for v in eff.values()):
+        return "custom"
+    return "roofline"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.3g} %"
+
+
+def technique_labels(s: dict) -> list[str]:
+    """Short labels of the technique knobs that differ from the plain analysis (from ``settings``)."""
+    out = []
+    if s.get("group_size"):
+        out.append(f"group size {s['group_size']}")
+    if s.get("flash_attention", "off") != "off":
+        out.append(f"FlashAttention ({s['flash_attention']})")
+    if s.get("fused"):
+        out.append("fused element-wise ops")
+    if s.get("kv_keep_ratio", 1.0) < 1.0:
+        out.append(f"KV keep {_pct(s['kv_keep_ratio'])}")
+    if s.get("kv_budget"):
+        out.append(f"KV budget {s['kv_budget']:,} tokens")
+    sp = s.get("speculative")
+    if sp:
+        out.append(f"speculative ({sp.get('draft')}, γ={sp.get('gamma')}, α={sp.get('acceptance')})")
+    if s.get("early_exit_fraction", 1.0) < 1.0:
+        out.append(f"early exit ({_pct(s['early_exit_fraction'])} of layers)")
+    sparsity = s.get("sparsity")
+    if sparsity == "2:4":
+        out.append("2:4 sparse")
+    elif sparsity:
+        out.append(f"{_pct(sparsity)} unstructured sparsity")
+    off = {k: v for k, v in (s.get("offload") or {}).items() if v}
+    if off:
+        names = {"weights": "weights", "kv_cache": "KV", "experts": "experts"}
+        out.append("offload " + ", ".join(f"{names.get(k, k)} {_pct(v)}" for k, v in off.items()))
+    par = [f"{k.upper()} {s[k]}" for k in ("tp", "pp", "ep") if s.get(k, 1) > 1]
+    if par:
+        out.append(" × ".join(par))
+    mode = efficiency_mode(s)
+    if mode == "calibrated":
+        out.append("calibrated efficiency")
+    elif mode == "custom":
+        out.append("efficiency " + ", ".join(f"{k} {_pct(v)}" for k, v in s["efficiency"].items()))
+    if s.get("mla", "absorbed") != "absorbed":
+        out.append(f"MLA {s['mla']}")
+    return out
 
 
 def shown_phases(phase: str) -> tuple[str, ...]:
@@ -84,6 +146,12 @@ class ViewData:
     headline: dict = field(default_factory=dict)
     dots: list = field(default_factory=list)  # per slot: list of row indices
     plotted_dtypes: list = field(default_factory=list)  # peak dtypes used by the plotted operators
+    communication: list = field(default_factory=list)  # row indices of collectives (0 FLOPs: no dot)
+
+    @property
+    def roofs(self) -> dict:
+        """The engine's roofs (``to_dict()["roofs"]``: post-efficiency bandwidth, peaks, ridge points)."""
+        return self.d.get("roofs") or {}
 
     @property
     def empty(self) -> bool:
@@ -99,6 +167,7 @@ class ViewData:
         dots: list[list[int]] = [[] for _ in SLOTS]
         totals: dict[str, dict] = {}
         dtypes: list[str] = []
+        comm: list[int] = []
         for ph in shown_phases(phase):
             p = d.get(ph) or {}
             totals[ph] = {k: _plain(p.get(k)) for k in TOTAL_FIELDS}
@@ -114,18 +183,29 @@ class ViewData:
                 row["key"] = key
                 keys[key] = row["index"]
                 fl, t, ai = row["flops"] or 0.0, row["time_s"] or 0.0, row["arithmetic_intensity"] or 0.0
-                if fl > 0 and t > 0 and ai > 0:
+                if row["bound"] == "communication":
+                    comm.append(row["index"])
+                if fl > 0 and t > 0 and ai > 0 and row["bound"] in ("memory", "compute"):
                     slot = SLOTS.index((ph, "compute" if row["bound"] == "compute" else "memory"))
                     row["dot"] = [slot, len(dots[slot])]
                     dots[slot].append(row["index"])
                     if row["peak_dtype"] not in dtypes:
                         dtypes.append(row["peak_dtype"])
                 else:
-                    row["dot"] = None  # no FLOPs (a lookup): no point on a log–log roofline
+                    row["dot"] = None  # no FLOPs (a lookup, a collective): no point on a log–log roofline
                 rows.append(row)
         g = d.get("generation", {})
         m = d.get("memory", {})
         s = d.get("settings", {})
+        mode = efficiency_mode(s)
+        notes = {str(k): str(v) for k, v in (d.get("notes") or {}).items()}
+        if mode == "calibrated":
+            notes["time"] = NOTE_CALIBRATED
+        elif mode == "custom":
+            eff = s.get("efficiency") or {}
+            notes["time"] = ("roofline times at the given shares of the peaks (" +
+                             ", ".join(f"{k} {_pct(v)}" for k, v in eff.items()) +
+                             "): lower bounds for kernels that reach those shares")
         headline = {
             "model": str(d.get("model", {}).get("name", s.get("model", ""))),
             "hardware": str(d.get("hardware", {}).get("name", s.get("hardware", ""))),
@@ -136,10 +216,13 @@ class ViewData:
             "capacity_bytes": _plain(m.get("capacity_bytes")),
             "fits": bool(m.get("fits", True)),
             "max_batch_size": _plain(m.get("max_batch_size")),
-            "notes": {str(k): str(v) for k, v in (d.get("notes") or {}).items()},
+            "devices": _plain(g.get("devices", m.get("devices", 1))),
+            "efficiency_mode": mode,
+            "techniques": technique_labels(s),
+            "notes": notes,
         }
         return cls(d=d, phase=phase, rows=rows, keys=keys, totals=totals, headline=headline, dots=dots,
-                   plotted_dtypes=dtypes)
+                   plotted_dtypes=dtypes, communication=comm)
 
     # -- selection helpers ---------------------------------------------------------------------
     def key_of(self, index: int | None) -> str | None:

@@ -7,8 +7,10 @@ import ipywidgets as W
 import traitlets
 
 from ..engine import Hardware, list_hardware, list_models
+from ..engine.precision import FORMATS
 from ._base import as_state
-from .state import BITS, PHASES
+from .state import PHASES
+from .techniques import TechniqueControls
 
 CUSTOM = "custom…"
 _DESC = {"description_width": "110px"}
@@ -16,6 +18,30 @@ _DESC = {"description_width": "110px"}
 
 def _full(**kw):
     return W.Layout(width="100%", **kw)
+
+
+# the precision drop-downs: bit widths (the engine's int, fp16 / int8 / int4 for 16 / 8 / 4) and the
+# engine's format names (lr.engine.precision.FORMATS)
+_BIT_LABEL = {16: "16 bit (fp16)", 8: "8 bit (int8)", 4: "4 bit (int4)", 32: "32 bit (fp32)"}
+_WEIGHT_FORMATS = ("bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "fp4", "q8_0", "q6_k", "q5_k", "q4_k",
+                   "q4_0", "fp16", "fp32", "tf32", "fp8")
+_ACT_FORMATS = ("bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "fp4", "fp16", "fp32", "tf32", "fp8")
+_KV_FORMATS = ("bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "fp4", "q8_0", "q4_0", "fp16", "fp32", "fp8")
+GROUP_SIZES = (None, 32, 64, 128, 256)
+_FORMAT_TIPS = {
+    "w_bits": "format of the linear layers' weights (projections, experts); embeddings, lm_head and norms stay "
+              "16-bit. Weight-only formats (16-bit activations) dequantize and compute in fp16/bf16; "
+              "llama.cpp q*_ formats include their block scales",
+    "a_bits": "format of the activations: with 8 or 4 bits the products run on the narrow units "
+              "(W8A8 → int8, fp8 → fp8), falling back to fp16 where the device lacks them",
+    "kv_bits": "format of the cached keys and values",
+}
+
+
+def format_options(names) -> list:
+    """(label, value) pairs: the bit widths first, then the engine's format names."""
+    assert all(n in FORMATS for n in names), names
+    return [(_BIT_LABEL[b], b) for b in (16, 8, 4, 32)] + [(n, n) for n in names]
 
 
 class Controls(W.VBox):
@@ -26,8 +52,13 @@ class Controls(W.VBox):
       shows its name here.
     - ``hardware``: a Dropdown over ``lr.list_hardware()``; "custom…" opens a small editor (name,
       memory GB, bandwidth GB/s, peak TFLOP/s) that sets ``state.hardware = lr.Hardware(...)``.
-    - ``techniques``: an (initially collapsed) accordion section that later issues fill with
-      technique knobs: ``controls.techniques.children += (widget,)``.
+    - precision: weight / activation / KV-cache format (bit widths or the engine's format names such as
+      ``"fp8_e4m3"``, ``"nf4"``, ``"q4_0"``) and the weights' quantization group size.
+    - ``techniques``: an (initially collapsed) accordion section holding :class:`TechniqueControls`
+      (``controls.technique_controls``): FlashAttention and fusion, KV-cache compression, speculative
+      decoding, early exit, sparsity, offloading, parallelism, efficiency mode, each a collapsible
+      section that says what the engine models. More widgets can be appended:
+      ``controls.techniques.children += (widget,)``.
 
     Controls only set State inputs; a value the engine rejects shows in the dashboard's error
     area and the last valid result stays.
@@ -61,9 +92,17 @@ class Controls(W.VBox):
                                            continuous_update=False, layout=_full(), style=_DESC)
         self.gen_len = W.BoundedIntText(description="generated", min=1, max=10**9, value=256,
                                         continuous_update=False, layout=_full(), style=_DESC)
-        self.w_bits = W.Dropdown(options=list(BITS), description="weight bits", layout=_full(), style=_DESC)
-        self.a_bits = W.Dropdown(options=list(BITS), description="activation bits", layout=_full(), style=_DESC)
-        self.kv_bits = W.Dropdown(options=list(BITS), description="KV bits", layout=_full(), style=_DESC)
+        self.w_bits = W.Dropdown(options=format_options(_WEIGHT_FORMATS), value=16, description="weights",
+                                 layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["w_bits"])
+        self.a_bits = W.Dropdown(options=format_options(_ACT_FORMATS), value=16, description="activations",
+                                 layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["a_bits"])
+        self.kv_bits = W.Dropdown(options=format_options(_KV_FORMATS), value=16, description="KV cache",
+                                  layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["kv_bits"])
+        self.group_size = W.Dropdown(options=[("per channel", None)] + [(str(g), g) for g in GROUP_SIZES[1:]],
+                                     value=None, description="group size", layout=_full(), style=_DESC,
+                                     tooltip="group-wise weight quantization: each group's scale (and zero point) adds "
+                                             "its bits / group size to every weight (int4 g128 = 4.16 bits); "
+                                             "per channel: no overhead. Only for quantized weights")
         tb = {"description_width": "110px", "button_width": "72px"}
         self.phase = W.ToggleButtons(options=list(PHASES), description="phase", style=tb,
                                      tooltips=["the prompt pass", "one decode step", "both"])
@@ -73,21 +112,23 @@ class Controls(W.VBox):
         self.attention = W.ToggleButtons(options=["causal", "full"], description="attention", style=tb,
                                          tooltips=["prefill counts the causal half of the score matrix",
                                                    "prefill counts the whole score matrix (eager attention)"])
-        self.techniques = W.VBox([W.Label("Technique knobs (quantization schemes, parallelism, speculative "
-                                          "decoding, …) arrive here in later versions.")])
+        self.technique_controls = TechniqueControls(self.state)
+        self.techniques = W.VBox([self.technique_controls.box], layout=_full())
         self.techniques.add_class("lr-techniques")
         self.techniques_accordion = W.Accordion(children=[self.techniques], titles=("Techniques",),
                                                 selected_index=None, layout=_full())
 
-        def section(title):
-            lab = W.HTML(f"<b>{html.escape(title)}</b>")
+        def section(title, tip=None):
+            lab = W.HTML(f"<b>{html.escape(title)}</b>", tooltip=tip)
             lab.add_class("lr-section")
             return lab
 
         children = [
             section("Model and device"), self.model, self.hardware, self.hw_editor,
             section("Workload"), self.batch_size, self.prompt_len, self.gen_len,
-            section("Precision"), self.w_bits, self.a_bits, self.kv_bits,
+            section("Precision (quantization)", "bits or the engine's format names for the weights, the "
+                    "activations and the KV cache; group-wise scales for quantized weights"),
+            self.w_bits, self.a_bits, self.kv_bits, self.group_size,
             section("View and conventions"), self.phase, self.logits, self.attention,
             self.techniques_accordion,
         ]
@@ -102,10 +143,11 @@ class Controls(W.VBox):
             getattr(self, name).observe(self._to_state(name), names="value")
         self.model.observe(self._model_to_state, names="value")
         self.hardware.observe(self._hardware_to_state, names="value")
+        self.group_size.observe(self._group_size_to_state, names="value")
         for w in (self.hw_name, self.hw_memory, self.hw_bandwidth, self.hw_peak):
             w.observe(self._custom_to_state, names="value")
         # state -> widget
-        self._watched = [*simple, "model", "hardware", "result"]
+        self._watched = [*simple, "model", "hardware", "result", "extra"]
         self.state.observe(self._from_state, names=self._watched)
         self._from_state()
 
@@ -115,6 +157,10 @@ class Controls(W.VBox):
             if not self._guard:
                 setattr(self.state, name, change["new"])
         return handler
+
+    def _group_size_to_state(self, change):
+        if not self._guard:
+            self.state.update(group_size=change["new"])
 
     def _model_to_state(self, change):
         if self._guard:
@@ -182,14 +228,34 @@ class Controls(W.VBox):
         except traitlets.TraitError:
             pass  # a value this control cannot show (e.g. bits=3): the error area explains it
 
+    def _set_format(self, widget, value):
+        """Show a bit width or a format name; a valid name missing from the list is added to it."""
+        values = [v for _, v in widget.options]
+        if isinstance(value, str) and value not in values and value.strip().lower() in FORMATS:
+            widget.options = [*widget.options, (value, value)]
+        self._set(widget, value)
+
     def _from_state(self, change=None):
         if self._guard:
             return
         st = self.state
         self._guard = True
         try:
-            for name in ("prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits", "phase", "logits", "attention"):
+            for name in ("prompt_len", "gen_len", "phase", "logits", "attention"):
                 self._set(getattr(self, name), getattr(st, name))
+            for name in ("w_bits", "a_bits", "kv_bits"):
+                self._set_format(getattr(self, name), getattr(st, name))
+            gs = st.group_size
+            if gs not in [v for _, v in self.group_size.options] and isinstance(gs, int) and not isinstance(gs, bool):
+                self.group_size.options = sorted([*self.group_size.options, (str(gs), gs)],
+                                                 key=lambda o: -1 if o[1] is None else o[1])
+            self._set(self.group_size, gs)
+            w = st.w_bits
+            quantized = (isinstance(w, (int, float)) and w < 16) or (isinstance(w, str) and w.lower() in FORMATS
+                                                                    and FORMATS[w.lower()][0] < 16)
+            self.group_size.disabled = not quantized and gs is None
+            n = len(self.technique_controls.active())
+            self.techniques_accordion.set_title(0, "Techniques" if not n else f"Techniques · {n} active")
             b = st.batch_size
             if isinstance(b, int) and b > self.batch_size.max:
                 self.batch_size.max = int(2 ** (b - 1).bit_length())
@@ -221,4 +287,5 @@ class Controls(W.VBox):
             self.state.unobserve(self._from_state, names=self._watched)
         except ValueError:
             pass
+        self.technique_controls.close()
         super().close()

@@ -21,6 +21,8 @@ COMPUTE_COLOR = "#d95f02"
 SELECT_COLOR = "#e6007e"
 ROOF_COLORS = ("#7f7f7f", "#9a9a9a", "#b0b0b0", "#c4c4c4")
 LABEL_COLOR = "#8a8a8a"  # readable on JupyterLab's light and dark backgrounds
+COMM_COLOR = "#7b4fa0"  # communication operators (as the table's badge)
+HOST_COLOR = "#2a9d8f"  # the host link (offloading)
 PHASE_MARKER = {"prefill": "circle", "decode": "triangle-up"}
 DTYPE_LABEL = {"vector": "vector (non-matrix)"}
 _EMPTY = np.zeros(0)
@@ -80,6 +82,15 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
                                           default_size=11, align="end", y_offset=16, interactions={})
         self.bandwidth_label = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[LABEL_COLOR],
                                         default_size=11, align="start", x_offset=8, y_offset=4, interactions={})
+        # offloading: the host link's slope (offloaded bytes stream over it), dashed
+        self.host_roof = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[HOST_COLOR], stroke_width=2,
+                                  line_style="dashed", interactions={})
+        self.host_label = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[HOST_COLOR], default_size=11,
+                                   align="start", x_offset=8, y_offset=14, interactions={})
+        # notes in the plot's own coordinates (0–1): collectives listed in the table only, calibrated mode
+        self.unit_x, self.unit_y = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
+        self.notes = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales={"x": self.unit_x, "y": self.unit_y},
+                              colors=[COMM_COLOR, LABEL_COLOR], default_size=11, align="start", interactions={})
         self.ridges = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=sc, marker="diamond", colors=[LABEL_COLOR],
                                  default_size=36, stroke="#ffffff", display_names=False, interactions={"hover": "tooltip"},
                                  tooltip=bq.Tooltip(fields=["name"], labels=["ridge point"]))
@@ -103,7 +114,8 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         kw = _figure_kwargs("380px")
         kw.update(kwargs)
         super().__init__(
-            marks=[self.roofs, self.roof_labels, self.lower_roof_labels, self.bandwidth_label, self.ridges, *self.dots],
+            marks=[self.roofs, self.host_roof, self.roof_labels, self.lower_roof_labels, self.bandwidth_label,
+                   self.host_label, self.notes, self.ridges, *self.dots],
             axes=[self.x_axis, self.y_axis], title="Roofline",
             fig_margin={"top": 40, "bottom": 52, "left": 72, "right": 16},
             legend_location="bottom-right", **kw,
@@ -147,7 +159,7 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         self._data = new
         d = new.d
         if new.empty:
-            for m in (self.roofs, self.ridges):
+            for m in (self.roofs, self.ridges, self.host_roof):
                 with m.hold_sync():
                     m.x, m.y = _EMPTY, _EMPTY
             for m in self.dots:
@@ -155,24 +167,39 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
                     m.x, m.y, m.names, m.selected = _EMPTY, _EMPTY, [], None
             return
         hw = d["hardware"]
-        bw = float(hw["memory_bandwidth"])
+        rf = new.roofs
+        # the engine's roofs, after efficiency factors (calibrated mode: achievable bandwidth and peaks)
+        bw = float(rf.get("memory_bandwidth") or hw["memory_bandwidth"])
+        engine_peaks = {k: float(v) for k, v in (rf.get("peaks") or {}).items()}
+        engine_ridge = rf.get("ridge") or {}
         rows = new.rows
-        # the peaks the plotted operators use (as the engine applied them), highest first
+        # one flat roof per peak the plotted operators use, highest first; an operator whose own peak
+        # is above its dtype's roof (2:4 sparse tensor cores) gets a roof of its own
         peaks: dict[str, float] = {}
         for r in rows:
-            if r.get("dot") is not None and r.get("peak_flops"):
-                peaks.setdefault(r["peak_dtype"], float(r["peak_flops"]))
+            if r.get("dot") is None or not r.get("peak_flops"):
+                continue
+            dt = r["peak_dtype"]
+            base = engine_peaks.get(dt, float(r["peak_flops"]))
+            peaks.setdefault(dt, base)
+            if float(r["peak_flops"]) > base * (1 + 1e-9):
+                peaks.setdefault(f"{dt} 2:4 sparse", float(r["peak_flops"]))
         if not peaks:  # nothing plotted: show the device's top matrix peak
-            dt, pk = max(hw["peak_flops"].items(), key=lambda kv: kv[1])
+            if engine_peaks:
+                dt, pk = max(engine_peaks.items(), key=lambda kv: kv[1])
+            else:
+                dt, pk = max(hw["peak_flops"].items(), key=lambda kv: kv[1])
             peaks[dt] = float(pk)
         roofs = sorted(peaks.items(), key=lambda kv: -kv[1])
-        ridges = [pk / bw for _, pk in roofs]
+        ridges = [float(engine_ridge[dt]) if dt in engine_ridge else pk / bw for dt, pk in roofs]
 
         xs, ys = [], []
         per_slot = []
         for slot, idx in enumerate(new.dots):
             x = np.array([rows[i]["arithmetic_intensity"] for i in idx], dtype=np.float64)
-            y = np.array([rows[i]["flops"] / rows[i]["time_s"] for i in idx], dtype=np.float64)
+            # the engine's attained rate (FLOPs / time): the dot's height
+            y = np.array([rows[i]["attained_flops"] if rows[i].get("attained_flops") is not None
+                          else rows[i]["flops"] / rows[i]["time_s"] for i in idx], dtype=np.float64)
             names = [f"{rows[i]['phase']} · {rows[i]['layer_type']} · {rows[i]['name']} ×{rows[i]['count']} — "
                      f"{rows[i]['bound']}-bound, {fmt_time(rows[i]['time_s'])} per run" for i in idx]
             per_slot.append((x, y, names))
@@ -203,15 +230,46 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             n = len(roofs) - 1
             self.lower_roof_labels.x, self.lower_roof_labels.y = np.full(n, x_hi), peaks_y[1:]
             self.lower_roof_labels.text = labels[1:]
+        mode = new.headline.get("efficiency_mode", "roofline")
+        bw_word = "achievable bandwidth" if mode != "roofline" else "memory bandwidth"
         with self.bandwidth_label.hold_sync():
             self.bandwidth_label.x = np.array([x0], dtype=np.float64)
             self.bandwidth_label.y = np.array([bw * x0], dtype=np.float64)
-            self.bandwidth_label.text = [f"memory bandwidth {fmt_si(bw, 'B/s')}"]
+            self.bandwidth_label.text = [f"{bw_word} {fmt_si(bw, 'B/s')}"]
+        # offloading: the host link's slope, when some shown operator streams bytes over it
+        host_bw = float(rf.get("host_bandwidth") or 0.0)
+        offloaded = host_bw > 0 and any((r.get("host_time_s") or 0) > 0 for r in rows)
+        if offloaded:
+            hx0 = max(x_lo, y_lo / host_bw)
+            hx1 = min(x_hi, y_top / host_bw)
+            hx, hy = np.array([hx0, hx1]), np.array([host_bw * hx0, host_bw * hx1])
+            htext = [f"host link {fmt_si(host_bw, 'B/s')} (offloaded bytes)"]
+        else:
+            hx = hy = _EMPTY
+            htext = []
+        with self.host_roof.hold_sync():
+            self.host_roof.x, self.host_roof.y = hx, hy
+        with self.host_label.hold_sync():
+            self.host_label.x, self.host_label.y, self.host_label.text = hx[:1], hy[:1], htext
         with self.ridges.hold_sync():
             self.ridges.x = np.array(ridges, dtype=np.float64)
             self.ridges.y = peaks_y
             self.ridges.names = [f"{DTYPE_LABEL.get(dt, dt)}: {rd:.3g} FLOP/B (peak / bandwidth)"
                                  for (dt, _), rd in zip(roofs, ridges)]
+        notes = []
+        if new.communication:
+            n = len(new.communication)
+            t = sum(rows[i]["count"] * rows[i]["time_s"] for i in new.communication)
+            notes.append(f"+ {n} communication operator{'s' if n > 1 else ''} (0 FLOPs, "
+                         f"{fmt_time(t)} per pass shown): listed in the table only")
+        if mode == "calibrated":
+            notes.append("calibrated: roofs at achievable rates; dots sit below them by small-M GEMM "
+                         "efficiency and launch overheads")
+        with self.notes.hold_sync():
+            self.notes.x = np.full(len(notes), 0.015)
+            self.notes.y = np.array([0.955, 0.885][:len(notes)])
+            self.notes.text = notes
+            self.notes.colors = ([COMM_COLOR] if new.communication else []) + [LABEL_COLOR]
 
         new_row = self.remap(old, new, prev_row) if old is not None else None
         dot = rows[new_row]["dot"] if new_row is not None else None
@@ -220,7 +278,8 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             with mark.hold_sync():
                 mark.x, mark.y, mark.names = x, y, names
                 mark.selected = want
-        self.title = f"Roofline · {hw.get('name', '')}"
+        suffix = {"calibrated": " · calibrated", "custom": " · efficiency factors"}.get(mode, "")
+        self.title = f"Roofline · {hw.get('name', '')}{suffix}"
 
 
 class MemoryBreakdown(_Closing, StateView, W.VBox):
@@ -230,6 +289,7 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
 
     CATEGORIES = ("weights", "KV cache", "activations")
     COLORS = ("#4c78a8", "#f58518", "#54a24b")
+    DRAFT_COLOR = "#b279a2"
 
     def __init__(self, state, **kwargs):
         self.x_scale = bq.OrdinalScale()
@@ -280,7 +340,14 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         kv = (m.get("kv_cache_prompt_bytes", m["kv_cache_bytes"]), m["kv_cache_bytes"])
         act = (m.get("activations_prefill_bytes", m["activations_bytes"]),
                m.get("activations_decode_bytes", m["activations_bytes"]))
-        y = np.array([[w, w], list(kv), list(act)], dtype=np.float64) / 1e9
+        parts = [[w, w], list(kv), list(act)]
+        labels, colors = list(self.CATEGORIES), list(self.COLORS)
+        draft = float(m.get("draft_bytes", 0.0) or 0.0)
+        if draft > 0:  # speculative decoding: the draft model's weights and KV cache
+            parts.append([draft, draft])
+            labels.append("draft model")
+            colors.append(self.DRAFT_COLOR)
+        y = np.array(parts, dtype=np.float64) / 1e9
         totals = (m.get("prefill_total_bytes", y[:, 0].sum() * 1e9), m.get("decode_total_bytes", y[:, 1].sum() * 1e9))
         cap = m["capacity_bytes"] / 1e9
         top = max(cap, totals[0] / 1e9, totals[1] / 1e9) * 1.35  # headroom for the legend
@@ -288,6 +355,9 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
             self.y_scale.min, self.y_scale.max = 0.0, top
         with self.bars.hold_sync():
             self.bars.y = y
+            if list(self.bars.labels) != labels:
+                self.bars.labels, self.bars.colors = labels, colors
+                self.bars.opacities = [1.0] * len(labels)
         with self.capacity.hold_sync():
             self.capacity.y = np.array([cap, cap])
         with self.capacity_label.hold_sync():
@@ -297,9 +367,16 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
             self.totals_label.y = np.array(totals, dtype=np.float64) / 1e9
             self.totals_label.text = [fmt_si(t, "B") for t in totals]
         fits = m.get("fits", True)
-        self.figure.title = (f"Memory · fits ({fmt_si(m['total_bytes'], 'B')} of {fmt_si(m['capacity_bytes'], 'B')})"
-                             if fits else
-                             f"Memory · DOES NOT FIT ({fmt_si(m['total_bytes'], 'B')} > {fmt_si(m['capacity_bytes'], 'B')})")
+        title = (f"Memory · fits ({fmt_si(m['total_bytes'], 'B')} of {fmt_si(m['capacity_bytes'], 'B')})"
+                 if fits else
+                 f"Memory · DOES NOT FIT ({fmt_si(m['total_bytes'], 'B')} > {fmt_si(m['capacity_bytes'], 'B')})")
+        devices = int(m.get("devices", 1) or 1)
+        if devices > 1:
+            title += f" · per device, {devices} devices"
+        host = float(m.get("host_weights_bytes", 0.0) or 0.0) + float(m.get("host_kv_cache_bytes", 0.0) or 0.0)
+        if host > 0:
+            title += f" · {fmt_si(host, 'B')} in host memory"
+        self.figure.title = title
 
 
 class StepTimeline(_Closing, StateView, bq.Figure):

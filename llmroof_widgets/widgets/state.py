@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import inspect
+
 import traitlets
 
 from ..engine import analyze, load_hardware, load_model
@@ -19,6 +21,45 @@ INPUTS = ("model", "hardware", "batch_size", "prompt_len", "gen_len", "w_bits", 
 PHASES = ("prefill", "decode", "both")
 BITS = (4, 8, 16, 32)
 
+# Technique knobs: every further keyword argument of analyze(), with the engine's own default (the
+# plain analysis). They live in ``State.extra`` (only those that differ from the default).
+KNOBS: dict[str, Any] = {
+    name: p.default for name, p in inspect.signature(analyze).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in INPUTS
+}
+
+
+def is_default(name: str, value: Any) -> bool:
+    """True when ``value`` is the engine's default for knob ``name`` (same type, same value)."""
+    d = KNOBS[name]
+    if value is d:
+        return True
+    if name == "efficiency" and value in ("roofline", {}):
+        return True  # the engine reads None, "roofline" and {} alike: every factor 1
+    if name == "offload" and (value == {} or (isinstance(value, dict) and not any(value.values()))):
+        return True
+    num = (int, float)
+    if isinstance(value, num) and isinstance(d, num) and not isinstance(value, bool) and not isinstance(d, bool):
+        return value == d
+    return type(value) is type(d) and value == d
+
+
+class _Knob:
+    """``state.<knob>``: reads ``state.extra`` (the engine's default when absent); setting it is
+    ``state.update(<knob>=value)``: one recomputation, and ``extra`` keeps only non-defaults."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.__doc__ = f"technique knob {name!r} of analyze() (stored in State.extra; default {KNOBS[name]!r})"
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return obj.extra.get(self.name, KNOBS[self.name])
+
+    def __set__(self, obj, value):
+        obj.update(**{self.name: value})
+
 
 class State(traitlets.HasTraits):
     """Inputs, result and error of one roofline analysis.
@@ -27,9 +68,21 @@ class State(traitlets.HasTraits):
     >>> s.batch_size = 32          # recomputes; s.result is the engine's Result
     >>> s.update(w_bits=4, kv_bits=8)   # several inputs, one recomputation
 
-    Inputs are passed to :func:`llmroof_widgets.analyze` as they are (the engine validates them);
-    ``extra`` holds further keyword arguments of ``analyze`` (technique knobs of later issues).
+    Inputs are passed to :func:`llmroof_widgets.analyze` as they are (the engine validates them).
     ``phase`` only filters what the views show and does not recompute.
+
+    **Technique knobs** (every other keyword argument of ``analyze``: ``group_size``, ``flash_attention``,
+    ``fused``, ``kv_keep_ratio``, ``kv_budget``, ``speculative``, ``early_exit_fraction``, ``sparsity``,
+    ``offload``, ``tp``, ``pp``, ``ep``, ``efficiency``, ``mla``; see ``KNOBS``) have one home:
+    ``extra``, a dict holding the knobs that differ from the engine's defaults (so ``extra == {}``
+    is the plain analysis). Three equivalent spellings, each one recomputation:
+
+    >>> s.update(tp=2, flash_attention="tiled")    # several knobs (and inputs) at once
+    >>> s.tp = 2                                     # attribute sugar for s.update(tp=2)
+    >>> s.extra = {"tp": 2}                          # the whole dict (replaces every knob)
+
+    Reading ``s.tp`` gives ``extra.get("tp", 1)``. Observe ``"extra"`` to follow knob changes.
+    ``State(model, hardware, tp=2, ...)`` accepts knobs too. ``s.knobs()`` lists every knob's value.
     """
 
     model = traitlets.Any("meta-llama/Llama-3.1-8B", help="catalog name / hf id, config path, dict or ModelConfig")
@@ -54,6 +107,11 @@ class State(traitlets.HasTraits):
             kwargs["model"] = model
         if hardware is not None:
             kwargs["hardware"] = hardware
+        knobs = {k: kwargs.pop(k) for k in list(kwargs) if k in KNOBS}
+        if knobs:
+            kwargs["extra"] = {**kwargs.get("extra", {}), **knobs}
+        if "extra" in kwargs:
+            kwargs["extra"] = _clean(kwargs["extra"])
         self._batching = False
         self._loaded: dict[str, tuple[Any, Any]] = {}
         self._view_cache: tuple[int, Any] | None = None
@@ -69,11 +127,27 @@ class State(traitlets.HasTraits):
         kw.update(self.extra)
         return kw
 
+    def knobs(self) -> dict:
+        """Every technique knob's current value (the engine's default where ``extra`` has none)."""
+        return {k: self.extra.get(k, d) for k, d in KNOBS.items()}
+
     def update(self, **changes) -> None:
-        """Set several inputs (and ``phase``) at once with a single recomputation."""
-        unknown = set(changes) - set(INPUTS) - {"phase"}
+        """Set several inputs, technique knobs and ``phase`` at once with a single recomputation.
+
+        A knob set to its default is dropped from ``extra``; ``extra=`` given too is the base the
+        knobs are merged into.
+        """
+        unknown = set(changes) - set(INPUTS) - set(KNOBS) - {"phase"}
         if unknown:
-            raise TypeError(f"State.update: unknown input(s) {', '.join(sorted(unknown))}")
+            raise TypeError(f"State.update: unknown input(s) {', '.join(sorted(unknown))}; "
+                            f"inputs: {', '.join(INPUTS)}; knobs: {', '.join(KNOBS)}")
+        knobs = {k: changes.pop(k) for k in list(changes) if k in KNOBS}
+        if knobs:
+            extra = dict(changes.get("extra", self.extra))
+            extra.update(knobs)
+            changes["extra"] = _clean(extra)
+        elif "extra" in changes:
+            changes["extra"] = _clean(changes["extra"])
         self._batching = True
         try:
             with self.hold_trait_notifications():
@@ -85,6 +159,10 @@ class State(traitlets.HasTraits):
             self.recompute()
         elif "phase" in changes:
             self.revision += 1
+
+    @traitlets.validate("extra")
+    def _valid_extra(self, proposal):
+        return _clean(proposal["value"])
 
     def _on_input(self, change) -> None:
         if not self._batching:
@@ -156,3 +234,15 @@ class State(traitlets.HasTraits):
         extra = f", extra={self.extra!r}" if self.extra else ""
         err = f", error={self.error!r}" if self.error else ""
         return f"State({shown}{extra}, phase={self.phase!r}{err})"
+
+
+def _clean(extra) -> dict:
+    """``extra`` without knobs at their defaults (other keys are kept as given)."""
+    if not isinstance(extra, dict):
+        raise traitlets.TraitError(f"State.extra must be a dict of analyze() keyword arguments, got {type(extra).__name__}")
+    return {k: v for k, v in extra.items() if not (k in KNOBS and is_default(k, v))}
+
+
+for _name in KNOBS:
+    setattr(State, _name, _Knob(_name))
+del _name
