@@ -56,38 +56,76 @@ function render({ model, el }) {
       );
     } else {
       const bw = model.get("bandwidth");
-      parts.push(
-        h(
-          "div",
-          { class: "lr-formula-title", dataset: { index: row.index, op: row.name, phase: row.phase } },
-          h("span", { class: "lr-formula-op" }, opLabel(row)),
-          " ",
-          h("span", { class: `lr-badge lr-badge-${row.bound}` }, `${row.bound}-bound`),
-          h("span", { class: "lr-formula-count" }, `  runs ${fmtNumber(row.count)}× per pass; figures for one run`),
-        ),
-        line("FLOPs", row.flops_formula, fmtFlops(row.flops), "floating-point operations of one run"),
-        line("bytes", row.bytes_formula, fmtBytes(row.bytes), "bytes moved to and from device memory by one run"),
-        line("intensity", "FLOPs / bytes", `${fmtIntensity(row.arithmetic_intensity)} FLOP/B`, "arithmetic intensity"),
-      );
-      const peakName = row.peak_dtype === "vector" ? "vector peak" : `${row.peak_dtype} peak`;
-      if (row.compute_time_s != null && row.memory_time_s != null) {
-        // the bandwidth the engine applied (after any efficiency factor): its own figure when given
-        const bwUsed = row.bandwidth || (row.memory_time_s > 0 ? row.bytes / row.memory_time_s : bw);
-        const terms = [`FLOPs / ${peakName} ${fmtRate(row.peak_flops, "FLOP/s")}`, `bytes / ${fmtRate(bwUsed, "B/s")}`];
-        const times = [fmtTime(row.compute_time_s), fmtTime(row.memory_time_s)];
-        if (row.host_time_s > 0) {
-          terms.push("host bytes / host link");
-          times.push(fmtTime(row.host_time_s));
-        }
-        if (row.communication_time_s > 0) {
-          terms.push("communication");
-          times.push(fmtTime(row.communication_time_s));
-        }
+      const mode = model.get("mode") || "roofline";
+      const hostBw = Number(model.get("host_bandwidth")) || 0;
+      const timeTitle = mode === "calibrated" ? "calibrated time: an estimate" : "roofline time: a lower bound";
+      if (row.bound === "communication") {
+        // a collective: no FLOPs, timed α–β on the interconnect (the bytes formula says how)
         parts.push(
-          line("time", `max(${terms.join(", ")}) = max(${times.join(", ")})`, fmtTime(row.time_s), "roofline time: a lower bound"),
+          h(
+            "div",
+            { class: "lr-formula-title", dataset: { index: row.index, op: row.name, phase: row.phase } },
+            h("span", { class: "lr-formula-op" }, opLabel(row)),
+            " ",
+            h("span", { class: "lr-badge lr-badge-communication" }, "communication"),
+            h("span", { class: "lr-formula-count" }, `  runs ${fmtNumber(row.count)}× per pass; figures for one run`),
+          ),
+          line("FLOPs", row.flops_formula, fmtFlops(row.flops), "a collective computes nothing"),
+          line("message", row.bytes_formula, fmtBytes(row.comm_bytes), "bytes each device sends and receives, and the α–β cost model"),
+          line("time", "α–β time on the interconnect", fmtTime(row.communication_time_s), "latency α per step + message / link bandwidth β"),
         );
       } else {
-        parts.push(line("time", `max(FLOPs / ${peakName}, bytes / bandwidth)`, fmtTime(row.time_s), "roofline time: a lower bound"));
+        parts.push(
+          h(
+            "div",
+            { class: "lr-formula-title", dataset: { index: row.index, op: row.name, phase: row.phase } },
+            h("span", { class: "lr-formula-op" }, opLabel(row)),
+            " ",
+            h("span", { class: `lr-badge lr-badge-${row.bound}` }, `${row.bound}-bound`),
+            h("span", { class: "lr-formula-count" }, `  runs ${fmtNumber(row.count)}× per pass; figures for one run`),
+          ),
+          line("FLOPs", row.flops_formula, fmtFlops(row.flops), "floating-point operations of one run"),
+          line("bytes", row.bytes_formula, fmtBytes(row.bytes), "bytes moved by one run (device memory and, when offloaded, the host link)"),
+          line("intensity", "FLOPs / bytes", `${fmtIntensity(row.arithmetic_intensity)} FLOP/B`, "arithmetic intensity"),
+        );
+        const peakName = row.peak_dtype === "vector" ? "vector peak" : `${row.peak_dtype} peak`;
+        const host = Number(row.host_bytes) || 0;
+        if (host > 0) {
+          parts.push(
+            line(
+              "host link",
+              `host bytes ${fmtBytes(host)} / host link ${fmtRate(hostBw, "B/s")}`,
+              fmtTime(row.host_time_s),
+              "offloaded bytes stream over the host link, overlapped with device-memory reads",
+            ),
+          );
+        }
+        if (row.compute_time_s != null && row.memory_time_s != null) {
+          // the bandwidth the engine applied (after any efficiency factor): its own figure when given
+          const bwUsed = row.bandwidth || (row.memory_time_s > 0 ? (row.bytes - host) / row.memory_time_s : bw);
+          const devBytes = host > 0 ? "device bytes" : "bytes";
+          let computeTerm = `FLOPs / ${peakName} ${fmtRate(row.peak_flops, "FLOP/s")}`;
+          if (mode === "calibrated" && row.compute_time_s > 0) {
+            // small-M GEMM efficiency (and dequantization) lower the rate below the peak
+            computeTerm = `FLOPs / effective ${fmtRate(row.flops / row.compute_time_s, "FLOP/s")}`;
+          }
+          const terms = [computeTerm, `${devBytes} / ${fmtRate(bwUsed, "B/s")}`];
+          const times = [fmtTime(row.compute_time_s), fmtTime(row.memory_time_s)];
+          if (host > 0) {
+            terms.push("host bytes / host link");
+            times.push(fmtTime(row.host_time_s));
+          }
+          let expr = `max(${terms.join(", ")}) = max(${times.join(", ")})`;
+          const base = Math.max(row.compute_time_s, row.memory_time_s, row.host_time_s || 0);
+          const overhead = row.time_s - base;
+          if (mode === "calibrated" && overhead > 1e-15) expr += ` + launch ${fmtTime(overhead)}`;
+          parts.push(line("time", expr, fmtTime(row.time_s), timeTitle));
+          if (row.attained_flops > 0) {
+            parts.push(line("attained", "FLOPs / time", fmtRate(row.attained_flops, "FLOP/s"), "the rate this operator runs at: its roofline dot's height"));
+          }
+        } else {
+          parts.push(line("time", `max(FLOPs / ${peakName}, bytes / bandwidth)`, fmtTime(row.time_s), timeTitle));
+        }
       }
       parts.push(
         line("per pass", `${fmtNumber(row.count)} × ${fmtTime(row.time_s)}`, fmtTime(row.count * row.time_s), "time of all runs in one pass"),
@@ -106,7 +144,7 @@ function render({ model, el }) {
     });
   }
   draw();
-  for (const name of ["rows", "selected", "bandwidth", "picker"]) model.on(`change:${name}`, schedule);
+  for (const name of ["rows", "selected", "bandwidth", "picker", "mode", "host_bandwidth"]) model.on(`change:${name}`, schedule);
   return () => {};
 }
 

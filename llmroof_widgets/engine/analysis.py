@@ -89,6 +89,15 @@ class Phase:
         }
 
 
+def _time_note(efficiency) -> str:
+    if efficiency == "calibrated":
+        return ("calibrated times: an explained model of real kernels (achievable bandwidth and GEMM efficiency per "
+                "device family, small-batch GEMM efficiency, launch overhead); not a bound")
+    if isinstance(efficiency, dict) and efficiency:
+        return "roofline times with efficiency factors " + ", ".join(f"{k} {v:g}" for k, v in efficiency.items())
+    return "roofline times are lower bounds: each operator at the device's peak compute or peak bandwidth"
+
+
 class Result:
     """The analysis of one model on one device for one workload. ``to_dict()`` gives plain data."""
 
@@ -132,14 +141,15 @@ class Result:
                 "params_active": self.params_active,
             },
             "hardware": self.hardware.to_dict(),
-            "roofs": roofs(self.prefill.roof, {r.dtype for r in self.prefill.rows + self.decode.rows}),
+            "roofs": roofs(self.prefill.roof, {r.dtype for r in self.prefill.rows + self.decode.rows},
+                           sparse=any(r.speedup > 1 for r in self.prefill.rows)),
             "settings": dict(self.settings),
             "prefill": self.prefill.to_dict(),
             "decode": self.decode.to_dict(),
             "generation": gen,
             "memory": dict(self.memory),
             "notes": {
-                "time": "roofline times are lower bounds: each operator at the device's peak compute or peak bandwidth",
+                "time": _time_note(self.settings.get("efficiency")),
                 "ttft": "time to first token = prefill time",
                 "tpot": "time per output token after the first = (e2e − ttft)/(gen_len − 1)",
                 "tokens_per_s": "generated tokens per second for one sequence (one user), end to end",

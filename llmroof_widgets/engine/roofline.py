@@ -75,8 +75,11 @@ class Roof:
         return t + self.overhead(r) if self.calibrated else t
 
 
-def roofs(roof: Roof, dtypes) -> dict:
-    """The roofs a plot draws: bandwidth slope and one flat roof per dtype, after efficiency factors."""
+def roofs(roof: Roof, dtypes, sparse: bool = False) -> dict:
+    """The roofs a plot draws: bandwidth slope and one flat roof per dtype, after efficiency factors.
+
+    ``sparse``: 2:4 sparse weights on sparse tensor cores — ``sparse_peaks`` holds the doubled roofs.
+    """
     peaks = {}
     for d in dtypes:
         if d == "link":
@@ -86,12 +89,15 @@ def roofs(roof: Roof, dtypes) -> dict:
         else:
             used, pk = roof.hw.matrix_peak(d)
             peaks[used] = pk * roof.eff_c
+    mode = "calibrated" if roof.calibrated else ("custom" if (roof.eff_c != 1.0 or roof.bw != roof.hw.memory_bandwidth
+                                                               or roof.eff_comm != 1.0) else "roofline")
     return {
         "memory_bandwidth": roof.bw,
         "host_bandwidth": roof.host_bw or None,
         "peaks": peaks,
+        "sparse_peaks": {d: 2 * pk for d, pk in peaks.items() if d != "vector"} if sparse else {},
         "ridge": {d: pk / roof.bw for d, pk in peaks.items()},  # FLOP/byte where compute meets bandwidth
-        "mode": "calibrated" if roof.calibrated else "roofline",
+        "mode": mode,
         "note": "calibrated: per-operator small-M GEMM efficiency and launch overhead are applied on top of these roofs"
         if roof.calibrated else "roofline: a lower bound on time",
     }

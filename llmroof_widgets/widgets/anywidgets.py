@@ -99,12 +99,18 @@ class LayerTable(_Closing, StateView, anywidget.AnyWidget):
 class FormulaPanel(_Closing, StateView, anywidget.AnyWidget):
     """The selected operator's FLOPs and bytes formulas with the numbers substituted (strings from
     the engine) and the resulting values, intensity and roofline time. ``picker=True`` adds a
-    drop-down to choose the operator in the panel itself (useful when it is shown alone)."""
+    drop-down to choose the operator in the panel itself (useful when it is shown alone).
+
+    Offloaded operators show their host-link term (host bytes / host-link bandwidth); collectives
+    (bound "communication") their message and α–β time; in calibrated mode the time is
+    max(FLOPs / effective rate, bytes / achievable bandwidth) + launch overhead."""
 
     _esm = BundleESM("formula_panel")
 
     rows = traitlets.List(traitlets.Dict()).tag(sync=True)
-    bandwidth = traitlets.Float(0.0).tag(sync=True)
+    bandwidth = traitlets.Float(0.0, help="device-memory bandwidth after efficiency factors (roofs)").tag(sync=True)
+    host_bandwidth = traitlets.Float(0.0, help="host-link bandwidth after efficiency factors (offloading)").tag(sync=True)
+    mode = traitlets.Unicode("roofline", help="roofline | calibrated | custom (efficiency factors)").tag(sync=True)
     selected = selection_trait()
     picker = traitlets.Bool(True).tag(sync=True)
 
@@ -123,7 +129,11 @@ class FormulaPanel(_Closing, StateView, anywidget.AnyWidget):
         sel = self.remap(old, new, cur) if old is not None else (cur if cur is not None and cur < len(new.rows) else None)
         with self.hold_sync():
             self.rows = new.formula_rows()
-            self.bandwidth = float(new.d.get("hardware", {}).get("memory_bandwidth", 0.0) or 0.0)
+            rf = new.roofs
+            self.bandwidth = float(rf.get("memory_bandwidth") or new.d.get("hardware", {}).get("memory_bandwidth", 0.0)
+                                   or 0.0)
+            self.host_bandwidth = float(rf.get("host_bandwidth") or 0.0)
+            self.mode = new.headline.get("efficiency_mode", "roofline") if new.headline else "roofline"
             self.selected = [] if sel is None else [sel]
 
 

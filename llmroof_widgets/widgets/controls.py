@@ -98,8 +98,9 @@ class Controls(W.VBox):
                                  layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["a_bits"])
         self.kv_bits = W.Dropdown(options=format_options(_KV_FORMATS), value=16, description="KV cache",
                                   layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["kv_bits"])
-        self.group_size = W.Dropdown(options=[("per channel", None)] + [(str(g), g) for g in GROUP_SIZES[1:]],
-                                     value=None, description="group size", layout=_full(), style=_DESC,
+        # value 0 stands for None (per channel): a Dropdown's None means "nothing selected"
+        self.group_size = W.Dropdown(options=[("per channel", 0)] + [(str(g), g) for g in GROUP_SIZES[1:]],
+                                     value=0, description="group size", layout=_full(), style=_DESC,
                                      tooltip="group-wise weight quantization: each group's scale (and zero point) adds "
                                              "its bits / group size to every weight (int4 g128 = 4.16 bits); "
                                              "per channel: no overhead. Only for quantized weights")
@@ -112,11 +113,14 @@ class Controls(W.VBox):
         self.attention = W.ToggleButtons(options=["causal", "full"], description="attention", style=tb,
                                          tooltips=["prefill counts the causal half of the score matrix",
                                                    "prefill counts the whole score matrix (eager attention)"])
+        for w in (self.phase, self.logits, self.attention):
+            w.layout.width = "auto"  # not the 300 px inline default, which wraps the buttons under the label
         self.technique_controls = TechniqueControls(self.state)
-        self.techniques = W.VBox([self.technique_controls.box], layout=_full())
+        self.techniques = W.VBox([self.technique_controls.box], layout=W.Layout(width="auto"))
         self.techniques.add_class("lr-techniques")
         self.techniques_accordion = W.Accordion(children=[self.techniques], titles=("Techniques",),
                                                 selected_index=None, layout=_full())
+        self.techniques_accordion.add_class("lr-tech-accordion")
 
         def section(title, tip=None):
             lab = W.HTML(f"<b>{html.escape(title)}</b>", tooltip=tip)
@@ -160,7 +164,7 @@ class Controls(W.VBox):
 
     def _group_size_to_state(self, change):
         if not self._guard:
-            self.state.update(group_size=change["new"])
+            self.state.update(group_size=change["new"] or None)
 
     def _model_to_state(self, change):
         if self._guard:
@@ -247,9 +251,8 @@ class Controls(W.VBox):
                 self._set_format(getattr(self, name), getattr(st, name))
             gs = st.group_size
             if gs not in [v for _, v in self.group_size.options] and isinstance(gs, int) and not isinstance(gs, bool):
-                self.group_size.options = sorted([*self.group_size.options, (str(gs), gs)],
-                                                 key=lambda o: -1 if o[1] is None else o[1])
-            self._set(self.group_size, gs)
+                self.group_size.options = sorted([*self.group_size.options, (str(gs), gs)], key=lambda o: o[1])
+            self._set(self.group_size, gs or 0)
             w = st.w_bits
             quantized = (isinstance(w, (int, float)) and w < 16) or (isinstance(w, str) and w.lower() in FORMATS
                                                                     and FORMATS[w.lower()][0] < 16)

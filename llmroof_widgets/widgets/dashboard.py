@@ -5,9 +5,13 @@ import ipywidgets as W
 import traitlets
 
 from .anywidgets import FormulaPanel, LayerTable
+from .compare import CompareView
 from .controls import Controls
 from .plots import MemoryBreakdown, RooflinePlot, StepTimeline
 from .state import State
+from .sweep import SweepView
+
+SWEEP_TITLE = "Sweep: time and memory against batch size or context"
 
 
 class Dashboard(W.VBox):
@@ -24,12 +28,21 @@ class Dashboard(W.VBox):
 
     Parts, each usable alone on a State: ``controls``, ``table`` (:class:`LayerTable`, with the
     headline and errors), ``formula`` (:class:`FormulaPanel`), ``roofline`` (:class:`RooflinePlot`),
-    ``memory`` (:class:`MemoryBreakdown`), ``timeline`` (:class:`StepTimeline`).
+    ``memory`` (:class:`MemoryBreakdown`), ``timeline`` (:class:`StepTimeline`), ``sweep``
+    (:class:`SweepView`, in the collapsible ``sweep_section`` at the bottom).
+
+    Technique knobs: ``ui.state.update(tp=2, flash_attention="tiled")`` or ``ui.state.tp = 2`` (see
+    :class:`State`), or the controls' Techniques section.
+
+    The sweep is computed lazily: only while its section is open (``ui.sweep.active``), so a
+    control change does not pay for ``lr.sweep`` while nobody looks at it; opening the section
+    brings it up to date. ``Dashboard(..., sweep_open=True)`` opens it from the start.
     """
 
     selected = traitlets.List(traitlets.Int(), help="selected table row: [] or [index]; mirrors the browser")
 
-    def __init__(self, model=None, hardware=None, *, state: State | None = None, **inputs):
+    def __init__(self, model=None, hardware=None, *, state: State | None = None, sweep_open: bool = False,
+                 **inputs):
         layout = inputs.pop("layout", None)
         if state is not None:
             if model is not None or hardware is not None or inputs:
@@ -54,8 +67,19 @@ class Dashboard(W.VBox):
         self.roofline.layout.flex = "3 1 0"
         self.memory.layout = W.Layout(flex="2 1 0", min_width="280px")
         plots = W.HBox([self.roofline, self.memory], layout=W.Layout(width="100%", flex_flow="row wrap"))
-        super().__init__(children=[top, plots, self.timeline], layout=layout or W.Layout(width="100%"))
+        self.sweep = SweepView(state, active=False)
+        # the sweep's figures are put in the section only while it is open: a bqplot figure drawn
+        # inside a closed (zero-size) section lays itself out with negative sizes
+        self._sweep_slot = W.VBox([], layout=W.Layout(width="100%"))
+        self.sweep_section = W.Accordion(children=[self._sweep_slot], titles=(SWEEP_TITLE,),
+                                         selected_index=None, layout=W.Layout(width="100%"))
+        self.sweep_section.add_class("lr-sweep-section")
+        self.sweep_section.observe(self._sweep_toggled, names="selected_index")
+        super().__init__(children=[top, plots, self.timeline, self.sweep_section],
+                         layout=layout or W.Layout(width="100%"))
         self.add_class("lr-dashboard")
+        if sweep_open:
+            self.sweep_section.selected_index = 0
 
         self.table.observe(self._table_selected, names="selected")
         self.observe(self._dashboard_selected, names="selected")
@@ -98,6 +122,12 @@ class Dashboard(W.VBox):
         self.selected = [index]
         return self.selected_row
 
+    def _sweep_toggled(self, change):
+        # the browser opened or closed the sweep section: compute the sweep only while it is open
+        is_open = change["new"] == 0
+        self.sweep.active = is_open
+        self._sweep_slot.children = (self.sweep,) if is_open else ()
+
     # -- selection mirror --------------------------------------------------------------------------
     def _table_selected(self, change):
         # the browser (or a recomputation) changed the table's selection: mirror it only; the
@@ -119,15 +149,15 @@ class Dashboard(W.VBox):
         self.roofline.show_row(sel[0] if sel else None)
 
     def close(self):
-        for name in ("controls", "table", "formula", "roofline", "memory", "timeline"):
+        for name in ("controls", "table", "formula", "roofline", "memory", "timeline", "sweep"):
             w = getattr(self, name, None)
             if w is not None:
                 w.close()
         super().close()
 
 
-def compare_dashboards(*dashboards, **kwargs) -> W.HBox:
-    """Two (or more) dashboards side by side, e.g. two devices or two precisions.
+def compare_dashboards(*dashboards, deltas: bool | None = None, labels=None, **kwargs) -> W.HBox:
+    """Two (or more) dashboards side by side, e.g. two devices, two precisions, teacher and student.
 
     Each argument is a :class:`Dashboard` or a :class:`State` (a Dashboard is made for it)::
 
@@ -137,7 +167,10 @@ def compare_dashboards(*dashboards, **kwargs) -> W.HBox:
 
     The dashboards stay independent (each has its own State and selection); to show one State
     twice, use ``lr.Dashboard(state=a.state)``. Returns an ``ipywidgets.HBox`` whose children are
-    the dashboards (they wrap onto new rows when the page is narrow).
+    the dashboards (they wrap onto new rows when the page is narrow). With exactly two dashboards
+    (or ``deltas=True``), a :class:`CompareView` of the first two follows on a row of its own
+    (``box.compare``: totals and per-operator deltas from ``lr.compare``, live as either changes);
+    ``labels`` names the two (default ``("a", "b")``).
     """
     if not dashboards:
         raise TypeError("compare_dashboards: give at least one Dashboard or State")
@@ -150,7 +183,16 @@ def compare_dashboards(*dashboards, **kwargs) -> W.HBox:
         d.layout.flex = "1 1 0"
         d.layout.min_width = "720px"
         items.append(d)
+    if deltas is None:
+        deltas = len(items) == 2
+    if deltas and len(items) < 2:
+        raise TypeError("compare_dashboards: deltas need two dashboards")
+    cmp = None
+    if deltas:
+        cmp = CompareView(items[0], items[1], labels=tuple(labels) if labels else ("a", "b"),
+                          layout=W.Layout(width="100%", flex="1 1 100%"))
     kwargs.setdefault("layout", W.Layout(width="100%", flex_flow="row wrap", align_items="flex-start"))
-    box = W.HBox(items, **kwargs)
+    box = W.HBox(items + ([cmp] if cmp is not None else []), **kwargs)
     box.add_class("lr-compare")
+    box.compare = cmp
     return box

@@ -90,7 +90,7 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         # notes in the plot's own coordinates (0–1): collectives listed in the table only, calibrated mode
         self.unit_x, self.unit_y = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
         self.notes = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales={"x": self.unit_x, "y": self.unit_y},
-                              colors=[COMM_COLOR, LABEL_COLOR], default_size=11, align="start", interactions={})
+                              colors=[COMM_COLOR, LABEL_COLOR], default_size=11, align="end", interactions={})
         self.ridges = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=sc, marker="diamond", colors=[LABEL_COLOR],
                                  default_size=36, stroke="#ffffff", display_names=False, interactions={"hover": "tooltip"},
                                  tooltip=bq.Tooltip(fields=["name"], labels=["ridge point"]))
@@ -118,7 +118,7 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
                    self.host_label, self.notes, self.ridges, *self.dots],
             axes=[self.x_axis, self.y_axis], title="Roofline",
             fig_margin={"top": 40, "bottom": 52, "left": 72, "right": 16},
-            legend_location="bottom-right", **kw,
+            legend_location="top-left", **kw,
         )
         self.add_class("lr-roofline")
         self._attach(state)
@@ -256,18 +256,20 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             self.ridges.y = peaks_y
             self.ridges.names = [f"{DTYPE_LABEL.get(dt, dt)}: {rd:.3g} FLOP/B (peak / bandwidth)"
                                  for (dt, _), rd in zip(roofs, ridges)]
+        # notes in the bottom-right corner (below the roofs at high intensity: no dot goes there)
         notes = []
         if new.communication:
             n = len(new.communication)
-            t = sum(rows[i]["count"] * rows[i]["time_s"] for i in new.communication)
-            notes.append(f"+ {n} communication operator{'s' if n > 1 else ''} (0 FLOPs, "
-                         f"{fmt_time(t)} per pass shown): listed in the table only")
+            notes.append(f"{n} collective{'s' if n > 1 else ''} (communication, 0 FLOPs): in the table, no dot")
+        fused = sum(1 for r in rows if r.get("dot") is None and r["bound"] != "communication"
+                    and (r.get("flops") or 0) > 0 and not (r.get("bytes") or 0) > 0)
+        if fused:
+            notes.append(f"{fused} fused operator{'s' if fused > 1 else ''} (no bytes, intensity ∞): in the table, no dot")
         if mode == "calibrated":
-            notes.append("calibrated: roofs at achievable rates; dots sit below them by small-M GEMM "
-                         "efficiency and launch overheads")
+            notes.append("calibrated: dots sit below the roofs by small-M efficiency and launch overheads")
         with self.notes.hold_sync():
-            self.notes.x = np.full(len(notes), 0.015)
-            self.notes.y = np.array([0.955, 0.885][:len(notes)])
+            self.notes.x = np.full(len(notes), 0.985)
+            self.notes.y = np.array([0.03, 0.09, 0.15][:len(notes)])
             self.notes.text = notes
             self.notes.colors = ([COMM_COLOR] if new.communication else []) + [LABEL_COLOR]
 
@@ -370,12 +372,12 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         title = (f"Memory · fits ({fmt_si(m['total_bytes'], 'B')} of {fmt_si(m['capacity_bytes'], 'B')})"
                  if fits else
                  f"Memory · DOES NOT FIT ({fmt_si(m['total_bytes'], 'B')} > {fmt_si(m['capacity_bytes'], 'B')})")
+        # per-device and host-memory facts go to the axis and the capacity label (the title stays short)
         devices = int(m.get("devices", 1) or 1)
-        if devices > 1:
-            title += f" · per device, {devices} devices"
         host = float(m.get("host_weights_bytes", 0.0) or 0.0) + float(m.get("host_kv_cache_bytes", 0.0) or 0.0)
+        self.y_axis.label = f"GB per device ({devices} devices)" if devices > 1 else "GB"
         if host > 0:
-            title += f" · {fmt_si(host, 'B')} in host memory"
+            self.capacity_label.text = [f"capacity {fmt_si(m['capacity_bytes'], 'B')} · host holds {fmt_si(host, 'B')}"]
         self.figure.title = title
 
 
@@ -440,5 +442,9 @@ class StepTimeline(_Closing, StateView, bq.Figure):
             self.labels.text = [f"TTFT {fmt_time(ttft)} (prefill of {int(p):,} tokens → first token)",
                                 f"mean TPOT {fmt_time(tpot / 1e3)}"]
         n = len(x)
-        self.title = (f"Decode step time · {n:,} steps after the first token" if n else
-                      "Decode step time · one generated token: no decode steps")
+        tpr = g.get("speculative_tokens_per_round")
+        if tpr and n:  # speculative decoding: each point is one draft-and-verify round
+            self.title = f"Decode time per speculative round · {n:,} rounds, {tpr:.3g} tokens per round"
+        else:
+            self.title = (f"Decode step time · {n:,} steps after the first token" if n else
+                          "Decode step time · one generated token: no decode steps")
