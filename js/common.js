@@ -76,11 +76,11 @@ function sig3(x) {
 
 function withPrefix(x, unit, prefixes) {
   if (x == null || !Number.isFinite(x)) return "–";
-  if (x === 0) return `0 ${unit}`;
+  if (x === 0) return `0 ${unit}`.trimEnd();
   const a = Math.abs(x);
   let i = 0;
   while (i < prefixes.length - 1 && a >= 1000 ** (i + 1) * 0.9995) i++;
-  return `${sig3(x / 1000 ** i)} ${prefixes[i]}${unit}`;
+  return `${sig3(x / 1000 ** i)} ${prefixes[i]}${unit}`.trimEnd(); // a bare count has no trailing space
 }
 
 const SI = ["", "k", "M", "G", "T", "P", "E"];

@@ -200,3 +200,19 @@ def test_missing_bundle_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(export, "REPO_ROOT", tmp_path)
     with pytest.raises(export.MissingEmbedAssetError, match="npm run build"):
         export.embed_asset_path("embed-amd.js")
+
+
+def test_dashboard_export_button_writes_the_file(tmp_path):
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(model="gpt2", hardware="rtx-4090", prompt_len=64, gen_len=8)
+    target = tmp_path / "shared view.html"
+    ui.export_path.value = str(target)
+    ui.export_button.click()
+    assert target.is_file() and target.stat().st_size > 1e6
+    assert ui.export_status.value.startswith("wrote ")
+    text = target.read_text()
+    assert "application/vnd.jupyter.widget-state+json" in text and "_esm" in text
+    ui.export_path.value = str(tmp_path / "no-such-dir" / "x.html")
+    ui.export_button.click()
+    assert ui.export_status.value.startswith("export failed")

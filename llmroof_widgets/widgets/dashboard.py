@@ -75,7 +75,18 @@ class Dashboard(W.VBox):
                                          selected_index=None, layout=W.Layout(width="100%"))
         self.sweep_section.add_class("lr-sweep-section")
         self.sweep_section.observe(self._sweep_toggled, names="selected_index")
-        super().__init__(children=[top, plots, self.timeline, self.sweep_section],
+        # share a view: one self-contained HTML file that works offline (lr.export_html)
+        self.export_path = W.Text(value="llmroof-view.html", description="Export to",
+                                  layout=W.Layout(width="320px"), style={"description_width": "70px"})
+        self.export_button = W.Button(description="Export HTML", icon="download",
+                                      tooltip="Write one self-contained HTML file of this dashboard: it opens with no "
+                                              "network and keeps selections, tooltips and sorting; recomputing needs a kernel")
+        self.export_status = W.Label(value="")
+        self.export_button.on_click(self._export_clicked)
+        export_bar = W.HBox([self.export_path, self.export_button, self.export_status],
+                            layout=W.Layout(align_items="center"))
+        export_bar.add_class("lr-export")
+        super().__init__(children=[top, plots, self.timeline, self.sweep_section, export_bar],
                          layout=layout or W.Layout(width="100%"))
         self.add_class("lr-dashboard")
         if sweep_open:
@@ -121,6 +132,22 @@ class Dashboard(W.VBox):
             raise ValueError(f"select: row index {index} out of range (0–{len(self.table.rows) - 1})")
         self.selected = [index]
         return self.selected_row
+
+    def export_html(self, path: str = "llmroof-view.html", title: str | None = None):
+        """Write this dashboard as one self-contained, offline HTML file (see :func:`lr.export_html`)."""
+        from ..export import export_html
+
+        return export_html(self, path, title=title)
+
+    def _export_clicked(self, _button):
+        import os
+
+        path = self.export_path.value.strip() or "llmroof-view.html"
+        try:
+            self.export_html(path)
+            self.export_status.value = f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)"
+        except Exception as e:  # noqa: BLE001 - shown to the user, never lost (P16)
+            self.export_status.value = f"export failed: {e}"
 
     def _sweep_toggled(self, change):
         # the browser opened or closed the sweep section: compute the sweep only while it is open

@@ -49,12 +49,12 @@ def _with_prefix(x, unit: str) -> str:
     if x is None or not math.isfinite(x):
         return "–"
     if x == 0:
-        return f"0 {unit}"
+        return f"0 {unit}".rstrip()
     prefixes = ["", "k", "M", "G", "T", "P", "E"]
     i = 0
     while i < len(prefixes) - 1 and abs(x) >= 1000 ** (i + 1) * 0.9995:
         i += 1
-    return f"{_sig3(x / 1000 ** i)} {prefixes[i]}{unit}"
+    return f"{_sig3(x / 1000 ** i)} {prefixes[i]}{unit}".rstrip()
 
 
 def js_flops(x) -> str:
