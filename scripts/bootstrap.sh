@@ -27,10 +27,21 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv && rm -rf .venv && "$PY" -m venv .venv; }
 fi
 STAMP=".venv/.llmroof-installed-$EXTRA"
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ package.json -nt "$STAMP" ] || [ ! -f llmroof_widgets/static/layer_table.js ]; then
+LABEXT_BUILT=llmroof_widgets/labextension/package.json
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ package.json -nt "$STAMP" ] || [ ! -f llmroof_widgets/static/layer_table.js ] \
+   || [ ! -f "$LABEXT_BUILT" ] || [ labextension/package.json -nt "$STAMP" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # the JS bundles are rebuilt by the install's build hook (npm install + esbuild)
   rm -rf llmroof_widgets/static
   .venv/bin/python -m pip install -q -e ".[$EXTRA]"
   touch "$STAMP"
+fi
+# The JupyterLab extension: the editable install copied llmroof_widgets/labextension (hatch shared-data)
+# to .venv/share/jupyter/labextensions/llmroof-widgets. Link it instead (what `jupyter labextension
+# develop` does), so a later `npm run build` updates what JupyterLab loads without a reinstall.
+LABEXT_DIR=.venv/share/jupyter/labextensions/llmroof-widgets
+if [ -f "$LABEXT_BUILT" ] && [ ! -L "$LABEXT_DIR" ]; then
+  rm -rf "$LABEXT_DIR"
+  mkdir -p "$(dirname "$LABEXT_DIR")"
+  ln -s "$PWD/llmroof_widgets/labextension" "$LABEXT_DIR"
 fi

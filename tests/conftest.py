@@ -6,6 +6,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# widget tests must not pick up a developer's ~/.jupyter Lab settings for default model/device
+os.environ.setdefault("LLMROOF_IGNORE_LAB_SETTINGS", "1")
 
 
 # -- browser tests: one Debian Chromium per test session (shared by every browser test file) ------

@@ -50,15 +50,21 @@ class Dashboard(W.VBox):
             if not isinstance(state, State):
                 raise TypeError(f"Dashboard: state must be an lr.State, got {type(state).__name__}")
         else:
-            state = State(model=model, hardware=hardware, **inputs)
+            # arguments left out take the JupyterLab settings (Settings › LLM Roofline), if any
+            from ..lab_settings import apply_lab_settings
+
+            inputs.update(apply_lab_settings(model, hardware, inputs.pop("w_bits", None)))
+            state = State(**inputs)
         self.state = state
         self._from_table = False
-        self.controls = Controls(state)
-        self.table = LayerTable(state)
-        self.formula = FormulaPanel(state, picker=False)
+        # views are created (and so refreshed on every change) plots first: the roofline's marks are
+        # the first message the browser receives after a control moves
         self.roofline = RooflinePlot(state)
         self.memory = MemoryBreakdown(state)
         self.timeline = StepTimeline(state)
+        self.controls = Controls(state)
+        self.table = LayerTable(state)
+        self.formula = FormulaPanel(state, picker=False)
         self.table.link(self.roofline, self.memory, self.formula)
 
         grow = {"flex": "1 1 0", "min_width": "0"}
