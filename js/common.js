@@ -127,3 +127,20 @@ export function opLabel(row) {
   if (!row) return "";
   return `${row.phase} · ${row.layer_type} · ${row.name}`;
 }
+
+/** Draw now, then redraw once per burst of trait changes: one kernel update (hold_sync) sets several
+ * traits at once, and the view should paint once, before the next frame. */
+export function redrawOn(model, names, draw) {
+  let pending = false;
+  const schedule = () => {
+    if (pending) return;
+    pending = true;
+    queueMicrotask(() => {
+      pending = false;
+      draw();
+    });
+  };
+  draw();
+  for (const name of names) model.on(`change:${name}`, schedule);
+  return schedule;
+}

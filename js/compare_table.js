@@ -7,7 +7,7 @@
 //   totals     [{quantity, a, b, delta, ratio, better: "lower" | "higher" | null}]
 //   operators  [{phase, layer_type, name, time_a, time_b, delta_s, bytes_a, bytes_b, bound_a, bound_b}]
 //   error      "" or the States' error messages
-import { ensureStyle, fmtBytes, fmtFlops, fmtNumber, fmtRate, fmtTime, h } from "./common.js";
+import { ensureStyle, fmtBytes, fmtFlops, fmtNumber, fmtRate, fmtTime, h, redrawOn } from "./common.js";
 
 const QUANTITY_LABEL = {
   params_total: "parameters",
@@ -190,17 +190,7 @@ function render({ model, el }) {
     if (wasOpen) el.querySelector("details.lr-compare-ops").open = true;
   }
 
-  let pending = false;
-  function schedule() {
-    if (pending) return;
-    pending = true;
-    queueMicrotask(() => {
-      pending = false;
-      draw();
-    });
-  }
-  draw();
-  for (const name of ["labels", "headers", "totals", "operators", "error"]) model.on(`change:${name}`, schedule);
+  redrawOn(model, ["labels", "headers", "totals", "operators", "error"], draw);
   return () => {};
 }
 

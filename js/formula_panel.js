@@ -9,7 +9,7 @@
 //   selected   [row index] or []  (linked to the table on the front end)
 //   picker     show a drop-down to choose the operator here
 import {
-  asIndices, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtRate, fmtTime, h, opLabel,
+  asIndices, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtRate, fmtTime, h, opLabel, redrawOn
 } from "./common.js";
 
 function line(label, formula, result, title) {
@@ -134,17 +134,7 @@ function render({ model, el }) {
     el.replaceChildren(h("div", { class: "lr-formula" }, parts));
   }
 
-  let pending = false;
-  function schedule() {
-    if (pending) return;
-    pending = true;
-    queueMicrotask(() => {
-      pending = false;
-      draw();
-    });
-  }
-  draw();
-  for (const name of ["rows", "selected", "bandwidth", "picker", "mode", "host_bandwidth"]) model.on(`change:${name}`, schedule);
+  redrawOn(model, ["rows", "selected", "bandwidth", "picker", "mode", "host_bandwidth"], draw);
   return () => {};
 }
 

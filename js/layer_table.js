@@ -14,7 +14,7 @@
 //   peers     ["IPY_MODEL_<id>", ...]  anywidgets whose `selected` uses the row indices
 import {
   asIndices, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtPercent, fmtRate,
-  fmtTime, h, opLabel, sameIndices,
+  fmtTime, h, opLabel, sameIndices, redrawOn
 } from "./common.js";
 
 const COLUMNS = [
@@ -498,19 +498,7 @@ function render({ model, el }) {
     revealSelected();
   }
 
-  // One kernel update sets several traits at once (hold_sync): draw once, before the next paint.
-  let pending = false;
-  function schedule() {
-    if (pending) return;
-    pending = true;
-    queueMicrotask(() => {
-      pending = false;
-      draw();
-    });
-  }
-
-  draw();
-  for (const name of ["rows", "totals", "headline", "error", "warning"]) model.on(`change:${name}`, schedule);
+  redrawOn(model, ["rows", "totals", "headline", "error", "warning"], draw);
   model.on("change:selected", restyleSelection);
   return () => {};
 }

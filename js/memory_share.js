@@ -5,7 +5,7 @@
 //   rows           [{index, phase, layer_type, name, count, weight_bytes}] (the table's row indices)
 //   weights_bytes  all weights resident on the device
 //   selected       [row index] or []  (linked to the table on the front end)
-import { asIndices, ensureStyle, fmtBytes, fmtNumber, fmtPercent, h, opLabel } from "./common.js";
+import { asIndices, ensureStyle, fmtBytes, fmtNumber, fmtPercent, h, opLabel, redrawOn } from "./common.js";
 
 function render({ model, el }) {
   ensureStyle(el);
@@ -44,17 +44,7 @@ function render({ model, el }) {
     );
   }
 
-  let pending = false;
-  function schedule() {
-    if (pending) return;
-    pending = true;
-    queueMicrotask(() => {
-      pending = false;
-      draw();
-    });
-  }
-  draw();
-  for (const name of ["rows", "selected", "weights_bytes"]) model.on(`change:${name}`, schedule);
+  redrawOn(model, ["rows", "selected", "weights_bytes"], draw);
   return () => {};
 }
 

@@ -17,6 +17,7 @@ bad value also gives a ``UserWarning``). ``LLMROOF_IGNORE_LAB_SETTINGS=1`` ignor
 from __future__ import annotations
 
 import json
+import re
 import os
 import warnings
 from pathlib import Path
@@ -52,65 +53,25 @@ def settings_path() -> Path:
     return settings_dir() / SETTINGS_FILE
 
 
+# one pass over the text: strings are kept whole; comments and trailing commas (a comma whose next
+# token is } or ]) are what goes
+_JSON5_TOKENS = re.compile(
+    r""""(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'"""  # double- and single-quoted strings
+    r"|//[^\n]*|/\*.*?(?:\*/|\Z)"  # line and block comments
+    r"|,(?=(?:\s|//[^\n]*|/\*.*?\*/)*[}\]])",  # trailing commas
+    re.S,
+)
+
+
 def strip_json_comments(text: str) -> str:
     """JSON5-ish → JSON: drop ``//`` and ``/* */`` comments and trailing commas (outside strings)."""
-    # pass 1: comments out (a block comment becomes a space)
-    out: list[str] = []
-    i, n = 0, len(text)
-    quote: str | None = None
-    while i < n:
-        c = text[i]
-        if quote:
-            out.append(c)
-            if c == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-            i += 1
-        elif c in "\"'":
-            quote = c
-            out.append(c)
-            i += 1
-        elif text.startswith("//", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-            out.append(" ")
-        else:
-            out.append(c)
-            i += 1
-    text = "".join(out)
-    # pass 2: a comma followed (after white space) by } or ] goes
-    out = []
-    i, n = 0, len(text)
-    quote = None
-    while i < n:
-        c = text[i]
-        if quote:
-            out.append(c)
-            if c == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-            out.append(c)
-        elif c == ",":
-            j = i + 1
-            while j < n and text[j] in " \t\r\n":
-                j += 1
-            if not (j < n and text[j] in "}]"):
-                out.append(c)
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out)
+    def keep(m: re.Match) -> str:
+        t = m.group(0)
+        if t[0] in "\"'":
+            return t
+        return " " if t.startswith("/*") else ""  # a block comment becomes a space
+
+    return _JSON5_TOKENS.sub(keep, text)
 
 
 def _parse(text: str) -> dict:

@@ -142,6 +142,7 @@ def test_read_lab_settings_can_be_ignored(settings_dir, monkeypatch):
 
 def test_settings_dir_follows_jupyter_config_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("JUPYTERLAB_SETTINGS_DIR", raising=False)
+    monkeypatch.delenv("LLMROOF_IGNORE_LAB_SETTINGS", raising=False)
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "cfg"))
     assert lab_settings.settings_dir() == tmp_path / "cfg" / "lab" / "user-settings"
     _write(tmp_path / "cfg" / "lab" / "user-settings", '{"model": "llama-2-7b"}')
