@@ -133,26 +133,29 @@ function initialize({ model }) {
     const sel = current();
     const rows = rowsOf();
     const row = sel.length ? rows[sel[0]] : null;
+    const changed = [];
     syncing = true;
     try {
       marks.forEach((m, j) => {
         if (!m) return;
         const want = row && row.dot && row.dot[0] === slotOf(j) ? [row.dot[1]] : [];
         if (!sameIndices(want, asIndices(m.get("selected")))) {
-          m.set("selected", want.length ? new Uint32Array(want) : null);
-          m.save_changes();
+          m.set("selected", want.length ? new Uint32Array(want) : null); // restyles the dot now
+          changed.push(m);
         }
       });
       for (const p of peers) {
         if (!p) continue;
         if (!sameIndices(sel, asIndices(p.get("selected")))) {
           p.set("selected", sel.slice());
-          p.save_changes();
+          changed.push(p);
         }
       }
     } finally {
       syncing = false;
     }
+    // tell the kernel after the views have restyled: serializing and sending can wait a microtask
+    if (changed.length) queueMicrotask(() => changed.forEach((m) => m.save_changes()));
   }
 
   function setTable(next) {
@@ -499,7 +502,8 @@ function render({ model, el }) {
   }
 
   redrawOn(model, ["rows", "totals", "headline", "error", "warning"], draw);
-  model.on("change:selected", restyleSelection);
+  // the dots restyle first (the hub's listener, registered in initialize); the table follows a microtask later
+  model.on("change:selected", () => queueMicrotask(restyleSelection));
   return () => {};
 }
 
