@@ -64,61 +64,7 @@ export function sameIndices(a, b) {
   return true;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Units (decimal SI, as the engine and the vendors use: 1 GB = 1e9 bytes).
-
-function sig3(x) {
-  const a = Math.abs(x);
-  if (a >= 100) return x.toFixed(0);
-  if (a >= 10) return x.toFixed(1);
-  return x.toFixed(2);
-}
-
-function withPrefix(x, unit, prefixes) {
-  if (x == null || !Number.isFinite(x)) return "–";
-  if (x === 0) return `0 ${unit}`.trimEnd();
-  const a = Math.abs(x);
-  let i = 0;
-  while (i < prefixes.length - 1 && a >= 1000 ** (i + 1) * 0.9995) i++;
-  return `${sig3(x / 1000 ** i)} ${prefixes[i]}${unit}`.trimEnd(); // a bare count has no trailing space
-}
-
-const SI = ["", "k", "M", "G", "T", "P", "E"];
-
-export const fmtFlops = (x) => withPrefix(x, "FLOP", SI);
-export const fmtBytes = (x) => withPrefix(x, "B", SI);
-export const fmtRate = (x, unit) => withPrefix(x, unit, SI);
-
-export function fmtTime(s) {
-  if (s == null || !Number.isFinite(s)) return "–";
-  if (s === 0) return "0 s";
-  const a = Math.abs(s);
-  if (a < 1e-6) return `${sig3(s * 1e9)} ns`;
-  if (a < 1e-3) return `${sig3(s * 1e6)} µs`;
-  if (a < 1) return `${sig3(s * 1e3)} ms`;
-  return `${sig3(s)} s`;
-}
-
-export function fmtNumber(x) {
-  if (x == null || !Number.isFinite(x)) return "–";
-  if (Number.isInteger(x)) return x.toLocaleString("en-US");
-  return sig3(x);
-}
-
-export function fmtIntensity(x) {
-  if (x == null || !Number.isFinite(x)) return "–";
-  if (x === 0) return "0";
-  if (Math.abs(x) < 0.01) return x.toExponential(1);
-  return sig3(x);
-}
-
-export function fmtPercent(x) {
-  if (x == null || !Number.isFinite(x)) return "–";
-  const p = x * 100;
-  if (p === 0) return "0 %";
-  if (Math.abs(p) < 0.1) return "<0.1 %";
-  return `${p >= 10 ? p.toFixed(1) : p.toFixed(2)} %`;
-}
+export * from "./format.js";
 
 export const PHASE_LABEL = { prefill: "prefill", decode: "decode" };
 
