@@ -651,3 +651,24 @@ def test_compare_table_bundle_and_hostile_names(built, tmp_path):
 def test_top_level_names():
     assert lr.SweepView is lw.SweepView and lr.CompareView is lw.CompareView
     assert lr.TechniqueControls is lw.TechniqueControls
+
+
+def test_memory_breakdown_per_batch_size_matches_the_engine_sweep():
+    import numpy as np
+
+    st = lr.State(model="llama-3.1-8b", hardware="h100-sxm", batch_size=12, prompt_len=2048, gen_len=256)
+    mem = lr.MemoryBreakdown(st)
+    assert mem.by.value == "phase" and list(mem.bars.x) == ["prefill", "end of decode"]
+    mem.by.value = "batch"
+    sizes = mem.batch_sizes
+    assert 12 in sizes and sizes[0] == 1 and len(sizes) <= mem.MAX_BARS
+    assert sizes[-1] >= st.result.memory["max_batch_size"]  # the fit limit is on the chart
+    df = lr.sweep("llama-3.1-8b", "h100-sxm", batch_size=sizes, prompt_len=2048, gen_len=256)
+    want = np.array([df.weights_bytes, df.kv_cache_bytes, df.activations_bytes]) / 1e9
+    assert np.allclose(np.asarray(mem.bars.y), want)
+    assert list(mem.bars.x) == [f"{b:,}" for b in sizes]
+    assert any(t.startswith("▶") for t in mem.totals_label.text)  # the current batch is marked
+    st.batch_size = 64  # follows the state
+    assert 64 in mem.batch_sizes
+    mem.by.value = "phase"
+    assert list(mem.bars.x) == ["prefill", "end of decode"] and mem.batch_sizes == []

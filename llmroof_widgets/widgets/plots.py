@@ -285,15 +285,27 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
 
 
 class MemoryBreakdown(_Closing, StateView, W.VBox):
-    """Weights, KV cache and activations as stacked bars for the prefill peak and the end of
-    decode, against the device's capacity (dashed line). Below the figure, a caption shows the
-    selected operator's weights as a share of all weights (linked on the front end)."""
+    """Weights, KV cache and activations as stacked bars against the device's capacity (dashed line):
+    per phase (the prefill peak and the end of decode), or per batch size (``by="batch"``: the end of
+    decode for batch 1, 2, 4, … around the current one and the largest that fits, from ``lr.sweep``;
+    computed only while that mode is shown). Below the figure, a caption shows the selected
+    operator's weights as a share of all weights (linked on the front end)."""
+
+    BY = (("per phase", "phase"), ("per batch size", "batch"))
+    MAX_BARS = 10
 
     CATEGORIES = ("weights", "KV cache", "activations")
     COLORS = ("#4c78a8", "#f58518", "#54a24b")
     DRAFT_COLOR = "#b279a2"
 
-    def __init__(self, state, **kwargs):
+    def __init__(self, state, by: str = "phase", **kwargs):
+        if by not in ("phase", "batch"):
+            raise ValueError(f"MemoryBreakdown: by must be 'phase' or 'batch', got {by!r}")
+        self.by = W.ToggleButtons(options=self.BY, value=by, style={"button_width": "110px"},
+                                  tooltips=["prefill peak and end of decode",
+                                            "end of decode for several batch sizes (lr.sweep)"])
+        self.by.add_class("lr-memory-by")
+        self.batch_sizes: list[int] = []  # the batch sizes shown in "batch" mode
         self.x_scale = bq.OrdinalScale()
         self.y_scale = bq.LinearScale(min=0.0, max=1.0)
         self.unit_scale = bq.LinearScale(min=0.0, max=1.0)
@@ -321,9 +333,10 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
             **_figure_kwargs("340px"),
         )
         self.share = MemoryShare(state)
-        super().__init__(children=[self.figure, self.share], **kwargs)
+        super().__init__(children=[self.by, self.figure, self.share], **kwargs)
         self.add_class("lr-memory")
         self._attach(state)
+        self.by.observe(lambda change: self._on_revision(), names="value")
         self._on_revision()
 
     @property
@@ -338,6 +351,10 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         m = new.d.get("memory")
         if not m:
             return
+        if self.by.value == "batch" and self._refresh_by_batch(m):
+            return
+        self.batch_sizes = []
+        self.x_axis.label = "phase (peak memory)"
         w = m["weights_bytes"]
         kv = (m.get("kv_cache_prompt_bytes", m["kv_cache_bytes"]), m["kv_cache_bytes"])
         act = (m.get("activations_prefill_bytes", m["activations_bytes"]),
@@ -356,6 +373,7 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         with self.y_scale.hold_sync():
             self.y_scale.min, self.y_scale.max = 0.0, top
         with self.bars.hold_sync():
+            self.bars.x = ["prefill", "end of decode"]
             self.bars.y = y
             if list(self.bars.labels) != labels:
                 self.bars.labels, self.bars.colors = labels, colors
@@ -366,8 +384,78 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
             self.capacity_label.y = np.array([cap])
             self.capacity_label.text = [f"capacity {fmt_si(m['capacity_bytes'], 'B')}"]
         with self.totals_label.hold_sync():
+            self.totals_label.x = ["prefill", "end of decode"]
             self.totals_label.y = np.array(totals, dtype=np.float64) / 1e9
             self.totals_label.text = [fmt_si(t, "B") for t in totals]
+        self._title(m)
+
+    def batch_values(self, m) -> list[int]:
+        """Powers of two up to twice the larger of the current batch and the largest that fits, plus the current one."""
+        current = int(self.state.batch_size)
+        top = max(2 * current, 2 * int(m.get("max_batch_size", 0) or 0), 8)
+        vals = sorted({2 ** k for k in range(int(math.log2(top)) + 1)} | {current})
+        while len(vals) > self.MAX_BARS:  # thin out, keeping both ends and the current batch
+            vals = sorted({v for i, v in enumerate(vals) if i % 2 == 0 or v in (current, vals[-1])})
+        return vals
+
+    def _refresh_by_batch(self, m) -> bool:
+        """The end-of-decode memory for several batch sizes, from the engine's sweep; False if it cannot run."""
+        from ..engine import sweep
+
+        st = self.state
+        kw = st.inputs()
+        try:
+            model = st._load("model", kw.pop("model"))
+            hardware = st._load("hardware", kw.pop("hardware"))
+        except ValueError:
+            return False
+        vals = self.batch_values(m)
+        frames = []
+        for v in vals:  # one call per value keeps values the engine rejects (batch < EP degree) out
+            try:
+                frames.append(sweep(model, hardware, **{**kw, "batch_size": [v]}))
+            except ValueError:
+                continue
+        if not frames:
+            return False
+        import pandas as pd
+
+        df = pd.concat(frames, ignore_index=True)
+        self.batch_sizes = [int(b) for b in df.batch_size]
+        xs = [f"{b:,}" for b in self.batch_sizes]
+        parts = [df.weights_bytes.to_numpy(), df.kv_cache_bytes.to_numpy(), df.activations_bytes.to_numpy()]
+        labels, colors = list(self.CATEGORIES), list(self.COLORS)
+        other = df.total_bytes.to_numpy() - sum(parts)
+        if (other > 1.0).any():  # speculative decoding: the draft model's weights and KV cache
+            parts.append(np.maximum(other, 0.0))
+            labels.append("draft model")
+            colors.append(self.DRAFT_COLOR)
+        y = np.array(parts, dtype=np.float64) / 1e9
+        totals = df.total_bytes.to_numpy() / 1e9
+        cap = m["capacity_bytes"] / 1e9
+        with self.y_scale.hold_sync():
+            self.y_scale.min, self.y_scale.max = 0.0, max(cap, float(totals.max())) * 1.35
+        with self.bars.hold_sync():
+            self.bars.x = xs
+            self.bars.y = y
+            if list(self.bars.labels) != labels:
+                self.bars.labels, self.bars.colors = labels, colors
+                self.bars.opacities = [1.0] * len(labels)
+        with self.capacity.hold_sync():
+            self.capacity.y = np.array([cap, cap])
+        with self.capacity_label.hold_sync():
+            self.capacity_label.y = np.array([cap])
+            self.capacity_label.text = [f"capacity {fmt_si(m['capacity_bytes'], 'B')}"]
+        with self.totals_label.hold_sync():
+            self.totals_label.x = xs
+            self.totals_label.y = totals
+            self.totals_label.text = [("▶ " if b == int(st.batch_size) else "") + fmt_si(t * 1e9, "B")
+                                      for b, t in zip(self.batch_sizes, totals)]
+        self.x_axis.label = f"batch size (end of decode; ▶ current, fits up to {int(m.get('max_batch_size', 0)):,})"
+        self._title(m)
+        return True
+
+    def _title(self, m):
         fits = m.get("fits", True)
         title = (f"Memory · fits ({fmt_si(m['total_bytes'], 'B')} of {fmt_si(m['capacity_bytes'], 'B')})"
                  if fits else
