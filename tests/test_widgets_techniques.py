@@ -672,3 +672,23 @@ def test_memory_breakdown_per_batch_size_matches_the_engine_sweep():
     assert 64 in mem.batch_sizes
     mem.by.value = "phase"
     assert list(mem.bars.x) == ["prefill", "end of decode"] and mem.batch_sizes == []
+
+
+def test_uploaded_config_json_becomes_the_model():
+    import datetime
+    import json
+
+    NOW = datetime.datetime.now(datetime.timezone.utc)  # noqa: N806
+
+    ui = lr.Dashboard(model="gpt2", hardware="h100-sxm", prompt_len=64, gen_len=4)
+    cfg = json.loads((lr.engine.models.MODELS_DIR / "opt-125m.json").read_text())
+    cfg.pop("_name_or_path", None)
+    ui.controls.model_upload.value = ({"name": "my-opt.json", "type": "application/json", "size": 10,
+                                       "content": memoryview(json.dumps(cfg).encode()), "last_modified": NOW},)
+    assert ui.state.error == ""
+    assert ui.state.result.model.name == "my-opt"
+    assert ui.state.result.params_total == lr.analyze("opt-125m", "h100-sxm").params_total
+    before = ui.state.result
+    ui.controls.model_upload.value = ({"name": "bad.json", "type": "application/json", "size": 3,
+                                       "content": memoryview(b"{no"), "last_modified": NOW},)
+    assert "bad.json" in ui.state.error and ui.state.result is before  # last valid result kept

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 
 import ipywidgets as W
 import traitlets
@@ -71,6 +72,11 @@ class Controls(W.VBox):
         self.model = W.Combobox(options=models, placeholder="type to search, hf id or config path",
                                 description="model", ensure_option=False, continuous_update=False,
                                 layout=_full(), style=_DESC)
+        # a config.json from the user's disk (read as data, never executed)
+        self.model_upload = W.FileUpload(accept=".json", multiple=False, description="config.json",
+                                         tooltip="analyze a Hugging Face config.json from your disk",
+                                         layout=W.Layout(width="auto", margin="0 0 4px 118px"))
+        self.model_upload.add_class("lr-model-upload")
         self.hardware = W.Dropdown(options=[*list_hardware(), CUSTOM], description="device", layout=_full(),
                                    style=_DESC)
         self.hw_name = W.Text(description="name", value="custom device", continuous_update=False,
@@ -128,7 +134,7 @@ class Controls(W.VBox):
             return lab
 
         children = [
-            section("Model and device"), self.model, self.hardware, self.hw_editor,
+            section("Model and device"), self.model, self.model_upload, self.hardware, self.hw_editor,
             section("Workload"), self.batch_size, self.prompt_len, self.gen_len,
             section("Precision (quantization)", "bits or the engine's format names for the weights, the "
                     "activations and the KV cache; group-wise scales for quantized weights"),
@@ -146,6 +152,7 @@ class Controls(W.VBox):
         for name in simple:
             getattr(self, name).observe(self._to_state(name), names="value")
         self.model.observe(self._model_to_state, names="value")
+        self.model_upload.observe(self._upload_to_state, names="value")
         self.hardware.observe(self._hardware_to_state, names="value")
         self.group_size.observe(self._group_size_to_state, names="value")
         for w in (self.hw_name, self.hw_memory, self.hw_bandwidth, self.hw_peak):
@@ -165,6 +172,24 @@ class Controls(W.VBox):
     def _group_size_to_state(self, change):
         if not self._guard:
             self.state.update(group_size=change["new"] or None)
+
+    def _upload_to_state(self, change):
+        """An uploaded config.json becomes the State's model (a dict, named after the file)."""
+        files = change["new"]
+        if not files:
+            return
+        f = files[0]
+        name = f.get("name", "config.json") if isinstance(f, dict) else getattr(f, "name", "config.json")
+        content = f["content"] if isinstance(f, dict) else f.content
+        try:
+            cfg = json.loads(bytes(content).decode("utf-8"))
+            if not isinstance(cfg, dict):
+                raise ValueError("it does not hold a JSON object")
+        except (ValueError, UnicodeDecodeError) as e:
+            self.state.error = f"model: the uploaded {name!r} is not a valid config.json ({e})"
+            return
+        cfg.setdefault("_name_or_path", name[:-5] if name.endswith(".json") else name)
+        self.state.model = cfg
 
     def _model_to_state(self, change):
         if self._guard:
