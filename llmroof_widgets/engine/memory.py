@@ -8,7 +8,7 @@ import numpy as np
 
 from .models import ModelConfig
 from .ops import Row
-from .options import Options
+from .options import Options, kv_heads_per_device
 from .precision import Precision
 
 
@@ -33,8 +33,7 @@ def _kv_elems_local(lt, opts: Options) -> float:
     a = lt.attention
     if a.kind == "mla":
         return a.kv_elements_per_token()  # the latent is replicated on every TP rank
-    kv_local = a.num_kv_heads // opts.tp if a.num_kv_heads % opts.tp == 0 else 1
-    return kv_local * (a.head_dim + a.v_head_dim)
+    return kv_heads_per_device(a.num_kv_heads, opts.tp) * (a.head_dim + a.v_head_dim)
 
 
 def kv_bytes_per_token(model: ModelConfig, prec: Precision, opts: Options | None = None) -> float:

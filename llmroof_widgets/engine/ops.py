@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from .models import ACT_FLOPS, AttentionSpec, LayerType, MLPSpec, ModelConfig
-from .options import Options
+from .options import Options, kv_heads_per_device
 from .precision import Precision, compute_dtype
 
 RMS_FLOPS = 4  # per element: square, sum, multiply by 1/rms, multiply by weight
@@ -303,7 +303,7 @@ class PassBuilder:
         in elements); query heads sharing a KV head are packed into the same tiles (GQA-aware);
         every query tile re-reads the K/V it can see (on average pairs/T keys per query under a causal mask).
         """
-        B, T, p = self.B, self.T, self.p
+        T, p = self.T, self.p
         factor = 1.0
         tiles = 1
         if self.o.flash_attention == "tiled":
@@ -330,16 +330,10 @@ class PassBuilder:
                              dt, fmt))
         self.rows[-1].m_dim = T * H / Hkv
 
-    def _kv_heads_local(self, Hkv, field="num_key_value_heads"):
-        tp = self.tp
-        if Hkv % tp == 0:
-            return Hkv // tp
-        return 1  # tp a multiple of Hkv (checked in Options.validate): each device keeps a replica of one KV head
-
     def mha(self, a: AttentionSpec):
         h, N, p, tp = self.m.hidden_size, self.N, self.p, self.tp
         H, Hkv, d, dv = a.num_heads, a.num_kv_heads, a.head_dim, a.v_head_dim
-        Hl, Hkvl = H // tp, self._kv_heads_local(Hkv)
+        Hl, Hkvl = H // tp, kv_heads_per_device(Hkv, tp)
         if a.fused_qkv:
             # one projection to [q | k | v]; its k and v parts go to the KV cache
             r = self.linear("qkv_proj", N, h, H * d + Hkv * (d + dv), bias=a.qkv_bias, split="col",

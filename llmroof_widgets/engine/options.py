@@ -101,6 +101,11 @@ def make_options(*, flash_attention="off", fused=False, kv_keep_ratio=1.0, kv_bu
                    tp=_degree("tp", tp), pp=_degree("pp", pp), ep=_degree("ep", ep), efficiency=eff)
 
 
+def kv_heads_per_device(num_kv_heads: int, tp: int) -> int:
+    """KV heads one tensor-parallel device holds: its shard, or one replicated head when tp exceeds them."""
+    return num_kv_heads // tp if num_kv_heads % tp == 0 else 1
+
+
 def validate_for(opts: Options, model, hardware, batch_size: int) -> None:
     """Checks that need the model or the device."""
     tp = opts.tp

@@ -40,11 +40,6 @@ def check_format(field: str, value) -> str:
     )
 
 
-def check_bits(field: str, value) -> int:
-    """Validate a bit width setting given as an int; returns it."""
-    return FORMATS[check_format(field, value)][0]
-
-
 def compute_dtype(w_fmt: str, a_fmt: str) -> str:
     """The dtype a product of a stored operand (weights or cache) and an activation runs in.
 
