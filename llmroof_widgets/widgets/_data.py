@@ -263,3 +263,30 @@ class ViewData:
             out.append({"index": r["index"], "phase": r["phase"], "layer_type": r["layer_type"], "name": r["name"],
                         "count": r["count"], "weight_bytes": wb})
         return out
+
+
+def sweep_dropping_invalid(model, hardware, settings: dict, key: str, values: list):
+    """``lr.sweep`` over ``values`` of ``key``, leaving out the values the engine rejects for this
+    configuration (e.g. a batch below the EP degree): ``(DataFrame, kept values, [(value, message)])``.
+
+    One vectorized call when every value is valid; one call per value only to find the bad ones.
+    Raises the engine's ValueError when no value is valid.
+    """
+    import pandas as pd
+
+    from ..engine import sweep
+
+    try:
+        return sweep(model, hardware, **{**settings, key: values}), list(values), []
+    except ValueError as first:
+        frames, kept, skipped = [], [], []
+        for v in values:
+            try:
+                frames.append(sweep(model, hardware, **{**settings, key: [v]}))
+                kept.append(v)
+            except ValueError as e:
+                skipped.append((v, str(e)))
+        if not frames:
+            raise first
+        return pd.concat(frames, ignore_index=True), kept, skipped
+

@@ -13,7 +13,7 @@ import ipywidgets as W
 import numpy as np
 
 from ._base import StateView
-from ._data import SLOTS, fmt_si, fmt_time
+from ._data import SLOTS, fmt_si, fmt_time, sweep_dropping_invalid
 from .anywidgets import MemoryShare
 
 MEMORY_COLOR = "#1f77b4"
@@ -359,82 +359,26 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         kv = (m.get("kv_cache_prompt_bytes", m["kv_cache_bytes"]), m["kv_cache_bytes"])
         act = (m.get("activations_prefill_bytes", m["activations_bytes"]),
                m.get("activations_decode_bytes", m["activations_bytes"]))
-        parts = [[w, w], list(kv), list(act)]
-        labels, colors = list(self.CATEGORIES), list(self.COLORS)
+        parts = [np.array([w, w]), np.array(kv), np.array(act)]
         draft = float(m.get("draft_bytes", 0.0) or 0.0)
-        if draft > 0:  # speculative decoding: the draft model's weights and KV cache
-            parts.append([draft, draft])
+        totals = np.array([m.get("prefill_total_bytes", sum(p[0] for p in parts) + draft),
+                           m.get("decode_total_bytes", sum(p[1] for p in parts) + draft)], dtype=np.float64)
+        self._draw(m, ["prefill", "end of decode"], parts, np.array([draft, draft]), totals,
+                   [fmt_si(t, "B") for t in totals])
+
+    def _draw(self, m, xs, parts, draft, totals, totals_text):
+        """Stacked bars (weights, KV cache, activations, and the draft model when there is one) at
+        ``xs``, their totals above them, against the capacity line. Bytes in, GB drawn."""
+        labels, colors = list(self.CATEGORIES), list(self.COLORS)
+        if (np.asarray(draft) > 1.0).any():  # speculative decoding: the draft model's weights and KV cache
+            parts = [*parts, np.maximum(draft, 0.0)]
             labels.append("draft model")
             colors.append(self.DRAFT_COLOR)
         y = np.array(parts, dtype=np.float64) / 1e9
-        totals = (m.get("prefill_total_bytes", y[:, 0].sum() * 1e9), m.get("decode_total_bytes", y[:, 1].sum() * 1e9))
         cap = m["capacity_bytes"] / 1e9
-        top = max(cap, totals[0] / 1e9, totals[1] / 1e9) * 1.35  # headroom for the legend
+        top = max(cap, float(np.max(totals)) / 1e9) * 1.35  # headroom for the legend
         with self.y_scale.hold_sync():
             self.y_scale.min, self.y_scale.max = 0.0, top
-        with self.bars.hold_sync():
-            self.bars.x = ["prefill", "end of decode"]
-            self.bars.y = y
-            if list(self.bars.labels) != labels:
-                self.bars.labels, self.bars.colors = labels, colors
-                self.bars.opacities = [1.0] * len(labels)
-        with self.capacity.hold_sync():
-            self.capacity.y = np.array([cap, cap])
-        with self.capacity_label.hold_sync():
-            self.capacity_label.y = np.array([cap])
-            self.capacity_label.text = [f"capacity {fmt_si(m['capacity_bytes'], 'B')}"]
-        with self.totals_label.hold_sync():
-            self.totals_label.x = ["prefill", "end of decode"]
-            self.totals_label.y = np.array(totals, dtype=np.float64) / 1e9
-            self.totals_label.text = [fmt_si(t, "B") for t in totals]
-        self._title(m)
-
-    def batch_values(self, m) -> list[int]:
-        """Powers of two up to twice the larger of the current batch and the largest that fits, plus the current one."""
-        current = int(self.state.batch_size)
-        top = max(2 * current, 2 * int(m.get("max_batch_size", 0) or 0), 8)
-        vals = sorted({2 ** k for k in range(int(math.log2(top)) + 1)} | {current})
-        while len(vals) > self.MAX_BARS:  # thin out, keeping both ends and the current batch
-            vals = sorted({v for i, v in enumerate(vals) if i % 2 == 0 or v in (current, vals[-1])})
-        return vals
-
-    def _refresh_by_batch(self, m) -> bool:
-        """The end-of-decode memory for several batch sizes, from the engine's sweep; False if it cannot run."""
-        from ..engine import sweep
-
-        st = self.state
-        kw = st.inputs()
-        try:
-            model = st._load("model", kw.pop("model"))
-            hardware = st._load("hardware", kw.pop("hardware"))
-        except ValueError:
-            return False
-        vals = self.batch_values(m)
-        frames = []
-        for v in vals:  # one call per value keeps values the engine rejects (batch < EP degree) out
-            try:
-                frames.append(sweep(model, hardware, **{**kw, "batch_size": [v]}))
-            except ValueError:
-                continue
-        if not frames:
-            return False
-        import pandas as pd
-
-        df = pd.concat(frames, ignore_index=True)
-        self.batch_sizes = [int(b) for b in df.batch_size]
-        xs = [f"{b:,}" for b in self.batch_sizes]
-        parts = [df.weights_bytes.to_numpy(), df.kv_cache_bytes.to_numpy(), df.activations_bytes.to_numpy()]
-        labels, colors = list(self.CATEGORIES), list(self.COLORS)
-        other = df.total_bytes.to_numpy() - sum(parts)
-        if (other > 1.0).any():  # speculative decoding: the draft model's weights and KV cache
-            parts.append(np.maximum(other, 0.0))
-            labels.append("draft model")
-            colors.append(self.DRAFT_COLOR)
-        y = np.array(parts, dtype=np.float64) / 1e9
-        totals = df.total_bytes.to_numpy() / 1e9
-        cap = m["capacity_bytes"] / 1e9
-        with self.y_scale.hold_sync():
-            self.y_scale.min, self.y_scale.max = 0.0, max(cap, float(totals.max())) * 1.35
         with self.bars.hold_sync():
             self.bars.x = xs
             self.bars.y = y
@@ -448,11 +392,36 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
             self.capacity_label.text = [f"capacity {fmt_si(m['capacity_bytes'], 'B')}"]
         with self.totals_label.hold_sync():
             self.totals_label.x = xs
-            self.totals_label.y = totals
-            self.totals_label.text = [("▶ " if b == int(st.batch_size) else "") + fmt_si(t * 1e9, "B")
-                                      for b, t in zip(self.batch_sizes, totals)]
-        self.x_axis.label = f"batch size (end of decode; ▶ current, fits up to {int(m.get('max_batch_size', 0)):,})"
+            self.totals_label.y = np.asarray(totals, dtype=np.float64) / 1e9
+            self.totals_label.text = list(totals_text)
         self._title(m)
+
+    def batch_values(self, m) -> list[int]:
+        """Powers of two up to twice the larger of the current batch and the largest that fits, plus the current one."""
+        current = int(self.state.batch_size)
+        top = max(2 * current, 2 * int(m.get("max_batch_size", 0) or 0), 8)
+        vals = sorted({2 ** k for k in range(int(math.log2(top)) + 1)} | {current})
+        while len(vals) > self.MAX_BARS:  # thin out, keeping both ends and the current batch
+            vals = sorted({v for i, v in enumerate(vals) if i % 2 == 0 or v in (current, vals[-1])})
+        return vals
+
+    def _refresh_by_batch(self, m) -> bool:
+        """The end-of-decode memory for several batch sizes, from the engine's sweep; False if it cannot run."""
+        st = self.state
+        kw = st.inputs()
+        try:
+            model = st._load("model", kw.pop("model"))
+            hardware = st._load("hardware", kw.pop("hardware"))
+            df, _, _ = sweep_dropping_invalid(model, hardware, kw, "batch_size", self.batch_values(m))
+        except ValueError:
+            return False
+        self.batch_sizes = [int(b) for b in df.batch_size]
+        parts = [df.weights_bytes.to_numpy(), df.kv_cache_bytes.to_numpy(), df.activations_bytes.to_numpy()]
+        totals = df.total_bytes.to_numpy()
+        current = int(st.batch_size)
+        self.x_axis.label = f"batch size (end of decode; ▶ current, fits up to {int(m.get('max_batch_size', 0)):,})"
+        self._draw(m, [f"{b:,}" for b in self.batch_sizes], parts, totals - sum(parts), totals,
+                   [("▶ " if b == current else "") + fmt_si(t, "B") for b, t in zip(self.batch_sizes, totals)])
         return True
 
     def _title(self, m):

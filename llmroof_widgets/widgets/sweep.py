@@ -14,9 +14,8 @@ import ipywidgets as W
 import numpy as np
 import traitlets
 
-from ..engine import sweep
 from ._base import StateView
-from ._data import fmt_si, fmt_time
+from ._data import fmt_si, fmt_time, sweep_dropping_invalid
 from .plots import COMPUTE_COLOR, LABEL_COLOR, MEMORY_COLOR, SELECT_COLOR, _figure_kwargs
 
 AXES = ("batch_size", "prompt_len")
@@ -191,23 +190,9 @@ class SweepView(StateView, W.VBox):
         left out and named in the status line.
         """
         model, hardware, kw = self.sweep_inputs()
-        vals = kw[self.x]
-        try:
-            return sweep(model, hardware, **kw), vals, ""
-        except ValueError as first:
-            import pandas as pd
-
-            frames, kept, skipped = [], [], []
-            for v in vals:
-                try:
-                    frames.append(sweep(model, hardware, **{**kw, self.x: [v]}))
-                    kept.append(v)
-                except ValueError as e:
-                    skipped.append((v, str(e)))
-            if not frames:
-                raise first
-            note = (f"left out {', '.join(f'{v:,}' for v, _ in skipped)}: {skipped[0][1]}") if skipped else ""
-            return pd.concat(frames, ignore_index=True), kept, note
+        df, kept, skipped = sweep_dropping_invalid(model, hardware, kw, self.x, kw[self.x])
+        note = (f"left out {', '.join(f'{v:,}' for v, _ in skipped)}: {skipped[0][1]}") if skipped else ""
+        return df, kept, note
 
     def refresh(self) -> None:
         """Recompute now (whatever ``active`` says) and update the plots."""
@@ -329,8 +314,6 @@ class SweepView(StateView, W.VBox):
                 self.t_limit_label.text = [f"fits up to {approx}{int(limit):,}{unit}"]
             else:
                 self.t_limit_label.x, self.t_limit_label.y, self.t_limit_label.text = _EMPTY, _EMPTY, []
-        r = self.state.result
-        hw = r.hardware.name
         name = "batch size" if self.x == "batch_size" else "context"
         self.time_figure.title = f"Time against {name}"
         if fits.all():
