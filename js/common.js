@@ -66,8 +66,6 @@ export function sameIndices(a, b) {
 
 export * from "./format.js";
 
-export const PHASE_LABEL = { prefill: "prefill", decode: "decode" };
-
 /** "decode · decoder · q_proj" */
 export function opLabel(row) {
   if (!row) return "";

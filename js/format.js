@@ -56,3 +56,17 @@ export function fmtPercent(x) {
   return `${p >= 10 ? p.toFixed(1) : p.toFixed(2)} %`;
 }
 
+/** The per-operator columns shared by the widgets' layer table and the Lab viewer of saved analyses
+ * (keys of a to_dict() ops row; ``num`` columns are right-aligned and formatted with ``fmt``). */
+export const OP_COLUMNS = [
+  { key: "layer_type", label: "layer", title: "layer type the operator belongs to (\"model\": embedding, final norm, lm_head)" },
+  { key: "name", label: "operator" },
+  { key: "count", label: "count", num: true, fmt: fmtNumber, title: "times the operator runs in one pass (e.g. once per layer of this type)" },
+  { key: "flops", label: "FLOPs", num: true, fmt: fmtFlops, title: "floating-point operations of ONE run" },
+  { key: "bytes", label: "bytes", num: true, fmt: fmtBytes, title: "bytes moved to and from device memory by ONE run (weights + activations + KV cache)" },
+  { key: "arithmetic_intensity", label: "FLOP/B", num: true, fmt: fmtIntensity, title: "arithmetic intensity: FLOPs per byte moved" },
+  { key: "time_s", label: "time", num: true, fmt: fmtTime, title: "roofline time of ONE run: max(FLOPs / peak, bytes / bandwidth), a lower bound" },
+  { key: "share", label: "share", num: true, fmt: fmtPercent, title: "count × time as a share of the phase's total time" },
+  { key: "bound", label: "bound", title: "memory-bound: bytes / bandwidth dominates; compute-bound: FLOPs / peak dominates" },
+];
+

@@ -14,20 +14,12 @@
 //   peers     ["IPY_MODEL_<id>", ...]  anywidgets whose `selected` uses the row indices
 import {
   asIndices, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtPercent, fmtRate,
-  fmtTime, h, opLabel, sameIndices, redrawOn
+  fmtTime, h, OP_COLUMNS, opLabel, sameIndices, redrawOn
 } from "./common.js";
 
 const COLUMNS = [
   { key: "phase", label: "phase", title: "prefill: the prompt pass; decode: the first generated token's step" },
-  { key: "layer_type", label: "layer", title: "layer type the operator belongs to (\"model\": embedding, final norm, lm_head)" },
-  { key: "name", label: "operator" },
-  { key: "count", label: "count", num: true, fmt: fmtNumber, title: "times the operator runs in one pass (e.g. once per layer of this type)" },
-  { key: "flops", label: "FLOPs", num: true, fmt: fmtFlops, title: "floating-point operations of ONE run" },
-  { key: "bytes", label: "bytes", num: true, fmt: fmtBytes, title: "bytes moved to and from device memory by ONE run (weights + activations + KV cache)" },
-  { key: "arithmetic_intensity", label: "FLOP/B", num: true, fmt: fmtIntensity, title: "arithmetic intensity: FLOPs per byte moved" },
-  { key: "time_s", label: "time", num: true, fmt: fmtTime, title: "roofline time of ONE run: max(FLOPs / peak, bytes / bandwidth), a lower bound" },
-  { key: "share", label: "share", num: true, fmt: fmtPercent, title: "count × time as a share of the phase's total time" },
-  { key: "bound", label: "bound", title: "memory-bound: bytes / bandwidth dominates; compute-bound: FLOPs / peak dominates" },
+  ...OP_COLUMNS,
 ];
 
 // Definitions shown near the times; the engine's own wording (result.notes) wins when present.

@@ -16,7 +16,8 @@ import {
   fmtPercent,
   fmtRate,
   fmtTime,
-  isNum
+  isNum,
+  OP_COLUMNS
 } from './format.js';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -351,17 +352,7 @@ function renderMemory(d) {
 
 // -- per-operator tables ----------------------------------------------------------------------------
 
-const COLUMNS = [
-  { key: 'layer_type', label: 'layer', title: 'layer type ("model": embedding, final norm, lm_head)' },
-  { key: 'name', label: 'operator' },
-  { key: 'count', label: 'count', num: true, fmt: fmtNumber, title: 'times the operator runs in one pass' },
-  { key: 'flops', label: 'FLOPs', num: true, fmt: fmtFlops, title: 'floating-point operations of ONE run' },
-  { key: 'bytes', label: 'bytes', num: true, fmt: fmtBytes, title: 'bytes moved by ONE run (weights + activations + KV cache)' },
-  { key: 'arithmetic_intensity', label: 'FLOP/B', num: true, fmt: fmtIntensity, title: 'arithmetic intensity: FLOPs per byte moved' },
-  { key: 'time_s', label: 'time', num: true, fmt: fmtTime, title: 'roofline time of ONE run (a lower bound)' },
-  { key: 'share', label: 'share', num: true, fmt: fmtPercent, title: "count × time as a share of the phase's time" },
-  { key: 'bound', label: 'bound', title: 'what limits the operator: memory (bytes / bandwidth) or compute (FLOPs / peak)' }
-];
+const COLUMNS = OP_COLUMNS;
 
 function phaseSummary(phase, p, st) {
   const bits = [
