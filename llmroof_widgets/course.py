@@ -165,7 +165,6 @@ def _find_op(ops: list[dict], op: str, phase: str) -> dict:
 
 def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[float, str, str]:
     """(engine value, what it is, formula) for one question."""
-    unit = QUANTITIES[quantity][0]
     if op is not None:
         if quantity not in OP_QUANTITIES:
             raise ValueError(f"quantity {quantity!r} is not defined for a single operator; with op= use one of "

@@ -52,3 +52,29 @@ def browser():
     yield b
     b.close()
     pw.stop()
+
+
+LABEXT_SRC = ROOT / "labextension"
+LABEXT_BUILT = ROOT / "llmroof_widgets" / "labextension"
+
+
+@pytest.fixture(scope="session")
+def labextension_built() -> dict:
+    """The built JupyterLab extension's package.json (llmroof_widgets/labextension/, gitignored),
+    rebuilt with ``node labextension/build.mjs`` when it is missing or older than its sources."""
+    import json
+
+    built = LABEXT_BUILT / "package.json"
+    files = [LABEXT_SRC / "package.json", LABEXT_SRC / "install.json", ROOT / "README.md"]
+    for sub in ("src", "style", "schema"):
+        files += [f for f in (LABEXT_SRC / sub).rglob("*") if f.is_file()]
+    if not built.exists() or any(f.stat().st_mtime > built.stat().st_mtime for f in files):
+        node = shutil.which("node")
+        if node is None:
+            pytest.fail("llmroof_widgets/labextension is missing or stale and node is not installed to build it")
+        r = subprocess.run([node, str(LABEXT_SRC / "build.mjs")], cwd=LABEXT_SRC, capture_output=True, text=True,
+                           timeout=600)
+        if r.returncode != 0:
+            pytest.fail(f"node labextension/build.mjs failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return json.loads(built.read_text())
+

@@ -195,28 +195,10 @@ def test_dashboard_cell_is_safe_python_for_any_setting():
 
 # -- the built extension, the wheel and this environment's install -------------------------------------
 
-def _sources_newer_than_build() -> bool:
-    built = BUILT / "package.json"
-    if not built.exists():
-        return True
-    t = built.stat().st_mtime
-    files = [SRC / "package.json", SRC / "install.json", REPO / "README.md"]
-    for sub in ("src", "style", "schema"):
-        files += [f for f in (SRC / sub).rglob("*") if f.is_file()]
-    return any(f.stat().st_mtime > t for f in files)
-
-
 @pytest.fixture(scope="module")
-def built():
+def built(labextension_built):
     """The built extension (llmroof_widgets/labextension/, gitignored); rebuilt when its sources changed."""
-    if _sources_newer_than_build():
-        node = shutil.which("node")
-        if node is None:
-            pytest.fail("llmroof_widgets/labextension is missing or stale and node is not installed to build it")
-        r = subprocess.run([node, str(SRC / "build.mjs")], cwd=SRC, capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            pytest.fail(f"node labextension/build.mjs failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-    return json.loads((BUILT / "package.json").read_text())
+    return labextension_built
 
 
 def test_built_extension_has_package_install_and_remote_entry(built):

@@ -8,8 +8,6 @@ resets them afterwards), so the page and its kernels see them as a user's saved 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -19,8 +17,6 @@ import pytest
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-SRC = REPO / "labextension"
-BUILT = REPO / "llmroof_widgets" / "labextension"
 ARTIFACTS = REPO / "test-artifacts"
 NAME = "llmroof-widgets"
 PLUGIN = f"{NAME}:plugin"
@@ -34,22 +30,6 @@ SAVED = "hostile.llmroof.json"
 IGNORED_CONSOLE = ("favicon", ".woff", ".woff2", ".ttf")
 
 
-def _rebuild_if_stale():
-    """Build llmroof_widgets/labextension (gitignored) when it is missing or older than its sources."""
-    built = BUILT / "package.json"
-    files = [SRC / "package.json", SRC / "install.json", REPO / "README.md"]
-    for sub in ("src", "style", "schema"):
-        files += [f for f in (SRC / sub).rglob("*") if f.is_file()]
-    if built.exists() and all(f.stat().st_mtime <= built.stat().st_mtime for f in files):
-        return
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("llmroof_widgets/labextension is missing or stale and node is not installed to build it")
-    r = subprocess.run([node, str(SRC / "build.mjs")], cwd=SRC, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        pytest.fail(f"node labextension/build.mjs failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-
-
 def _api(lab, method: str, path: str, body: dict | None = None):
     req = urllib.request.Request(f"{lab['url']}{path}", method=method,
                                  data=None if body is None else json.dumps(body).encode(),
@@ -61,16 +41,15 @@ def _api(lab, method: str, path: str, body: dict | None = None):
 
 
 @pytest.fixture(scope="module")
-def labext(lab):
+def labext(lab, labextension_built):
     """The settings saved (as the Settings Editor would), a saved analysis in the root dir."""
     from jupyter_core.paths import jupyter_path
     from jupyterlab_server.config import get_federated_extensions
 
-    _rebuild_if_stale()
     exts = get_federated_extensions(jupyter_path("labextensions"))
     if NAME not in exts:
         pytest.fail(f"the {NAME} labextension is not installed in this environment: run `pip install -e .`")
-    built = json.loads((BUILT / "package.json").read_text())["jupyterlab"]["_build"]["load"]
+    built = labextension_built["jupyterlab"]["_build"]["load"]
     if exts[NAME]["jupyterlab"]["_build"]["load"] != built:
         pytest.fail(f"the installed {NAME} ({exts[NAME]['ext_path']}) is not the current build: rerun "
                     "`pip install -e .` or scripts/bootstrap.sh (which links it to llmroof_widgets/labextension)")
