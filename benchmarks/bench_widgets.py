@@ -15,6 +15,7 @@ section is open (``ui.sweep.active``), so the figures above are with the section
 dashboard starts. The last line measures the same slider change with the section open, sweep
 included, for reference.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import comm  # noqa: E402
-import comm.base_comm  # noqa: E402
+import comm
+import comm.base_comm
 
 
 class JsonComm(comm.base_comm.BaseComm):
@@ -114,20 +115,28 @@ def main() -> None:
     sms, _, _, _ = measure(batch, max(10, args.changes // 4))
 
     def line(label, xs):
-        return (f"  {label:<42s} median {statistics.median(xs):6.2f} ms   "
-                f"p90 {xs[int(0.9 * (len(xs) - 1))]:6.2f} ms   min {xs[0]:6.2f} ms")
+        return (
+            f"  {label:<42s} median {statistics.median(xs):6.2f} ms   "
+            f"p90 {xs[int(0.9 * (len(xs) - 1))]:6.2f} ms   min {xs[0]:6.2f} ms"
+        )
 
-    print(f"llmroof_widgets dashboard update benchmark: {args.model} on {args.hardware}, "
-          f"prompt {args.prompt_len}, generate {args.gen_len}, {len(ms)} changes per row")
+    print(
+        f"llmroof_widgets dashboard update benchmark: {args.model} on {args.hardware}, "
+        f"prompt {args.prompt_len}, generate {args.gen_len}, {len(ms)} changes per row"
+    )
     print(f"  dashboard build:                          {build * 1e3:8.1f} ms")
     print(line("batch slider -> all views updated:", ms) + "   (target < 20 ms)")
     print(line("technique knob -> all views updated:", kms) + "   (target < 20 ms)")
     print(f"  of which engine analyze + to_dict (batch): median {statistics.median(engine_times) * 1e3:6.2f} ms")
-    print(f"  messages per change: {statistics.median(msgs):.0f} (knobs {statistics.median(kmsgs):.0f})   "
-          f"JSON {statistics.median(jbytes) / 1e3:.1f} kB   binary buffers {statistics.median(bbytes) / 1e3:.1f} kB")
+    print(
+        f"  messages per change: {statistics.median(msgs):.0f} (knobs {statistics.median(kmsgs):.0f})   "
+        f"JSON {statistics.median(jbytes) / 1e3:.1f} kB   binary buffers {statistics.median(bbytes) / 1e3:.1f} kB"
+    )
     print(line("batch slider, sweep section OPEN:", sms) + "   (lazy sweep: only while open)")
-    print(f"RESULT median_update_ms={statistics.median(ms):.2f} median_knob_update_ms={statistics.median(kms):.2f} "
-          f"median_update_with_open_sweep_ms={statistics.median(sms):.2f}")
+    print(
+        f"RESULT median_update_ms={statistics.median(ms):.2f} median_knob_update_ms={statistics.median(kms):.2f} "
+        f"median_update_with_open_sweep_ms={statistics.median(sms):.2f}"
+    )
     ui.close()
 
 

@@ -3,10 +3,26 @@
 The engine (``analyze``, ``sweep``, catalogs) loads eagerly; the widgets, the HTML export, the course
 helpers and the validation load on first use, so the CLI starts without ipywidgets.
 """
+
 import importlib
 
-from .engine import (Comparison, Hardware, ModelConfig, Result, Speculative, analyze, choose_hardware, compare,
-                     hardware_catalog, list_hardware, list_models, load_hardware, load_model, parse_config, sweep)
+from .engine import (
+    Comparison,
+    Hardware,
+    ModelConfig,
+    Result,
+    Speculative,
+    analyze,
+    choose_hardware,
+    compare,
+    hardware_catalog,
+    list_hardware,
+    list_models,
+    load_hardware,
+    load_model,
+    parse_config,
+    sweep,
+)
 
 __version__ = "0.1.0"
 
@@ -19,9 +35,27 @@ _LAZY = {
 }
 _SUBMODULES = {"widgets", "validation", "export", "course", "engine", "cli", "format"}
 
-__all__ = ["Comparison", "Hardware", "ModelConfig", "Result", "Speculative", "analyze", "choose_hardware", "compare",
-           "hardware_catalog", "list_hardware", "list_models", "load_hardware", "load_model", "parse_config", "sweep",
-           "validate", "export_html", "check", "Scenario"]
+__all__ = [
+    "Comparison",
+    "Hardware",
+    "ModelConfig",
+    "Result",
+    "Speculative",
+    "analyze",
+    "choose_hardware",
+    "compare",
+    "hardware_catalog",
+    "list_hardware",
+    "list_models",
+    "load_hardware",
+    "load_model",
+    "parse_config",
+    "sweep",
+    "validate",
+    "export_html",
+    "check",
+    "Scenario",
+]
 
 
 def __getattr__(name):

@@ -1,4 +1,5 @@
 """Command line: ``llmroof analyze | models | hardware``."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,19 +13,37 @@ from .format import fmt_bytes, fmt_flops, fmt_time
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))  # noqa: E731
+    line = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def _phase_table(phase: dict) -> str:
     rows = []
     for o in phase["ops"]:
-        rows.append([
-            f"{o['layer_type']}.{o['name']}", o["count"], fmt_flops(o["flops"]), fmt_bytes(o["bytes"]),
-            f"{o['arithmetic_intensity']:.3g}", fmt_time(o["time_s"]), f"{o['share'] * 100:.1f}%", o["bound"],
-        ])
-    rows.append(["total", "", fmt_flops(phase["flops"]), fmt_bytes(phase["bytes"]),
-                 f"{phase['arithmetic_intensity']:.3g}", fmt_time(phase["time_s"]), "100%", phase["bound"]])
+        rows.append(
+            [
+                f"{o['layer_type']}.{o['name']}",
+                o["count"],
+                fmt_flops(o["flops"]),
+                fmt_bytes(o["bytes"]),
+                f"{o['arithmetic_intensity']:.3g}",
+                fmt_time(o["time_s"]),
+                f"{o['share'] * 100:.1f}%",
+                o["bound"],
+            ]
+        )
+    rows.append(
+        [
+            "total",
+            "",
+            fmt_flops(phase["flops"]),
+            fmt_bytes(phase["bytes"]),
+            f"{phase['arithmetic_intensity']:.3g}",
+            fmt_time(phase["time_s"]),
+            "100%",
+            phase["bound"],
+        ]
+    )
     return _table(rows, ["operator", "count", "FLOPs", "bytes", "FLOP/B", "time", "share", "bound"])
 
 
@@ -76,9 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "analyze":
-            r = analyze(args.model, args.hardware, batch_size=args.batch_size, prompt_len=args.prompt_len,
-                        gen_len=args.gen_len, w_bits=args.w_bits, a_bits=args.a_bits, kv_bits=args.kv_bits,
-                        logits=args.logits, attention=args.attention, mla=args.mla)
+            r = analyze(
+                args.model,
+                args.hardware,
+                batch_size=args.batch_size,
+                prompt_len=args.prompt_len,
+                gen_len=args.gen_len,
+                w_bits=args.w_bits,
+                a_bits=args.a_bits,
+                kv_bits=args.kv_bits,
+                logits=args.logits,
+                attention=args.attention,
+                mla=args.mla,
+            )
             d = r.to_dict()
             print(json.dumps(d) if args.json else report(d))
         elif args.cmd == "models":
@@ -86,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 print(json.dumps([catalog_entry(n) for n in names]))
             else:
-                rows = [[n, ", ".join(catalog_entry(n).get("aliases", [])), catalog_entry(n).get("published_params") or ""]
-                        for n in names]
+                rows = [
+                    [n, ", ".join(catalog_entry(n).get("aliases", [])), catalog_entry(n).get("published_params") or ""]
+                    for n in names
+                ]
                 print(_table(rows, ["model", "aliases", "published params"]))
         else:
             cat = hardware_catalog()
@@ -97,8 +128,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows = []
                 for d in cat:
                     hw = load_hardware(d["id"])
-                    rows.append([d["id"], hw.name, fmt_bytes(hw.memory_bytes), f"{hw.memory_bandwidth / 1e9:.4g} GB/s",
-                                 f"{hw.matrix_peak('fp16')[1] / 1e12:.4g} TFLOP/s"])
+                    rows.append(
+                        [
+                            d["id"],
+                            hw.name,
+                            fmt_bytes(hw.memory_bytes),
+                            f"{hw.memory_bandwidth / 1e9:.4g} GB/s",
+                            f"{hw.matrix_peak('fp16')[1] / 1e12:.4g} TFLOP/s",
+                        ]
+                    )
                 print(_table(rows, ["id", "name", "memory", "bandwidth", "fp16/bf16 peak"]))
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

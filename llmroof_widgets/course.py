@@ -14,6 +14,7 @@ Every expected value is read from the engine (``lr.analyze(...).to_dict()``); no
 here. Operator figures are for ONE execution of the operator (one layer), as in the layer table; the
 phase and model figures are totals.
 """
+
 from __future__ import annotations
 
 import html
@@ -38,8 +39,16 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "tpot_s": ("s", "time per output token (mean decode step after the first token)"),
     "kv_bytes_per_token": ("B", "KV-cache bytes one token of one sequence adds (all layers)"),
 }
-OP_QUANTITIES = ("flops", "matmul_flops", "bytes", "arithmetic_intensity", "time_s", "kv_cache_bytes",
-                 "weights_bytes", "params_total")
+OP_QUANTITIES = (
+    "flops",
+    "matmul_flops",
+    "bytes",
+    "arithmetic_intensity",
+    "time_s",
+    "kv_cache_bytes",
+    "weights_bytes",
+    "params_total",
+)
 PHASE_QUANTITIES = ("flops", "matmul_flops", "bytes", "arithmetic_intensity", "time_s")
 MODEL_QUANTITIES = ("kv_cache_bytes", "weights_bytes", "params_total", "ttft_s", "tpot_s", "kv_bytes_per_token")
 PHASES = ("prefill", "decode")
@@ -60,8 +69,10 @@ class Scenario:
 
     def __init__(self, model: Any = None, hardware: Any = None, **settings):
         if model is None or hardware is None:
-            raise TypeError("Scenario: model= and hardware= are required, e.g. "
-                            "lr.Scenario(model='llama-2-7b', hardware='a100-80gb-sxm', prompt_len=512, gen_len=64)")
+            raise TypeError(
+                "Scenario: model= and hardware= are required, e.g. "
+                "lr.Scenario(model='llama-2-7b', hardware='a100-80gb-sxm', prompt_len=512, gen_len=64)"
+            )
         self.settings = {"model": model, "hardware": hardware, **settings}
         self._result = None
         self._data = None
@@ -72,7 +83,9 @@ class Scenario:
             return scenario
         if isinstance(scenario, dict):
             return cls(**scenario)
-        raise TypeError(f"scenario must be an lr.Scenario or a dict of analyze() arguments, got {type(scenario).__name__}")
+        raise TypeError(
+            f"scenario must be an lr.Scenario or a dict of analyze() arguments, got {type(scenario).__name__}"
+        )
 
     @property
     def result(self):
@@ -107,8 +120,10 @@ class Scenario:
         """One line: model, device, batch, prompt, generated tokens and bit widths."""
         d = self.data
         s = d["settings"]
-        return (f"{s['model']} on {d['hardware']['name']}: batch {s['batch_size']}, prompt {s['prompt_len']}, "
-                f"generate {s['gen_len']}, W{s.get('w_bits')}A{s.get('a_bits')}KV{s.get('kv_bits')}")
+        return (
+            f"{s['model']} on {d['hardware']['name']}: batch {s['batch_size']}, prompt {s['prompt_len']}, "
+            f"generate {s['gen_len']}, W{s.get('w_bits')}A{s.get('a_bits')}KV{s.get('kv_bits')}"
+        )
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
@@ -156,8 +171,10 @@ def _find_op(ops: list[dict], op: str, phase: str) -> dict:
     names = sorted({o["name"] for o in ops})
     qualified = sorted({f"{o['layer_type']}.{o['name']}" for o in ops})
     if not hits:
-        raise ValueError(f"unknown op {op!r} in the {phase} of this model; allowed: {', '.join(names)} "
-                         f"(or layer_type.name: {', '.join(qualified)})")
+        raise ValueError(
+            f"unknown op {op!r} in the {phase} of this model; allowed: {', '.join(names)} "
+            f"(or layer_type.name: {', '.join(qualified)})"
+        )
     where = ", ".join(o["layer_type"] for o in hits)
     options = ", ".join(o["layer_type"] + "." + o["name"] for o in hits)
     raise ValueError(f"op {op!r} occurs in several layer types ({where}); qualify it as layer_type.name: {options}")
@@ -167,12 +184,16 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[fl
     """(engine value, what it is, formula) for one question."""
     if op is not None:
         if quantity not in OP_QUANTITIES:
-            raise ValueError(f"quantity {quantity!r} is not defined for a single operator; with op= use one of "
-                             f"{', '.join(OP_QUANTITIES)}; without op= use one of {', '.join(MODEL_QUANTITIES)}")
+            raise ValueError(
+                f"quantity {quantity!r} is not defined for a single operator; with op= use one of "
+                f"{', '.join(OP_QUANTITIES)}; without op= use one of {', '.join(MODEL_QUANTITIES)}"
+            )
         row = _find_op(data[phase]["ops"], op, phase)
         value = float(row[_OP_FIELD.get(quantity, quantity)])
-        what = (f"{QUANTITIES[quantity][1]} of {row['layer_type']}.{row['name']} in the {phase}, ONE execution "
-                f"(the pass runs it {row['count']}×)")
+        what = (
+            f"{QUANTITIES[quantity][1]} of {row['layer_type']}.{row['name']} in the {phase}, ONE execution "
+            f"(the pass runs it {row['count']}×)"
+        )
         return value, what, _op_formula(data, row, quantity)
     if quantity in PHASE_QUANTITIES:
         ph = data[phase]
@@ -189,32 +210,42 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[fl
     s, mem, gen, model = data["settings"], data["memory"], data["generation"], data["model"]
     if quantity == "kv_cache_bytes":
         ctx = mem["kv_context_tokens"]
-        formula = (f"KV bytes per token × batch × cached tokens (prompt_len + gen_len − 1) = "
-                   f"{_fmt(mem['kv_bytes_per_token'], 'B')} × {s['batch_size']} × {ctx}; per token (MHA/GQA): "
-                   f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
-                   f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B "
-                   "(sliding-window layers keep at most their window)")
+        formula = (
+            f"KV bytes per token × batch × cached tokens (prompt_len + gen_len − 1) = "
+            f"{_fmt(mem['kv_bytes_per_token'], 'B')} × {s['batch_size']} × {ctx}; per token (MHA/GQA): "
+            f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
+            f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B "
+            "(sliding-window layers keep at most their window)"
+        )
         return float(mem["kv_cache_bytes"]), f"KV cache after the last step ({ctx} tokens per sequence)", formula
     if quantity == "kv_bytes_per_token":
-        formula = (f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
-                   f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B (MHA/GQA)")
+        formula = (
+            f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
+            f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B (MHA/GQA)"
+        )
         return float(mem["kv_bytes_per_token"]), QUANTITIES[quantity][1], formula
     if quantity == "weights_bytes":
-        formula = (f"Σ parameters × bytes per parameter = {_fmt(model['params_total'], '')} parameters; linear layers "
-                   f"at w_bits = {s['w_bits']}, embeddings, lm_head, norms and biases at 16 bit (tied embeddings once)")
+        formula = (
+            f"Σ parameters × bytes per parameter = {_fmt(model['params_total'], '')} parameters; linear layers "
+            f"at w_bits = {s['w_bits']}, embeddings, lm_head, norms and biases at 16 bit (tied embeddings once)"
+        )
         return float(mem["weights_bytes"]), "bytes of all weights in device memory", formula
     if quantity == "params_total":
-        formula = ("Σ over layers of the weight matrices (in × out) + biases + norm weights, plus embeddings "
-                   "and lm_head (once when tied)")
+        formula = (
+            "Σ over layers of the weight matrices (in × out) + biases + norm weights, plus embeddings "
+            "and lm_head (once when tied)"
+        )
         return float(model["params_total"]), "parameters of the model", formula
     if quantity == "ttft_s":
         formula = "the prefill time: Σ over the prefill's operators of count × max(FLOPs / peak, bytes / bandwidth)"
         return float(gen["ttft_s"]), QUANTITIES[quantity][1], formula
     # tpot_s
     steps = max(s["gen_len"] - 1, 1)
-    formula = (f"(end-to-end − TTFT) / (gen_len − 1): the mean of the {steps} decode steps after the first token, "
-               "each Σ over its operators of count × max(FLOPs / peak, bytes / bandwidth) (the KV cache grows by "
-               "one token per step)")
+    formula = (
+        f"(end-to-end − TTFT) / (gen_len − 1): the mean of the {steps} decode steps after the first token, "
+        "each Σ over its operators of count × max(FLOPs / peak, bytes / bandwidth) (the KV cache grows by "
+        "one token per step)"
+    )
     return float(gen["tpot_s"]), QUANTITIES[quantity][1], formula
 
 
@@ -222,16 +253,21 @@ def _op_formula(data: dict, row: dict, quantity: str) -> str:
     bw = data["hardware"]["memory_bandwidth"]
     if quantity in ("flops", "matmul_flops"):
         f = row.get("flops_formula") or ""
-        return f + ("" if quantity == "flops" or row["flops"] == row["matmul_flops"] else
-                    "  (matmul_flops counts only the matrix product)")
+        return f + (
+            ""
+            if quantity == "flops" or row["flops"] == row["matmul_flops"]
+            else "  (matmul_flops counts only the matrix product)"
+        )
     if quantity == "bytes":
         return row.get("bytes_formula") or ""
     if quantity == "arithmetic_intensity":
-        return (f"FLOPs / bytes, with FLOPs: {row.get('flops_formula')}; bytes: {row.get('bytes_formula')}")
+        return f"FLOPs / bytes, with FLOPs: {row.get('flops_formula')}; bytes: {row.get('bytes_formula')}"
     if quantity == "time_s":
-        return (f"max(FLOPs / peak, bytes / bandwidth) = max({_fmt(row['flops'], 'FLOP')} / "
-                f"{_fmt(row['peak_flops'], 'FLOP/s')} ({row['peak_dtype']}), {_fmt(row['bytes'], 'B')} / "
-                f"{_fmt(bw, 'B/s')}) → {row['bound']}-bound")
+        return (
+            f"max(FLOPs / peak, bytes / bandwidth) = max({_fmt(row['flops'], 'FLOP')} / "
+            f"{_fmt(row['peak_flops'], 'FLOP/s')} ({row['peak_dtype']}), {_fmt(row['bytes'], 'B')} / "
+            f"{_fmt(bw, 'B/s')}) → {row['bound']}-bound"
+        )
     if quantity == "kv_cache_bytes":
         return "the KV-cache part of the bytes: " + (row.get("bytes_formula") or "")
     if quantity == "weights_bytes":
@@ -247,8 +283,20 @@ class Check:
     in ``.expected`` (not printed unless the answer is correct).
     """
 
-    def __init__(self, *, value, expected: float, quantity: str, op: str | None, phase: str, what: str,
-                 formula: str, tolerance: float, show_formula: bool, scenario: Scenario):
+    def __init__(
+        self,
+        *,
+        value,
+        expected: float,
+        quantity: str,
+        op: str | None,
+        phase: str,
+        what: str,
+        formula: str,
+        tolerance: float,
+        show_formula: bool,
+        scenario: Scenario,
+    ):
         self.value = value
         self.expected = expected
         self.quantity = quantity
@@ -280,8 +328,11 @@ class Check:
 
     @property
     def label(self) -> str:
-        where = f"{self.op} ({self.phase})" if self.op else (
-            f"{self.phase}" if self.quantity in PHASE_QUANTITIES else "model")
+        where = (
+            f"{self.op} ({self.phase})"
+            if self.op
+            else (f"{self.phase}" if self.quantity in PHASE_QUANTITIES else "model")
+        )
         return f"{self.quantity} · {where}"
 
     def verdict(self) -> str:
@@ -324,20 +375,38 @@ class Check:
         rows = "".join(
             f'<div><span style="color:var(--jp-content-font-color2,#555)">{html.escape(k)}:</span> '
             f'<code style="white-space:pre-wrap">{html.escape(v)}</code></div>'
-            for k, v in self._lines())
-        return (f'<div class="lr-check lr-check-{html.escape(self.status.replace(" ", "-"))}" '
-                f'style="border-left:4px solid {color};padding:4px 10px;margin:4px 0;'
-                f'font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px">'
-                f'<div style="color:{color};font-weight:600">{mark} {html.escape(self.label)}: '
-                f'{html.escape(self.verdict())}</div>{rows}</div>')
+            for k, v in self._lines()
+        )
+        return (
+            f'<div class="lr-check lr-check-{html.escape(self.status.replace(" ", "-"))}" '
+            f'style="border-left:4px solid {color};padding:4px 10px;margin:4px 0;'
+            f'font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px">'
+            f'<div style="color:{color};font-weight:600">{mark} {html.escape(self.label)}: '
+            f'{html.escape(self.verdict())}</div>{rows}</div>'
+        )
 
     def to_dict(self) -> dict:
-        return {"quantity": self.quantity, "op": self.op, "phase": self.phase, "value": self.value,
-                "expected": self.expected, "rel_error": self.rel_error, "ok": self.ok, "status": self.status}
+        return {
+            "quantity": self.quantity,
+            "op": self.op,
+            "phase": self.phase,
+            "value": self.value,
+            "expected": self.expected,
+            "rel_error": self.rel_error,
+            "ok": self.ok,
+            "status": self.status,
+        }
 
 
-def check(value, quantity: str, op: str | None = None, scenario=None, phase: str | None = None,
-          tolerance: float = 0.01, show_formula: bool = False) -> Check:
+def check(
+    value,
+    quantity: str,
+    op: str | None = None,
+    scenario=None,
+    phase: str | None = None,
+    tolerance: float = 0.01,
+    show_formula: bool = False,
+) -> Check:
     """Check a hand-computed ``value`` against the engine.
 
     Parameters
@@ -369,14 +438,26 @@ def check(value, quantity: str, op: str | None = None, scenario=None, phase: str
         raise ValueError(f"tolerance must be a number ≥ 0, got {tolerance!r}")
     if scenario is None:
         if _pinned is None:
-            raise ValueError("no scenario: pass scenario={...} or pin one first with "
-                             "lr.Scenario(model=..., hardware=..., prompt_len=..., gen_len=...).pin()")
+            raise ValueError(
+                "no scenario: pass scenario={...} or pin one first with "
+                "lr.Scenario(model=..., hardware=..., prompt_len=..., gen_len=...).pin()"
+            )
         sc = _pinned
     else:
         sc = _scenario_cached(scenario)
     expected, what, formula = _expected(sc.data, quantity, op, phase)
-    return Check(value=value, expected=expected, quantity=quantity, op=op, phase=phase, what=what,
-                 formula=formula, tolerance=float(tolerance), show_formula=bool(show_formula), scenario=sc)
+    return Check(
+        value=value,
+        expected=expected,
+        quantity=quantity,
+        op=op,
+        phase=phase,
+        what=what,
+        formula=formula,
+        tolerance=float(tolerance),
+        show_formula=bool(show_formula),
+        scenario=sc,
+    )
 
 
 _dict_cache: dict[str, Scenario] = {}

@@ -20,6 +20,7 @@ confuse it), so no text from a model name or a config can become markup.
 What a static page cannot do: anything that needs the kernel (a control that recomputes). Selections
 linked on the front end (table row ↔ roofline dot ↔ formula) keep working.
 """
+
 from __future__ import annotations
 
 import html
@@ -28,7 +29,8 @@ import os
 import pathlib
 import re
 import sys
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["export_html", "html_bundle_paths", "MissingEmbedAssetError"]
 
@@ -65,8 +67,13 @@ def escape_json(data: Any) -> str:
     so the text is still valid JSON that parses to the same data.
     """
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_json_default)
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def _json_default(obj):
@@ -127,7 +134,8 @@ def module_bundle_path(module: str) -> pathlib.Path:
     raise MissingEmbedAssetError(
         f"export_html: no AMD bundle for the widget module {module!r}: looked for "
         f"{', '.join(str(d / module / 'index.js') for d in _nbextension_dirs())}. "
-        f"Install the Python package that provides it (e.g. `pip install {module}`) in this environment.")
+        f"Install the Python package that provides it (e.g. `pip install {module}`) in this environment."
+    )
 
 
 def embed_asset_path(name: str) -> pathlib.Path:
@@ -144,7 +152,8 @@ def embed_asset_path(name: str) -> pathlib.Path:
         return fallback
     raise MissingEmbedAssetError(
         f"export_html: {p} is missing. Build the front end first: run `npm install && npm run build` in the "
-        "repository root (or reinstall with `pip install -e .`, which runs the same build).")
+        "repository root (or reinstall with `pip install -e .`, which runs the same build)."
+    )
 
 
 def html_bundle_paths(modules: Iterable[str] = ("anywidget", "bqplot", "bqscales")) -> dict[str, pathlib.Path]:
@@ -180,7 +189,9 @@ def _as_widgets(obj) -> list:
         w = getattr(obj, attr, None)
         if isinstance(w, W.Widget):
             return [w]
-    raise TypeError(f"export_html: expected a Dashboard, an ipywidgets widget or a list of them, got {type(obj).__name__}")
+    raise TypeError(
+        f"export_html: expected a Dashboard, an ipywidgets widget or a list of them, got {type(obj).__name__}"
+    )
 
 
 def _state_modules(state: dict) -> list[str]:
@@ -245,8 +256,10 @@ body {{ margin: 0; padding: 16px 20px; font-family: system-ui, -apple-system, "S
 </html>
 """
 
-NOTE = ("Exported from a notebook with llmroof_widgets: the figures are those of the last computation; "
-        "selections work, controls that recompute need a live kernel.")
+NOTE = (
+    "Exported from a notebook with llmroof_widgets: the figures are those of the last computation; "
+    "selections work, controls that recompute need a live kernel."
+)
 
 
 def render_html(widgets, title: str | None = None) -> str:
@@ -257,12 +270,14 @@ def render_html(widgets, title: str | None = None) -> str:
     modules = []
     for m in data["modules"]:
         src = _read_script(module_bundle_path(m))
-        modules.append(f'<script type="text/plain" data-amd-module="{html.escape(m, quote=True)}">'
-                       f"{escape_js(src)}</script>")
+        modules.append(
+            f'<script type="text/plain" data-amd-module="{html.escape(m, quote=True)}">{escape_js(src)}</script>'
+        )
     views = "\n".join(
         f'<div class="lr-export-view"><script type="application/vnd.jupyter.widget-view+json">'
         f"{escape_json(spec)}</script></div>"
-        for spec in data["view_specs"])
+        for spec in data["view_specs"]
+    )
     if title is None:
         title = _default_title(widgets)
     return _PAGE.format(
@@ -295,8 +310,10 @@ def _font_style() -> str:
         if not p.is_file():
             continue
         b64 = base64.b64encode(p.read_bytes()).decode("ascii")
-        faces.append(f'@font-face{{font-family:"Font Awesome 5 Free";font-style:normal;font-weight:{weight};'
-                     f'font-display:block;src:url(data:font/woff2;base64,{b64}) format("woff2")}}')
+        faces.append(
+            f'@font-face{{font-family:"Font Awesome 5 Free";font-style:normal;font-weight:{weight};'
+            f'font-display:block;src:url(data:font/woff2;base64,{b64}) format("woff2")}}'
+        )
     return f"<style>{''.join(faces)}</style>" if faces else ""
 
 

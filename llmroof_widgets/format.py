@@ -1,4 +1,5 @@
 """Readable units, used only at the edges (CLI, widgets' Python text). Inside, everything is SI."""
+
 from __future__ import annotations
 
 

@@ -14,11 +14,12 @@ finds the same file.
 Never raises: a missing, unreadable or malformed file, or an invalid value, gives the default (a
 bad value also gives a ``UserWarning``). ``LLMROOF_IGNORE_LAB_SETTINGS=1`` ignores the file.
 """
+
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ _JSON5_TOKENS = re.compile(
 
 def strip_json_comments(text: str) -> str:
     """JSON5-ish → JSON: drop ``//`` and ``/* */`` comments and trailing commas (outside strings)."""
+
     def keep(m: re.Match) -> str:
         t = m.group(0)
         if t[0] in "\"'":

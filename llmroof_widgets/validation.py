@@ -7,6 +7,7 @@ DataFrame with the error of each record. In roofline mode every prediction is a 
 time (an upper bound on throughput); the calibrated mode is an explained model of real kernels
 (``engine/calibration.py``), not a fit to these records.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ import numpy as np
 from .engine import analyze
 from .engine.models import DATA_DIR
 
-METRICS = ("prefill_tokens_per_s", "decode_tokens_per_s_per_sequence", "output_tokens_per_s_per_gpu", "ttft_s",
-           "tpot_s", "e2e_s")
+METRICS = (
+    "prefill_tokens_per_s",
+    "decode_tokens_per_s_per_sequence",
+    "output_tokens_per_s_per_gpu",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+)
 HIGHER_IS_FASTER = {"prefill_tokens_per_s", "decode_tokens_per_s_per_sequence", "output_tokens_per_s_per_gpu"}
 
 
@@ -103,13 +110,26 @@ def validate(mode: str = "roofline", records: list[dict] | None = None):
         pred = predict(rec, r)
         meas = float(rec["value"])
         time_ratio = meas / pred if rec["metric"] in HIGHER_IS_FASTER else pred / meas
-        rows.append({
-            "id": rec["id"], "model": rec["model"], "hardware": rec["hardware"], "framework": rec["framework"],
-            "metric": rec["metric"], "batch_size": kw["batch_size"], "prompt_len": rec["prompt_len"],
-            "gen_len": rec["gen_len"], "w_bits": kw["w_bits"], "measured": meas, "predicted": pred,
-            "time_ratio": time_ratio, "error": time_ratio - 1.0, "abs_error": abs(time_ratio - 1.0),
-            "lower_bound_holds": time_ratio <= 1.0 + 1e-9, "source": rec.get("source", ""),
-        })
+        rows.append(
+            {
+                "id": rec["id"],
+                "model": rec["model"],
+                "hardware": rec["hardware"],
+                "framework": rec["framework"],
+                "metric": rec["metric"],
+                "batch_size": kw["batch_size"],
+                "prompt_len": rec["prompt_len"],
+                "gen_len": rec["gen_len"],
+                "w_bits": kw["w_bits"],
+                "measured": meas,
+                "predicted": pred,
+                "time_ratio": time_ratio,
+                "error": time_ratio - 1.0,
+                "abs_error": abs(time_ratio - 1.0),
+                "lower_bound_holds": time_ratio <= 1.0 + 1e-9,
+                "source": rec.get("source", ""),
+            }
+        )
     df = pd.DataFrame(rows)
     df.attrs["mode"] = mode
     return df

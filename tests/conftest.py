@@ -11,14 +11,21 @@ os.environ.setdefault("LLMROOF_IGNORE_LAB_SETTINGS", "1")
 
 
 # -- browser tests: one Debian Chromium per test session (shared by every browser test file) ------
-import shutil
-import subprocess
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 
-import pytest
+import pytest  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _ensure_chromium() -> str | None:
@@ -30,8 +37,9 @@ def _ensure_chromium() -> str | None:
         if sudo is not None:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             subprocess.run(sudo + ["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
-            subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True,
-                           timeout=900)
+            subprocess.run(
+                sudo + ["apt-get", "install", "-y", "-qq", "chromium"], env=env, capture_output=True, timeout=900
+            )
     return CHROMIUM if os.path.exists(CHROMIUM) else None
 
 
@@ -72,9 +80,9 @@ def labextension_built() -> dict:
         node = shutil.which("node")
         if node is None:
             pytest.fail("llmroof_widgets/labextension is missing or stale and node is not installed to build it")
-        r = subprocess.run([node, str(LABEXT_SRC / "build.mjs")], cwd=LABEXT_SRC, capture_output=True, text=True,
-                           timeout=600)
+        r = subprocess.run(
+            [node, str(LABEXT_SRC / "build.mjs")], cwd=LABEXT_SRC, capture_output=True, text=True, timeout=600
+        )
         if r.returncode != 0:
             pytest.fail(f"node labextension/build.mjs failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return json.loads(built.read_text())
-

@@ -3,6 +3,7 @@
 The peers' documented errors (shared field notes): LLM-Viewer 44 % low on Mixtral FLOPs and 85 % low on
 its weights; every peer ~6× high on DeepSeek's MLA KV cache; two peers 12.5 % low on gemma-2's KV cache.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -17,6 +18,7 @@ def ops(phase, layer_type=None):
 
 
 # ---- MoE ---------------------------------------------------------------------------------
+
 
 def test_params_active_match_published_counts():
     # Mixtral-8x7B: 46.7 B total, 12.9 B active (Mistral AI); DeepSeek-V3: 671 B total, 37 B active
@@ -70,6 +72,7 @@ def test_deepseek_dense_and_moe_layer_types():
 
 # ---- MLA ---------------------------------------------------------------------------------
 
+
 def test_mla_kv_cache_is_the_latent():
     r = lr.analyze("deepseek-v3", H100, batch_size=1, prompt_len=1000, gen_len=1).to_dict()
     per_token = 61 * (512 + 64) * 2  # (kv_lora_rank + qk_rope_head_dim) elements per token per layer, fp16
@@ -100,6 +103,7 @@ def test_mla_absorbed_vs_naive_decode():
 
 
 # ---- sliding window and hybrid layers ------------------------------------------------------
+
 
 def test_gemma2_sliding_layers_stay_in_kv_cache():
     r = lr.analyze("gemma-2-9b", H100, batch_size=1, prompt_len=1024, gen_len=1).to_dict()
@@ -139,9 +143,16 @@ def test_mistral_v01_window_all_layers():
 
 # ---- generality ---------------------------------------------------------------------------
 
+
 def test_unsupported_fields_fail_loudly():
-    cfg = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-           "intermediate_size": 128, "vocab_size": 100}
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "vocab_size": 100,
+    }
     with pytest.raises(ValueError, match="use_parallel_residual"):
         lr.load_model(dict(cfg, use_parallel_residual=True))
     with pytest.raises(ValueError, match="layer_types"):

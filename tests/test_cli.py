@@ -1,4 +1,5 @@
 """The command line: readable table, --json equal to to_dict(), catalogs, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -13,19 +14,49 @@ def run(*args):
 
 
 def test_analyze_table():
-    p = run("analyze", "--model", "llama-2-7b", "--hardware", "a100-80gb-sxm", "--batch-size", "4",
-            "--prompt-len", "512", "--gen-len", "64")
+    p = run(
+        "analyze",
+        "--model",
+        "llama-2-7b",
+        "--hardware",
+        "a100-80gb-sxm",
+        "--batch-size",
+        "4",
+        "--prompt-len",
+        "512",
+        "--gen-len",
+        "64",
+    )
     assert p.returncode == 0, p.stderr
     assert "decoder.q_proj" in p.stdout and "TTFT" in p.stdout and "lower bounds" in p.stdout
 
 
 def test_analyze_json_is_to_dict():
-    p = run("analyze", "--model", "gpt2", "--hardware", "rtx-4090", "--batch-size", "2", "--prompt-len", "100",
-            "--gen-len", "10", "--w-bits", "8", "--logits", "all", "--attention", "full", "--json")
+    p = run(
+        "analyze",
+        "--model",
+        "gpt2",
+        "--hardware",
+        "rtx-4090",
+        "--batch-size",
+        "2",
+        "--prompt-len",
+        "100",
+        "--gen-len",
+        "10",
+        "--w-bits",
+        "8",
+        "--logits",
+        "all",
+        "--attention",
+        "full",
+        "--json",
+    )
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
-    want = lr.analyze("gpt2", "rtx-4090", batch_size=2, prompt_len=100, gen_len=10, w_bits=8, logits="all",
-                      attention="full").to_dict()
+    want = lr.analyze(
+        "gpt2", "rtx-4090", batch_size=2, prompt_len=100, gen_len=10, w_bits=8, logits="all", attention="full"
+    ).to_dict()
     assert got == json.loads(json.dumps(want))
 
 

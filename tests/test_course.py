@@ -1,4 +1,5 @@
 """Course helpers: lr.check / lr.Scenario against values derived by hand for a tiny Llama config."""
+
 import math
 
 import pytest
@@ -7,9 +8,19 @@ from llmroof_widgets import Hardware
 from llmroof_widgets.course import QUANTITIES, Check, Scenario, check, pinned_scenario, unpin
 
 # A tiny Llama: h = 64, 2 layers, 4 heads of d = 16, 2 KV heads, MLP 128, vocab 256 (untied).
-TINY = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=128, vocab_size=256, max_position_embeddings=512, hidden_act="silu",
-            tie_word_embeddings=False, _name_or_path="tiny-llama")
+TINY = dict(
+    model_type="llama",
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    vocab_size=256,
+    max_position_embeddings=512,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+    _name_or_path="tiny-llama",
+)
 TOY = Hardware(name="toy", memory_bytes=1e9, memory_bandwidth=1e11, peak_flops={"fp16": 1e13})
 # batch B = 2, prompt P = 8, generate G = 4, everything 16-bit (2 B)
 SC = dict(model=TINY, hardware=TOY, batch_size=2, prompt_len=8, gen_len=4)
@@ -87,7 +98,9 @@ def test_off_by_with_sign():
     lo = check(exact * 0.5, quantity="flops", op="q_proj", scenario=SC)
     assert lo.status == "too low" and "off by −50 % (too low" in repr(lo)
     # the answer is not given away when the student is off
-    assert "131.1 kFLOP" not in repr(hi) and "131.1 kFLOP" in repr(check(exact, quantity="flops", op="q_proj", scenario=SC))
+    assert "131.1 kFLOP" not in repr(hi) and "131.1 kFLOP" in repr(
+        check(exact, quantity="flops", op="q_proj", scenario=SC)
+    )
     # tolerance
     assert check(exact * 1.009, quantity="flops", op="q_proj", scenario=SC).ok
     assert not check(exact * 1.02, quantity="flops", op="q_proj", scenario=SC).ok
@@ -142,9 +155,18 @@ def test_errors_list_what_is_allowed():
 
 
 def test_html_repr_is_escaped():
-    c = Check(value=1.0, expected=2.0, quantity="flops", op="<script>x</script>", phase="prefill",
-              what="<img src=x onerror=alert(1)>", formula="<b>f</b>", tolerance=0.01, show_formula=True,
-              scenario=None)
+    c = Check(
+        value=1.0,
+        expected=2.0,
+        quantity="flops",
+        op="<script>x</script>",
+        phase="prefill",
+        what="<img src=x onerror=alert(1)>",
+        formula="<b>f</b>",
+        tolerance=0.01,
+        show_formula=True,
+        scenario=None,
+    )
     h = c._repr_html_()
     assert "<script>" not in h and "<img" not in h and "<b>f" not in h
     assert "&lt;script&gt;" in h and "&lt;img" in h

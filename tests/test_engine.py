@@ -2,6 +2,7 @@
 
 Every expected value is derived by hand in the test from the formula written next to it.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,11 +17,18 @@ from llmroof_widgets.engine.roofline import Roof, pass_time
 
 # h=64, 2 layers, 4 query heads, 2 KV heads, head_dim 16, MLP 128, vocab 100: a tiny Llama
 TINY = {
-    "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100, "tie_word_embeddings": False,
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 100,
+    "tie_word_embeddings": False,
 }
-HW = lr.Hardware(name="toy", memory_bytes=1e9, memory_bandwidth=1e9, peak_flops={"fp16": 1e12, "int8": 2e12},
-                 vector_flops=1e11)
+HW = lr.Hardware(
+    name="toy", memory_bytes=1e9, memory_bandwidth=1e9, peak_flops={"fp16": 1e12, "int8": 2e12}, vector_flops=1e11
+)
 B, P, G = 2, 8, 4
 
 
@@ -137,8 +145,9 @@ def test_vectorized_steps_equal_single_step_analyses():
     r = lr.analyze(m, hw, batch_size=4, prompt_len=100, gen_len=50)
     prec = Precision(16, 16, 16)
     for j in (0, 7, 48):
-        rows = PassBuilder(m, prec, batch=4, tokens=1, cached=100 + j, logits_tokens=1, attention="causal",
-                           mla="absorbed").build()
+        rows = PassBuilder(
+            m, prec, batch=4, tokens=1, cached=100 + j, logits_tokens=1, attention="causal", mla="absorbed"
+        ).build()
         assert r.decode_step_times_s[j] == pytest.approx(float(pass_time(rows, Roof(hw))), rel=1e-12)
     assert np.all(np.diff(r.decode_step_times_s) >= 0)  # the cache only grows
 
@@ -188,7 +197,9 @@ def test_quantized_weights_bytes_and_peak():
     assert w4["q_proj"]["weight_bytes"] == 64 * 64 * 0.5
     assert w4["q_proj"]["peak_dtype"] == "fp16"  # weight-only int4 still computes in fp16
     assert w4["lm_head"]["weight_bytes"] == 64 * 100 * 2  # lm_head stays 16-bit
-    w8a8 = ops(lr.analyze(dict(TINY), HW, batch_size=1, prompt_len=8, gen_len=2, w_bits=8, a_bits=8).to_dict()["decode"])
+    w8a8 = ops(
+        lr.analyze(dict(TINY), HW, batch_size=1, prompt_len=8, gen_len=2, w_bits=8, a_bits=8).to_dict()["decode"]
+    )
     assert w8a8["q_proj"]["peak_dtype"] == "int8"
     assert w8a8["q_proj"]["peak_flops"] == 2e12
     kv8 = lr.analyze(dict(TINY), HW, batch_size=1, prompt_len=8, gen_len=4, kv_bits=8).to_dict()
@@ -215,20 +226,24 @@ def test_unit_conventions_are_si(tiny):
 
 # ---- bad input ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kwargs,field", [
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": -3}, "batch_size"),
-    ({"prompt_len": 0}, "prompt_len"),
-    ({"gen_len": -1}, "gen_len"),
-    ({"prompt_len": 1.5}, "prompt_len"),
-    ({"batch_size": True}, "batch_size"),
-    ({"w_bits": 5}, "w_bits"),
-    ({"a_bits": 0}, "a_bits"),
-    ({"kv_bits": "x"}, "kv_bits"),
-    ({"logits": "some"}, "logits"),
-    ({"attention": "sparse"}, "attention"),
-    ({"mla": "fast"}, "mla"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -3}, "batch_size"),
+        ({"prompt_len": 0}, "prompt_len"),
+        ({"gen_len": -1}, "gen_len"),
+        ({"prompt_len": 1.5}, "prompt_len"),
+        ({"batch_size": True}, "batch_size"),
+        ({"w_bits": 5}, "w_bits"),
+        ({"a_bits": 0}, "a_bits"),
+        ({"kv_bits": "x"}, "kv_bits"),
+        ({"logits": "some"}, "logits"),
+        ({"attention": "sparse"}, "attention"),
+        ({"mla": "fast"}, "mla"),
+    ],
+)
 def test_bad_settings(kwargs, field):
     with pytest.raises(ValueError, match=field):
         lr.analyze(dict(TINY), HW, **kwargs)
@@ -245,17 +260,20 @@ def test_unknown_device_suggests_names():
         lr.load_hardware("h100-sxn")
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"hidden_size": None}, "hidden_size"),
-    ({"num_attention_heads": 0}, "num_attention_heads"),
-    ({"num_key_value_heads": 3}, "num_key_value_heads"),
-    ({"hidden_size": 66}, "hidden_size"),  # 66 not divisible by 4 heads and no head_dim
-    ({"model_type": "mamba"}, "model_type"),
-    ({"model_type": None}, "model_type"),
-    ({"intermediate_size": -5}, "intermediate_size"),
-    ({"hidden_act": "swoosh"}, "hidden_act"),
-    ({"layer_types": ["full_attention", "linear_attention"]}, "layer_types"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"hidden_size": None}, "hidden_size"),
+        ({"num_attention_heads": 0}, "num_attention_heads"),
+        ({"num_key_value_heads": 3}, "num_key_value_heads"),
+        ({"hidden_size": 66}, "hidden_size"),  # 66 not divisible by 4 heads and no head_dim
+        ({"model_type": "mamba"}, "model_type"),
+        ({"model_type": None}, "model_type"),
+        ({"intermediate_size": -5}, "intermediate_size"),
+        ({"hidden_act": "swoosh"}, "hidden_act"),
+        ({"layer_types": ["full_attention", "linear_attention"]}, "layer_types"),
+    ],
+)
 def test_bad_configs(change, field):
     cfg = dict(TINY)
     for k, v in change.items():
@@ -278,6 +296,7 @@ def test_bad_hardware():
 
 def test_load_model_from_path_and_dict(tmp_path):
     import json
+
     p = tmp_path / "m" / "config.json"
     p.parent.mkdir()
     p.write_text(json.dumps(TINY))

@@ -1,4 +1,5 @@
 """The example notebooks: committed without outputs, and each runs top to bottom with nbclient."""
+
 from pathlib import Path
 
 import nbformat
@@ -88,8 +89,16 @@ def test_course_assignment(run):
         assert "no answer yet" in texts(c), c.source
         assert "lr.check(answer" in c.source
     quantities = " ".join(c.source for c in exercises)
-    for needle in ('op="q_proj", phase="prefill"', 'op="q_proj", phase="decode"', 'op="attn_score", phase="decode"',
-                   'op="lm_head"', '"kv_cache_bytes"', '"arithmetic_intensity"', '"bytes"', '"flops"'):
+    for needle in (
+        'op="q_proj", phase="prefill"',
+        'op="q_proj", phase="decode"',
+        'op="attn_score", phase="decode"',
+        'op="lm_head"',
+        '"kv_cache_bytes"',
+        '"arithmetic_intensity"',
+        '"bytes"',
+        '"flops"',
+    ):
         assert needle in quantities, needle
     hint = next(c for c in cells if "show_formula=True" in c.source)
     assert "formula" in texts(hint)

@@ -1,4 +1,5 @@
 """Static HTML export, kernel side: the page holds the full widget state and every script, escaped."""
+
 import json
 import re
 import shutil
@@ -17,13 +18,24 @@ from llmroof_widgets.export import escape_js, escape_json, export_html, html_bun
 
 EVIL = "</script><script>window.pwned=1</script>"
 EVIL2 = "<!--<script>window.pwned=2</script>-->"
-TINY = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=128, vocab_size=256, max_position_embeddings=512, hidden_act="silu",
-            tie_word_embeddings=False)
+TINY = dict(
+    model_type="llama",
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    vocab_size=256,
+    max_position_embeddings=512,
+    hidden_act="silu",
+    tie_word_embeddings=False,
+)
 
 
 class Echo(anywidget.AnyWidget):
-    _esm = "export default { render({ model, el }) { el.classList.add('t-any'); el.textContent = model.get('text'); } };"
+    _esm = (
+        "export default { render({ model, el }) { el.classList.add('t-any'); el.textContent = model.get('text'); } };"
+    )
     _css = ".t-any { color: #123456; }"
     text = traitlets.Unicode("").tag(sync=True)
 
@@ -120,9 +132,14 @@ def test_state_has_anywidget_esm_and_every_model(dashboard_page, dashboard):
     assert len(table["rows"]) == len(dashboard.table.rows) > 10
     # every model the dashboard references (the table's marks, the plots' scales and axes) is present
     for ref in table["marks"] + table["peers"]:
-        assert ref.startswith("IPY_MODEL_") and ref[len("IPY_MODEL_"):] in state
+        assert ref.startswith("IPY_MODEL_") and ref[len("IPY_MODEL_") :] in state
     assert dashboard.roofline.model_id in state and dashboard.roofline.x_scale.model_id in state
-    assert {s["model_module"] for s in state.values()} >= {"anywidget", "bqplot", "bqscales", "@jupyter-widgets/controls"}
+    assert {s["model_module"] for s in state.values()} >= {
+        "anywidget",
+        "bqplot",
+        "bqscales",
+        "@jupyter-widgets/controls",
+    }
 
 
 def test_text_from_a_config_cannot_become_markup(dashboard_page):
@@ -141,15 +158,20 @@ def test_text_from_a_config_cannot_become_markup(dashboard_page):
 def test_widgets_export_escapes_every_text(tmp_path):
     echo = Echo(text=EVIL)
     label = W.Label(value=EVIL2)
-    fig = bq.Figure(marks=[bq.Scatter(x=[1, 2], y=[3, 4], names=[EVIL, EVIL2],
-                                      scales={"x": bq.LinearScale(), "y": bq.LinearScale()})], title=EVIL)
+    fig = bq.Figure(
+        marks=[
+            bq.Scatter(x=[1, 2], y=[3, 4], names=[EVIL, EVIL2], scales={"x": bq.LinearScale(), "y": bq.LinearScale()})
+        ],
+        title=EVIL,
+    )
     page = export_html([W.VBox([echo, label]), fig], tmp_path / "evil.html", title=EVIL).read_text(encoding="utf-8")
     low = page.lower()
     assert "<script>window.pwned" not in low and "<!--<script>" not in low and "</script><script>window" not in low
     scripts = scripts_of(page)
     # the page's own structure survives: 3 AMD bundles, require.js, registration, state, 2 views, embed-amd.js
-    kinds = [a.get("type") or ("amd:" + a["data-amd-module"] if "data-amd-module" in a else "inline")
-             for a, _ in scripts]
+    kinds = [
+        a.get("type") or ("amd:" + a["data-amd-module"] if "data-amd-module" in a else "inline") for a, _ in scripts
+    ]
     assert kinds.count("application/vnd.jupyter.widget-view+json") == 2
     assert kinds.count("application/vnd.jupyter.widget-state+json") == 1
     assert len(scripts) == 3 + 1 + 1 + 1 + 2 + 1
@@ -171,8 +193,10 @@ def test_escaped_js_means_the_same_to_javascript():
     # the escapes must not change what a string literal, a regular expression or a template means
     src = r'''const a = "x</script>y<!--z"; const r = /<\/script>/i; const t = `</SCRIPT>${1}<!--`;
 console.log(JSON.stringify([a, r.test("</script>"), t, /<!--/.test("<!--")]));'''
-    out = [subprocess.run(["node", "-e", code], capture_output=True, text=True, check=True).stdout
-           for code in (src, escape_js(src))]
+    out = [
+        subprocess.run(["node", "-e", code], capture_output=True, text=True, check=True).stdout
+        for code in (src, escape_js(src))
+    ]
     assert out[0] == out[1] and "x</script>y<!--z" in out[0]
 
 

@@ -1,5 +1,6 @@
 """Static HTML export in a real browser: opened from file:// in Debian's Chromium with every
 http(s) request aborted, the widgets must render with zero page errors and nothing injected may run."""
+
 import time
 
 import anywidget
@@ -8,7 +9,7 @@ import ipywidgets as W
 import pytest
 import traitlets
 
-import llmroof_widgets.widgets  # noqa: F401  (the views, before lr.Dashboard is looked up)
+import llmroof_widgets.widgets
 from llmroof_widgets.export import export_html
 
 pytestmark = pytest.mark.browser
@@ -40,7 +41,10 @@ def offline_page(browser):
     errors, console_errors, requests = [], [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url[:200]}") if r.url.startswith("file:") else None)
+    page.on(
+        "requestfailed",
+        lambda r: errors.append(f"request failed: {r.url[:200]}") if r.url.startswith("file:") else None,
+    )
 
     def refuse(route):
         requests.append(route.request.url)
@@ -71,13 +75,21 @@ def assert_clean(page):
 def test_anywidget_and_bqplot_render_offline(offline_page, tmp_path):
     page = offline_page
     echo = Echo(text=EVIL)
-    scatter = bq.Scatter(x=[1, 2, 3], y=[3, 1, 2], names=["a", "b", EVIL2], scales={"x": bq.LinearScale(), "y": bq.LinearScale()},
-                         interactions={"click": "select"}, selected_style={"stroke": "red", "stroke-width": "4px"})
+    scatter = bq.Scatter(
+        x=[1, 2, 3],
+        y=[3, 1, 2],
+        names=["a", "b", EVIL2],
+        scales={"x": bq.LinearScale(), "y": bq.LinearScale()},
+        interactions={"click": "select"},
+        selected_style={"stroke": "red", "stroke-width": "4px"},
+    )
     fig = bq.Figure(marks=[scatter], title=EVIL, animation_duration=0)
     W.jslink((scatter, "selected"), (echo, "selected"))  # a front-end link: must survive the export
     path = export_html([W.VBox([echo, W.Label(EVIL2)]), fig], tmp_path / "pair.html", title=EVIL)
 
-    took = open_rendered(page, path, "document.querySelector('.t-any') && document.querySelectorAll('.bqplot .dot').length === 3")
+    took = open_rendered(
+        page, path, "document.querySelector('.t-any') && document.querySelectorAll('.bqplot .dot').length === 3"
+    )
     print(f"\nanywidget + bqplot export ({path.stat().st_size / 1e6:.2f} MB): open → rendered {took * 1000:.0f} ms")
     assert page.inner_text(".t-any").startswith(EVIL)  # shown as text, never run
     assert EVIL2 in page.inner_text("body")
@@ -104,8 +116,12 @@ def test_dashboard_renders_offline_and_links_table_and_roofline(offline_page, tm
 
     n = len(rows)
     n_dots = sum(1 for r in rows if r.get("dot") is not None)
-    took = open_rendered(page, path, f"document.querySelectorAll('tr.lr-row').length === {n} && "
-                                     f"document.querySelectorAll('.lr-roofline .dot').length >= {n_dots}")
+    took = open_rendered(
+        page,
+        path,
+        f"document.querySelectorAll('tr.lr-row').length === {n} && "
+        f"document.querySelectorAll('.lr-roofline .dot').length >= {n_dots}",
+    )
     print(f"\ndashboard export ({path.stat().st_size / 1e6:.2f} MB): open → rendered {took * 1000:.0f} ms")
 
     def selected_dots():
@@ -123,14 +139,18 @@ def test_dashboard_renders_offline_and_links_table_and_roofline(offline_page, tm
             """(prefix) => { const on = Array.from(document.querySelectorAll('.lr-roofline .dot'))
                  .filter(d => d.style.strokeWidth === '4px');
                return on.length === 1 && on[0].__data__ && on[0].__data__.name.startsWith(prefix); }""",
-            arg=prefix, timeout=10_000)
+            arg=prefix,
+            timeout=10_000,
+        )
         assert len(selected_dots()) == 1
 
     # and a dot → its table row
     row = next(r for r in rows if r["name"] == "down_proj" and r["phase"] == "prefill")
-    page.evaluate("""(prefix) => { const d = Array.from(document.querySelectorAll('.lr-roofline .dot'))
+    page.evaluate(
+        """(prefix) => { const d = Array.from(document.querySelectorAll('.lr-roofline .dot'))
         .find(d => d.__data__ && d.__data__.name.startsWith(prefix));
         d.dispatchEvent(new MouseEvent('click', { bubbles: true })); }""",
-                  f"prefill · {row['layer_type']} · down_proj ")
+        f"prefill · {row['layer_type']} · down_proj ",
+    )
     page.wait_for_selector(f'tr.lr-row.selected[data-index="{row["index"]}"]', timeout=10_000)
     assert_clean(page)

@@ -1,6 +1,7 @@
 """The JupyterLab extension, without a kernel or a browser: its settings schema, the Python reader of
 its settings (``llmroof_widgets.lab_settings``), the built output, the wheel's shared-data and the
 install in this environment. Browser tests: ``tests/browser/test_labextension_ui.py``."""
+
 from __future__ import annotations
 
 import ast
@@ -26,6 +27,7 @@ NAME = "llmroof-widgets"
 
 
 # -- the settings schema ------------------------------------------------------------------------------
+
 
 def test_schema_is_valid_json_schema_with_the_three_settings():
     schema = json.loads(SCHEMA.read_text())
@@ -66,6 +68,7 @@ def test_schema_defaults_are_the_widgets_defaults():
 
 # -- read_lab_settings ----------------------------------------------------------------------------------
 
+
 def _write(settings_dir: Path, text: str) -> Path:
     p = settings_dir / NAME / "plugin.jupyterlab-settings"
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,9 @@ def test_read_lab_settings_defaults_without_a_file(settings_dir):
 
 def test_read_lab_settings_reads_what_lab_writes(settings_dir):
     # what the Settings Editor's JSON view saves: comments, trailing commas
-    _write(settings_dir, """{
+    _write(
+        settings_dir,
+        """{
     // LLM Roofline
     // Defaults of llmroof_widgets dashboards
     /* the device, "quoted" */
@@ -98,9 +103,13 @@ def test_read_lab_settings_reads_what_lab_writes(settings_dir):
     "weightBits": 4,
     "model": "http://example.org//not-a-comment/* neither */, }",
 }
-""")
-    assert read_lab_settings() == {"hardware": "a100-80gb-sxm", "w_bits": 4,
-                                   "model": "http://example.org//not-a-comment/* neither */, }"}
+""",
+    )
+    assert read_lab_settings() == {
+        "hardware": "a100-80gb-sxm",
+        "w_bits": 4,
+        "model": "http://example.org//not-a-comment/* neither */, }",
+    }
     assert read_lab_settings(only_set=True) == read_lab_settings()
 
 
@@ -159,25 +168,38 @@ def test_apply_lab_settings_fills_only_what_is_missing(settings_dir):
 
 def test_strip_json_comments_keeps_strings():
     text = '{"a": "x // y", "b": "/* z */", "c": [1, 2, ], /* gone */ "d": "\\" // still a string",}'
-    assert json.loads(strip_json_comments(text)) == {"a": "x // y", "b": "/* z */", "c": [1, 2],
-                                                      "d": '" // still a string'}
+    assert json.loads(strip_json_comments(text)) == {
+        "a": "x // y",
+        "b": "/* z */",
+        "c": [1, 2],
+        "d": '" // still a string',
+    }
 
 
 # -- the dashboard cell the Launcher and the palette insert ------------------------------------------
 
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
 def test_dashboard_cell_is_safe_python_for_any_setting():
     """settings.js writes the settings as Python string literals: a hostile model name stays data."""
-    hostile = ['x")\nimport os; os.system("echo pwned")\n("', "a\\\"b'c", "é\u2028\u0000\U0001f600",
-               "</script><img src=x onerror=alert(1)>"]
+    hostile = [
+        'x")\nimport os; os.system("echo pwned")\n("',
+        "a\\\"b'c",
+        "é\u2028\u0000\U0001f600",
+        "</script><img src=x onerror=alert(1)>",
+    ]
     script = (
         "import(process.argv[1]).then(m => { const out = JSON.parse(process.argv[2]).map(model => "
         "m.dashboardCode({device: 'a100-80gb-sxm', weightBits: 8, model})); "
         "out.push(m.dashboardCode({device: '', weightBits: 3, model: null})); "
         "console.log(JSON.stringify(out)); })"
     )
-    r = subprocess.run(["node", "-e", script, (SRC / "src" / "settings.js").as_uri(), json.dumps(hostile)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["node", "-e", script, (SRC / "src" / "settings.js").as_uri(), json.dumps(hostile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     codes = json.loads(r.stdout)
     for model, code in zip(hostile + [DEFAULTS["model"]], codes):
@@ -194,6 +216,7 @@ def test_dashboard_cell_is_safe_python_for_any_setting():
 
 
 # -- the built extension, the wheel and this environment's install -------------------------------------
+
 
 @pytest.fixture(scope="module")
 def built(labextension_built):
@@ -235,14 +258,25 @@ def test_wheel_ships_the_extension_as_shared_data(built, tmp_path):
     pytest.importorskip("hatchling")
     pytest.importorskip("hatch_jupyter_builder")
     env = dict(os.environ, SKIP_JUPYTER_BUILDER="1")  # already built: pack only
-    r = subprocess.run([sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (whl,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(whl).namelist()
     prefix = f"llmroof_widgets-{built['version']}.data/data/share/jupyter/labextensions/{NAME}/"
-    for rel in ("package.json", "install.json", built["jupyterlab"]["_build"]["load"], "static/style.js",
-                f"schemas/{NAME}/plugin.json"):
+    for rel in (
+        "package.json",
+        "install.json",
+        built["jupyterlab"]["_build"]["load"],
+        "static/style.js",
+        f"schemas/{NAME}/plugin.json",
+    ):
         assert prefix + rel in names
     assert not [n for n in names if n.startswith("llmroof_widgets/labextension/")], "shipped twice"
 
@@ -255,12 +289,12 @@ def test_installed_in_this_environment(built):
     from jupyterlab_server.config import get_federated_extensions
 
     exts = get_federated_extensions(jupyter_path("labextensions"))
-    assert NAME in exts, (f"{NAME} is not installed in {sys.prefix}: run `pip install -e .` "
-                          "(or ./test.sh, which does)")
+    assert NAME in exts, f"{NAME} is not installed in {sys.prefix}: run `pip install -e .` (or ./test.sh, which does)"
     ext = exts[NAME]
     assert ext["jupyterlab"]["_build"]["load"] == built["jupyterlab"]["_build"]["load"], (
         f"the installed {NAME} in {ext['ext_path']} is an older build: rerun `pip install -e .` (or "
-        "scripts/bootstrap.sh, which links it to llmroof_widgets/labextension)")
+        "scripts/bootstrap.sh, which links it to llmroof_widgets/labextension)"
+    )
     assert json.loads((Path(ext["ext_path"]) / "install.json").read_text())["packageName"] == NAME
     from jupyterlab.commands import _validate_compatibility, get_app_info
 

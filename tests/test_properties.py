@@ -2,6 +2,7 @@
 the sums of their rows — or a ValueError. Never another exception, a NaN or a hang.
 
 Configs are data only: nothing is executed from them (no trust_remote_code)."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,27 @@ import llmroof_widgets as lr
 
 HW = lr.Hardware(name="prop", memory_bytes=80e9, memory_bandwidth=2e12, peak_flops={"fp16": 1e15, "int8": 2e15})
 
-FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2", "opt", "mixtral", "qwen2_moe",
-            "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "phi", "phimoe", "gemma3_text"]
+FAMILIES = [
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "phi3",
+    "gpt2",
+    "opt",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "olmoe",
+    "deepseek_v2",
+    "deepseek_v3",
+    "gpt_oss",
+    "phi",
+    "phimoe",
+    "gemma3_text",
+]
 
 small = st.integers(min_value=1, max_value=64)
 maybe_bad = st.one_of(small, st.integers(min_value=-4, max_value=0), st.none(), st.just("x"), st.floats(0.5, 3.5))
@@ -37,12 +57,18 @@ def configs(draw):
         "max_position_embeddings": 4096,
         "n_positions": 4096,
         "ffn_dim": draw(st.integers(1, 96)),
-        "num_local_experts": draw(st.integers(1, 8)), "num_experts": draw(st.integers(1, 8)),
-        "n_routed_experts": draw(st.integers(1, 8)), "num_experts_per_tok": draw(st.integers(1, 3)),
-        "moe_intermediate_size": draw(st.integers(1, 32)), "shared_expert_intermediate_size": draw(st.integers(0, 32)),
-        "n_shared_experts": draw(st.integers(0, 2)), "first_k_dense_replace": draw(st.integers(0, 2)),
-        "kv_lora_rank": draw(st.integers(1, 32)), "q_lora_rank": draw(st.one_of(st.none(), st.integers(1, 32))),
-        "qk_rope_head_dim": draw(st.integers(1, 8)), "qk_nope_head_dim": draw(st.integers(1, 8)),
+        "num_local_experts": draw(st.integers(1, 8)),
+        "num_experts": draw(st.integers(1, 8)),
+        "n_routed_experts": draw(st.integers(1, 8)),
+        "num_experts_per_tok": draw(st.integers(1, 3)),
+        "moe_intermediate_size": draw(st.integers(1, 32)),
+        "shared_expert_intermediate_size": draw(st.integers(0, 32)),
+        "n_shared_experts": draw(st.integers(0, 2)),
+        "first_k_dense_replace": draw(st.integers(0, 2)),
+        "kv_lora_rank": draw(st.integers(1, 32)),
+        "q_lora_rank": draw(st.one_of(st.none(), st.integers(1, 32))),
+        "qk_rope_head_dim": draw(st.integers(1, 8)),
+        "qk_nope_head_dim": draw(st.integers(1, 8)),
         "v_head_dim": draw(st.integers(1, 8)),
         "tie_word_embeddings": draw(st.booleans()),
         "attention_bias": draw(st.booleans()),
@@ -70,8 +96,18 @@ def _assert_consistent(d: dict, bounds=("compute", "memory")) -> None:
     for phase in ("prefill", "decode"):
         ph = d[phase]
         for o in ph["ops"]:
-            for k in ("flops", "matmul_flops", "bytes", "time_s", "arithmetic_intensity", "weight_bytes",
-                      "activation_bytes", "kv_bytes", "host_bytes", "communication_time_s"):
+            for k in (
+                "flops",
+                "matmul_flops",
+                "bytes",
+                "time_s",
+                "arithmetic_intensity",
+                "weight_bytes",
+                "activation_bytes",
+                "kv_bytes",
+                "host_bytes",
+                "communication_time_s",
+            ):
                 assert _finite_nonneg(o[k]), (phase, o["name"], k, o[k])
             assert o["bound"] in bounds
             assert o["matmul_flops"] <= o["flops"] + 1e-6
@@ -90,42 +126,100 @@ def _assert_consistent(d: dict, bounds=("compute", "memory")) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=configs(), batch=maybe_bad, prompt=maybe_bad, gen=st.one_of(st.integers(1, 40), st.integers(-2, 0)),
-       w=st.sampled_from([4, 8, 16, 32, 3]), a=st.sampled_from([8, 16, 32]), kv=st.sampled_from([4, 8, 16]),
-       logits=st.sampled_from(["last", "all"]), attention=st.sampled_from(["causal", "full"]),
-       mla=st.sampled_from(["absorbed", "naive"]))
+@given(
+    cfg=configs(),
+    batch=maybe_bad,
+    prompt=maybe_bad,
+    gen=st.one_of(st.integers(1, 40), st.integers(-2, 0)),
+    w=st.sampled_from([4, 8, 16, 32, 3]),
+    a=st.sampled_from([8, 16, 32]),
+    kv=st.sampled_from([4, 8, 16]),
+    logits=st.sampled_from(["last", "all"]),
+    attention=st.sampled_from(["causal", "full"]),
+    mla=st.sampled_from(["absorbed", "naive"]),
+)
 def test_results_are_finite_and_consistent_or_value_error(cfg, batch, prompt, gen, w, a, kv, logits, attention, mla):
     try:
-        r = lr.analyze(cfg, HW, batch_size=batch, prompt_len=prompt, gen_len=gen, w_bits=w, a_bits=a, kv_bits=kv,
-                       logits=logits, attention=attention, mla=mla)
+        r = lr.analyze(
+            cfg,
+            HW,
+            batch_size=batch,
+            prompt_len=prompt,
+            gen_len=gen,
+            w_bits=w,
+            a_bits=a,
+            kv_bits=kv,
+            logits=logits,
+            attention=attention,
+            mla=mla,
+        )
     except ValueError:
         return
     _assert_consistent(r.to_dict())
 
 
-HW_LINKED = lr.Hardware(name="prop-linked", memory_bytes=80e9, memory_bandwidth=2e12,
-                        peak_flops={"fp16": 1e15, "int8": 2e15, "fp8": 2e15}, interconnect_bandwidth=4.5e11,
-                        interconnect_latency_s=1e-6, host_link_bandwidth=6.4e10, onchip_bytes_per_sm=228 * 1024,
-                        structured_sparsity=True)
+HW_LINKED = lr.Hardware(
+    name="prop-linked",
+    memory_bytes=80e9,
+    memory_bandwidth=2e12,
+    peak_flops={"fp16": 1e15, "int8": 2e15, "fp8": 2e15},
+    interconnect_bandwidth=4.5e11,
+    interconnect_latency_s=1e-6,
+    host_link_bandwidth=6.4e10,
+    onchip_bytes_per_sm=228 * 1024,
+    structured_sparsity=True,
+)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=configs(), batch=st.integers(1, 16), prompt=st.integers(1, 300), gen=st.integers(1, 30),
-       w=st.sampled_from([4, 8, 16, "fp8_e4m3", "nf4", "q4_0", "int4"]), a=st.sampled_from([8, 16, "fp8_e5m2"]),
-       group=st.sampled_from([None, 32, 128]), flash=st.sampled_from(["off", "ideal", "tiled"]), fused=st.booleans(),
-       keep=st.sampled_from([1.0, 0.5, 0.1]), budget=st.sampled_from([None, 8]),
-       spec=st.sampled_from([None, (0, 0.5), (3, 0.7), (2, 1.0)]), early=st.sampled_from([1.0, 0.6]),
-       sparsity=st.sampled_from([None, "2:4", 0.5]), offload=st.sampled_from([None, {"weights": 0.5}, {"kv_cache": 1.0}]),
-       tp=st.sampled_from([1, 1, 1, 2, 4]), pp=st.sampled_from([1, 1, 2]), ep=st.sampled_from([1, 1, 1, 2]),
-       eff=st.sampled_from([None, "calibrated", {"compute": 0.5, "memory": 0.9}]))
-def test_technique_knobs_stay_finite_or_value_error(cfg, batch, prompt, gen, w, a, group, flash, fused, keep, budget,
-                                                   spec, early, sparsity, offload, tp, pp, ep, eff):
+@given(
+    cfg=configs(),
+    batch=st.integers(1, 16),
+    prompt=st.integers(1, 300),
+    gen=st.integers(1, 30),
+    w=st.sampled_from([4, 8, 16, "fp8_e4m3", "nf4", "q4_0", "int4"]),
+    a=st.sampled_from([8, 16, "fp8_e5m2"]),
+    group=st.sampled_from([None, 32, 128]),
+    flash=st.sampled_from(["off", "ideal", "tiled"]),
+    fused=st.booleans(),
+    keep=st.sampled_from([1.0, 0.5, 0.1]),
+    budget=st.sampled_from([None, 8]),
+    spec=st.sampled_from([None, (0, 0.5), (3, 0.7), (2, 1.0)]),
+    early=st.sampled_from([1.0, 0.6]),
+    sparsity=st.sampled_from([None, "2:4", 0.5]),
+    offload=st.sampled_from([None, {"weights": 0.5}, {"kv_cache": 1.0}]),
+    tp=st.sampled_from([1, 1, 1, 2, 4]),
+    pp=st.sampled_from([1, 1, 2]),
+    ep=st.sampled_from([1, 1, 1, 2]),
+    eff=st.sampled_from([None, "calibrated", {"compute": 0.5, "memory": 0.9}]),
+)
+def test_technique_knobs_stay_finite_or_value_error(
+    cfg, batch, prompt, gen, w, a, group, flash, fused, keep, budget, spec, early, sparsity, offload, tp, pp, ep, eff
+):
     sp = None if spec is None else lr.Speculative(draft="mtp", gamma=spec[0], acceptance=spec[1])
     try:
-        r = lr.analyze(cfg, HW_LINKED, batch_size=batch, prompt_len=prompt, gen_len=gen, w_bits=w, a_bits=a,
-                       group_size=group, flash_attention=flash, fused=fused, kv_keep_ratio=keep, kv_budget=budget,
-                       speculative=sp, early_exit_fraction=early, sparsity=sparsity, offload=offload, tp=tp, pp=pp,
-                       ep=ep, efficiency=eff)
+        r = lr.analyze(
+            cfg,
+            HW_LINKED,
+            batch_size=batch,
+            prompt_len=prompt,
+            gen_len=gen,
+            w_bits=w,
+            a_bits=a,
+            group_size=group,
+            flash_attention=flash,
+            fused=fused,
+            kv_keep_ratio=keep,
+            kv_budget=budget,
+            speculative=sp,
+            early_exit_fraction=early,
+            sparsity=sparsity,
+            offload=offload,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            efficiency=eff,
+        )
     except ValueError:
         return
     _assert_consistent(r.to_dict(), bounds=("compute", "memory", "communication"))

@@ -10,6 +10,7 @@ For every catalog model that ``transformers`` can build from its config.json:
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,7 +91,6 @@ def reference(key: str) -> dict:
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
         decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
     _REF[key] = {"params": params, "prefill": prefill, "decode": decode, "kv_elems_per_token": kv_elems / PROMPT}
-    del model
     return _REF[key]
 
 
@@ -110,13 +110,17 @@ def test_params_total_exact(pair):
 def test_prefill_matmul_flops(pair):
     key, ref, res = pair
     got = res.prefill.matmul_flops
-    assert got == pytest.approx(ref["prefill"], rel=5e-3), f"{key}: engine {got:.6g} vs FlopCounterMode {ref['prefill']:.6g}"
+    assert got == pytest.approx(ref["prefill"], rel=5e-3), (
+        f"{key}: engine {got:.6g} vs FlopCounterMode {ref['prefill']:.6g}"
+    )
 
 
 def test_decode_matmul_flops(pair):
     key, ref, res = pair
     got = res.decode.matmul_flops
-    assert got == pytest.approx(ref["decode"], rel=5e-3), f"{key}: engine {got:.6g} vs FlopCounterMode {ref['decode']:.6g}"
+    assert got == pytest.approx(ref["decode"], rel=5e-3), (
+        f"{key}: engine {got:.6g} vs FlopCounterMode {ref['decode']:.6g}"
+    )
 
 
 def test_kv_bytes_per_token(pair):

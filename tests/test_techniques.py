@@ -3,6 +3,7 @@
 Tiny Llama (h=64, 2 layers, 4 heads, 2 KV heads, d=16, MLP 128, vocab 100) on a toy device whose
 numbers make hand arithmetic easy.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,12 +13,27 @@ import pytest
 import llmroof_widgets as lr
 
 TINY = {
-    "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100, "tie_word_embeddings": False,
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 100,
+    "tie_word_embeddings": False,
 }
-HW = lr.Hardware(name="toy", memory_bytes=1e9, memory_bandwidth=1e9, peak_flops={"fp16": 1e12, "int8": 2e12, "fp8": 2e12},
-                 vector_flops=1e11, interconnect_bandwidth=1e8, interconnect_latency_s=1e-6,
-                 host_link_bandwidth=1e8, onchip_bytes_per_sm=2048, structured_sparsity=True)
+HW = lr.Hardware(
+    name="toy",
+    memory_bytes=1e9,
+    memory_bandwidth=1e9,
+    peak_flops={"fp16": 1e12, "int8": 2e12, "fp8": 2e12},
+    vector_flops=1e11,
+    interconnect_bandwidth=1e8,
+    interconnect_latency_s=1e-6,
+    host_link_bandwidth=1e8,
+    onchip_bytes_per_sm=2048,
+    structured_sparsity=True,
+)
 
 
 def run(**kw):
@@ -38,12 +54,25 @@ def ops(phase, name=None):
 
 def test_defaults_equal_the_plain_analysis():
     plain = run().to_dict()
-    knobs = run(group_size=None, flash_attention="off", fused=False, kv_keep_ratio=1.0, speculative=None,
-                early_exit_fraction=1.0, sparsity=None, offload=None, tp=1, pp=1, ep=1, efficiency=None).to_dict()
+    knobs = run(
+        group_size=None,
+        flash_attention="off",
+        fused=False,
+        kv_keep_ratio=1.0,
+        speculative=None,
+        early_exit_fraction=1.0,
+        sparsity=None,
+        offload=None,
+        tp=1,
+        pp=1,
+        ep=1,
+        efficiency=None,
+    ).to_dict()
     assert plain == knobs
 
 
 # ---- quantization ----------------------------------------------------------------------------
+
 
 def test_group_quantization_overhead():
     r = ops(run(w_bits=4, group_size=128).to_dict()["decode"], "q_proj")
@@ -77,6 +106,7 @@ def test_quantized_checkpoint_config_is_read():
 
 
 # ---- FlashAttention and fusion ---------------------------------------------------------------
+
 
 def test_flash_attention_ideal_reads_qkv_once():
     d = run(flash_attention="ideal").to_dict()
@@ -115,6 +145,7 @@ def test_fused_elementwise_ops_move_no_activation_bytes():
 
 # ---- KV compression ---------------------------------------------------------------------------
 
+
 def test_kv_keep_ratio_cuts_memory_and_decode_traffic():
     full = run(prompt_len=100, gen_len=1).to_dict()
     half = run(prompt_len=100, gen_len=1, kv_keep_ratio=0.5).to_dict()
@@ -128,9 +159,10 @@ def test_kv_keep_ratio_cuts_memory_and_decode_traffic():
 
 # ---- speculative decoding ----------------------------------------------------------------------
 
+
 def test_speculative_expected_tokens_and_limits():
     s = lr.Speculative(draft="mtp", gamma=4, acceptance=0.8)
-    assert s.tokens_per_round == pytest.approx((1 - 0.8 ** 5) / (1 - 0.8))
+    assert s.tokens_per_round == pytest.approx((1 - 0.8**5) / (1 - 0.8))
     assert lr.Speculative(gamma=3, acceptance=1.0).tokens_per_round == 4
     plain = run(gen_len=33).to_dict()
     g0 = run(gen_len=33, speculative=lr.Speculative(draft="mtp", gamma=0, acceptance=0.5)).to_dict()
@@ -143,9 +175,10 @@ def test_speculative_round_cost_by_hand():
     big = "llama-2-7b"
     hw = lr.load_hardware("a100-80gb-sxm")
     plain = lr.analyze(big, hw, prompt_len=512, gen_len=257)
-    spec = lr.analyze(big, hw, prompt_len=512, gen_len=257,
-                      speculative=lr.Speculative(draft="mtp", gamma=4, acceptance=0.8))
-    tau = (1 - 0.8 ** 5) / 0.2
+    spec = lr.analyze(
+        big, hw, prompt_len=512, gen_len=257, speculative=lr.Speculative(draft="mtp", gamma=4, acceptance=0.8)
+    )
+    tau = (1 - 0.8**5) / 0.2
     g = spec.generation
     assert g["speculative_tokens_per_round"] == pytest.approx(tau)
     rounds = math.ceil(256 / tau)
@@ -158,13 +191,19 @@ def test_speculative_round_cost_by_hand():
 
 
 def test_speculative_with_a_catalog_draft():
-    r = lr.analyze("llama-3.1-8b", "h100-sxm", prompt_len=256, gen_len=65,
-                   speculative=lr.Speculative(draft="llama-3.2-1b", gamma=3, acceptance=0.7))
+    r = lr.analyze(
+        "llama-3.1-8b",
+        "h100-sxm",
+        prompt_len=256,
+        gen_len=65,
+        speculative=lr.Speculative(draft="llama-3.2-1b", gamma=3, acceptance=0.7),
+    )
     assert r.memory["draft_bytes"] > 2 * 1.2e9  # the 1.2 B draft's weights + its KV cache
     assert r.generation["tpot_s"] > 0
 
 
 # ---- early exit, sparsity ----------------------------------------------------------------------
+
 
 def test_early_exit_scales_decode_layers():
     half = run(early_exit_fraction=0.5).to_dict()
@@ -190,6 +229,7 @@ def test_sparsity_2_4_and_unstructured():
 
 # ---- offloading --------------------------------------------------------------------------------
 
+
 def test_offloaded_weights_stream_over_the_host_link():
     r = run(offload={"weights": 0.5}).to_dict()
     q = ops(r["decode"], "q_proj")
@@ -204,6 +244,7 @@ def test_offloaded_weights_stream_over_the_host_link():
 
 
 # ---- parallelism -------------------------------------------------------------------------------
+
 
 def test_tensor_parallel_shards_and_all_reduces():
     plain = run().to_dict()

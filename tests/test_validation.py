@@ -1,4 +1,5 @@
 """Validation against measured inference: the record → prediction mapping, and the figures."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,19 @@ from llmroof_widgets import validation as v
 
 
 def rec(**kw):
-    base = {"id": "x", "model": "meta-llama/Llama-2-7b-hf", "hardware": "rtx-4090", "num_devices": 1,
-            "framework": "llama.cpp", "precision": "weights q4_0 (4.5 bits/weight) / activations fp32 / kv fp16",
-            "batch_size": 1, "prompt_len": 512, "gen_len": 0, "metric": "prefill_tokens_per_s", "value": 1.0}
+    base = {
+        "id": "x",
+        "model": "meta-llama/Llama-2-7b-hf",
+        "hardware": "rtx-4090",
+        "num_devices": 1,
+        "framework": "llama.cpp",
+        "precision": "weights q4_0 (4.5 bits/weight) / activations fp32 / kv fp16",
+        "batch_size": 1,
+        "prompt_len": 512,
+        "gen_len": 0,
+        "metric": "prefill_tokens_per_s",
+        "value": 1.0,
+    }
     base.update(kw)
     return base
 
@@ -35,14 +46,28 @@ def test_mapping_decode_from_empty_context():
 
 
 def test_mapping_throughput_ttft_and_tensor_parallel():
-    t = rec(framework="TensorRT-LLM", precision="fp16 / fp16 / fp16", batch_size=384, prompt_len=128, gen_len=128,
-            metric="output_tokens_per_s_per_gpu", hardware="a100-80gb-sxm")
+    t = rec(
+        framework="TensorRT-LLM",
+        precision="fp16 / fp16 / fp16",
+        batch_size=384,
+        prompt_len=128,
+        gen_len=128,
+        metric="output_tokens_per_s_per_gpu",
+        hardware="a100-80gb-sxm",
+    )
     kw = v.record_settings(t)
     assert kw["w_bits"] == "fp16" and kw["gen_len"] == 128 and "tp" not in kw
     r = lr.analyze("llama-2-7b", "a100-80gb-sxm", **kw)
     assert v.predict(t, r) == pytest.approx(384 * 128 / r.generation["e2e_s"])
-    f = rec(model="meta-llama/Llama-2-70b-hf", num_devices=4, metric="ttft_s", prompt_len=2048, gen_len=1,
-            hardware="a100-80gb-sxm", precision="fp16 / fp16 / fp16")
+    f = rec(
+        model="meta-llama/Llama-2-70b-hf",
+        num_devices=4,
+        metric="ttft_s",
+        prompt_len=2048,
+        gen_len=1,
+        hardware="a100-80gb-sxm",
+        precision="fp16 / fp16 / fp16",
+    )
     kw = v.record_settings(f)
     assert kw["tp"] == 4
     r = lr.analyze("llama-2-70b", "a100-80gb-sxm", **kw)
@@ -58,8 +83,10 @@ def test_validation_figures():
     cal = v.validate("calibrated")
     sr, sc = v.summary(roof), v.summary(cal)
     print(f"\nvalidation over {sr['records']} measured records:")
-    print(f"  roofline:   median |error| {sr['median_abs_error']:.1%}, p90 {sr['p90_abs_error']:.1%}, "
-          f"lower bound in {sr['lower_bound_share']:.0%} of records")
+    print(
+        f"  roofline:   median |error| {sr['median_abs_error']:.1%}, p90 {sr['p90_abs_error']:.1%}, "
+        f"lower bound in {sr['lower_bound_share']:.0%} of records"
+    )
     print(f"  calibrated: median |error| {sc['median_abs_error']:.1%}, p90 {sc['p90_abs_error']:.1%}")
     assert sr["records"] >= 50
     # the roofline is a lower bound on time (in at least 95 % of records)

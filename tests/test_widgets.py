@@ -4,6 +4,7 @@ selection round trips, errors, the exported widget state, and per-update message
 The front-end halves (row ↔ dot links, formatting, sorting) run in the browser and are covered by
 the browser tests; here we check what the kernel sends and receives.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -111,9 +112,16 @@ def assert_views_match(ui: lw.Dashboard, exp: dict | None = None) -> None:
     seen = 0
     for slot, (ph, bound) in enumerate(SLOTS):
         mark = ui.roofline.dots[slot]
-        ops = [op for p in phases if p == ph for op in exp[p]["ops"]
-               if op["flops"] > 0 and op["time_s"] > 0 and op["arithmetic_intensity"] > 0
-               and (op["bound"] == "compute") == (bound == "compute")]
+        ops = [
+            op
+            for p in phases
+            if p == ph
+            for op in exp[p]["ops"]
+            if op["flops"] > 0
+            and op["time_s"] > 0
+            and op["arithmetic_intensity"] > 0
+            and (op["bound"] == "compute") == (bound == "compute")
+        ]
         assert len(mark.x) == len(mark.y) == len(ops) == len(mark.names)
         np.testing.assert_allclose(mark.x, [op["arithmetic_intensity"] for op in ops], rtol=1e-12)
         np.testing.assert_allclose(mark.y, [op["flops"] / op["time_s"] for op in ops], rtol=1e-12)
@@ -137,8 +145,9 @@ def assert_views_match(ui: lw.Dashboard, exp: dict | None = None) -> None:
     bars = np.asarray(ui.memory.bars.y)
     np.testing.assert_allclose(bars[0], [m["weights_bytes"] / 1e9] * 2, rtol=1e-12)
     np.testing.assert_allclose(bars[1], [m["kv_cache_prompt_bytes"] / 1e9, m["kv_cache_bytes"] / 1e9], rtol=1e-12)
-    np.testing.assert_allclose(bars[2], [m["activations_prefill_bytes"] / 1e9, m["activations_decode_bytes"] / 1e9],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        bars[2], [m["activations_prefill_bytes"] / 1e9, m["activations_decode_bytes"] / 1e9], rtol=1e-12
+    )
     np.testing.assert_allclose(ui.memory.capacity.y, [m["capacity_bytes"] / 1e9] * 2, rtol=1e-12)
     assert ui.memory.share.weights_bytes == pytest.approx(m["weights_bytes"])
 
@@ -177,9 +186,11 @@ def test_missing_bundle_gives_clear_error(monkeypatch, tmp_path, built):
 
 def test_top_level_api():
     # in a fresh interpreter: the issue's spelling works
-    code = ("import llmroof_widgets as lr; s = lr.State(model='meta-llama/Llama-3.1-8B', hardware='h100-sxm');"
-            "assert lr.Dashboard and lr.LayerTable and lr.RooflinePlot and lr.MemoryBreakdown and lr.StepTimeline;"
-            "assert lr.FormulaPanel and lr.Controls and lr.compare_dashboards; print('ok')")
+    code = (
+        "import llmroof_widgets as lr; s = lr.State(model='meta-llama/Llama-3.1-8B', hardware='h100-sxm');"
+        "assert lr.Dashboard and lr.LayerTable and lr.RooflinePlot and lr.MemoryBreakdown and lr.StepTimeline;"
+        "assert lr.FormulaPanel and lr.Controls and lr.compare_dashboards; print('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
@@ -232,9 +243,11 @@ def test_each_control_recomputes_every_view(ui, control, trait, value):
     assert ui.state.revision == rev + 1
     assert_views_match(ui)
     assert ui.table.headline  # filled
-    changed = (json.dumps(ui.table.rows, sort_keys=True, default=str) != old
-               or any(len(a) != len(d.x) or not np.allclose(a, d.x) for a, d in zip(old_x, ui.roofline.dots))
-               or not np.allclose(old_bars, ui.memory.bars.y))
+    changed = (
+        json.dumps(ui.table.rows, sort_keys=True, default=str) != old
+        or any(len(a) != len(d.x) or not np.allclose(a, d.x) for a, d in zip(old_x, ui.roofline.dots))
+        or not np.allclose(old_bars, ui.memory.bars.y)
+    )
     assert changed
 
 
@@ -295,7 +308,12 @@ def test_custom_device_editor(ui):
     c.hw_peak.value = 200.0
     hw = ui.state.hardware
     assert isinstance(hw, lr.Hardware)
-    assert (hw.name, hw.memory_bytes, hw.memory_bandwidth, hw.peak_flops["fp16"]) == ("my accelerator", 48e9, 1e12, 200e12)
+    assert (hw.name, hw.memory_bytes, hw.memory_bandwidth, hw.peak_flops["fp16"]) == (
+        "my accelerator",
+        48e9,
+        1e12,
+        200e12,
+    )
     assert ui.error == ""
     assert ui.table.headline["hardware"] == "my accelerator"
     assert ui.table.headline["capacity_bytes"] == 48e9
@@ -305,8 +323,9 @@ def test_custom_device_editor(ui):
     c.hardware.value = "h100-sxm"
     assert ui.state.hardware == "h100-sxm" and c.hw_editor.layout.display == "none"
     # a Hardware set in code shows in the editor
-    ui.state.hardware = lr.Hardware(name="code device", memory_bytes=24e9, memory_bandwidth=5e11,
-                                    peak_flops={"fp16": 1e14})
+    ui.state.hardware = lr.Hardware(
+        name="code device", memory_bytes=24e9, memory_bandwidth=5e11, peak_flops={"fp16": 1e14}
+    )
     assert c.hardware.value == lw.controls.CUSTOM and c.hw_memory.value == 24.0 and c.hw_peak.value == 100.0
 
 
@@ -389,9 +408,13 @@ def test_selection_follows_recomputation(ui):
 
 
 def _snapshot(ui):
-    return (json.dumps(ui.table.rows, default=str), json.dumps(ui.table.headline, default=str),
-            [np.asarray(d.x).tolist() for d in ui.roofline.dots], np.asarray(ui.memory.bars.y).tolist(),
-            np.asarray(ui.timeline.steps.y).tolist())
+    return (
+        json.dumps(ui.table.rows, default=str),
+        json.dumps(ui.table.headline, default=str),
+        [np.asarray(d.x).tolist() for d in ui.roofline.dots],
+        np.asarray(ui.memory.bars.y).tolist(),
+        np.asarray(ui.timeline.steps.y).tolist(),
+    )
 
 
 BAD_INPUTS = [
@@ -504,8 +527,14 @@ def test_exported_state_contains_esm_and_links(ui):
 
 def test_views_alone_and_shared_state(built):
     s = lw.State(model=MODEL, hardware=HW, prompt_len=512, gen_len=32)
-    views = [lw.LayerTable(s), lw.RooflinePlot(s), lw.MemoryBreakdown(s), lw.StepTimeline(s), lw.FormulaPanel(s),
-             lw.Controls(s)]
+    views = [
+        lw.LayerTable(s),
+        lw.RooflinePlot(s),
+        lw.MemoryBreakdown(s),
+        lw.StepTimeline(s),
+        lw.FormulaPanel(s),
+        lw.Controls(s),
+    ]
     table, roof, mem, tl, formula, controls = views
     assert table.rows and len(roof.dots[0].x) and mem.bars.y.shape == (3, 2) and len(tl.steps.x) == 31
     assert formula.picker is True  # alone, the formula panel has its own operator picker
@@ -524,7 +553,9 @@ def test_views_alone_and_shared_state(built):
     for v in [*views, a, b, *box.children]:
         v.close()
     # closed views no longer listen to the state
-    assert not any(getattr(h, "__self__", None) in views for h in s._trait_notifiers.get("revision", {}).get("change", []))
+    assert not any(
+        getattr(h, "__self__", None) in views for h in s._trait_notifiers.get("revision", {}).get("change", [])
+    )
 
 
 # ---------------------------------------------------------------------------------------------

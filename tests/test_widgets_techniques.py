@@ -4,6 +4,7 @@ for those settings (checked against ``lr.analyze`` called with the same settings
 here, independently of the State); invalid combinations show the engine's error and keep the last
 views; the sweep view's lines are ``lr.sweep``'s; the comparison's deltas are ``lr.compare``'s.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,20 @@ def assert_views_show(ui: lw.Dashboard, exp: dict) -> None:
         assert (row["index"], row["phase"]) == (i, ph)
         for k in ("name", "layer_type", "count", "bound", "peak_dtype", "flops_formula", "bytes_formula", "kind"):
             assert row[k] == op[k], (i, k)
-        for k in ("flops", "bytes", "time_s", "share", "host_time_s", "communication_time_s", "host_bytes",
-                  "comm_bytes", "attained_flops", "resident_bytes", "bandwidth", "peak_flops"):
+        for k in (
+            "flops",
+            "bytes",
+            "time_s",
+            "share",
+            "host_time_s",
+            "communication_time_s",
+            "host_bytes",
+            "comm_bytes",
+            "attained_flops",
+            "resident_bytes",
+            "bandwidth",
+            "peak_flops",
+        ):
             assert row[k] == pytest.approx(op[k], rel=1e-12, abs=0), (i, k)
         plottable = op["bound"] != "communication" and op["flops"] > 0 and op["arithmetic_intensity"] > 0
         assert (row["dot"] is not None) == plottable
@@ -92,8 +105,13 @@ def assert_views_show(ui: lw.Dashboard, exp: dict) -> None:
     rf = exp["roofs"]
     n_dots = 0
     for slot, (ph, bound) in enumerate(SLOTS):
-        ops = [op for p in phases if p == ph for op in exp[p]["ops"]
-               if op["flops"] > 0 and op["time_s"] > 0 and op["arithmetic_intensity"] > 0 and op["bound"] == bound]
+        ops = [
+            op
+            for p in phases
+            if p == ph
+            for op in exp[p]["ops"]
+            if op["flops"] > 0 and op["time_s"] > 0 and op["arithmetic_intensity"] > 0 and op["bound"] == bound
+        ]
         mark = ui.roofline.dots[slot]
         assert len(mark.x) == len(ops)
         np.testing.assert_allclose(mark.x, [op["arithmetic_intensity"] for op in ops], rtol=1e-12)
@@ -126,9 +144,14 @@ def assert_views_show(ui: lw.Dashboard, exp: dict) -> None:
 
 
 def snapshot(ui):
-    return (json.dumps(ui.table.rows, default=str), json.dumps(ui.table.headline, default=str),
-            [np.asarray(d.x).tolist() for d in ui.roofline.dots], np.asarray(ui.memory.bars.y).tolist(),
-            np.asarray(ui.timeline.steps.y).tolist(), np.asarray(ui.roofline.roofs.y).tolist())
+    return (
+        json.dumps(ui.table.rows, default=str),
+        json.dumps(ui.table.headline, default=str),
+        [np.asarray(d.x).tolist() for d in ui.roofline.dots],
+        np.asarray(ui.memory.bars.y).tolist(),
+        np.asarray(ui.timeline.steps.y).tolist(),
+        np.asarray(ui.roofline.roofs.y).tolist(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,8 +176,16 @@ def test_defaults_are_the_plain_analysis(ui):
     for box in t.sections.children:
         desc = box.children[0]
         assert isinstance(desc, W.HTML) and len(desc.value) > 80
-    assert set(t.sections.titles) == {"Attention & fusion", "KV-cache compression", "Speculative decoding",
-                                      "Early exit", "Sparsity", "Offloading", "Parallelism", "Efficiency"}
+    assert set(t.sections.titles) == {
+        "Attention & fusion",
+        "KV-cache compression",
+        "Speculative decoding",
+        "Early exit",
+        "Sparsity",
+        "Offloading",
+        "Parallelism",
+        "Efficiency",
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +195,7 @@ def test_defaults_are_the_plain_analysis(ui):
 def _set(attr, value):
     def act(c):
         getattr(c.technique_controls, attr).value = value
+
     return act
 
 
@@ -171,12 +203,14 @@ def _seq(*acts):
     def act(c):
         for a in acts:
             a(c)
+
     return act
 
 
 def _ctl(attr, value):
     def act(c):
         getattr(c, attr).value = value
+
     return act
 
 
@@ -187,29 +221,56 @@ KNOB_CASES = [
     ("fused", {}, _set("fused", True), {"fused": True}),
     ("kv_keep_ratio", {}, _set("kv_keep_ratio", 0.25), {"kv_keep_ratio": 0.25}),
     ("kv_budget", {}, _set("kv_budget", 512), {"kv_budget": 512}),
-    ("speculative_mtp", {}, _set("draft", "mtp"),
-     {"speculative": lr.Speculative(draft="mtp", gamma=4, acceptance=0.7)}),
-    ("speculative_draft_gamma_alpha", {},
-     _seq(_set("draft", "meta-llama/Llama-3.2-1B"), _set("gamma", 6), _set("acceptance", 0.8)),
-     {"speculative": lr.Speculative(draft="meta-llama/Llama-3.2-1B", gamma=6, acceptance=0.8)}),
+    (
+        "speculative_mtp",
+        {},
+        _set("draft", "mtp"),
+        {"speculative": lr.Speculative(draft="mtp", gamma=4, acceptance=0.7)},
+    ),
+    (
+        "speculative_draft_gamma_alpha",
+        {},
+        _seq(_set("draft", "meta-llama/Llama-3.2-1B"), _set("gamma", 6), _set("acceptance", 0.8)),
+        {"speculative": lr.Speculative(draft="meta-llama/Llama-3.2-1B", gamma=6, acceptance=0.8)},
+    ),
     ("early_exit", {}, _set("early_exit_fraction", 0.5), {"early_exit_fraction": 0.5}),
     ("sparsity_2_4", {"batch_size": 64}, _set("sparsity_mode", "2:4"), {"batch_size": 64, "sparsity": "2:4"}),
-    ("sparsity_unstructured", {}, _seq(_set("sparsity_mode", "unstructured"), _set("sparsity_share", 0.3)),
-     {"sparsity": 0.3}),
-    ("offload_weights_kv", {}, _seq(_set("offload_weights", 0.5), _set("offload_kv", 0.25)),
-     {"offload": {"weights": 0.5, "kv_cache": 0.25}}),
+    (
+        "sparsity_unstructured",
+        {},
+        _seq(_set("sparsity_mode", "unstructured"), _set("sparsity_share", 0.3)),
+        {"sparsity": 0.3},
+    ),
+    (
+        "offload_weights_kv",
+        {},
+        _seq(_set("offload_weights", 0.5), _set("offload_kv", 0.25)),
+        {"offload": {"weights": 0.5, "kv_cache": 0.25}},
+    ),
     ("offload_experts", {"model": MOE}, _set("offload_experts", 0.75), {"model": MOE, "offload": {"experts": 0.75}}),
     ("tp", {}, _set("tp", 2), {"tp": 2}),
     ("pp", {}, _set("pp", 2), {"pp": 2}),
     ("ep", {"model": MOE, "batch_size": 8}, _set("ep", 2), {"model": MOE, "batch_size": 8, "ep": 2}),
     ("efficiency_calibrated", {}, _set("efficiency", "calibrated"), {"efficiency": "calibrated"}),
-    ("efficiency_custom", {}, _seq(_set("efficiency", "custom"), _set("eff_compute", 0.7), _set("eff_memory", 0.85)),
-     {"efficiency": {"compute": 0.7, "memory": 0.85, "communication": 1.0}}),
+    (
+        "efficiency_custom",
+        {},
+        _seq(_set("efficiency", "custom"), _set("eff_compute", 0.7), _set("eff_memory", 0.85)),
+        {"efficiency": {"compute": 0.7, "memory": 0.85, "communication": 1.0}},
+    ),
     ("mla_naive", {"model": MLA}, _set("mla", "naive"), {"model": MLA, "mla": "naive"}),
-    ("weight_format_group_size", {}, _seq(_ctl("w_bits", "int4"), _ctl("group_size", 128)),
-     {"w_bits": "int4", "group_size": 128}),
-    ("formats", {}, _seq(_ctl("w_bits", "nf4"), _ctl("a_bits", "fp8_e4m3"), _ctl("kv_bits", "fp8_e5m2")),
-     {"w_bits": "nf4", "a_bits": "fp8_e4m3", "kv_bits": "fp8_e5m2"}),
+    (
+        "weight_format_group_size",
+        {},
+        _seq(_ctl("w_bits", "int4"), _ctl("group_size", 128)),
+        {"w_bits": "int4", "group_size": 128},
+    ),
+    (
+        "formats",
+        {},
+        _seq(_ctl("w_bits", "nf4"), _ctl("a_bits", "fp8_e4m3"), _ctl("kv_bits", "fp8_e5m2")),
+        {"w_bits": "nf4", "a_bits": "fp8_e4m3", "kv_bits": "fp8_e5m2"},
+    ),
     ("gguf_weights", {}, _ctl("w_bits", "q4_0"), {"w_bits": "q4_0"}),
 ]
 
@@ -295,6 +356,7 @@ def test_state_knob_spellings_are_equivalent(built):
     assert "tp" in repr(b)
     # every knob of analyze() is a State knob
     import inspect
+
     kw = [n for n, p in inspect.signature(lr.analyze).parameters.items() if p.kind is p.KEYWORD_ONLY]
     assert set(kw) == (set(lw.state.INPUTS) | set(KNOBS)) - {"extra", "model", "hardware"}
 
@@ -303,12 +365,26 @@ def test_dashboard_accepts_knobs_and_controls_follow_the_state(built):
     d = lw.Dashboard(model=MOE, hardware=HW, batch_size=8, ep=2, **BASE)
     t = d.controls.technique_controls
     assert t.ep.value == 2 and d.state.extra == {"ep": 2}
-    d.state.update(flash_attention="ideal", fused=True, kv_budget=300,
-                   speculative=lr.Speculative(draft="mtp", gamma=3, acceptance=0.6), sparsity=0.25,
-                   offload={"weights": 0.1, "experts": 0.5}, efficiency={"compute": 0.5, "memory": 0.9},
-                   group_size=64, w_bits="int4", early_exit_fraction=0.75, kv_keep_ratio=0.4)
+    d.state.update(
+        flash_attention="ideal",
+        fused=True,
+        kv_budget=300,
+        speculative=lr.Speculative(draft="mtp", gamma=3, acceptance=0.6),
+        sparsity=0.25,
+        offload={"weights": 0.1, "experts": 0.5},
+        efficiency={"compute": 0.5, "memory": 0.9},
+        group_size=64,
+        w_bits="int4",
+        early_exit_fraction=0.75,
+        kv_keep_ratio=0.4,
+    )
     assert d.error == ""
-    assert (t.flash_attention.value, t.fused.value, t.kv_budget.value, t.kv_keep_ratio.value) == ("ideal", True, 300, 0.4)
+    assert (t.flash_attention.value, t.fused.value, t.kv_budget.value, t.kv_keep_ratio.value) == (
+        "ideal",
+        True,
+        300,
+        0.4,
+    )
     assert (t.draft.value, t.gamma.value, t.acceptance.value) == ("mtp", 3, 0.6)
     assert not t.gamma.disabled and "tokens per round" in t.tokens_per_round.value
     assert (t.sparsity_mode.value, t.sparsity_share.value, t.sparsity_share.disabled) == ("unstructured", 0.25, False)
@@ -318,11 +394,25 @@ def test_dashboard_accepts_knobs_and_controls_follow_the_state(built):
     assert (d.controls.group_size.value, d.controls.w_bits.value) == (64, "int4")
     assert t.early_exit_fraction.value == 0.75
     assert d.controls.techniques_accordion.titles[0] == f"Techniques · {len(d.state.extra)} active"
-    assert_views_show(d, engine(model=MOE, batch_size=8, ep=2, flash_attention="ideal", fused=True, kv_budget=300,
-                                speculative=lr.Speculative(draft="mtp", gamma=3, acceptance=0.6), sparsity=0.25,
-                                offload={"weights": 0.1, "experts": 0.5},
-                                efficiency={"compute": 0.5, "memory": 0.9}, group_size=64, w_bits="int4",
-                                early_exit_fraction=0.75, kv_keep_ratio=0.4))
+    assert_views_show(
+        d,
+        engine(
+            model=MOE,
+            batch_size=8,
+            ep=2,
+            flash_attention="ideal",
+            fused=True,
+            kv_budget=300,
+            speculative=lr.Speculative(draft="mtp", gamma=3, acceptance=0.6),
+            sparsity=0.25,
+            offload={"weights": 0.1, "experts": 0.5},
+            efficiency={"compute": 0.5, "memory": 0.9},
+            group_size=64,
+            w_bits="int4",
+            early_exit_fraction=0.75,
+            kv_keep_ratio=0.4,
+        ),
+    )
     # a draft model given as a config shows as a custom option
     cfg = lr.load_model("meta-llama/Llama-3.2-1B")
     d.state.update(model=MODEL, ep=1, speculative=lr.Speculative(draft=cfg, gamma=2, acceptance=0.5))
@@ -361,8 +451,9 @@ def test_invalid_knob_combination_shows_error_and_keeps_views(ui, setup, act, wo
     # fixing it clears the error and the views catch up
     ui.controls.technique_controls.reset.click()
     assert ui.state.error == "" and ui.table.error == ""
-    assert_views_show(ui, engine(**{k: v for k, v in setup.items() if k != "hardware"},
-                                 hardware=setup.get("hardware", HW)))
+    assert_views_show(
+        ui, engine(**{k: v for k, v in setup.items() if k != "hardware"}, hardware=setup.get("hardware", HW))
+    )
 
 
 def test_tp3_error_exact_engine_message(ui):
@@ -380,7 +471,9 @@ def test_communication_rows_in_table_not_on_the_roofline(ui):
     ui.state.tp = 2
     comm_rows = [r for r in ui.table.rows if r["bound"] == "communication"]
     exp = engine(tp=2)
-    assert len(comm_rows) == sum(op["bound"] == "communication" for ph in ("prefill", "decode") for op in exp[ph]["ops"])
+    assert len(comm_rows) == sum(
+        op["bound"] == "communication" for ph in ("prefill", "decode") for op in exp[ph]["ops"]
+    )
     assert {r["name"] for r in comm_rows} >= {"attn_allreduce", "mlp_allreduce"}
     for r in comm_rows:
         assert r["dot"] is None and r["flops"] == 0 and r["communication_time_s"] > 0
@@ -443,7 +536,9 @@ def test_calibrated_mode_switches_the_note(ui):
     ui.controls.technique_controls.efficiency.value = "custom"
     assert ui.table.headline["efficiency_mode"] == "roofline"  # custom shares at 100 %: the roofline
     ui.controls.technique_controls.eff_memory.value = 0.8
-    assert ui.table.headline["efficiency_mode"] == "custom" and "shares of the peaks" in ui.table.headline["notes"]["time"]
+    assert (
+        ui.table.headline["efficiency_mode"] == "custom" and "shares of the peaks" in ui.table.headline["notes"]["time"]
+    )
     ui.controls.technique_controls.efficiency.value = "roofline"
     assert ui.table.headline["efficiency_mode"] == "roofline" and ui.state.extra == {}
 
@@ -455,8 +550,9 @@ def test_speculative_draft_memory_bar(ui):
     bars = np.asarray(ui.memory.bars.y)
     assert bars.shape == (4, 2) and list(ui.memory.bars.labels)[-1] == "draft model"
     np.testing.assert_allclose(bars[3], [m["draft_bytes"] / 1e9] * 2)
-    np.testing.assert_allclose(bars.sum(axis=0), [m["prefill_total_bytes"] / 1e9, m["decode_total_bytes"] / 1e9],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        bars.sum(axis=0), [m["prefill_total_bytes"] / 1e9, m["decode_total_bytes"] / 1e9], rtol=1e-9
+    )
     ui.controls.technique_controls.draft.value = "off"
     assert np.asarray(ui.memory.bars.y).shape == (3, 2)
 
@@ -492,7 +588,7 @@ def test_sweep_view_data_equals_lr_sweep(built, x):
     if x == "batch_size":
         assert lim == df["max_batch_size"].iloc[0]
     else:
-        xs, tot = df[x].to_numpy(float), df["total_bytes"].to_numpy(float)
+        xs = df[x].to_numpy(float)
         i = int(np.flatnonzero(nf)[0])
         assert xs[i - 1] <= lim <= xs[i]
     assert list(v.t_limit.x) == [lim, lim] and list(v.m_limit.x) == [lim, lim]
@@ -563,8 +659,11 @@ def test_compare_view_deltas_equal_lr_compare(built):
     teacher = lw.State(model="meta-llama/Llama-3.1-70B", hardware=HW, tp=4, batch_size=8, **BASE)
     student = lw.State(model=MODEL, hardware=HW, batch_size=8, **BASE)
     v = lw.CompareView(teacher, student, labels=("teacher", "student"))
-    ref = lr.compare(lr.analyze("meta-llama/Llama-3.1-70B", HW, tp=4, batch_size=8, **BASE),
-                     lr.analyze(MODEL, HW, batch_size=8, **BASE), labels=("teacher", "student"))
+    ref = lr.compare(
+        lr.analyze("meta-llama/Llama-3.1-70B", HW, tp=4, batch_size=8, **BASE),
+        lr.analyze(MODEL, HW, batch_size=8, **BASE),
+        labels=("teacher", "student"),
+    )
     tot = ref.totals.to_dict("records")
     assert [t["quantity"] for t in v.table.totals] == [t["quantity"] for t in tot]
     for mine, theirs in zip(v.table.totals, tot):
@@ -576,7 +675,11 @@ def test_compare_view_deltas_equal_lr_compare(built):
     ops = ref.operators.to_dict("records")
     assert len(v.table.operators) == len(ops)
     for mine, theirs in zip(v.table.operators, ops):
-        assert (mine["phase"], mine["layer_type"], mine["name"]) == (theirs["phase"], theirs["layer_type"], theirs["name"])
+        assert (mine["phase"], mine["layer_type"], mine["name"]) == (
+            theirs["phase"],
+            theirs["layer_type"],
+            theirs["name"],
+        )
         assert mine["time_a"] == pytest.approx(theirs["time_s_teacher"], rel=1e-12)
         assert mine["time_b"] == pytest.approx(theirs["time_s_student"], rel=1e-12)
         assert mine["delta_s"] == pytest.approx(theirs["delta_s"], rel=1e-12, abs=1e-18)
@@ -598,7 +701,8 @@ def test_compare_view_deltas_equal_lr_compare(built):
     student.w_bits = 4
     ref2 = lr.compare(teacher.result, lr.analyze(MODEL, HW, batch_size=8, w_bits=4, **BASE))
     assert {t["quantity"]: t for t in v.table.totals}["tpot_s"]["b"] == pytest.approx(
-        ref2.totals.set_index("quantity").loc["tpot_s", "b"], rel=1e-12)
+        ref2.totals.set_index("quantity").loc["tpot_s", "b"], rel=1e-12
+    )
     last = v.comparison
     student.tp = 3
     assert "student: tp = 3" in v.table.error and v.comparison is last
@@ -678,17 +782,31 @@ def test_uploaded_config_json_becomes_the_model():
     import datetime
     import json
 
-    NOW = datetime.datetime.now(datetime.timezone.utc)  # noqa: N806
+    NOW = datetime.datetime.now(datetime.timezone.utc)
 
     ui = lr.Dashboard(model="gpt2", hardware="h100-sxm", prompt_len=64, gen_len=4)
     cfg = json.loads((lr.engine.models.MODELS_DIR / "opt-125m.json").read_text())
     cfg.pop("_name_or_path", None)
-    ui.controls.model_upload.value = ({"name": "my-opt.json", "type": "application/json", "size": 10,
-                                       "content": memoryview(json.dumps(cfg).encode()), "last_modified": NOW},)
+    ui.controls.model_upload.value = (
+        {
+            "name": "my-opt.json",
+            "type": "application/json",
+            "size": 10,
+            "content": memoryview(json.dumps(cfg).encode()),
+            "last_modified": NOW,
+        },
+    )
     assert ui.state.error == ""
     assert ui.state.result.model.name == "my-opt"
     assert ui.state.result.params_total == lr.analyze("opt-125m", "h100-sxm").params_total
     before = ui.state.result
-    ui.controls.model_upload.value = ({"name": "bad.json", "type": "application/json", "size": 3,
-                                       "content": memoryview(b"{no"), "last_modified": NOW},)
+    ui.controls.model_upload.value = (
+        {
+            "name": "bad.json",
+            "type": "application/json",
+            "size": 3,
+            "content": memoryview(b"{no"),
+            "last_modified": NOW,
+        },
+    )
     assert "bad.json" in ui.state.error and ui.state.result is before  # last valid result kept

@@ -1,13 +1,12 @@
 """``analyze``: settings → operators → roofline times → memory → a :class:`Result`."""
+
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-
-from dataclasses import replace
 
 from . import generation, memory
 from .generation import Speculative
@@ -24,7 +23,12 @@ MLA = ("absorbed", "naive")
 
 
 def _check_count(field: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or value != value or int(value) != value:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer, float))
+        or value != value
+        or int(value) != value
+    ):
         raise ValueError(f"{field} must be a whole number ≥ {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{field} must be ≥ {minimum}, got {int(value)}")
@@ -91,8 +95,10 @@ class Phase:
 
 def _time_note(efficiency) -> str:
     if efficiency == "calibrated":
-        return ("calibrated times: an explained model of real kernels (achievable bandwidth and GEMM efficiency per "
-                "device family, small-batch GEMM efficiency, launch overhead); not a bound")
+        return (
+            "calibrated times: an explained model of real kernels (achievable bandwidth and GEMM efficiency per "
+            "device family, small-batch GEMM efficiency, launch overhead); not a bound"
+        )
     if isinstance(efficiency, dict) and efficiency:
         return "roofline times with efficiency factors " + ", ".join(f"{k} {v:g}" for k, v in efficiency.items())
     return "roofline times are lower bounds: each operator at the device's peak compute or peak bandwidth"
@@ -101,8 +107,18 @@ def _time_note(efficiency) -> str:
 class Result:
     """The analysis of one model on one device for one workload. ``to_dict()`` gives plain data."""
 
-    def __init__(self, model: ModelConfig, hardware: Hardware, settings: dict, prefill: Phase, decode: Phase,
-                 step_contexts: np.ndarray, step_times: np.ndarray, generation_summary: dict, memory_summary: dict):
+    def __init__(
+        self,
+        model: ModelConfig,
+        hardware: Hardware,
+        settings: dict,
+        prefill: Phase,
+        decode: Phase,
+        step_contexts: np.ndarray,
+        step_times: np.ndarray,
+        generation_summary: dict,
+        memory_summary: dict,
+    ):
         self.model = model
         self.hardware = hardware
         self.settings = settings
@@ -141,8 +157,11 @@ class Result:
                 "params_active": self.params_active,
             },
             "hardware": self.hardware.to_dict(),
-            "roofs": roofs(self.prefill.roof, {r.dtype for r in self.prefill.rows + self.decode.rows},
-                           sparse=any(r.speedup > 1 for r in self.prefill.rows)),
+            "roofs": roofs(
+                self.prefill.roof,
+                {r.dtype for r in self.prefill.rows + self.decode.rows},
+                sparse=any(r.speedup > 1 for r in self.prefill.rows),
+            ),
             "settings": dict(self.settings),
             "prefill": self.prefill.to_dict(),
             "decode": self.decode.to_dict(),
@@ -167,9 +186,11 @@ class Result:
 
     def __repr__(self) -> str:
         g = self.generation
-        return (f"<Result {self.model.name} on {self.hardware.name}: TTFT {g['ttft_s'] * 1e3:.3g} ms, "
-                f"TPOT {g['tpot_s'] * 1e3:.3g} ms, memory {self.memory['total_bytes'] / 1e9:.3g} GB"
-                f"{'' if self.memory['fits'] else ' (does not fit)'}>")
+        return (
+            f"<Result {self.model.name} on {self.hardware.name}: TTFT {g['ttft_s'] * 1e3:.3g} ms, "
+            f"TPOT {g['tpot_s'] * 1e3:.3g} ms, memory {self.memory['total_bytes'] / 1e9:.3g} GB"
+            f"{'' if self.memory['fits'] else ' (does not fit)'}>"
+        )
 
 
 def _mtp_draft(m: ModelConfig) -> ModelConfig:
@@ -178,13 +199,33 @@ def _mtp_draft(m: ModelConfig) -> ModelConfig:
     return replace(m, name=f"{m.name} (MTP head)", num_layers=1, layer_types=(replace(last, count=1),))
 
 
-def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int = 1024, gen_len: int = 256,
-            w_bits: Any = 16, a_bits: Any = 16, kv_bits: Any = 16, logits: str = "last",
-            attention: str = "causal", mla: str = "absorbed", group_size: int | None = None,
-            flash_attention: str = "off", fused: bool = False, kv_keep_ratio: float = 1.0,
-            kv_budget: int | None = None, speculative: Speculative | None = None,
-            early_exit_fraction: float = 1.0, sparsity: Any = None, offload: dict | None = None,
-            tp: int = 1, pp: int = 1, ep: int = 1, efficiency: dict | None = None) -> Result:
+def analyze(
+    model: Any,
+    hardware: Any,
+    *,
+    batch_size: int = 1,
+    prompt_len: int = 1024,
+    gen_len: int = 256,
+    w_bits: Any = 16,
+    a_bits: Any = 16,
+    kv_bits: Any = 16,
+    logits: str = "last",
+    attention: str = "causal",
+    mla: str = "absorbed",
+    group_size: int | None = None,
+    flash_attention: str = "off",
+    fused: bool = False,
+    kv_keep_ratio: float = 1.0,
+    kv_budget: int | None = None,
+    speculative: Speculative | None = None,
+    early_exit_fraction: float = 1.0,
+    sparsity: Any = None,
+    offload: dict | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    ep: int = 1,
+    efficiency: dict | None = None,
+) -> Result:
     """Roofline and memory analysis of generating ``gen_len`` tokens after a ``prompt_len`` prompt.
 
     Every technique knob at its default gives the plain analysis. Times are roofline lower bounds.
@@ -237,9 +278,19 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
     _check_choice("logits", logits, LOGITS)
     _check_choice("attention", attention, ATTENTION)
     _check_choice("mla", mla, MLA)
-    opts = make_options(flash_attention=flash_attention, fused=fused, kv_keep_ratio=kv_keep_ratio,
-                        kv_budget=kv_budget, early_exit_fraction=early_exit_fraction, sparsity=sparsity,
-                        offload=offload, tp=tp, pp=pp, ep=ep, efficiency=efficiency)
+    opts = make_options(
+        flash_attention=flash_attention,
+        fused=fused,
+        kv_keep_ratio=kv_keep_ratio,
+        kv_budget=kv_budget,
+        early_exit_fraction=early_exit_fraction,
+        sparsity=sparsity,
+        offload=offload,
+        tp=tp,
+        pp=pp,
+        ep=ep,
+        efficiency=efficiency,
+    )
     validate_for(opts, m, hw, B)
     spec = None
     draft = None
@@ -251,43 +302,83 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
             draft = _mtp_draft(m) if spec.draft == "mtp" else load_model(spec.draft)
     roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16)
     settings = {
-        "model": m.name, "hardware": hw.name, "batch_size": B, "prompt_len": P, "gen_len": G,
+        "model": m.name,
+        "hardware": hw.name,
+        "batch_size": B,
+        "prompt_len": P,
+        "gen_len": G,
         "w_bits": w_bits if isinstance(w_bits, str) else prec.w_bits,
         "a_bits": a_bits if isinstance(a_bits, str) else prec.a_bits,
         "kv_bits": kv_bits if isinstance(kv_bits, str) else prec.kv_bits,
-        "logits": logits, "attention": attention, "mla": mla, "group_size": group_size,
-        "flash_attention": opts.flash_attention, "fused": opts.fused, "kv_keep_ratio": opts.kv_keep_ratio,
+        "logits": logits,
+        "attention": attention,
+        "mla": mla,
+        "group_size": group_size,
+        "flash_attention": opts.flash_attention,
+        "fused": opts.fused,
+        "kv_keep_ratio": opts.kv_keep_ratio,
         "kv_budget": opts.kv_budget,
-        "speculative": None if spec is None else {
+        "speculative": None
+        if spec is None
+        else {
             "draft": spec.draft if isinstance(spec.draft, str) else getattr(draft, "name", "custom"),
-            "gamma": spec.gamma, "acceptance": spec.acceptance},
-        "early_exit_fraction": opts.early_exit_fraction, "sparsity": opts.sparsity, "offload": dict(opts.offload),
-        "tp": opts.tp, "pp": opts.pp, "ep": opts.ep,
+            "gamma": spec.gamma,
+            "acceptance": spec.acceptance,
+        },
+        "early_exit_fraction": opts.early_exit_fraction,
+        "sparsity": opts.sparsity,
+        "offload": dict(opts.offload),
+        "tp": opts.tp,
+        "pp": opts.pp,
+        "ep": opts.ep,
         "efficiency": opts.efficiency if isinstance(opts.efficiency, str) else dict(opts.efficiency),
     }
 
-    pre_rows = PassBuilder(m, prec, batch=B, tokens=P, cached=0, logits_tokens=P if logits == "all" else 1,
-                           attention=attention, mla=mla, options=opts, hardware=hw).build()
+    pre_rows = PassBuilder(
+        m,
+        prec,
+        batch=B,
+        tokens=P,
+        cached=0,
+        logits_tokens=P if logits == "all" else 1,
+        attention=attention,
+        mla=mla,
+        options=opts,
+        hardware=hw,
+    ).build()
     pre_time = float(pass_time(pre_rows, roof))
-    dec_rows = PassBuilder(m, prec, batch=B, tokens=1, cached=P, logits_tokens=1, attention="causal",
-                           mla=mla, options=opts, hardware=hw).build(opts.early_exit_fraction)
+    dec_rows = PassBuilder(
+        m, prec, batch=B, tokens=1, cached=P, logits_tokens=1, attention="causal", mla=mla, options=opts, hardware=hw
+    ).build(opts.early_exit_fraction)
     dec = Phase("decode", 1, P + 1, dec_rows, float(pass_time(dec_rows, roof)), roof)
 
     draft_prefill = 0.0
     draft_w = draft_kv_seq = 0.0
     if draft is not None:
         d_opts = Options(flash_attention=opts.flash_attention, fused=opts.fused, efficiency=opts.efficiency)
-        d_rows = PassBuilder(draft, prec, batch=B, tokens=P, cached=0, logits_tokens=1, attention=attention,
-                             mla=mla, options=d_opts, hardware=hw).build()
+        d_rows = PassBuilder(
+            draft,
+            prec,
+            batch=B,
+            tokens=P,
+            cached=0,
+            logits_tokens=1,
+            attention=attention,
+            mla=mla,
+            options=d_opts,
+            hardware=hw,
+        ).build()
         draft_prefill = float(pass_time(d_rows, roof))
         draft_w = memory.weights_bytes(d_rows, draft, d_opts)
         draft_kv_seq = memory.kv_cache_bytes(draft, prec, 1, P + G - 1 + spec.gamma, d_opts)
     pre = Phase("prefill", P, P, pre_rows, pre_time, roof)
 
-    contexts, steps = generation.decode_step_times(m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla,
-                                                   spec=spec, draft=draft, draft_prec=prec)
-    gen = generation.summarize(pre.time_s + draft_prefill, steps, batch=B, gen_len=G, first_step_time=dec.time_s,
-                               devices=opts.devices)
+    contexts, steps = generation.decode_step_times(
+        m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
+    )
+    gen = generation.summarize(
+        pre.time_s + draft_prefill, steps, batch=B, gen_len=G, first_step_time=dec.time_s, devices=opts.devices
+    )
     if spec is not None:
         gen["speculative_tokens_per_round"] = spec.tokens_per_round
         gen["draft_prefill_s"] = draft_prefill
@@ -297,10 +388,27 @@ def analyze(model: Any, hardware: Any, *, batch_size: int = 1, prompt_len: int =
         stage = (dec.time_s - send) / opts.pp + send / (opts.pp - 1)
         gen["pipeline_stage_time_s"] = stage
         gen["throughput_pipelined_tokens_per_s"] = B / stage
-    mem = memory.footprint(m, prec, hw.memory_bytes, opts, batch=B, prompt_len=P, gen_len=G,
-                           prefill_rows=pre_rows, decode_rows=dec_rows, extra_bytes=draft_w,
-                           extra_per_seq=draft_kv_seq)
-    mem = {k: (bool(v) if k == "fits" else int(v) if k in ("max_batch_size", "kv_token_capacity", "devices",
-                                                            "kv_context_tokens") else float(v))
-           for k, v in mem.items()}
+    mem = memory.footprint(
+        m,
+        prec,
+        hw.memory_bytes,
+        opts,
+        batch=B,
+        prompt_len=P,
+        gen_len=G,
+        prefill_rows=pre_rows,
+        decode_rows=dec_rows,
+        extra_bytes=draft_w,
+        extra_per_seq=draft_kv_seq,
+    )
+    mem = {
+        k: (
+            bool(v)
+            if k == "fits"
+            else int(v)
+            if k in ("max_batch_size", "kv_token_capacity", "devices", "kv_context_tokens")
+            else float(v)
+        )
+        for k, v in mem.items()
+    }
     return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)

@@ -6,6 +6,7 @@ below says where it comes from. Nothing here is fitted per record, and nothing r
 
 time(op) = max(FLOPs / (peak · η_mm(M) · η_quant), bytes / (bandwidth · η_mem)) + launch
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

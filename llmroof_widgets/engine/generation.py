@@ -3,6 +3,7 @@
 The decode steps are evaluated at once: the operator builder takes the array of cached
 lengths ``prompt_len + j`` (j = 0 … gen_len − 2) and every count broadcasts over it.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ class Speculative:
     gamma: int = 4
     acceptance: float = 0.7
 
-    def validated(self) -> "Speculative":
+    def validated(self) -> Speculative:
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, int) or not 0 <= self.gamma <= 64:
             raise ValueError(f"speculative.gamma must be a whole number in [0, 64], got {self.gamma!r}")
         a = self.acceptance
@@ -51,17 +52,48 @@ class Speculative:
         return (1.0 - a ** (g + 1)) / (1.0 - a)  # expected accepted tokens + the target's own token
 
 
-def decode_times(model: ModelConfig, prec: Precision, roof: Roof, opts: Options, *, batch: int, tokens: int,
-                 cached, mla: str, logits_tokens: int = 1):
+def decode_times(
+    model: ModelConfig,
+    prec: Precision,
+    roof: Roof,
+    opts: Options,
+    *,
+    batch: int,
+    tokens: int,
+    cached,
+    mla: str,
+    logits_tokens: int = 1,
+):
     """Roofline time of decode passes of ``tokens`` new tokens at each cached length (array)."""
-    rows = PassBuilder(model, prec, batch=batch, tokens=tokens, cached=cached, logits_tokens=logits_tokens,
-                       attention="causal", mla=mla, options=opts, hardware=roof.hw).build(opts.early_exit_fraction)
+    rows = PassBuilder(
+        model,
+        prec,
+        batch=batch,
+        tokens=tokens,
+        cached=cached,
+        logits_tokens=logits_tokens,
+        attention="causal",
+        mla=mla,
+        options=opts,
+        hardware=roof.hw,
+    ).build(opts.early_exit_fraction)
     return np.broadcast_to(np.asarray(pass_time(rows, roof), dtype=np.float64), np.shape(cached)).copy()
 
 
-def decode_step_times(model: ModelConfig, prec: Precision, roof: Roof, opts: Options, *, batch: int, prompt_len: int,
-                      gen_len: int, mla: str, spec: Speculative | None = None, draft: ModelConfig | None = None,
-                      draft_prec: Precision | None = None) -> tuple[np.ndarray, np.ndarray]:
+def decode_step_times(
+    model: ModelConfig,
+    prec: Precision,
+    roof: Roof,
+    opts: Options,
+    *,
+    batch: int,
+    prompt_len: int,
+    gen_len: int,
+    mla: str,
+    spec: Speculative | None = None,
+    draft: ModelConfig | None = None,
+    draft_prec: Precision | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(context per step, time per generated token at that step) after the prefill.
 
     Plain decoding: gen_len − 1 steps; the first token comes out of the prefill, each later one
@@ -80,8 +112,9 @@ def decode_step_times(model: ModelConfig, prec: Precision, roof: Roof, opts: Opt
     g = spec.gamma
     n_rounds = math.ceil(steps / tau)
     cached = prompt_len + tau * np.arange(n_rounds, dtype=np.float64)
-    verify = decode_times(model, prec, roof, opts, batch=batch, tokens=g + 1, cached=cached, mla=mla,
-                          logits_tokens=g + 1)
+    verify = decode_times(
+        model, prec, roof, opts, batch=batch, tokens=g + 1, cached=cached, mla=mla, logits_tokens=g + 1
+    )
     d_cached = (cached[:, None] + np.arange(g)[None, :]).ravel()
     d_opts = Options(flash_attention=opts.flash_attention, fused=opts.fused, efficiency=opts.efficiency)
     drafts = decode_times(draft, draft_prec, roof, d_opts, batch=batch, tokens=1, cached=d_cached, mla=mla)
@@ -92,8 +125,9 @@ def decode_step_times(model: ModelConfig, prec: Precision, roof: Roof, opts: Opt
     return cached + 1, round_t * weights
 
 
-def summarize(ttft: float, step_times: np.ndarray, *, batch: int, gen_len: int, first_step_time: float,
-              devices: int = 1) -> dict:
+def summarize(
+    ttft: float, step_times: np.ndarray, *, batch: int, gen_len: int, first_step_time: float, devices: int = 1
+) -> dict:
     """Latency metrics of one generation.
 
     - TTFT: time to first token = the prefill (its last position's logits give token 1).

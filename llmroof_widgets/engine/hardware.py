@@ -3,6 +3,7 @@
 All values in SI units (bytes, bytes/s, FLOP/s, seconds). The catalog lives in
 ``llmroof_widgets/data/hardware.json`` with a source for every number.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -64,8 +65,14 @@ class Hardware:
         if not clean:
             raise ValueError("hardware field 'peak_flops' has no positive peak")
         object.__setattr__(self, "peak_flops", clean)
-        for f in ("vector_flops", "onchip_bytes_per_sm", "l2_bytes", "interconnect_bandwidth",
-                  "interconnect_latency_s", "host_link_bandwidth"):
+        for f in (
+            "vector_flops",
+            "onchip_bytes_per_sm",
+            "l2_bytes",
+            "interconnect_bandwidth",
+            "interconnect_latency_s",
+            "host_link_bandwidth",
+        ):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
                 raise ValueError(f"hardware field {f!r} must be a positive number or None, got {v!r}")

@@ -1,4 +1,5 @@
 """Memory footprint per device: weights, KV cache and activations against the device's capacity."""
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,15 @@ def kv_bytes_per_token(model: ModelConfig, prec: Precision, opts: Options | None
     return total * opts.kv_keep_ratio
 
 
-def kv_cache_bytes(model: ModelConfig, prec: Precision, batch: int, context: int, opts: Options | None = None,
-                   *, on_device: bool = True) -> float:
+def kv_cache_bytes(
+    model: ModelConfig,
+    prec: Precision,
+    batch: int,
+    context: int,
+    opts: Options | None = None,
+    *,
+    on_device: bool = True,
+) -> float:
     """KV cache of ``batch`` sequences holding ``context`` tokens, on one device.
 
     A sliding-window layer keeps its last window − 1 tokens (with the next token's own key that is
@@ -83,9 +91,20 @@ def activations_bytes(rows: list[Row], model: ModelConfig, prec: Precision, toke
     return tokens * model.hidden_size * prec.a + largest
 
 
-def footprint(model: ModelConfig, prec: Precision, hw_capacity: float, opts: Options, *, batch: int, prompt_len: int,
-              gen_len: int, prefill_rows: list[Row], decode_rows: list[Row], extra_bytes: float = 0.0,
-              extra_per_seq: float = 0.0) -> dict:
+def footprint(
+    model: ModelConfig,
+    prec: Precision,
+    hw_capacity: float,
+    opts: Options,
+    *,
+    batch: int,
+    prompt_len: int,
+    gen_len: int,
+    prefill_rows: list[Row],
+    decode_rows: list[Row],
+    extra_bytes: float = 0.0,
+    extra_per_seq: float = 0.0,
+) -> dict:
     """``extra_bytes`` / ``extra_per_seq``: a speculative draft's weights / KV cache per sequence.
 
     ``batch``, ``prompt_len`` and ``gen_len`` may be numpy arrays (sweeps): every figure broadcasts.

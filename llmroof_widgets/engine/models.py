@@ -5,6 +5,7 @@ A :class:`ModelConfig` is data only (it never executes code from a config, never
 full-attention, MLA ...) with how many layers of each there are, so the operator builder in
 :mod:`llmroof_widgets.engine.ops` can count each type once and multiply.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,24 +28,111 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "mistral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True),
     "mixtral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True, moe="mixtral"),
     "qwen2": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, qwen_sliding=True),
-    "qwen2_moe": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, moe="qwen2_moe", qwen_sliding=True),
-    "qwen3": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", qk_norm="head", qwen_sliding=True),
-    "qwen3_moe": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", qk_norm="head", moe="qwen3_moe", qwen_sliding=True),
-    "olmoe": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", qk_norm="full", moe="olmoe"),
+    "qwen2_moe": dict(
+        norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, moe="qwen2_moe", qwen_sliding=True
+    ),
+    "qwen3": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        qk_norm="head",
+        qwen_sliding=True,
+    ),
+    "qwen3_moe": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        qk_norm="head",
+        moe="qwen3_moe",
+        qwen_sliding=True,
+    ),
+    "olmoe": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        qk_norm="full",
+        moe="olmoe",
+    ),
     "gemma": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True),
-    "gemma2": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True, post_norms=True, softcap=True, alternate_sliding=True),
-    "gemma3_text": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True, post_norms=True, qk_norm="head", softcap=True, layer_types=True),
+    "gemma2": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=True,
+        embed_scale=True,
+        post_norms=True,
+        softcap=True,
+        alternate_sliding=True,
+    ),
+    "gemma3_text": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=True,
+        embed_scale=True,
+        post_norms=True,
+        qk_norm="head",
+        softcap=True,
+        layer_types=True,
+    ),
     "phi3": dict(norm="rms", mlp="gated", pos="rope", tie=False, fused_qkv=True, fused_gate_up=True, sliding_all=True),
-    "phimoe": dict(norm="ln", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias", moe="phimoe", sliding_all=True, lm_head_bias="lm_head_bias"),
+    "phimoe": dict(
+        norm="ln",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        moe="phimoe",
+        sliding_all=True,
+        lm_head_bias="lm_head_bias",
+    ),
     # phi-1/phi-2: one LayerNorm feeds attention and MLP in parallel; partial rotary; biases everywhere
-    "phi": dict(norm="ln", mlp="plain", pos="rope", tie=False, qkv_bias=True, o_bias=True, mlp_bias=True, parallel=True,
-                lm_head_bias=True),
-    "gpt2": dict(norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias=True, o_bias=True, mlp_bias=True, fused_qkv=True),
-    "opt": dict(norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias=("enable_bias", True), o_bias=("enable_bias", True),
-                mlp_bias=("enable_bias", True)),
+    "phi": dict(
+        norm="ln",
+        mlp="plain",
+        pos="rope",
+        tie=False,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        parallel=True,
+        lm_head_bias=True,
+    ),
+    "gpt2": dict(
+        norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias=True, o_bias=True, mlp_bias=True, fused_qkv=True
+    ),
+    "opt": dict(
+        norm="ln",
+        mlp="plain",
+        pos="learned",
+        tie=True,
+        qkv_bias=("enable_bias", True),
+        o_bias=("enable_bias", True),
+        mlp_bias=("enable_bias", True),
+    ),
     "deepseek_v2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
     "deepseek_v3": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
-    "gpt_oss": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, o_bias=True, moe="gpt_oss", layer_types=True, sinks=True),
+    "gpt_oss": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias=True,
+        o_bias=True,
+        moe="gpt_oss",
+        layer_types=True,
+        sinks=True,
+    ),
 }
 
 # Fields whose presence changes the math in a way this engine does not represent.
@@ -317,7 +405,10 @@ def _req_int(cfg: dict, *keys: str, minimum: int = 1) -> int:
             if v < minimum:
                 raise ValueError(f"config field {k!r} must be ≥ {minimum}, got {v}")
             return v
-    raise ValueError(f"config is missing the field {keys[0]!r}" + (f" (or {', '.join(map(repr, keys[1:]))})" if len(keys) > 1 else ""))
+    raise ValueError(
+        f"config is missing the field {keys[0]!r}"
+        + (f" (or {', '.join(map(repr, keys[1:]))})" if len(keys) > 1 else "")
+    )
 
 
 def _opt_int(cfg: dict, key: str, default: int | None, minimum: int = 0) -> int | None:
@@ -352,7 +443,9 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if mt is None:
         raise ValueError(f"config is missing the field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
     if mt not in FAMILIES:
-        raise ValueError(f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+        raise ValueError(
+            f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}"
+        )
     fam = FAMILIES[mt]
     for k, what in UNSUPPORTED_FIELDS.items():
         if what and cfg.get(k):
@@ -388,7 +481,9 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if isinstance(act, str) and act.startswith("gelu"):
         act = act if act in ACT_FLOPS else "gelu"
     if act not in ACT_FLOPS:
-        raise ValueError(f"config field 'hidden_act' = {act!r} is not supported; supported: {', '.join(sorted(ACT_FLOPS))}")
+        raise ValueError(
+            f"config field 'hidden_act' = {act!r} is not supported; supported: {', '.join(sorted(ACT_FLOPS))}"
+        )
 
     tie = bool(cfg.get("tie_word_embeddings", fam["tie"]))
     qkv_bias = _flag(cfg, fam.get("qkv_bias", False))
@@ -414,7 +509,9 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             if t == "sliding_attention":
                 sliding[i] = True
             elif t not in ("full_attention",):
-                raise ValueError(f"config field 'layer_types' has {t!r}; supported: 'full_attention', 'sliding_attention'")
+                raise ValueError(
+                    f"config field 'layer_types' has {t!r}; supported: 'full_attention', 'sliding_attention'"
+                )
     elif fam.get("alternate_sliding"):
         sliding = [i % 2 == 0 for i in range(n_layers)]  # gemma-2: even layers use the window
     elif fam.get("layer_types"):
@@ -440,22 +537,47 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             nope_d = _req_int(cfg, "qk_nope_head_dim")
             v_d = _req_int(cfg, "v_head_dim")
             return AttentionSpec(
-                kind="mla", num_heads=n_heads, num_kv_heads=n_heads, head_dim=nope_d + rope_d, v_head_dim=v_d,
-                window=None, qkv_bias=bool(cfg.get("attention_bias", False)), o_bias=bool(cfg.get("attention_bias", False)),
-                rotary_dim=rope_d, q_lora_rank=_opt_int(cfg, "q_lora_rank", None, minimum=1), kv_lora_rank=kv_lora,
-                qk_rope_head_dim=rope_d, qk_nope_head_dim=nope_d,
+                kind="mla",
+                num_heads=n_heads,
+                num_kv_heads=n_heads,
+                head_dim=nope_d + rope_d,
+                v_head_dim=v_d,
+                window=None,
+                qkv_bias=bool(cfg.get("attention_bias", False)),
+                o_bias=bool(cfg.get("attention_bias", False)),
+                rotary_dim=rope_d,
+                q_lora_rank=_opt_int(cfg, "q_lora_rank", None, minimum=1),
+                kv_lora_rank=kv_lora,
+                qk_rope_head_dim=rope_d,
+                qk_nope_head_dim=nope_d,
             )
         return AttentionSpec(
-            kind="mha", num_heads=n_heads, num_kv_heads=n_kv, head_dim=head_dim, v_head_dim=head_dim, window=win,
-            qkv_bias=qkv_bias, o_bias=o_bias, fused_qkv=bool(fam.get("fused_qkv")), qk_norm=fam.get("qk_norm"),
-            sinks=bool(fam.get("sinks")), softcap=softcap, rotary_dim=int(head_dim * prf) if rope else 0,
+            kind="mha",
+            num_heads=n_heads,
+            num_kv_heads=n_kv,
+            head_dim=head_dim,
+            v_head_dim=head_dim,
+            window=win,
+            qkv_bias=qkv_bias,
+            o_bias=o_bias,
+            fused_qkv=bool(fam.get("fused_qkv")),
+            qk_norm=fam.get("qk_norm"),
+            sinks=bool(fam.get("sinks")),
+            softcap=softcap,
+            rotary_dim=int(head_dim * prf) if rope else 0,
         )
 
     # --- MLP per layer --------------------------------------------------------------------
     moe_kind = fam.get("moe")
     is_moe = [False] * n_layers
-    dense_mlp = MLPSpec(kind="dense", intermediate_size=inter, gated=fam["mlp"] == "gated", act=act, bias=mlp_bias,
-                        fused_gate_up=bool(fam.get("fused_gate_up")))
+    dense_mlp = MLPSpec(
+        kind="dense",
+        intermediate_size=inter,
+        gated=fam["mlp"] == "gated",
+        act=act,
+        bias=mlp_bias,
+        fused_gate_up=bool(fam.get("fused_gate_up")),
+    )
     moe_mlp = None
     if moe_kind:
         if moe_kind == "mixtral" or moe_kind == "phimoe":
@@ -466,16 +588,32 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         elif moe_kind == "gpt_oss":
             E = _req_int(cfg, "num_local_experts")
             k = _req_int(cfg, "num_experts_per_tok", "experts_per_token")
-            moe_mlp = MLPSpec(kind="moe", intermediate_size=inter, gated=True, act=act, num_experts=E, top_k=k,
-                              expert_bias=True, router_bias=True)
+            moe_mlp = MLPSpec(
+                kind="moe",
+                intermediate_size=inter,
+                gated=True,
+                act=act,
+                num_experts=E,
+                top_k=k,
+                expert_bias=True,
+                router_bias=True,
+            )
             is_moe = [True] * n_layers
         elif moe_kind in ("qwen2_moe", "qwen3_moe", "olmoe"):
             E = _req_int(cfg, "num_experts")
             k = _req_int(cfg, "num_experts_per_tok")
             moe_inter = _req_int(cfg, "moe_intermediate_size") if moe_kind != "olmoe" else inter
             shared = _opt_int(cfg, "shared_expert_intermediate_size", 0) if moe_kind == "qwen2_moe" else 0
-            moe_mlp = MLPSpec(kind="moe", intermediate_size=moe_inter, gated=True, act=act, num_experts=E, top_k=k,
-                              shared_intermediate_size=shared or 0, shared_gate=bool(shared))
+            moe_mlp = MLPSpec(
+                kind="moe",
+                intermediate_size=moe_inter,
+                gated=True,
+                act=act,
+                num_experts=E,
+                top_k=k,
+                shared_intermediate_size=shared or 0,
+                shared_gate=bool(shared),
+            )
             step = _opt_int(cfg, "decoder_sparse_step", 1, minimum=1)
             only = set(cfg.get("mlp_only_layers") or [])
             is_moe = [(i not in only) and (E > 0) and ((i + 1) % step == 0) for i in range(n_layers)]
@@ -484,9 +622,16 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             k = _req_int(cfg, "num_experts_per_tok")
             moe_inter = _req_int(cfg, "moe_intermediate_size")
             n_shared = _opt_int(cfg, "n_shared_experts", 0) or 0
-            moe_mlp = MLPSpec(kind="moe", intermediate_size=moe_inter, gated=True, act=act, num_experts=E, top_k=k,
-                              shared_intermediate_size=moe_inter * n_shared,
-                              router_score_bias=(mt == "deepseek_v3"))
+            moe_mlp = MLPSpec(
+                kind="moe",
+                intermediate_size=moe_inter,
+                gated=True,
+                act=act,
+                num_experts=E,
+                top_k=k,
+                shared_intermediate_size=moe_inter * n_shared,
+                router_score_bias=(mt == "deepseek_v3"),
+            )
             first_dense = _opt_int(cfg, "first_k_dense_replace", 0) or 0
             freq = _opt_int(cfg, "moe_layer_freq", 1, minimum=1)
             is_moe = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
@@ -516,10 +661,17 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         if any_sliding and any_full:
             parts.append("sliding" if sl else "full")
         lt_name = "+".join(parts) if parts else "decoder"
-        layer_types.append(LayerType(
-            name=lt_name, count=count, attention=attn(window if sl else None),
-            mlp=moe_mlp if moe else dense_mlp, norms=norms_per_layer, post_norms=post, parallel=parallel,
-        ))
+        layer_types.append(
+            LayerType(
+                name=lt_name,
+                count=count,
+                attention=attn(window if sl else None),
+                mlp=moe_mlp if moe else dense_mlp,
+                norms=norms_per_layer,
+                post_norms=post,
+                parallel=parallel,
+            )
+        )
     layer_types.sort(key=lambda lt: lt.name)
 
     if fam["pos"] == "learned":
@@ -534,11 +686,21 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
 
     quant = cfg.get("quantization_config")
     return ModelConfig(
-        name=str(name), model_type=mt, hidden_size=h, num_layers=n_layers, vocab_size=vocab,
-        layer_types=tuple(layer_types), norm=norm, tie_embeddings=tie, position=fam["pos"],
-        max_positions=max_pos, position_rows=pos_rows, embed_scale=bool(fam.get("embed_scale")),
+        name=str(name),
+        model_type=mt,
+        hidden_size=h,
+        num_layers=n_layers,
+        vocab_size=vocab,
+        layer_types=tuple(layer_types),
+        norm=norm,
+        tie_embeddings=tie,
+        position=fam["pos"],
+        max_positions=max_pos,
+        position_rows=pos_rows,
+        embed_scale=bool(fam.get("embed_scale")),
         final_softcap=bool(fam.get("softcap") and cfg.get("final_logit_softcapping")),
         lm_head_bias=_flag(cfg, fam.get("lm_head_bias", False)),
         embed_dim=embed_dim,
-        quantization=quant if isinstance(quant, dict) else None, raw=cfg,
+        quantization=quant if isinstance(quant, dict) else None,
+        raw=cfg,
     )

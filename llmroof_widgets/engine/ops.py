@@ -21,6 +21,7 @@ shards heads, MLP width and vocabulary (Megatron layout); expert parallelism spr
 ``ep`` devices with data-parallel attention (each device runs ``batch/ep`` sequences) and an
 all-to-all dispatch and combine. ``params`` of a row are always the model's (global) parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,12 +53,46 @@ def _n(x) -> str:
 class Row:
     """One operator of one pass on one device. Figures are for a single execution; the pass runs it ``count`` times."""
 
-    __slots__ = ("name", "layer_type", "count", "kind", "flops", "matmul_flops", "weight_bytes",
-                 "activation_bytes", "kv_bytes", "dtype", "formula", "params", "resident", "wclass",
-                 "host_bytes", "host_resident", "comm_s", "comm_bytes", "speedup", "m_dim")
+    __slots__ = (
+        "name",
+        "layer_type",
+        "count",
+        "kind",
+        "flops",
+        "matmul_flops",
+        "weight_bytes",
+        "activation_bytes",
+        "kv_bytes",
+        "dtype",
+        "formula",
+        "params",
+        "resident",
+        "wclass",
+        "host_bytes",
+        "host_resident",
+        "comm_s",
+        "comm_bytes",
+        "speedup",
+        "m_dim",
+    )
 
-    def __init__(self, name, layer_type, count, kind, flops, matmul_flops, weight_bytes, activation_bytes,
-                 kv_bytes, dtype, formula=None, params=0, resident=None, wclass=None):
+    def __init__(
+        self,
+        name,
+        layer_type,
+        count,
+        kind,
+        flops,
+        matmul_flops,
+        weight_bytes,
+        activation_bytes,
+        kv_bytes,
+        dtype,
+        formula=None,
+        params=0,
+        resident=None,
+        wclass=None,
+    ):
         self.name = name
         self.layer_type = layer_type
         self.count = count
@@ -112,8 +147,20 @@ def all_to_all_s(send_bytes, n, bw, alpha):
 class PassBuilder:
     """Collects the operator rows of one forward pass of ``tokens`` new tokens per sequence."""
 
-    def __init__(self, model: ModelConfig, prec: Precision, *, batch, tokens: int, cached,
-                 logits_tokens: int, attention: str, mla: str, options: Options | None = None, hardware=None):
+    def __init__(
+        self,
+        model: ModelConfig,
+        prec: Precision,
+        *,
+        batch,
+        tokens: int,
+        cached,
+        logits_tokens: int,
+        attention: str,
+        mla: str,
+        options: Options | None = None,
+        hardware=None,
+    ):
         o = options or Options()
         self.m = model
         self.p = prec
@@ -134,8 +181,23 @@ class PassBuilder:
         self._count = 1
 
     # -- generic operators -----------------------------------------------------------------
-    def linear(self, name, n_tok, fin, fout, *, bias=False, hp=False, in_bytes=None, out_kv=False,
-               split=None, fout_local=None, n_label="N", weight_label=None, wclass=None):
+    def linear(
+        self,
+        name,
+        n_tok,
+        fin,
+        fout,
+        *,
+        bias=False,
+        hp=False,
+        in_bytes=None,
+        out_kv=False,
+        split=None,
+        fout_local=None,
+        n_label="N",
+        weight_label=None,
+        wclass=None,
+    ):
         """A product of ``n_tok`` token vectors with a ``fin × fout`` weight (global shape).
 
         ``split``: "col" shards the output features over the TP group, "row" the input features
@@ -157,20 +219,39 @@ class PassBuilder:
         kv = n_tok * fout_l * ob if out_kv else 0.0
 
         def fmt():
-            ff = (f"2·{n_label}·in·out{' + ' + n_label + '·out (bias)' if bias else ''} = "
-                  f"2·{_n(n_tok)}·{_n(fin_l)}·{_n(fout_l)}" + (f" + {_n(n_tok)}·{_n(fout_l)}" if bias else ""))
+            ff = (
+                f"2·{n_label}·in·out{' + ' + n_label + '·out (bias)' if bias else ''} = "
+                f"2·{_n(n_tok)}·{_n(fin_l)}·{_n(fout_l)}" + (f" + {_n(n_tok)}·{_n(fout_l)}" if bias else "")
+            )
             wl = weight_label or "in·out"
-            bf = (f"weights {wl}·{wb:g} B{' + bias out·' + format(p.hp, 'g') + ' B' if bias else ''} + input {n_label}·in·{ib:g} B + "
-                  f"output {n_label}·out·{ob:g} B{' (to KV cache)' if out_kv else ''} = "
-                  f"{_n(welems)}·{wb:g} + {_n(n_tok)}·{_n(fin_l)}·{ib:g} + {_n(n_tok)}·{_n(fout_l)}·{ob:g}")
+            bf = (
+                f"weights {wl}·{wb:g} B{' + bias out·' + format(p.hp, 'g') + ' B' if bias else ''} + input {n_label}·in·{ib:g} B + "
+                f"output {n_label}·out·{ob:g} B{' (to KV cache)' if out_kv else ''} = "
+                f"{_n(welems)}·{wb:g} + {_n(n_tok)}·{_n(fin_l)}·{ib:g} + {_n(n_tok)}·{_n(fout_l)}·{ob:g}"
+            )
             if tp > 1 and split:
                 ff += f"   (per device: {'out' if split == 'col' else 'in'} / TP {tp})"
             return ff, bf
 
         dt = compute_dtype(p.hp_fmt if hp else p.w_fmt, p.a_fmt)
         params = fin * fout + (fout if bias else 0)
-        self.rows.append(Row(name, self._lt, self._count, "matmul", fl, mm, wbytes, act, kv, dt, fmt,
-                             params=params, wclass=wclass or ("hp" if hp else "linear")))
+        self.rows.append(
+            Row(
+                name,
+                self._lt,
+                self._count,
+                "matmul",
+                fl,
+                mm,
+                wbytes,
+                act,
+                kv,
+                dt,
+                fmt,
+                params=params,
+                wclass=wclass or ("hp" if hp else "linear"),
+            )
+        )
         self.rows[-1].m_dim = n_tok
         return self.rows[-1]
 
@@ -186,29 +267,64 @@ class PassBuilder:
             ff = f"{flops_per}·elements = {flops_per}·{_n(n_elems)}" + (f"  ({what})" if what else "")
             if fused:
                 bf = "fused into the neighbouring operator: its tensors stay on chip" + (
-                    f"; weights {_n(weight_elems)}·{p.hp:g} B" if weight_elems else "")
+                    f"; weights {_n(weight_elems)}·{p.hp:g} B" if weight_elems else ""
+                )
             else:
-                bf = f"read {reads}× + write {writes}× elements·{p.a:g} B" + (
-                    f" + weights {_n(weight_elems)}·{p.hp:g} B" if weight_elems else "") + f" = ({reads}+{writes})·{_n(n_elems)}·{p.a:g}" + (
-                    f" + {_n(weight_elems)}·{p.hp:g}" if weight_elems else "")
+                bf = (
+                    f"read {reads}× + write {writes}× elements·{p.a:g} B"
+                    + (f" + weights {_n(weight_elems)}·{p.hp:g} B" if weight_elems else "")
+                    + f" = ({reads}+{writes})·{_n(n_elems)}·{p.a:g}"
+                    + (f" + {_n(weight_elems)}·{p.hp:g}" if weight_elems else "")
+                )
             return ff, bf
 
-        self.rows.append(Row(name, self._lt, self._count, "elementwise", fl, 0.0, wbytes, act, 0.0, "vector", fmt,
-                             params=weight_elems, wclass="hp" if weight_elems else None))
+        self.rows.append(
+            Row(
+                name,
+                self._lt,
+                self._count,
+                "elementwise",
+                fl,
+                0.0,
+                wbytes,
+                act,
+                0.0,
+                "vector",
+                fmt,
+                params=weight_elems,
+                wclass="hp" if weight_elems else None,
+            )
+        )
         return self.rows[-1]
 
     def norm(self, name, rows, width):
         ln = self.m.norm == "ln"
-        self.elementwise(name, rows * width, LN_FLOPS if ln else RMS_FLOPS, weight_elems=(2 if ln else 1) * width,
-                         what="LayerNorm" if ln else "RMSNorm")
+        self.elementwise(
+            name,
+            rows * width,
+            LN_FLOPS if ln else RMS_FLOPS,
+            weight_elems=(2 if ln else 1) * width,
+            what="LayerNorm" if ln else "RMSNorm",
+        )
 
     def norm_rms(self, name, rows, width):
         self.elementwise(name, rows * width, RMS_FLOPS, weight_elems=width, what="RMSNorm")
 
     def collective(self, name, seconds, msg_bytes, what):
         """A communication operator: no FLOPs; ``msg_bytes`` cross the interconnect in ``seconds``."""
-        r = Row(name, self._lt, self._count, "communication", 0.0, 0.0, 0.0, 0.0, 0.0, "link",
-                lambda: ("0 (data movement only)", f"{what}: message {_n(msg_bytes)} B"))
+        r = Row(
+            name,
+            self._lt,
+            self._count,
+            "communication",
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            "link",
+            lambda: ("0 (data movement only)", f"{what}: message {_n(msg_bytes)} B"),
+        )
         r.comm_s = seconds
         r.comm_bytes = msg_bytes
         self.rows.append(r)
@@ -222,8 +338,12 @@ class PassBuilder:
         if self.tp > 1:
             bw, alpha = self._link()
             msg = n_tok * self.m.hidden_size * self.p.a  # the layer output, every device holds a partial sum
-            self.collective(name, ring_allreduce_s(msg, self.tp, bw, alpha), msg,
-                            f"ring all-reduce over TP {self.tp}: 2(n−1)/n·M/β + 2(n−1)·α")
+            self.collective(
+                name,
+                ring_allreduce_s(msg, self.tp, bw, alpha),
+                msg,
+                f"ring all-reduce over TP {self.tp}: 2(n−1)/n·M/β + 2(n−1)·α",
+            )
 
     # -- attention -------------------------------------------------------------------------
     def _pairs(self, window):
@@ -249,8 +369,9 @@ class PassBuilder:
             keys = kept
         return pairs, keys
 
-    def attention_core(self, a: AttentionSpec, *, H, Hkv, dqk, dv, q_bytes, k_bytes, v_bytes, label="",
-                       kv_in_cache=True):
+    def attention_core(
+        self, a: AttentionSpec, *, H, Hkv, dqk, dv, q_bytes, k_bytes, v_bytes, label="", kv_in_cache=True
+    ):
         """Scores Q·Kᵀ, softmax, and scores·V for one layer (H, Hkv local to this device)."""
         B, T = self.B, self.T
         pairs, keys = self._pairs(a.window)
@@ -264,38 +385,84 @@ class PassBuilder:
         mm_s = 2.0 * B * H * dqk * pairs  # score matrix: 2·d FLOPs per (query, key) pair per head
         mm_v = 2.0 * B * H * dv * pairs  # weighted sum of values: 2·d_v per pair per head
         if self.o.flash_attention != "off":
-            self._flash(a, H=H, Hkv=Hkv, dqk=dqk, dv=dv, pairs=pairs, keys=keys, q_read=q_read, k_read=k_read,
-                        v_read=v_read, o_write=o_write, mm=mm_s + mm_v, sm=B * H * pairs * sm_per, dt=dt,
-                        kv_in_cache=kv_in_cache, label=label)
+            self._flash(
+                a,
+                H=H,
+                Hkv=Hkv,
+                dqk=dqk,
+                dv=dv,
+                pairs=pairs,
+                keys=keys,
+                q_read=q_read,
+                k_read=k_read,
+                v_read=v_read,
+                o_write=o_write,
+                mm=mm_s + mm_v,
+                sm=B * H * pairs * sm_per,
+                dt=dt,
+                kv_in_cache=kv_in_cache,
+                label=label,
+            )
             return
         s_write = B * H * pairs * p.a
 
         def fmt_score():
             ff = f"2·B·H·d·pairs = 2·{_n(B)}·{_n(H)}·{_n(dqk)}·{_n(pairs)}  (pairs = query–key pairs per head{label})"
-            bf = (f"Q B·T·H·d·{q_bytes:g} + K B·Hkv·keys·d·{k_bytes:g} + scores B·H·pairs·{p.a:g} = "
-                  f"{_n(B * T * H * dqk)}·{q_bytes:g} + {_n(B * Hkv * keys * dqk)}·{k_bytes:g} + {_n(B * H * pairs)}·{p.a:g}")
+            bf = (
+                f"Q B·T·H·d·{q_bytes:g} + K B·Hkv·keys·d·{k_bytes:g} + scores B·H·pairs·{p.a:g} = "
+                f"{_n(B * T * H * dqk)}·{q_bytes:g} + {_n(B * Hkv * keys * dqk)}·{k_bytes:g} + {_n(B * H * pairs)}·{p.a:g}"
+            )
             return ff, bf
 
-        self.rows.append(Row("attn_score", self._lt, self._count, "attention", mm_s, mm_s, 0.0,
-                             q_read + s_write + (0.0 if kv_in_cache else k_read),
-                             k_read if kv_in_cache else 0.0, dt, fmt_score))
+        self.rows.append(
+            Row(
+                "attn_score",
+                self._lt,
+                self._count,
+                "attention",
+                mm_s,
+                mm_s,
+                0.0,
+                q_read + s_write + (0.0 if kv_in_cache else k_read),
+                k_read if kv_in_cache else 0.0,
+                dt,
+                fmt_score,
+            )
+        )
         self.rows[-1].m_dim = T * H / Hkv  # queries sharing a KV head form the rows of the product
-        self.elementwise("attn_softmax", B * H * pairs, sm_per, what="softmax" + (" + tanh soft-cap" if a.softcap else ""))
+        self.elementwise(
+            "attn_softmax", B * H * pairs, sm_per, what="softmax" + (" + tanh soft-cap" if a.softcap else "")
+        )
         p_read = B * H * pairs * p.a
 
         def fmt_value():
             ff = f"2·B·H·d_v·pairs = 2·{_n(B)}·{_n(H)}·{_n(dv)}·{_n(pairs)}"
-            bf = (f"P B·H·pairs·{p.a:g} + V B·Hkv·keys·d_v·{v_bytes:g} + O B·T·H·d_v·{p.a:g} = "
-                  f"{_n(B * H * pairs)}·{p.a:g} + {_n(B * Hkv * keys * dv)}·{v_bytes:g} + {_n(B * T * H * dv)}·{p.a:g}")
+            bf = (
+                f"P B·H·pairs·{p.a:g} + V B·Hkv·keys·d_v·{v_bytes:g} + O B·T·H·d_v·{p.a:g} = "
+                f"{_n(B * H * pairs)}·{p.a:g} + {_n(B * Hkv * keys * dv)}·{v_bytes:g} + {_n(B * T * H * dv)}·{p.a:g}"
+            )
             return ff, bf
 
-        self.rows.append(Row("attn_value", self._lt, self._count, "attention", mm_v, mm_v, 0.0,
-                             p_read + o_write + (0.0 if kv_in_cache else v_read),
-                             v_read if kv_in_cache else 0.0, dt, fmt_value))
+        self.rows.append(
+            Row(
+                "attn_value",
+                self._lt,
+                self._count,
+                "attention",
+                mm_v,
+                mm_v,
+                0.0,
+                p_read + o_write + (0.0 if kv_in_cache else v_read),
+                v_read if kv_in_cache else 0.0,
+                dt,
+                fmt_value,
+            )
+        )
         self.rows[-1].m_dim = T * H / Hkv
 
-    def _flash(self, a, *, H, Hkv, dqk, dv, pairs, keys, q_read, k_read, v_read, o_write, mm, sm, dt,
-               kv_in_cache, label):
+    def _flash(
+        self, a, *, H, Hkv, dqk, dv, pairs, keys, q_read, k_read, v_read, o_write, mm, sm, dt, kv_in_cache, label
+    ):
         """FlashAttention: scores, softmax and values in one kernel; no S² score traffic.
 
         ideal: Q, K, V read once and O written once. tiled (FlashAttention-2): the queries are cut
@@ -307,7 +474,11 @@ class PassBuilder:
         factor = 1.0
         tiles = 1
         if self.o.flash_attention == "tiled":
-            sram = (self.hw.onchip_bytes_per_sm if self.hw is not None and self.hw.onchip_bytes_per_sm else DEFAULT_ONCHIP_BYTES)
+            sram = (
+                self.hw.onchip_bytes_per_sm
+                if self.hw is not None and self.hw.onchip_bytes_per_sm
+                else DEFAULT_ONCHIP_BYTES
+            )
             m_elems = sram / p.a
             bc = math.ceil(m_elems / (4 * dqk))
             br = max(1, min(bc, dqk))
@@ -320,14 +491,21 @@ class PassBuilder:
         by_kv = kv_traffic if kv_in_cache else 0.0
 
         def fmt():
-            ff = (f"scores 2·B·H·d·pairs + softmax {SOFTMAX_FLOPS}·B·H·pairs + values 2·B·H·d_v·pairs = "
-                  f"{_n(mm + sm)}  (pairs per head = {_n(pairs)}{label})")
-            how = "K, V read once" if self.o.flash_attention == "ideal" else f"K, V re-read by {tiles} query tile(s) (×{_n(factor)})"
-            bf = (f"Q + O + K + V, no score matrix ({how}) = {_n(q_read)} + {_n(o_write)} + {_n(kv_traffic)}")
+            ff = (
+                f"scores 2·B·H·d·pairs + softmax {SOFTMAX_FLOPS}·B·H·pairs + values 2·B·H·d_v·pairs = "
+                f"{_n(mm + sm)}  (pairs per head = {_n(pairs)}{label})"
+            )
+            how = (
+                "K, V read once"
+                if self.o.flash_attention == "ideal"
+                else f"K, V re-read by {tiles} query tile(s) (×{_n(factor)})"
+            )
+            bf = f"Q + O + K + V, no score matrix ({how}) = {_n(q_read)} + {_n(o_write)} + {_n(kv_traffic)}"
             return ff, bf
 
-        self.rows.append(Row("flash_attention", self._lt, self._count, "attention", mm + sm, mm, 0.0, by_act, by_kv,
-                             dt, fmt))
+        self.rows.append(
+            Row("flash_attention", self._lt, self._count, "attention", mm + sm, mm, 0.0, by_act, by_kv, dt, fmt)
+        )
         self.rows[-1].m_dim = T * H / Hkv
 
     def mha(self, a: AttentionSpec):
@@ -336,8 +514,15 @@ class PassBuilder:
         Hl, Hkvl = H // tp, kv_heads_per_device(Hkv, tp)
         if a.fused_qkv:
             # one projection to [q | k | v]; its k and v parts go to the KV cache
-            r = self.linear("qkv_proj", N, h, H * d + Hkv * (d + dv), bias=a.qkv_bias, split="col",
-                            fout_local=Hl * d + Hkvl * (d + dv))
+            r = self.linear(
+                "qkv_proj",
+                N,
+                h,
+                H * d + Hkv * (d + dv),
+                bias=a.qkv_bias,
+                split="col",
+                fout_local=Hl * d + Hkvl * (d + dv),
+            )
             kv_out = N * Hkvl * (d + dv)
             r.activation_bytes -= kv_out * p.a
             r.kv_bytes += kv_out * p.kv
@@ -378,7 +563,9 @@ class PassBuilder:
         # compressed latent c_KV and the shared RoPE key: what the cache holds (replicated under TP)
         self.linear("kv_a_proj", N, h, kvl + rope, bias=a.qkv_bias, out_kv=True)
         self.norm_rms("kv_a_norm", N, kvl)
-        self.elementwise("rotary", N * (Hl + 1) * rope, ROPE_FLOPS, what="rotary embedding of q_rope and the shared k_rope")
+        self.elementwise(
+            "rotary", N * (Hl + 1) * rope, ROPE_FLOPS, what="rotary embedding of q_rope and the shared k_rope"
+        )
         _, keys = self._pairs(None)
         absorbed = self.mla == "absorbed" and not self.prefill and self.T == 1
         if not absorbed:
@@ -387,8 +574,9 @@ class PassBuilder:
             r = self.linear("kv_b_proj", n_lat, kvl, H * (nope + dv), in_bytes=p.kv, n_label="B·keys", split="col")
             r.activation_bytes -= n_lat * kvl * p.kv  # its input is the cached latent: a KV-cache read
             r.kv_bytes += n_lat * kvl * p.kv
-            self.attention_core(a, H=Hl, Hkv=Hl, dqk=dqk, dv=dv, q_bytes=p.a, k_bytes=p.a, v_bytes=p.a,
-                                kv_in_cache=False)
+            self.attention_core(
+                a, H=Hl, Hkv=Hl, dqk=dqk, dv=dv, q_bytes=p.a, k_bytes=p.a, v_bytes=p.a, kv_in_cache=False
+            )
         else:
             # absorbed: W_UK folded into q, attention runs over the shared latent (MQA-like), W_UV after
             r = self.linear("q_absorb", N, H * nope, kvl, split="col", weight_label="H·nope·kv_lora")
@@ -396,8 +584,9 @@ class PassBuilder:
             r.weight_bytes = r.resident = Hl * nope * kvl * p.w
             r.matmul_flops = r.flops = 2.0 * N * Hl * nope * kvl  # per-head q_nope·W_UK
             r.activation_bytes = N * Hl * nope * p.a + N * Hl * kvl * p.a
-            self.attention_core(a, H=Hl, Hkv=1, dqk=kvl + rope, dv=kvl, q_bytes=p.a, k_bytes=p.kv, v_bytes=p.kv,
-                                label=", latent space")
+            self.attention_core(
+                a, H=Hl, Hkv=1, dqk=kvl + rope, dv=kvl, q_bytes=p.a, k_bytes=p.kv, v_bytes=p.kv, label=", latent space"
+            )
             r = self.linear("v_absorb", N, H * kvl, dv, split="col", weight_label="H·kv_lora·d_v")
             r.params = H * kvl * dv
             r.weight_bytes = r.resident = Hl * kvl * dv * p.w
@@ -439,8 +628,9 @@ class PassBuilder:
         if ep > 1:
             bw, alpha = self._link()
             msg = N * k * h * p.a  # each local token goes to k experts
-            self.collective("ep_dispatch", all_to_all_s(msg, ep, bw, alpha), msg,
-                            f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α")
+            self.collective(
+                "ep_dispatch", all_to_all_s(msg, ep, bw, alpha), msg, f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α"
+            )
         # expected distinct experts the whole batch touches under uniform routing; this device holds E/ep
         n_total = N * ep
         e_eff = E * (1.0 - (1.0 - k / E) ** n_total) / ep
@@ -448,7 +638,7 @@ class PassBuilder:
         for name, fin, fout, split in (("experts_gate_up", h, 2 * I, "col"), ("experts_down", I, h, "row")):
             fin_l = fin / tp if split == "row" else fin
             fout_l = fout / tp if split == "col" else fout
-            bias_l = (fout_l if mlp.expert_bias else 0.0)
+            bias_l = fout_l if mlp.expert_bias else 0.0
             mm = 2.0 * pairs * fin_l * fout_l  # each token runs through k experts
             fl = mm + pairs * bias_l
             per_expert = fin_l * fout_l * p.w + bias_l * p.hp
@@ -457,32 +647,63 @@ class PassBuilder:
 
             def fmt(fin_l=fin_l, fout_l=fout_l, per_expert=per_expert):
                 ff = f"2·N·k·in·out = 2·{_n(N)}·{k}·{_n(fin_l)}·{_n(fout_l)}" + (" + bias" if mlp.expert_bias else "")
-                bf = (f"streamed experts E·(1−(1−k/E)^N){'/EP' if ep > 1 else ''} = {e_eff:.2f} of {E // ep} resident × "
-                      f"{_n(per_expert)} B + tokens N·k·(in+out)·{p.a:g} B = "
-                      f"{e_eff:.2f}·{_n(per_expert)} + {_n(pairs * (fin_l + fout_l))}·{p.a:g}")
+                bf = (
+                    f"streamed experts E·(1−(1−k/E)^N){'/EP' if ep > 1 else ''} = {e_eff:.2f} of {E // ep} resident × "
+                    f"{_n(per_expert)} B + tokens N·k·(in+out)·{p.a:g} B = "
+                    f"{e_eff:.2f}·{_n(per_expert)} + {_n(pairs * (fin_l + fout_l))}·{p.a:g}"
+                )
                 return ff, bf
 
-            self.rows.append(Row(name, self._lt, self._count, "matmul", fl, mm, wbytes, act, 0.0,
-                                 compute_dtype(p.w_fmt, p.a_fmt), fmt,
-                                 params=E * (fin * fout + (fout if mlp.expert_bias else 0)),
-                                 resident=E / ep * per_expert, wclass="expert"))
+            self.rows.append(
+                Row(
+                    name,
+                    self._lt,
+                    self._count,
+                    "matmul",
+                    fl,
+                    mm,
+                    wbytes,
+                    act,
+                    0.0,
+                    compute_dtype(p.w_fmt, p.a_fmt),
+                    fmt,
+                    params=E * (fin * fout + (fout if mlp.expert_bias else 0)),
+                    resident=E / ep * per_expert,
+                    wclass="expert",
+                )
+            )
             self.rows[-1].m_dim = pairs / np.maximum(e_eff, 1.0)  # tokens per touched expert
             if name == "experts_gate_up":
-                self.elementwise("experts_act_mul", pairs * Il, ACT_FLOPS[mlp.act] + 1, reads=2, writes=1,
-                                 what=f"{mlp.act}(gate)·up of N·k token–expert pairs")
+                self.elementwise(
+                    "experts_act_mul",
+                    pairs * Il,
+                    ACT_FLOPS[mlp.act] + 1,
+                    reads=2,
+                    writes=1,
+                    what=f"{mlp.act}(gate)·up of N·k token–expert pairs",
+                )
         if ep > 1:
             bw, alpha = self._link()
             msg = N * k * h * p.a
-            self.collective("ep_combine", all_to_all_s(msg, ep, bw, alpha), msg,
-                            f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α")
-        r = self.elementwise("experts_combine", N * k * h, 2, reads=1, writes=0, what="weighted sum of k expert outputs")
+            self.collective(
+                "ep_combine", all_to_all_s(msg, ep, bw, alpha), msg, f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α"
+            )
+        r = self.elementwise(
+            "experts_combine", N * k * h, 2, reads=1, writes=0, what="weighted sum of k expert outputs"
+        )
         if not self.o.fused:
             r.activation_bytes += N * h * p.a  # combined output
         if mlp.shared_intermediate_size:
             Is = mlp.shared_intermediate_size
             self.linear("shared_gate_up", N, h, 2 * Is, split="col")
-            self.elementwise("shared_act_mul", N * Is / tp, ACT_FLOPS[mlp.act] + 1, reads=2, writes=1,
-                             what=f"{mlp.act}(gate)·up of the shared expert")
+            self.elementwise(
+                "shared_act_mul",
+                N * Is / tp,
+                ACT_FLOPS[mlp.act] + 1,
+                reads=2,
+                writes=1,
+                what=f"{mlp.act}(gate)·up of the shared expert",
+            )
             self.linear("shared_down", N, Is, h, split="row")
             if mlp.shared_gate:
                 self.linear("shared_expert_gate", N, h, 1, hp=True)
@@ -520,11 +741,27 @@ class PassBuilder:
         m, p, N, h, tp = self.m, self.p, self.N, self.m.hidden_size, self.tp
         self._lt, self._count = "model", 1
         # token embedding: a lookup reads N rows of the V × h table (vocab-parallel under TP)
-        self.rows.append(Row("embed_tokens", "model", 1, "lookup", 0.0, 0.0, N * h * p.hp / tp, N * h * p.a, 0.0,
-                             "vector",
-                             lambda: ("0 (table lookup)",
-                                      f"rows N·h·{p.hp:g} B + output N·h·{p.a:g} B = {_n(N * h)}·{p.hp:g} + {_n(N * h)}·{p.a:g}"),
-                             params=m.vocab_size * h, resident=m.vocab_size * h * p.hp / tp, wclass="hp"))
+        self.rows.append(
+            Row(
+                "embed_tokens",
+                "model",
+                1,
+                "lookup",
+                0.0,
+                0.0,
+                N * h * p.hp / tp,
+                N * h * p.a,
+                0.0,
+                "vector",
+                lambda: (
+                    "0 (table lookup)",
+                    f"rows N·h·{p.hp:g} B + output N·h·{p.a:g} B = {_n(N * h)}·{p.hp:g} + {_n(N * h)}·{p.a:g}",
+                ),
+                params=m.vocab_size * h,
+                resident=m.vocab_size * h * p.hp / tp,
+                wclass="hp",
+            )
+        )
         if tp > 1:
             self.tp_allreduce("embed_allreduce", N)
         if m.embed_scale:
@@ -539,16 +776,29 @@ class PassBuilder:
         self._lt, self._count = "model", 1
         self.norm("final_norm", N, h)
         nl = self.B * self.logits_tokens
-        r = self.linear("lm_head", nl, h, m.vocab_size, bias=m.lm_head_bias, hp=True, n_label="B·positions", split="col",
-                        fout_local=math.ceil(m.vocab_size / tp))
+        r = self.linear(
+            "lm_head",
+            nl,
+            h,
+            m.vocab_size,
+            bias=m.lm_head_bias,
+            hp=True,
+            n_label="B·positions",
+            split="col",
+            fout_local=math.ceil(m.vocab_size / tp),
+        )
         if m.tie_embeddings:
             r.params -= m.vocab_size * h  # tied: the table is counted once, in embed_tokens
             r.resident -= m.vocab_size * h * p.hp / tp
         if tp > 1:
             bw, alpha = self._link()
             msg = nl * m.vocab_size * p.a
-            self.collective("logits_allgather", all_gather_s(msg, tp, bw, alpha), msg,
-                            f"all-gather of the vocabulary shards over TP {tp}")
+            self.collective(
+                "logits_allgather",
+                all_gather_s(msg, tp, bw, alpha),
+                msg,
+                f"all-gather of the vocabulary shards over TP {tp}",
+            )
         if m.final_softcap:
             self.elementwise("logit_softcap", nl * m.vocab_size / tp, SOFTCAP_FLOPS, what="tanh soft-cap of logits")
         if self.o.pp > 1:
@@ -580,12 +830,16 @@ class PassBuilder:
                 r.resident *= factor
         off = o.offload
         if off:
-            fw, fkv, fexp = off.get("weights", 0.0), off.get("kv_cache", 0.0), off.get("experts", off.get("weights", 0.0))
+            fw, fkv, fexp = (
+                off.get("weights", 0.0),
+                off.get("kv_cache", 0.0),
+                off.get("experts", off.get("weights", 0.0)),
+            )
             for r in self.rows:
                 f = fexp if r.wclass == "expert" else (fw if r.wclass else 0.0)
                 if f:
                     r.host_bytes = r.host_bytes + f * r.weight_bytes
                     r.host_resident = f * r.resident
-                    r.resident *= (1.0 - f)
+                    r.resident *= 1.0 - f
                 if fkv and r.kv_bytes is not None:
                     r.host_bytes = r.host_bytes + fkv * r.kv_bytes

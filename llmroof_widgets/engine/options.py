@@ -2,6 +2,7 @@
 
 Every option at its default reproduces the plain analysis exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,8 +64,20 @@ class Options:
         return self.tp * self.pp * self.ep
 
 
-def make_options(*, flash_attention="off", fused=False, kv_keep_ratio=1.0, kv_budget=None, early_exit_fraction=1.0,
-                 sparsity=None, offload=None, tp=1, pp=1, ep=1, efficiency=None) -> Options:
+def make_options(
+    *,
+    flash_attention="off",
+    fused=False,
+    kv_keep_ratio=1.0,
+    kv_budget=None,
+    early_exit_fraction=1.0,
+    sparsity=None,
+    offload=None,
+    tp=1,
+    pp=1,
+    ep=1,
+    efficiency=None,
+) -> Options:
     if flash_attention not in FLASH:
         raise ValueError(f"flash_attention must be one of {', '.join(map(repr, FLASH))}, got {flash_attention!r}")
     if not isinstance(fused, bool):
@@ -90,15 +103,27 @@ def make_options(*, flash_attention="off", fused=False, kv_keep_ratio=1.0, kv_bu
         eff = {} if efficiency == "roofline" else "calibrated"
     elif efficiency:
         if not isinstance(efficiency, dict):
-            raise ValueError("efficiency must be 'roofline', 'calibrated', or a dict like "
-                             "{'compute': 0.7, 'memory': 0.85, 'communication': 0.8}")
+            raise ValueError(
+                "efficiency must be 'roofline', 'calibrated', or a dict like "
+                "{'compute': 0.7, 'memory': 0.85, 'communication': 0.8}"
+            )
         for k, v in efficiency.items():
             if k not in ("compute", "memory", "communication"):
                 raise ValueError(f"efficiency key {k!r} is not one of 'compute', 'memory', 'communication'")
             eff[k] = _frac(f"efficiency[{k!r}]", v)
-    return Options(flash_attention=flash_attention, fused=fused, kv_keep_ratio=kv_keep_ratio, kv_budget=kv_budget,
-                   early_exit_fraction=early_exit_fraction, sparsity=sparsity, offload=off,
-                   tp=_degree("tp", tp), pp=_degree("pp", pp), ep=_degree("ep", ep), efficiency=eff)
+    return Options(
+        flash_attention=flash_attention,
+        fused=fused,
+        kv_keep_ratio=kv_keep_ratio,
+        kv_budget=kv_budget,
+        early_exit_fraction=early_exit_fraction,
+        sparsity=sparsity,
+        offload=off,
+        tp=_degree("tp", tp),
+        pp=_degree("pp", pp),
+        ep=_degree("ep", ep),
+        efficiency=eff,
+    )
 
 
 def kv_heads_per_device(num_kv_heads: int, tp: int) -> int:
@@ -112,11 +137,15 @@ def validate_for(opts: Options, model, hardware, batch_size: int) -> None:
     for lt in model.layer_types:
         a = lt.attention
         if a.num_heads % tp:
-            raise ValueError(f"tp = {tp} does not divide num_attention_heads = {a.num_heads}; allowed tp: "
-                             f"{', '.join(str(d) for d in range(1, a.num_heads + 1) if a.num_heads % d == 0)}")
+            raise ValueError(
+                f"tp = {tp} does not divide num_attention_heads = {a.num_heads}; allowed tp: "
+                f"{', '.join(str(d) for d in range(1, a.num_heads + 1) if a.num_heads % d == 0)}"
+            )
         if a.kind == "mha" and a.num_kv_heads % tp and tp % a.num_kv_heads:
-            raise ValueError(f"tp = {tp} and num_key_value_heads = {a.num_kv_heads}: one must divide the other "
-                             "(KV heads are sharded, or replicated when tp exceeds them)")
+            raise ValueError(
+                f"tp = {tp} and num_key_value_heads = {a.num_kv_heads}: one must divide the other "
+                "(KV heads are sharded, or replicated when tp exceeds them)"
+            )
         width = lt.mlp.intermediate_size
         if width % tp:
             raise ValueError(f"tp = {tp} does not divide the MLP intermediate size {width}")

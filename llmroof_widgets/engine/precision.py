@@ -1,15 +1,28 @@
 """Numeric formats: bits per element, group-wise quantization overhead, and the dtype a product runs in."""
+
 from __future__ import annotations
 
 ALLOWED_BITS = (4, 8, 16, 32)
 
 # name → (bits per element, family). fp8 = e4m3 unless stated; nf4 = QLoRA NormalFloat4.
 FORMATS = {
-    "fp32": (32, "float"), "tf32": (32, "float"), "bf16": (16, "float"), "fp16": (16, "float"),
-    "fp8": (8, "fp8"), "fp8_e4m3": (8, "fp8"), "fp8_e5m2": (8, "fp8"),
-    "int8": (8, "int"), "int4": (4, "int"), "fp4": (4, "fp4"), "nf4": (4, "nf4"),
+    "fp32": (32, "float"),
+    "tf32": (32, "float"),
+    "bf16": (16, "float"),
+    "fp16": (16, "float"),
+    "fp8": (8, "fp8"),
+    "fp8_e4m3": (8, "fp8"),
+    "fp8_e5m2": (8, "fp8"),
+    "int8": (8, "int"),
+    "int4": (4, "int"),
+    "fp4": (4, "fp4"),
+    "nf4": (4, "nf4"),
     # llama.cpp (GGUF) block formats: nominal bits, family; their block scales are in GGUF_STORAGE_BITS
-    "q8_0": (8, "int"), "q4_0": (4, "int"), "q4_k": (4, "int"), "q5_k": (5, "int"), "q6_k": (6, "int"),
+    "q8_0": (8, "int"),
+    "q4_0": (4, "int"),
+    "q4_k": (4, "int"),
+    "q5_k": (5, "int"),
+    "q6_k": (6, "int"),
 }
 # bits per weight including block scales (ggml block layouts): q8_0 = 32 int8 + an fp16 scale → 8.5;
 # q4_0 = 32 4-bit + an fp16 scale → 4.5; k-quants: 256-weight super-blocks with 6/8-bit sub-scales
@@ -64,14 +77,30 @@ def compute_dtype(w_fmt: str, a_fmt: str) -> str:
 class Precision:
     """Bytes per element of each tensor class for one analysis."""
 
-    __slots__ = ("w_fmt", "a_fmt", "kv_fmt", "w_bits", "a_bits", "kv_bits", "w", "a", "kv", "hp", "hp_bits",
-                 "hp_fmt", "group_size", "w_storage_bits")
+    __slots__ = (
+        "w_fmt",
+        "a_fmt",
+        "kv_fmt",
+        "w_bits",
+        "a_bits",
+        "kv_bits",
+        "w",
+        "a",
+        "kv",
+        "hp",
+        "hp_bits",
+        "hp_fmt",
+        "group_size",
+        "w_storage_bits",
+    )
 
     def __init__(self, w_bits, a_bits, kv_bits, group_size: int | None = None):
         self.w_fmt = check_format("w_bits", w_bits)
         self.a_fmt = check_format("a_bits", a_bits)
         self.kv_fmt = check_format("kv_bits", kv_bits)
-        if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        if group_size is not None and (
+            isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
+        ):
             raise ValueError(f"group_size must be a positive integer (e.g. 32, 64, 128) or None, got {group_size!r}")
         self.group_size = group_size
         self.w_bits = FORMATS[self.w_fmt][0]

@@ -5,6 +5,7 @@ compute rate or its peak memory bandwidth, whichever limits it. Efficiency facto
 scale the peaks; offloaded bytes stream over the host link concurrently with device memory
 reads; collectives take their α–β time on the interconnect.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -89,8 +90,15 @@ def roofs(roof: Roof, dtypes, sparse: bool = False) -> dict:
         else:
             used, pk = roof.hw.matrix_peak(d)
             peaks[used] = pk * roof.eff_c
-    mode = "calibrated" if roof.calibrated else ("custom" if (roof.eff_c != 1.0 or roof.bw != roof.hw.memory_bandwidth
-                                                               or roof.eff_comm != 1.0) else "roofline")
+    mode = (
+        "calibrated"
+        if roof.calibrated
+        else (
+            "custom"
+            if (roof.eff_c != 1.0 or roof.bw != roof.hw.memory_bandwidth or roof.eff_comm != 1.0)
+            else "roofline"
+        )
+    )
     return {
         "memory_bandwidth": roof.bw,
         "host_bandwidth": roof.host_bw or None,
@@ -99,7 +107,8 @@ def roofs(roof: Roof, dtypes, sparse: bool = False) -> dict:
         "ridge": {d: pk / roof.bw for d, pk in peaks.items()},  # FLOP/byte where compute meets bandwidth
         "mode": mode,
         "note": "calibrated: per-operator small-M GEMM efficiency and launch overhead are applied on top of these roofs"
-        if roof.calibrated else "roofline: a lower bound on time",
+        if roof.calibrated
+        else "roofline: a lower bound on time",
     }
 
 

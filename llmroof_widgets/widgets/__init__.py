@@ -10,6 +10,7 @@ Views (each usable alone on a State): LayerTable, FormulaPanel, RooflinePlot, Me
 StepTimeline, SweepView, Controls (with TechniqueControls); CompareView for two States. The
 anywidget front ends are built from ``js/`` with ``npm install && npm run build``.
 """
+
 from ._static import MissingBundleError
 from .anywidgets import FormulaPanel, LayerTable, MemoryShare
 from .compare import CompareTable, CompareView
@@ -20,6 +21,21 @@ from .state import KNOBS, State
 from .sweep import SweepView
 from .techniques import TechniqueControls
 
-__all__ = ["CompareTable", "CompareView", "Controls", "Dashboard", "FormulaPanel", "KNOBS", "LayerTable",
-           "MemoryBreakdown", "MemoryShare", "MissingBundleError", "RooflinePlot", "State", "StepTimeline",
-           "SweepView", "TechniqueControls", "compare_dashboards"]
+__all__ = [
+    "CompareTable",
+    "CompareView",
+    "Controls",
+    "Dashboard",
+    "FormulaPanel",
+    "KNOBS",
+    "LayerTable",
+    "MemoryBreakdown",
+    "MemoryShare",
+    "MissingBundleError",
+    "RooflinePlot",
+    "State",
+    "StepTimeline",
+    "SweepView",
+    "TechniqueControls",
+    "compare_dashboards",
+]

@@ -1,4 +1,5 @@
 """Shared pieces of the views: the State hook-up and the selection trait."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,8 +34,10 @@ def selection_trait():
 def as_state(state) -> State:
     if isinstance(state, State):
         return state
-    raise TypeError(f"expected an llmroof_widgets State, got {type(state).__name__}; "
-                    "create one with lr.State(model=..., hardware=...)")
+    raise TypeError(
+        f"expected an llmroof_widgets State, got {type(state).__name__}; "
+        "create one with lr.State(model=..., hardware=...)"
+    )
 
 
 class StateView:

@@ -5,6 +5,7 @@ of the table, points of the roofline, bars of the memory breakdown). The only ar
 scaling for the axes (bytes → GB, seconds → ms) and, for the roofline's drawing, the roofs and
 ridge points implied by the device's own peak and bandwidth figures.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,27 +18,86 @@ SLOTS = (("prefill", "memory"), ("prefill", "compute"), ("decode", "memory"), ("
 PHASE_ORDER = ("prefill", "decode")
 
 # fields of a table row (the engine's op row plus index/key/phase/dot)
-ROW_FIELDS = ("name", "layer_type", "count", "kind", "flops", "matmul_flops", "bytes", "weight_bytes",
-              "activation_bytes", "kv_bytes", "host_bytes", "comm_bytes", "arithmetic_intensity", "time_s",
-              "compute_time_s", "memory_time_s", "host_time_s", "communication_time_s", "bandwidth", "bound",
-              "peak_dtype", "peak_flops", "attained_flops", "share", "resident_bytes", "flops_formula",
-              "bytes_formula")
-FORMULA_FIELDS = ("index", "phase", "layer_type", "name", "count", "kind", "flops", "bytes", "host_bytes", "comm_bytes",
-                  "arithmetic_intensity", "time_s", "compute_time_s", "memory_time_s", "host_time_s",
-                  "communication_time_s", "bandwidth", "bound", "peak_dtype", "peak_flops", "attained_flops",
-                  "flops_formula", "bytes_formula")
-TOTAL_FIELDS = ("tokens", "context", "flops", "matmul_flops", "bytes", "weight_bytes", "kv_bytes", "host_bytes",
-                "communication_time_s",
-                "activation_bytes", "arithmetic_intensity", "time_s", "bound")
+ROW_FIELDS = (
+    "name",
+    "layer_type",
+    "count",
+    "kind",
+    "flops",
+    "matmul_flops",
+    "bytes",
+    "weight_bytes",
+    "activation_bytes",
+    "kv_bytes",
+    "host_bytes",
+    "comm_bytes",
+    "arithmetic_intensity",
+    "time_s",
+    "compute_time_s",
+    "memory_time_s",
+    "host_time_s",
+    "communication_time_s",
+    "bandwidth",
+    "bound",
+    "peak_dtype",
+    "peak_flops",
+    "attained_flops",
+    "share",
+    "resident_bytes",
+    "flops_formula",
+    "bytes_formula",
+)
+FORMULA_FIELDS = (
+    "index",
+    "phase",
+    "layer_type",
+    "name",
+    "count",
+    "kind",
+    "flops",
+    "bytes",
+    "host_bytes",
+    "comm_bytes",
+    "arithmetic_intensity",
+    "time_s",
+    "compute_time_s",
+    "memory_time_s",
+    "host_time_s",
+    "communication_time_s",
+    "bandwidth",
+    "bound",
+    "peak_dtype",
+    "peak_flops",
+    "attained_flops",
+    "flops_formula",
+    "bytes_formula",
+)
+TOTAL_FIELDS = (
+    "tokens",
+    "context",
+    "flops",
+    "matmul_flops",
+    "bytes",
+    "weight_bytes",
+    "kv_bytes",
+    "host_bytes",
+    "communication_time_s",
+    "activation_bytes",
+    "arithmetic_intensity",
+    "time_s",
+    "bound",
+)
 
 
-NOTE_CALIBRATED = ("calibrated estimates, not lower bounds: the device family's achievable bandwidth and GEMM "
-                   "efficiency, small-M GEMM efficiency, dequantization and kernel-launch overheads "
-                   "(llmroof_widgets/engine/calibration.py)")
+NOTE_CALIBRATED = (
+    "calibrated estimates, not lower bounds: the device family's achievable bandwidth and GEMM "
+    "efficiency, small-M GEMM efficiency, dequantization and kernel-launch overheads "
+    "(llmroof_widgets/engine/calibration.py)"
+)
 
 
 def efficiency_mode(settings: dict) -> str:
-    """"roofline" (every factor 1), "calibrated", or "custom" (efficiency factors given as a dict)."""
+    """ "roofline" (every factor 1), "calibrated", or "custom" (efficiency factors given as a dict)."""
     eff = settings.get("efficiency")
     if eff == "calibrated":
         return "calibrated"
@@ -119,7 +179,7 @@ def fmt_si(x: float, unit: str) -> str:
     i = 0
     while i < len(prefixes) - 1 and abs(x) >= 1000 ** (i + 1) * 0.9995:
         i += 1
-    return f"{x / 1000 ** i:.3g} {prefixes[i]}{unit}"
+    return f"{x / 1000**i:.3g} {prefixes[i]}{unit}"
 
 
 def _plain(v):
@@ -203,14 +263,18 @@ class ViewData:
             notes["time"] = NOTE_CALIBRATED
         elif mode == "custom":
             eff = s.get("efficiency") or {}
-            notes["time"] = ("roofline times at the given shares of the peaks (" +
-                             ", ".join(f"{k} {_pct(v)}" for k, v in eff.items()) +
-                             "): lower bounds for kernels that reach those shares")
+            notes["time"] = (
+                "roofline times at the given shares of the peaks ("
+                + ", ".join(f"{k} {_pct(v)}" for k, v in eff.items())
+                + "): lower bounds for kernels that reach those shares"
+            )
         headline = {
             "model": str(d.get("model", {}).get("name", s.get("model", ""))),
             "hardware": str(d.get("hardware", {}).get("name", s.get("hardware", ""))),
-            **{k: _plain(s.get(k)) for k in ("batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits",
-                                             "logits", "attention")},
+            **{
+                k: _plain(s.get(k))
+                for k in ("batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits", "logits", "attention")
+            },
             **{k: _plain(g.get(k)) for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "throughput_tokens_per_s")},
             "memory_total_bytes": _plain(m.get("total_bytes")),
             "capacity_bytes": _plain(m.get("capacity_bytes")),
@@ -221,8 +285,17 @@ class ViewData:
             "techniques": technique_labels(s),
             "notes": notes,
         }
-        return cls(d=d, phase=phase, rows=rows, keys=keys, totals=totals, headline=headline, dots=dots,
-                   plotted_dtypes=dtypes, communication=comm)
+        return cls(
+            d=d,
+            phase=phase,
+            rows=rows,
+            keys=keys,
+            totals=totals,
+            headline=headline,
+            dots=dots,
+            plotted_dtypes=dtypes,
+            communication=comm,
+        )
 
     # -- selection helpers ---------------------------------------------------------------------
     def key_of(self, index: int | None) -> str | None:
@@ -245,12 +318,17 @@ class ViewData:
             return ""
         hw = self.d.get("hardware", {}).get("name", "the device")
         mb = m.get("max_batch_size")
-        hint = (f" The largest batch that fits is {mb}." if mb else
-                " Even one sequence does not fit: use fewer weight/KV bits, a shorter context or a larger device.")
-        return (f"Does not fit in memory: needs {fmt_si(m.get('total_bytes', 0), 'B')} "
-                f"(weights {fmt_si(m.get('weights_bytes', 0), 'B')}, KV cache {fmt_si(m.get('kv_cache_bytes', 0), 'B')}, "
-                f"activations {fmt_si(m.get('activations_bytes', 0), 'B')}) but {hw} has "
-                f"{fmt_si(m.get('capacity_bytes', 0), 'B')}.{hint}")
+        hint = (
+            f" The largest batch that fits is {mb}."
+            if mb
+            else " Even one sequence does not fit: use fewer weight/KV bits, a shorter context or a larger device."
+        )
+        return (
+            f"Does not fit in memory: needs {fmt_si(m.get('total_bytes', 0), 'B')} "
+            f"(weights {fmt_si(m.get('weights_bytes', 0), 'B')}, KV cache {fmt_si(m.get('kv_cache_bytes', 0), 'B')}, "
+            f"activations {fmt_si(m.get('activations_bytes', 0), 'B')}) but {hw} has "
+            f"{fmt_si(m.get('capacity_bytes', 0), 'B')}.{hint}"
+        )
 
     def formula_rows(self) -> list[dict]:
         return [{k: r.get(k) for k in FORMULA_FIELDS} for r in self.rows]
@@ -260,8 +338,16 @@ class ViewData:
         for r in self.rows:
             # resident bytes of the operator's parameters when the engine gives them, else bytes read
             wb = r.get("resident_bytes") if r.get("resident_bytes") is not None else r.get("weight_bytes")
-            out.append({"index": r["index"], "phase": r["phase"], "layer_type": r["layer_type"], "name": r["name"],
-                        "count": r["count"], "weight_bytes": wb})
+            out.append(
+                {
+                    "index": r["index"],
+                    "phase": r["phase"],
+                    "layer_type": r["layer_type"],
+                    "name": r["name"],
+                    "count": r["count"],
+                    "weight_bytes": wb,
+                }
+            )
         return out
 
 
@@ -289,4 +375,3 @@ def sweep_dropping_invalid(model, hardware, settings: dict, key: str, values: li
         if not frames:
             raise first
         return pd.concat(frames, ignore_index=True), kept, skipped
-

@@ -4,6 +4,7 @@ The bundles are built from ``js/`` by ``npm run build`` (hatch-jupyter-builder r
 package is installed). They are read when a widget is created, not at import, so that the engine
 stays usable without a JavaScript build.
 """
+
 from __future__ import annotations
 
 import pathlib

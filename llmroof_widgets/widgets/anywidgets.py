@@ -1,5 +1,6 @@
 """The anywidget views: the layer table (with the headline and the selection hub), the formula
 panel and the memory-share caption. Their front ends are the esbuild bundles of ``js/``."""
+
 from __future__ import annotations
 
 import anywidget
@@ -53,7 +54,9 @@ class LayerTable(_Closing, StateView, anywidget.AnyWidget):
 
     def _refresh(self, old, new):
         cur = self.selected[0] if self.selected else None
-        sel = self.remap(old, new, cur) if old is not None else (cur if cur is not None and cur < len(new.rows) else None)
+        sel = (
+            self.remap(old, new, cur) if old is not None else (cur if cur is not None and cur < len(new.rows) else None)
+        )
         with self.hold_sync():
             self.rows = new.rows
             self.totals = new.totals
@@ -109,7 +112,9 @@ class FormulaPanel(_Closing, StateView, anywidget.AnyWidget):
 
     rows = traitlets.List(traitlets.Dict()).tag(sync=True)
     bandwidth = traitlets.Float(0.0, help="device-memory bandwidth after efficiency factors (roofs)").tag(sync=True)
-    host_bandwidth = traitlets.Float(0.0, help="host-link bandwidth after efficiency factors (offloading)").tag(sync=True)
+    host_bandwidth = traitlets.Float(0.0, help="host-link bandwidth after efficiency factors (offloading)").tag(
+        sync=True
+    )
     mode = traitlets.Unicode("roofline", help="roofline | calibrated | custom (efficiency factors)").tag(sync=True)
     selected = selection_trait()
     picker = traitlets.Bool(True).tag(sync=True)
@@ -126,12 +131,15 @@ class FormulaPanel(_Closing, StateView, anywidget.AnyWidget):
 
     def _refresh(self, old, new):
         cur = self.selected[0] if self.selected else None
-        sel = self.remap(old, new, cur) if old is not None else (cur if cur is not None and cur < len(new.rows) else None)
+        sel = (
+            self.remap(old, new, cur) if old is not None else (cur if cur is not None and cur < len(new.rows) else None)
+        )
         with self.hold_sync():
             self.rows = new.formula_rows()
             rf = new.roofs
-            self.bandwidth = float(rf.get("memory_bandwidth") or new.d.get("hardware", {}).get("memory_bandwidth", 0.0)
-                                   or 0.0)
+            self.bandwidth = float(
+                rf.get("memory_bandwidth") or new.d.get("hardware", {}).get("memory_bandwidth", 0.0) or 0.0
+            )
             self.host_bandwidth = float(rf.get("host_bandwidth") or 0.0)
             self.mode = new.headline.get("efficiency_mode", "roofline") if new.headline else "roofline"
             self.selected = [] if sel is None else [sel]
@@ -155,7 +163,9 @@ class MemoryShare(_Closing, StateView, anywidget.AnyWidget):
 
     def _refresh(self, old, new):
         cur = self.selected[0] if self.selected else None
-        sel = self.remap(old, new, cur) if old is not None else (cur if cur is not None and cur < len(new.rows) else None)
+        sel = (
+            self.remap(old, new, cur) if old is not None else (cur if cur is not None and cur < len(new.rows) else None)
+        )
         with self.hold_sync():
             self.rows = new.share_rows()
             self.weights_bytes = float(new.d.get("memory", {}).get("weights_bytes", 0.0) or 0.0)

@@ -6,6 +6,7 @@ Knowledge distillation, for one: the teacher and the student on one device::
     student = lr.State(model="meta-llama/Llama-3.1-8B", hardware="h100-sxm", batch_size=8)
     lr.CompareView(teacher, student, labels=("teacher", "student"))
 """
+
 from __future__ import annotations
 
 import math
@@ -76,21 +77,38 @@ class CompareView(W.VBox):
         self.labels = labels
         self.comparison = None
         self.table = CompareTable(labels=list(labels))
-        self.phase = W.ToggleButtons(options=["prefill", "decode"], value=phase, style={"button_width": "72px"},
-                                     tooltips=["operators of the prefill pass", "operators of one decode step"])
+        self.phase = W.ToggleButtons(
+            options=["prefill", "decode"],
+            value=phase,
+            style={"button_width": "72px"},
+            tooltips=["operators of the prefill pass", "operators of one decode step"],
+        )
         self.x_scale = bq.OrdinalScale()
         self.y_scale = bq.LinearScale(min=0.0, max=1.0)
-        self.bars = bq.Bars(x=[], y=np.zeros((2, 0)), scales={"x": self.x_scale, "y": self.y_scale}, type="grouped",
-                            colors=[MEMORY_COLOR, COMPUTE_COLOR], labels=list(labels), display_legend=True,
-                            padding=0.25, stroke="#ffffff",
-                            tooltip=bq.Tooltip(fields=["x", "y"], formats=["", ".4~g"], labels=["operator", "ms"]))
+        self.bars = bq.Bars(
+            x=[],
+            y=np.zeros((2, 0)),
+            scales={"x": self.x_scale, "y": self.y_scale},
+            type="grouped",
+            colors=[MEMORY_COLOR, COMPUTE_COLOR],
+            labels=list(labels),
+            display_legend=True,
+            padding=0.25,
+            stroke="#ffffff",
+            tooltip=bq.Tooltip(fields=["x", "y"], formats=["", ".4~g"], labels=["operator", "ms"]),
+        )
         self.x_axis = bq.Axis(scale=self.x_scale, tick_rotate=-30, tick_style={"font-size": "11px"})
-        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="time per pass (ms)", tick_format="~g",
-                              grid_lines="dashed")
-        self.figure = bq.Figure(marks=[self.bars], axes=[self.x_axis, self.y_axis], title="Operators",
-                                legend_location="top-right",
-                                fig_margin={"top": 40, "bottom": 90, "left": 64, "right": 16},
-                                **_figure_kwargs("360px"))
+        self.y_axis = bq.Axis(
+            scale=self.y_scale, side="left", label="time per pass (ms)", tick_format="~g", grid_lines="dashed"
+        )
+        self.figure = bq.Figure(
+            marks=[self.bars],
+            axes=[self.x_axis, self.y_axis],
+            title="Operators",
+            legend_location="top-right",
+            fig_margin={"top": 40, "bottom": 90, "left": 64, "right": 16},
+            **_figure_kwargs("360px"),
+        )
         kwargs.setdefault("layout", W.Layout(width="100%"))
         bar_head = W.HBox([W.Label("operators of:"), self.phase], layout=W.Layout(align_items="center", grid_gap="8px"))
         super().__init__(children=[self.table, bar_head, self.figure], **kwargs)
@@ -126,22 +144,45 @@ class CompareView(W.VBox):
         totals = []
         for rec in cmp.totals.to_dict("records"):
             q = str(rec["quantity"])
-            totals.append({"quantity": q, "a": _plain(rec[la]), "b": _plain(rec[lb]), "delta": _plain(rec["delta"]),
-                           "ratio": _plain(rec["ratio"]), "better": _better(q.split(".")[-1])})
+            totals.append(
+                {
+                    "quantity": q,
+                    "a": _plain(rec[la]),
+                    "b": _plain(rec[lb]),
+                    "delta": _plain(rec["delta"]),
+                    "ratio": _plain(rec["ratio"]),
+                    "better": _better(q.split(".")[-1]),
+                }
+            )
         ops = []
         for rec in cmp.operators.to_dict("records"):
-            ops.append({"phase": rec["phase"], "layer_type": rec["layer_type"], "name": rec["name"],
-                        "time_a": _plain(rec[f"time_s_{la}"]), "time_b": _plain(rec[f"time_s_{lb}"]),
-                        "delta_s": _plain(rec["delta_s"]),
-                        "bytes_a": _plain(rec[f"bytes_{la}"]), "bytes_b": _plain(rec[f"bytes_{lb}"]),
-                        "bound_a": rec[f"bound_{la}"], "bound_b": rec[f"bound_{lb}"]})
+            ops.append(
+                {
+                    "phase": rec["phase"],
+                    "layer_type": rec["layer_type"],
+                    "name": rec["name"],
+                    "time_a": _plain(rec[f"time_s_{la}"]),
+                    "time_b": _plain(rec[f"time_s_{lb}"]),
+                    "delta_s": _plain(rec["delta_s"]),
+                    "bytes_a": _plain(rec[f"bytes_{la}"]),
+                    "bytes_b": _plain(rec[f"bytes_{lb}"]),
+                    "bound_a": rec[f"bound_{la}"],
+                    "bound_b": rec[f"bound_{lb}"],
+                }
+            )
         headers = []
         for label, r in zip(self.labels, (ra, rb)):
             s = r.settings
-            headers.append({"label": label, "model": str(r.model.name), "hardware": str(r.hardware.name),
-                            "settings": f"batch {s['batch_size']:,} · prompt {s['prompt_len']:,} · "
-                                        f"generate {s['gen_len']:,} · W{s['w_bits']} A{s['a_bits']} KV{s['kv_bits']}",
-                            "techniques": technique_labels(s)})
+            headers.append(
+                {
+                    "label": label,
+                    "model": str(r.model.name),
+                    "hardware": str(r.hardware.name),
+                    "settings": f"batch {s['batch_size']:,} · prompt {s['prompt_len']:,} · "
+                    f"generate {s['gen_len']:,} · W{s['w_bits']} A{s['a_bits']} KV{s['kv_bits']}",
+                    "techniques": technique_labels(s),
+                }
+            )
         with self.table.hold_sync():
             self.table.headers = headers
             self.table.totals = totals
@@ -179,8 +220,9 @@ class CompareView(W.VBox):
             self.bars.x, self.bars.y = x, y
         total_a, total_b = float(ta.sum()), float(tb.sum())
         ratio = f"{total_b / total_a:.3g}×" if total_a > 0 and math.isfinite(total_b / total_a) else "–"
-        self.figure.title = (f"{ph}: time per pass by operator · {la} {total_a:.4g} ms, {lb} {total_b:.4g} ms "
-                             f"({lb}/{la} = {ratio})")
+        self.figure.title = (
+            f"{ph}: time per pass by operator · {la} {total_a:.4g} ms, {lb} {total_b:.4g} ms ({lb}/{la} = {ratio})"
+        )
 
     def close(self):
         for st in (getattr(self, "state_a", None), getattr(self, "state_b", None)):

@@ -1,4 +1,5 @@
 """``Controls``: the input panel of a dashboard (ipywidgets), two-way bound to a State."""
+
 from __future__ import annotations
 
 import html
@@ -24,17 +25,33 @@ def _full(**kw):
 # the precision drop-downs: bit widths (the engine's int, fp16 / int8 / int4 for 16 / 8 / 4) and the
 # engine's format names (lr.engine.precision.FORMATS)
 _BIT_LABEL = {16: "16 bit (fp16)", 8: "8 bit (int8)", 4: "4 bit (int4)", 32: "32 bit (fp32)"}
-_WEIGHT_FORMATS = ("bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "fp4", "q8_0", "q6_k", "q5_k", "q4_k",
-                   "q4_0", "fp16", "fp32", "tf32", "fp8")
+_WEIGHT_FORMATS = (
+    "bf16",
+    "fp8_e4m3",
+    "fp8_e5m2",
+    "int8",
+    "int4",
+    "nf4",
+    "fp4",
+    "q8_0",
+    "q6_k",
+    "q5_k",
+    "q4_k",
+    "q4_0",
+    "fp16",
+    "fp32",
+    "tf32",
+    "fp8",
+)
 _ACT_FORMATS = ("bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "fp4", "fp16", "fp32", "tf32", "fp8")
 _KV_FORMATS = ("bf16", "fp8_e4m3", "fp8_e5m2", "int8", "int4", "nf4", "fp4", "q8_0", "q4_0", "fp16", "fp32", "fp8")
 GROUP_SIZES = (None, 32, 64, 128, 256)
 _FORMAT_TIPS = {
     "w_bits": "format of the linear layers' weights (projections, experts); embeddings, lm_head and norms stay "
-              "16-bit. Weight-only formats (16-bit activations) dequantize and compute in fp16/bf16; "
-              "llama.cpp q*_ formats include their block scales",
+    "16-bit. Weight-only formats (16-bit activations) dequantize and compute in fp16/bf16; "
+    "llama.cpp q*_ formats include their block scales",
     "a_bits": "format of the activations: with 8 or 4 bits the products run on the narrow units "
-              "(W8A8 → int8, fp8 → fp8), falling back to fp16 where the device lacks them",
+    "(W8A8 → int8, fp8 → fp8), falling back to fp16 where the device lacks them",
     "kv_bits": "format of the cached keys and values",
 }
 
@@ -69,63 +86,137 @@ class Controls(W.VBox):
         self.state = as_state(state)
         self._guard = False
         models = list_models()
-        self.model = W.Combobox(options=models, placeholder="type to search, hf id or config path",
-                                description="model", ensure_option=False, continuous_update=False,
-                                layout=_full(), style=_DESC)
+        self.model = W.Combobox(
+            options=models,
+            placeholder="type to search, hf id or config path",
+            description="model",
+            ensure_option=False,
+            continuous_update=False,
+            layout=_full(),
+            style=_DESC,
+        )
         # a config.json from the user's disk (read as data, never executed)
-        self.model_upload = W.FileUpload(accept=".json", multiple=False, description="config.json",
-                                         tooltip="analyze a Hugging Face config.json from your disk",
-                                         layout=W.Layout(width="auto", margin="0 0 4px 118px"))
+        self.model_upload = W.FileUpload(
+            accept=".json",
+            multiple=False,
+            description="config.json",
+            tooltip="analyze a Hugging Face config.json from your disk",
+            layout=W.Layout(width="auto", margin="0 0 4px 118px"),
+        )
         self.model_upload.add_class("lr-model-upload")
-        self.hardware = W.Dropdown(options=[*list_hardware(), CUSTOM], description="device", layout=_full(),
-                                   style=_DESC)
-        self.hw_name = W.Text(description="name", value="custom device", continuous_update=False,
-                              layout=_full(), style=_DESC)
-        self.hw_memory = W.BoundedFloatText(description="memory GB", min=0.0, max=1e6, step=1.0,
-                                            continuous_update=False, layout=_full(), style=_DESC)
-        self.hw_bandwidth = W.BoundedFloatText(description="bandwidth GB/s", min=0.0, max=1e7, step=10.0,
-                                               continuous_update=False, layout=_full(), style=_DESC)
-        self.hw_peak = W.BoundedFloatText(description="peak TFLOP/s", min=0.0, max=1e6, step=1.0,
-                                          continuous_update=False, layout=_full(), style=_DESC)
-        self.hw_editor = W.VBox([self.hw_name, self.hw_memory, self.hw_bandwidth, self.hw_peak,
-                                 W.Label("peak: dense fp16/bf16 matrix rate; memory and bandwidth in 10⁹ units")],
-                                layout=W.Layout(display="none", padding="0 0 0 12px"))
+        self.hardware = W.Dropdown(
+            options=[*list_hardware(), CUSTOM], description="device", layout=_full(), style=_DESC
+        )
+        self.hw_name = W.Text(
+            description="name", value="custom device", continuous_update=False, layout=_full(), style=_DESC
+        )
+        self.hw_memory = W.BoundedFloatText(
+            description="memory GB", min=0.0, max=1e6, step=1.0, continuous_update=False, layout=_full(), style=_DESC
+        )
+        self.hw_bandwidth = W.BoundedFloatText(
+            description="bandwidth GB/s",
+            min=0.0,
+            max=1e7,
+            step=10.0,
+            continuous_update=False,
+            layout=_full(),
+            style=_DESC,
+        )
+        self.hw_peak = W.BoundedFloatText(
+            description="peak TFLOP/s", min=0.0, max=1e6, step=1.0, continuous_update=False, layout=_full(), style=_DESC
+        )
+        self.hw_editor = W.VBox(
+            [
+                self.hw_name,
+                self.hw_memory,
+                self.hw_bandwidth,
+                self.hw_peak,
+                W.Label("peak: dense fp16/bf16 matrix rate; memory and bandwidth in 10⁹ units"),
+            ],
+            layout=W.Layout(display="none", padding="0 0 0 12px"),
+        )
         self.hw_editor.add_class("lr-hw-editor")
 
-        self.batch_size = W.IntSlider(description="batch size", min=1, max=256, value=1, continuous_update=True,
-                                      layout=_full(), style=_DESC)
-        self.prompt_len = W.BoundedIntText(description="prompt tokens", min=1, max=10**9, value=1024,
-                                           continuous_update=False, layout=_full(), style=_DESC)
-        self.gen_len = W.BoundedIntText(description="generated", min=1, max=10**9, value=256,
-                                        continuous_update=False, layout=_full(), style=_DESC)
-        self.w_bits = W.Dropdown(options=format_options(_WEIGHT_FORMATS), value=16, description="weights",
-                                 layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["w_bits"])
-        self.a_bits = W.Dropdown(options=format_options(_ACT_FORMATS), value=16, description="activations",
-                                 layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["a_bits"])
-        self.kv_bits = W.Dropdown(options=format_options(_KV_FORMATS), value=16, description="KV cache",
-                                  layout=_full(), style=_DESC, tooltip=_FORMAT_TIPS["kv_bits"])
+        self.batch_size = W.IntSlider(
+            description="batch size", min=1, max=256, value=1, continuous_update=True, layout=_full(), style=_DESC
+        )
+        self.prompt_len = W.BoundedIntText(
+            description="prompt tokens",
+            min=1,
+            max=10**9,
+            value=1024,
+            continuous_update=False,
+            layout=_full(),
+            style=_DESC,
+        )
+        self.gen_len = W.BoundedIntText(
+            description="generated", min=1, max=10**9, value=256, continuous_update=False, layout=_full(), style=_DESC
+        )
+        self.w_bits = W.Dropdown(
+            options=format_options(_WEIGHT_FORMATS),
+            value=16,
+            description="weights",
+            layout=_full(),
+            style=_DESC,
+            tooltip=_FORMAT_TIPS["w_bits"],
+        )
+        self.a_bits = W.Dropdown(
+            options=format_options(_ACT_FORMATS),
+            value=16,
+            description="activations",
+            layout=_full(),
+            style=_DESC,
+            tooltip=_FORMAT_TIPS["a_bits"],
+        )
+        self.kv_bits = W.Dropdown(
+            options=format_options(_KV_FORMATS),
+            value=16,
+            description="KV cache",
+            layout=_full(),
+            style=_DESC,
+            tooltip=_FORMAT_TIPS["kv_bits"],
+        )
         # value 0 stands for None (per channel): a Dropdown's None means "nothing selected"
-        self.group_size = W.Dropdown(options=[("per channel", 0)] + [(str(g), g) for g in GROUP_SIZES[1:]],
-                                     value=0, description="group size", layout=_full(), style=_DESC,
-                                     tooltip="group-wise weight quantization: each group's scale (and zero point) adds "
-                                             "its bits / group size to every weight (int4 g128 = 4.16 bits); "
-                                             "per channel: no overhead. Only for quantized weights")
+        self.group_size = W.Dropdown(
+            options=[("per channel", 0)] + [(str(g), g) for g in GROUP_SIZES[1:]],
+            value=0,
+            description="group size",
+            layout=_full(),
+            style=_DESC,
+            tooltip="group-wise weight quantization: each group's scale (and zero point) adds "
+            "its bits / group size to every weight (int4 g128 = 4.16 bits); "
+            "per channel: no overhead. Only for quantized weights",
+        )
         tb = {"description_width": "110px", "button_width": "72px"}
-        self.phase = W.ToggleButtons(options=list(PHASES), description="phase", style=tb,
-                                     tooltips=["the prompt pass", "one decode step", "both"])
-        self.logits = W.ToggleButtons(options=["last", "all"], description="logits", style=tb,
-                                      tooltips=["logits for the last prompt position only (generation)",
-                                                "logits for every prompt position (a full forward)"])
-        self.attention = W.ToggleButtons(options=["causal", "full"], description="attention", style=tb,
-                                         tooltips=["prefill counts the causal half of the score matrix",
-                                                   "prefill counts the whole score matrix (eager attention)"])
+        self.phase = W.ToggleButtons(
+            options=list(PHASES), description="phase", style=tb, tooltips=["the prompt pass", "one decode step", "both"]
+        )
+        self.logits = W.ToggleButtons(
+            options=["last", "all"],
+            description="logits",
+            style=tb,
+            tooltips=[
+                "logits for the last prompt position only (generation)",
+                "logits for every prompt position (a full forward)",
+            ],
+        )
+        self.attention = W.ToggleButtons(
+            options=["causal", "full"],
+            description="attention",
+            style=tb,
+            tooltips=[
+                "prefill counts the causal half of the score matrix",
+                "prefill counts the whole score matrix (eager attention)",
+            ],
+        )
         for w in (self.phase, self.logits, self.attention):
             w.layout.width = "auto"  # not the 300 px inline default, which wraps the buttons under the label
         self.technique_controls = TechniqueControls(self.state)
         self.techniques = W.VBox([self.technique_controls.box], layout=W.Layout(width="auto"))
         self.techniques.add_class("lr-techniques")
-        self.techniques_accordion = W.Accordion(children=[self.techniques], titles=("Techniques",),
-                                                selected_index=None, layout=_full())
+        self.techniques_accordion = W.Accordion(
+            children=[self.techniques], titles=("Techniques",), selected_index=None, layout=_full()
+        )
         self.techniques_accordion.add_class("lr-tech-accordion")
 
         def section(title, tip=None):
@@ -134,12 +225,28 @@ class Controls(W.VBox):
             return lab
 
         children = [
-            section("Model and device"), self.model, self.model_upload, self.hardware, self.hw_editor,
-            section("Workload"), self.batch_size, self.prompt_len, self.gen_len,
-            section("Precision (quantization)", "bits or the engine's format names for the weights, the "
-                    "activations and the KV cache; group-wise scales for quantized weights"),
-            self.w_bits, self.a_bits, self.kv_bits, self.group_size,
-            section("View and conventions"), self.phase, self.logits, self.attention,
+            section("Model and device"),
+            self.model,
+            self.model_upload,
+            self.hardware,
+            self.hw_editor,
+            section("Workload"),
+            self.batch_size,
+            self.prompt_len,
+            self.gen_len,
+            section(
+                "Precision (quantization)",
+                "bits or the engine's format names for the weights, the "
+                "activations and the KV cache; group-wise scales for quantized weights",
+            ),
+            self.w_bits,
+            self.a_bits,
+            self.kv_bits,
+            self.group_size,
+            section("View and conventions"),
+            self.phase,
+            self.logits,
+            self.attention,
             self.techniques_accordion,
         ]
         kwargs.setdefault("layout", W.Layout(width="360px", min_width="320px", padding="0 8px 0 0"))
@@ -147,8 +254,7 @@ class Controls(W.VBox):
         self.add_class("lr-controls")
 
         # widget -> state
-        simple = ("batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits", "phase", "logits",
-                  "attention")
+        simple = ("batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits", "phase", "logits", "attention")
         for name in simple:
             getattr(self, name).observe(self._to_state(name), names="value")
         self.model.observe(self._model_to_state, names="value")
@@ -167,6 +273,7 @@ class Controls(W.VBox):
         def handler(change):
             if not self._guard:
                 setattr(self.state, name, change["new"])
+
         return handler
 
     def _group_size_to_state(self, change):
@@ -230,11 +337,12 @@ class Controls(W.VBox):
         if self._guard or self.hardware.value != CUSTOM:
             return
         try:
-            hw = Hardware(name=self.hw_name.value.strip() or "custom device",
-                          memory_bytes=float(self.hw_memory.value) * 1e9,
-                          memory_bandwidth=float(self.hw_bandwidth.value) * 1e9,
-                          peak_flops={"fp16": float(self.hw_peak.value) * 1e12,
-                                      "bf16": float(self.hw_peak.value) * 1e12})
+            hw = Hardware(
+                name=self.hw_name.value.strip() or "custom device",
+                memory_bytes=float(self.hw_memory.value) * 1e9,
+                memory_bandwidth=float(self.hw_bandwidth.value) * 1e9,
+                peak_flops={"fp16": float(self.hw_peak.value) * 1e12, "bf16": float(self.hw_peak.value) * 1e12},
+            )
         except ValueError as e:  # shown like any other bad input
             self.state.error = str(e)
             return
@@ -279,8 +387,9 @@ class Controls(W.VBox):
                 self.group_size.options = sorted([*self.group_size.options, (str(gs), gs)], key=lambda o: o[1])
             self._set(self.group_size, gs or 0)
             w = st.w_bits
-            quantized = (isinstance(w, (int, float)) and w < 16) or (isinstance(w, str) and w.lower() in FORMATS
-                                                                    and FORMATS[w.lower()][0] < 16)
+            quantized = (isinstance(w, (int, float)) and w < 16) or (
+                isinstance(w, str) and w.lower() in FORMATS and FORMATS[w.lower()][0] < 16
+            )
             self.group_size.disabled = not quantized and gs is None
             n = len(self.technique_controls.active())
             self.techniques_accordion.set_title(0, "Techniques" if not n else f"Techniques · {n} active")

@@ -1,4 +1,5 @@
 """``Dashboard``: controls + layer table + roofline + memory + timeline + formulas on one State."""
+
 from __future__ import annotations
 
 import ipywidgets as W
@@ -41,8 +42,7 @@ class Dashboard(W.VBox):
 
     selected = traitlets.List(traitlets.Int(), help="selected table row: [] or [index]; mirrors the browser")
 
-    def __init__(self, model=None, hardware=None, *, state: State | None = None, sweep_open: bool = False,
-                 **inputs):
+    def __init__(self, model=None, hardware=None, *, state: State | None = None, sweep_open: bool = False, **inputs):
         layout = inputs.pop("layout", None)
         if state is not None:
             if model is not None or hardware is not None or inputs:
@@ -77,23 +77,34 @@ class Dashboard(W.VBox):
         # the sweep's figures are put in the section only while it is open: a bqplot figure drawn
         # inside a closed (zero-size) section lays itself out with negative sizes
         self._sweep_slot = W.VBox([], layout=W.Layout(width="100%"))
-        self.sweep_section = W.Accordion(children=[self._sweep_slot], titles=(SWEEP_TITLE,),
-                                         selected_index=None, layout=W.Layout(width="100%"))
+        self.sweep_section = W.Accordion(
+            children=[self._sweep_slot], titles=(SWEEP_TITLE,), selected_index=None, layout=W.Layout(width="100%")
+        )
         self.sweep_section.add_class("lr-sweep-section")
         self.sweep_section.observe(self._sweep_toggled, names="selected_index")
         # share a view: one self-contained HTML file that works offline (lr.export_html)
-        self.export_path = W.Text(value="llmroof-view.html", description="Export to",
-                                  layout=W.Layout(width="320px"), style={"description_width": "70px"})
-        self.export_button = W.Button(description="Export HTML", icon="download",
-                                      tooltip="Write one self-contained HTML file of this dashboard: it opens with no "
-                                              "network and keeps selections, tooltips and sorting; recomputing needs a kernel")
+        self.export_path = W.Text(
+            value="llmroof-view.html",
+            description="Export to",
+            layout=W.Layout(width="320px"),
+            style={"description_width": "70px"},
+        )
+        self.export_button = W.Button(
+            description="Export HTML",
+            icon="download",
+            tooltip="Write one self-contained HTML file of this dashboard: it opens with no "
+            "network and keeps selections, tooltips and sorting; recomputing needs a kernel",
+        )
         self.export_status = W.Label(value="")
         self.export_button.on_click(self._export_clicked)
-        export_bar = W.HBox([self.export_path, self.export_button, self.export_status],
-                            layout=W.Layout(align_items="center"))
+        export_bar = W.HBox(
+            [self.export_path, self.export_button, self.export_status], layout=W.Layout(align_items="center")
+        )
         export_bar.add_class("lr-export")
-        super().__init__(children=[top, plots, self.timeline, self.sweep_section, export_bar],
-                         layout=layout or W.Layout(width="100%"))
+        super().__init__(
+            children=[top, plots, self.timeline, self.sweep_section, export_bar],
+            layout=layout or W.Layout(width="100%"),
+        )
         self.add_class("lr-dashboard")
         if sweep_open:
             self.sweep_section.selected_index = 0
@@ -128,12 +139,21 @@ class Dashboard(W.VBox):
         if isinstance(name, int):
             index = name
         else:
-            index = next((r["index"] for r in self.table.rows if r["name"] == name
-                          and (phase is None or r["phase"] == phase)
-                          and (layer_type is None or r["layer_type"] == layer_type)), None)
+            index = next(
+                (
+                    r["index"]
+                    for r in self.table.rows
+                    if r["name"] == name
+                    and (phase is None or r["phase"] == phase)
+                    and (layer_type is None or r["layer_type"] == layer_type)
+                ),
+                None,
+            )
             if index is None:
-                raise ValueError(f"select: no operator {name!r}"
-                                 f"{f' in phase {phase!r}' if phase else ''}{f' of layer {layer_type!r}' if layer_type else ''}")
+                raise ValueError(
+                    f"select: no operator {name!r}"
+                    f"{f' in phase {phase!r}' if phase else ''}{f' of layer {layer_type!r}' if layer_type else ''}"
+                )
         if not 0 <= index < len(self.table.rows):
             raise ValueError(f"select: row index {index} out of range (0–{len(self.table.rows) - 1})")
         self.selected = [index]
@@ -152,7 +172,7 @@ class Dashboard(W.VBox):
         try:
             self.export_html(path)
             self.export_status.value = f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)"
-        except Exception as e:  # noqa: BLE001 - shown to the user, never lost (P16)
+        except Exception as e:
             self.export_status.value = f"export failed: {e}"
 
     def _sweep_toggled(self, change):
@@ -222,8 +242,12 @@ def compare_dashboards(*dashboards, deltas: bool | None = None, labels=None, **k
         raise TypeError("compare_dashboards: deltas need two dashboards")
     cmp = None
     if deltas:
-        cmp = CompareView(items[0], items[1], labels=tuple(labels) if labels else ("a", "b"),
-                          layout=W.Layout(width="100%", flex="1 1 100%"))
+        cmp = CompareView(
+            items[0],
+            items[1],
+            labels=tuple(labels) if labels else ("a", "b"),
+            layout=W.Layout(width="100%", flex="1 1 100%"),
+        )
     kwargs.setdefault("layout", W.Layout(width="100%", flex_flow="row wrap", align_items="flex-start"))
     box = W.HBox(items + ([cmp] if cmp is not None else []), **kwargs)
     box.add_class("lr-compare")

@@ -4,6 +4,7 @@ Every update sends only the arrays the marks need, one ``hold_sync`` per widget,
 off so nothing flickers. The views never compute physics: points, bars and lines are the engine's
 figures, scaled to display units.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,13 +36,13 @@ def _decades(lo: float, hi: float) -> tuple[float, float]:
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
     if b - a < 2:
         b = a + 2
-    return 10.0 ** a, 10.0 ** b
+    return 10.0**a, 10.0**b
 
 
 def _decade_ticks(lo: float, hi: float) -> np.ndarray:
     a, b = round(math.log10(lo)), round(math.log10(hi))
     step = 1 if b - a <= 9 else 2
-    return np.array([10.0 ** k for k in range(a, b + 1, step)])
+    return np.array([10.0**k for k in range(a, b + 1, step)])
 
 
 def _figure_kwargs(height: str) -> dict:
@@ -72,53 +73,143 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         self.x_scale = bq.LogScale(min=0.1, max=1e4)
         self.y_scale = bq.LogScale(min=1e9, max=1e16)
         sc = {"x": self.x_scale, "y": self.y_scale}
-        self.roofs = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=list(ROOF_COLORS), stroke_width=2,
-                              interactions={})
+        self.roofs = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=list(ROOF_COLORS), stroke_width=2, interactions={})
         # the top roof's label sits above its line, the lower roofs' labels below theirs (no overlap
         # when two peaks are close)
-        self.roof_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[LABEL_COLOR], default_size=11,
-                                    align="end", y_offset=-10, interactions={})
-        self.lower_roof_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[LABEL_COLOR],
-                                          default_size=11, align="end", y_offset=16, interactions={})
-        self.bandwidth_label = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[LABEL_COLOR],
-                                        default_size=11, align="start", x_offset=8, y_offset=4, interactions={})
+        self.roof_labels = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales=sc,
+            colors=[LABEL_COLOR],
+            default_size=11,
+            align="end",
+            y_offset=-10,
+            interactions={},
+        )
+        self.lower_roof_labels = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales=sc,
+            colors=[LABEL_COLOR],
+            default_size=11,
+            align="end",
+            y_offset=16,
+            interactions={},
+        )
+        self.bandwidth_label = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales=sc,
+            colors=[LABEL_COLOR],
+            default_size=11,
+            align="start",
+            x_offset=8,
+            y_offset=4,
+            interactions={},
+        )
         # offloading: the host link's slope (offloaded bytes stream over it), dashed
-        self.host_roof = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[HOST_COLOR], stroke_width=2,
-                                  line_style="dashed", interactions={})
-        self.host_label = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[HOST_COLOR], default_size=11,
-                                   align="start", x_offset=8, y_offset=14, interactions={})
+        self.host_roof = bq.Lines(
+            x=_EMPTY, y=_EMPTY, scales=sc, colors=[HOST_COLOR], stroke_width=2, line_style="dashed", interactions={}
+        )
+        self.host_label = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales=sc,
+            colors=[HOST_COLOR],
+            default_size=11,
+            align="start",
+            x_offset=8,
+            y_offset=14,
+            interactions={},
+        )
         # notes in the plot's own coordinates (0–1): collectives listed in the table only, calibrated mode
         self.unit_x, self.unit_y = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
-        self.notes = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales={"x": self.unit_x, "y": self.unit_y},
-                              colors=[COMM_COLOR, LABEL_COLOR], default_size=11, align="end", interactions={})
-        self.ridges = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=sc, marker="diamond", colors=[LABEL_COLOR],
-                                 default_size=36, stroke="#ffffff", display_names=False, interactions={"hover": "tooltip"},
-                                 tooltip=bq.Tooltip(fields=["name"], labels=["ridge point"]))
+        self.notes = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales={"x": self.unit_x, "y": self.unit_y},
+            colors=[COMM_COLOR, LABEL_COLOR],
+            default_size=11,
+            align="end",
+            interactions={},
+        )
+        self.ridges = bq.Scatter(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=sc,
+            marker="diamond",
+            colors=[LABEL_COLOR],
+            default_size=36,
+            stroke="#ffffff",
+            display_names=False,
+            interactions={"hover": "tooltip"},
+            tooltip=bq.Tooltip(fields=["name"], labels=["ridge point"]),
+        )
         self.dots = []
         for phase, bound in SLOTS:
-            tip = bq.Tooltip(fields=["name", "x", "y"], formats=["", ".3~g", ".3~s"],
-                             labels=["operator", "FLOP/byte", "FLOP/s"])
-            self.dots.append(bq.Scatter(
-                x=_EMPTY, y=_EMPTY, names=[], scales=sc, marker=PHASE_MARKER[phase],
-                colors=[COMPUTE_COLOR if bound == "compute" else MEMORY_COLOR], default_size=70,
-                stroke="#ffffff", stroke_width=1, display_names=False,
-                interactions={"click": "select", "hover": "tooltip"}, tooltip=tip,
-                selected_style={"stroke": SELECT_COLOR, "stroke-width": "4px", "opacity": "1"},
-                unselected_style={}, display_legend=True, labels=[f"{phase} · {bound}-bound"],
-            ))
-        self.x_axis = bq.Axis(scale=self.x_scale, label="arithmetic intensity (FLOP / byte)", tick_format="~g",
-                              tick_values=_decade_ticks(0.1, 1e4), grid_lines="dashed")
-        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="attainable performance (FLOP/s)",
-                              tick_format="~s", tick_values=_decade_ticks(1e9, 1e16), grid_lines="dashed",
-                              label_offset="52px")
+            tip = bq.Tooltip(
+                fields=["name", "x", "y"], formats=["", ".3~g", ".3~s"], labels=["operator", "FLOP/byte", "FLOP/s"]
+            )
+            self.dots.append(
+                bq.Scatter(
+                    x=_EMPTY,
+                    y=_EMPTY,
+                    names=[],
+                    scales=sc,
+                    marker=PHASE_MARKER[phase],
+                    colors=[COMPUTE_COLOR if bound == "compute" else MEMORY_COLOR],
+                    default_size=70,
+                    stroke="#ffffff",
+                    stroke_width=1,
+                    display_names=False,
+                    interactions={"click": "select", "hover": "tooltip"},
+                    tooltip=tip,
+                    selected_style={"stroke": SELECT_COLOR, "stroke-width": "4px", "opacity": "1"},
+                    unselected_style={},
+                    display_legend=True,
+                    labels=[f"{phase} · {bound}-bound"],
+                )
+            )
+        self.x_axis = bq.Axis(
+            scale=self.x_scale,
+            label="arithmetic intensity (FLOP / byte)",
+            tick_format="~g",
+            tick_values=_decade_ticks(0.1, 1e4),
+            grid_lines="dashed",
+        )
+        self.y_axis = bq.Axis(
+            scale=self.y_scale,
+            side="left",
+            label="attainable performance (FLOP/s)",
+            tick_format="~s",
+            tick_values=_decade_ticks(1e9, 1e16),
+            grid_lines="dashed",
+            label_offset="52px",
+        )
         kw = _figure_kwargs("380px")
         kw.update(kwargs)
         super().__init__(
-            marks=[self.roofs, self.host_roof, self.roof_labels, self.lower_roof_labels, self.bandwidth_label,
-                   self.host_label, self.notes, self.ridges, *self.dots],
-            axes=[self.x_axis, self.y_axis], title="Roofline",
+            marks=[
+                self.roofs,
+                self.host_roof,
+                self.roof_labels,
+                self.lower_roof_labels,
+                self.bandwidth_label,
+                self.host_label,
+                self.notes,
+                self.ridges,
+                *self.dots,
+            ],
+            axes=[self.x_axis, self.y_axis],
+            title="Roofline",
             fig_margin={"top": 40, "bottom": 52, "left": 72, "right": 16},
-            legend_location="top-left", **kw,
+            legend_location="top-left",
+            **kw,
         )
         self.add_class("lr-roofline")
         self._attach(state)
@@ -143,7 +234,11 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
     def show_row(self, index: int | None) -> None:
         """Select the dot of table row ``index`` (None clears) on every mark."""
         data = self._data
-        dot = data.rows[index].get("dot") if data is not None and index is not None and 0 <= index < len(data.rows) else None
+        dot = (
+            data.rows[index].get("dot")
+            if data is not None and index is not None and 0 <= index < len(data.rows)
+            else None
+        )
         for slot, mark in enumerate(self.dots):
             want = [dot[1]] if dot is not None and dot[0] == slot else None
             have = mark.selected
@@ -195,13 +290,23 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
 
         xs, ys = [], []
         per_slot = []
-        for slot, idx in enumerate(new.dots):
+        for idx in new.dots:
             x = np.array([rows[i]["arithmetic_intensity"] for i in idx], dtype=np.float64)
             # the engine's attained rate (FLOPs / time): the dot's height
-            y = np.array([rows[i]["attained_flops"] if rows[i].get("attained_flops") is not None
-                          else rows[i]["flops"] / rows[i]["time_s"] for i in idx], dtype=np.float64)
-            names = [f"{rows[i]['phase']} · {rows[i]['layer_type']} · {rows[i]['name']} ×{rows[i]['count']} — "
-                     f"{rows[i]['bound']}-bound, {fmt_time(rows[i]['time_s'])} per run" for i in idx]
+            y = np.array(
+                [
+                    rows[i]["attained_flops"]
+                    if rows[i].get("attained_flops") is not None
+                    else rows[i]["flops"] / rows[i]["time_s"]
+                    for i in idx
+                ],
+                dtype=np.float64,
+            )
+            names = [
+                f"{rows[i]['phase']} · {rows[i]['layer_type']} · {rows[i]['name']} ×{rows[i]['count']} — "
+                f"{rows[i]['bound']}-bound, {fmt_time(rows[i]['time_s'])} per run"
+                for i in idx
+            ]
             per_slot.append((x, y, names))
             xs.extend(x)
             ys.extend(y)
@@ -212,8 +317,10 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
 
         rx = np.array([[x0, rd, x_hi] for rd in ridges], dtype=np.float64)
         ry = np.array([[bw * x0, pk, pk] for _, pk in roofs], dtype=np.float64)
-        labels = [f"{DTYPE_LABEL.get(dt, dt)} peak {fmt_si(pk, 'FLOP/s')} · ridge {rd:.3g} FLOP/B"
-                  for (dt, pk), rd in zip(roofs, ridges)]
+        labels = [
+            f"{DTYPE_LABEL.get(dt, dt)} peak {fmt_si(pk, 'FLOP/s')} · ridge {rd:.3g} FLOP/B"
+            for (dt, pk), rd in zip(roofs, ridges)
+        ]
         peaks_y = np.array([pk for _, pk in roofs], dtype=np.float64)
 
         with self.x_scale.hold_sync():
@@ -254,22 +361,31 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         with self.ridges.hold_sync():
             self.ridges.x = np.array(ridges, dtype=np.float64)
             self.ridges.y = peaks_y
-            self.ridges.names = [f"{DTYPE_LABEL.get(dt, dt)}: {rd:.3g} FLOP/B (peak / bandwidth)"
-                                 for (dt, _), rd in zip(roofs, ridges)]
+            self.ridges.names = [
+                f"{DTYPE_LABEL.get(dt, dt)}: {rd:.3g} FLOP/B (peak / bandwidth)" for (dt, _), rd in zip(roofs, ridges)
+            ]
         # notes in the bottom-right corner (below the roofs at high intensity: no dot goes there)
         notes = []
         if new.communication:
             n = len(new.communication)
             notes.append(f"{n} collective{'s' if n > 1 else ''} (communication, 0 FLOPs): in the table, no dot")
-        fused = sum(1 for r in rows if r.get("dot") is None and r["bound"] != "communication"
-                    and (r.get("flops") or 0) > 0 and not (r.get("bytes") or 0) > 0)
+        fused = sum(
+            1
+            for r in rows
+            if r.get("dot") is None
+            and r["bound"] != "communication"
+            and (r.get("flops") or 0) > 0
+            and not (r.get("bytes") or 0) > 0
+        )
         if fused:
-            notes.append(f"{fused} fused operator{'s' if fused > 1 else ''} (no bytes, intensity ∞): in the table, no dot")
+            notes.append(
+                f"{fused} fused operator{'s' if fused > 1 else ''} (no bytes, intensity ∞): in the table, no dot"
+            )
         if mode == "calibrated":
             notes.append("calibrated: dots sit below the roofs by small-M efficiency and launch overheads")
         with self.notes.hold_sync():
             self.notes.x = np.full(len(notes), 0.985)
-            self.notes.y = np.array([0.03, 0.09, 0.15][:len(notes)])
+            self.notes.y = np.array([0.03, 0.09, 0.15][: len(notes)])
             self.notes.text = notes
             self.notes.colors = ([COMM_COLOR] if new.communication else []) + [LABEL_COLOR]
 
@@ -301,35 +417,69 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
     def __init__(self, state, by: str = "phase", **kwargs):
         if by not in ("phase", "batch"):
             raise ValueError(f"MemoryBreakdown: by must be 'phase' or 'batch', got {by!r}")
-        self.by = W.ToggleButtons(options=self.BY, value=by, style={"button_width": "110px"},
-                                  tooltips=["prefill peak and end of decode",
-                                            "end of decode for several batch sizes (lr.sweep)"])
+        self.by = W.ToggleButtons(
+            options=self.BY,
+            value=by,
+            style={"button_width": "110px"},
+            tooltips=["prefill peak and end of decode", "end of decode for several batch sizes (lr.sweep)"],
+        )
         self.by.add_class("lr-memory-by")
         self.batch_sizes: list[int] = []  # the batch sizes shown in "batch" mode
         self.x_scale = bq.OrdinalScale()
         self.y_scale = bq.LinearScale(min=0.0, max=1.0)
         self.unit_scale = bq.LinearScale(min=0.0, max=1.0)
         self.bars = bq.Bars(
-            x=["prefill", "end of decode"], y=np.zeros((3, 2)), scales={"x": self.x_scale, "y": self.y_scale},
-            type="stacked", colors=list(self.COLORS), labels=list(self.CATEGORIES), display_legend=True,
-            padding=0.45, stroke="#ffffff", opacities=[1.0, 1.0, 1.0],
+            x=["prefill", "end of decode"],
+            y=np.zeros((3, 2)),
+            scales={"x": self.x_scale, "y": self.y_scale},
+            type="stacked",
+            colors=list(self.COLORS),
+            labels=list(self.CATEGORIES),
+            display_legend=True,
+            padding=0.45,
+            stroke="#ffffff",
+            opacities=[1.0, 1.0, 1.0],
             tooltip=bq.Tooltip(fields=["x", "y"], formats=["", ".4~g"], labels=["phase", "GB"]),
         )
-        self.capacity = bq.Lines(x=np.array([0.0, 1.0]), y=np.zeros(2), scales={"x": self.unit_scale, "y": self.y_scale},
-                                 colors=["#d62728"], line_style="dashed", stroke_width=2, interactions={})
-        self.capacity_label = bq.Label(x=np.array([0.01]), y=np.zeros(1), text=[""],
-                                       scales={"x": self.unit_scale, "y": self.y_scale}, colors=["#d62728"],
-                                       default_size=11, align="start", y_offset=-9, interactions={})
-        self.totals_label = bq.Label(x=["prefill", "end of decode"], y=np.zeros(2), text=["", ""],
-                                     scales={"x": self.x_scale, "y": self.y_scale}, colors=[LABEL_COLOR],
-                                     default_size=11, align="middle", y_offset=-6, interactions={})
+        self.capacity = bq.Lines(
+            x=np.array([0.0, 1.0]),
+            y=np.zeros(2),
+            scales={"x": self.unit_scale, "y": self.y_scale},
+            colors=["#d62728"],
+            line_style="dashed",
+            stroke_width=2,
+            interactions={},
+        )
+        self.capacity_label = bq.Label(
+            x=np.array([0.01]),
+            y=np.zeros(1),
+            text=[""],
+            scales={"x": self.unit_scale, "y": self.y_scale},
+            colors=["#d62728"],
+            default_size=11,
+            align="start",
+            y_offset=-9,
+            interactions={},
+        )
+        self.totals_label = bq.Label(
+            x=["prefill", "end of decode"],
+            y=np.zeros(2),
+            text=["", ""],
+            scales={"x": self.x_scale, "y": self.y_scale},
+            colors=[LABEL_COLOR],
+            default_size=11,
+            align="middle",
+            y_offset=-6,
+            interactions={},
+        )
         self.x_axis = bq.Axis(scale=self.x_scale, label="phase (peak memory)")
-        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="GB", tick_format="~g",
-                              grid_lines="dashed")
+        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="GB", tick_format="~g", grid_lines="dashed")
         self.figure = bq.Figure(
             marks=[self.bars, self.capacity, self.capacity_label, self.totals_label],
-            axes=[self.x_axis, self.y_axis], title="Memory",
-            fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16}, legend_location="top-right",
+            axes=[self.x_axis, self.y_axis],
+            title="Memory",
+            fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16},
+            legend_location="top-right",
             **_figure_kwargs("340px"),
         )
         self.share = MemoryShare(state)
@@ -357,14 +507,22 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         self.x_axis.label = "phase (peak memory)"
         w = m["weights_bytes"]
         kv = (m.get("kv_cache_prompt_bytes", m["kv_cache_bytes"]), m["kv_cache_bytes"])
-        act = (m.get("activations_prefill_bytes", m["activations_bytes"]),
-               m.get("activations_decode_bytes", m["activations_bytes"]))
+        act = (
+            m.get("activations_prefill_bytes", m["activations_bytes"]),
+            m.get("activations_decode_bytes", m["activations_bytes"]),
+        )
         parts = [np.array([w, w]), np.array(kv), np.array(act)]
         draft = float(m.get("draft_bytes", 0.0) or 0.0)
-        totals = np.array([m.get("prefill_total_bytes", sum(p[0] for p in parts) + draft),
-                           m.get("decode_total_bytes", sum(p[1] for p in parts) + draft)], dtype=np.float64)
-        self._draw(m, ["prefill", "end of decode"], parts, np.array([draft, draft]), totals,
-                   [fmt_si(t, "B") for t in totals])
+        totals = np.array(
+            [
+                m.get("prefill_total_bytes", sum(p[0] for p in parts) + draft),
+                m.get("decode_total_bytes", sum(p[1] for p in parts) + draft),
+            ],
+            dtype=np.float64,
+        )
+        self._draw(
+            m, ["prefill", "end of decode"], parts, np.array([draft, draft]), totals, [fmt_si(t, "B") for t in totals]
+        )
 
     def _draw(self, m, xs, parts, draft, totals, totals_text):
         """Stacked bars (weights, KV cache, activations, and the draft model when there is one) at
@@ -400,7 +558,7 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         """Powers of two up to twice the larger of the current batch and the largest that fits, plus the current one."""
         current = int(self.state.batch_size)
         top = max(2 * current, 2 * int(m.get("max_batch_size", 0) or 0), 8)
-        vals = sorted({2 ** k for k in range(int(math.log2(top)) + 1)} | {current})
+        vals = sorted({2**k for k in range(int(math.log2(top)) + 1)} | {current})
         while len(vals) > self.MAX_BARS:  # thin out, keeping both ends and the current batch
             vals = sorted({v for i, v in enumerate(vals) if i % 2 == 0 or v in (current, vals[-1])})
         return vals
@@ -420,15 +578,23 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         totals = df.total_bytes.to_numpy()
         current = int(st.batch_size)
         self.x_axis.label = f"batch size (end of decode; ▶ current, fits up to {int(m.get('max_batch_size', 0)):,})"
-        self._draw(m, [f"{b:,}" for b in self.batch_sizes], parts, totals - sum(parts), totals,
-                   [("▶ " if b == current else "") + fmt_si(t, "B") for b, t in zip(self.batch_sizes, totals)])
+        self._draw(
+            m,
+            [f"{b:,}" for b in self.batch_sizes],
+            parts,
+            totals - sum(parts),
+            totals,
+            [("▶ " if b == current else "") + fmt_si(t, "B") for b, t in zip(self.batch_sizes, totals)],
+        )
         return True
 
     def _title(self, m):
         fits = m.get("fits", True)
-        title = (f"Memory · fits ({fmt_si(m['total_bytes'], 'B')} of {fmt_si(m['capacity_bytes'], 'B')})"
-                 if fits else
-                 f"Memory · DOES NOT FIT ({fmt_si(m['total_bytes'], 'B')} > {fmt_si(m['capacity_bytes'], 'B')})")
+        title = (
+            f"Memory · fits ({fmt_si(m['total_bytes'], 'B')} of {fmt_si(m['capacity_bytes'], 'B')})"
+            if fits
+            else f"Memory · DOES NOT FIT ({fmt_si(m['total_bytes'], 'B')} > {fmt_si(m['capacity_bytes'], 'B')})"
+        )
         # per-device and host-memory facts go to the axis and the capacity label (the title stays short)
         devices = int(m.get("devices", 1) or 1)
         host = float(m.get("host_weights_bytes", 0.0) or 0.0) + float(m.get("host_kv_cache_bytes", 0.0) or 0.0)
@@ -446,22 +612,63 @@ class StepTimeline(_Closing, StateView, bq.Figure):
         self.x_scale = bq.LinearScale(min=0.0, max=1.0)
         self.y_scale = bq.LinearScale(min=0.0, max=1.0)
         sc = {"x": self.x_scale, "y": self.y_scale}
-        self.steps = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[MEMORY_COLOR], stroke_width=2,
-                              display_legend=True, labels=["decode step"], interactions={})
-        self.tpot = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[LABEL_COLOR], line_style="dashed",
-                             display_legend=True, labels=["mean TPOT"], interactions={})
-        self.ttft = bq.Lines(x=_EMPTY, y=_EMPTY, scales=sc, colors=[SELECT_COLOR], line_style="dashed",
-                             stroke_width=2, display_legend=True, labels=["TTFT (prefill)"], interactions={})
-        self.labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales=sc, colors=[SELECT_COLOR, LABEL_COLOR],
-                               default_size=11, align="start", x_offset=6, y_offset=-6, interactions={})
+        self.steps = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=sc,
+            colors=[MEMORY_COLOR],
+            stroke_width=2,
+            display_legend=True,
+            labels=["decode step"],
+            interactions={},
+        )
+        self.tpot = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=sc,
+            colors=[LABEL_COLOR],
+            line_style="dashed",
+            display_legend=True,
+            labels=["mean TPOT"],
+            interactions={},
+        )
+        self.ttft = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=sc,
+            colors=[SELECT_COLOR],
+            line_style="dashed",
+            stroke_width=2,
+            display_legend=True,
+            labels=["TTFT (prefill)"],
+            interactions={},
+        )
+        self.labels = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales=sc,
+            colors=[SELECT_COLOR, LABEL_COLOR],
+            default_size=11,
+            align="start",
+            x_offset=6,
+            y_offset=-6,
+            interactions={},
+        )
         self.x_axis = bq.Axis(scale=self.x_scale, label="context length (tokens in the KV cache)", tick_format="~s")
-        self.y_axis = bq.Axis(scale=self.y_scale, side="left", label="time per token (ms)",
-                              tick_format="~g", grid_lines="dashed")
+        self.y_axis = bq.Axis(
+            scale=self.y_scale, side="left", label="time per token (ms)", tick_format="~g", grid_lines="dashed"
+        )
         kw = _figure_kwargs("300px")
         kw.update(kwargs)
-        super().__init__(marks=[self.steps, self.tpot, self.ttft, self.labels], axes=[self.x_axis, self.y_axis],
-                         title="Decode step time", fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16},
-                         legend_location="bottom-right", **kw)
+        super().__init__(
+            marks=[self.steps, self.tpot, self.ttft, self.labels],
+            axes=[self.x_axis, self.y_axis],
+            title="Decode step time",
+            fig_margin={"top": 40, "bottom": 52, "left": 60, "right": 16},
+            legend_location="bottom-right",
+            **kw,
+        )
         self.add_class("lr-timeline")
         self._attach(state)
         self._on_revision()
@@ -496,12 +703,17 @@ class StepTimeline(_Closing, StateView, bq.Figure):
         with self.labels.hold_sync():
             self.labels.x = np.array([p, x_lo + (x_hi - x_lo) * 0.45])
             self.labels.y = np.array([y_top * 0.9, tpot])
-            self.labels.text = [f"TTFT {fmt_time(ttft)} (prefill of {int(p):,} tokens → first token)",
-                                f"mean TPOT {fmt_time(tpot / 1e3)}"]
+            self.labels.text = [
+                f"TTFT {fmt_time(ttft)} (prefill of {int(p):,} tokens → first token)",
+                f"mean TPOT {fmt_time(tpot / 1e3)}",
+            ]
         n = len(x)
         tpr = g.get("speculative_tokens_per_round")
         if tpr and n:  # speculative decoding: each point is one draft-and-verify round
             self.title = f"Decode time per speculative round · {n:,} rounds, {tpr:.3g} tokens per round"
         else:
-            self.title = (f"Decode step time · {n:,} steps after the first token" if n else
-                          "Decode step time · one generated token: no decode steps")
+            self.title = (
+                f"Decode step time · {n:,} steps after the first token"
+                if n
+                else "Decode step time · one generated token: no decode steps"
+            )

@@ -6,25 +6,37 @@ analysis on the kernel with the engine; views observe ``revision`` and read plai
 views). A bad input never raises out of the State: the engine's message goes to ``error`` and the
 last valid ``result`` stays, so the views keep showing it.
 """
+
 from __future__ import annotations
 
-from typing import Any
-
 import inspect
+from typing import Any
 
 import traitlets
 
 from ..engine import analyze, load_hardware, load_model
 
-INPUTS = ("model", "hardware", "batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits",
-          "logits", "attention", "extra")
+INPUTS = (
+    "model",
+    "hardware",
+    "batch_size",
+    "prompt_len",
+    "gen_len",
+    "w_bits",
+    "a_bits",
+    "kv_bits",
+    "logits",
+    "attention",
+    "extra",
+)
 PHASES = ("prefill", "decode", "both")
 BITS = (4, 8, 16, 32)
 
 # Technique knobs: every further keyword argument of analyze(), with the engine's own default (the
 # plain analysis). They live in ``State.extra`` (only those that differ from the default).
 KNOBS: dict[str, Any] = {
-    name: p.default for name, p in inspect.signature(analyze).parameters.items()
+    name: p.default
+    for name, p in inspect.signature(analyze).parameters.items()
     if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in INPUTS
 }
 
@@ -139,8 +151,10 @@ class State(traitlets.HasTraits):
         """
         unknown = set(changes) - set(INPUTS) - set(KNOBS) - {"phase"}
         if unknown:
-            raise TypeError(f"State.update: unknown input(s) {', '.join(sorted(unknown))}; "
-                            f"inputs: {', '.join(INPUTS)}; knobs: {', '.join(KNOBS)}")
+            raise TypeError(
+                f"State.update: unknown input(s) {', '.join(sorted(unknown))}; "
+                f"inputs: {', '.join(INPUTS)}; knobs: {', '.join(KNOBS)}"
+            )
         knobs = {k: changes.pop(k) for k in list(changes) if k in KNOBS}
         if knobs:
             extra = dict(changes.get("extra", self.extra))
@@ -181,7 +195,7 @@ class State(traitlets.HasTraits):
         else:
             try:
                 obj = (load_model if kind == "model" else load_hardware)(value)
-            except Exception as e:  # noqa: BLE001 - cached and re-raised while the input stays
+            except Exception as e:
                 obj = e
             self._loaded[kind] = (value, obj)
         if isinstance(obj, Exception):
@@ -202,7 +216,7 @@ class State(traitlets.HasTraits):
         except ValueError as e:
             self.error = str(e) or type(e).__name__
             return False
-        except Exception as e:  # noqa: BLE001 - never lose an error in an observer (P16)
+        except Exception as e:
             self.error = f"{type(e).__name__}: {e}"
             return False
         with self.hold_trait_notifications():
@@ -239,7 +253,9 @@ class State(traitlets.HasTraits):
 def _clean(extra) -> dict:
     """``extra`` without knobs at their defaults (other keys are kept as given)."""
     if not isinstance(extra, dict):
-        raise traitlets.TraitError(f"State.extra must be a dict of analyze() keyword arguments, got {type(extra).__name__}")
+        raise traitlets.TraitError(
+            f"State.extra must be a dict of analyze() keyword arguments, got {type(extra).__name__}"
+        )
     return {k: v for k, v in extra.items() if not (k in KNOBS and is_default(k, v))}
 
 

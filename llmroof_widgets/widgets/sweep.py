@@ -5,6 +5,7 @@ State's result changes, while the view is *active*. An inactive view (the dashbo
 section while it is closed) only marks itself stale and catches up when it becomes active, so a
 control change does not pay for the sweep unless someone is looking at it.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,8 @@ from .plots import COMPUTE_COLOR, LABEL_COLOR, MEMORY_COLOR, SELECT_COLOR, _figu
 AXES = ("batch_size", "prompt_len")
 AXIS_LABEL = {"batch_size": "batch size (sequences)", "prompt_len": "context: prompt length (tokens)"}
 DEFAULT_VALUES = {
-    "batch_size": tuple(2 ** k for k in range(0, 11)),  # 1 … 1024
-    "prompt_len": tuple(2 ** k for k in range(7, 18)),  # 128 … 131 072
+    "batch_size": tuple(2**k for k in range(0, 11)),  # 1 … 1024
+    "prompt_len": tuple(2**k for k in range(7, 18)),  # 128 … 131 072
 }
 NOFIT_COLOR = "#d62728"
 KV_COLOR = "#f58518"
@@ -36,7 +37,7 @@ def _log_ticks(lo: float, hi: float) -> np.ndarray:
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
     mult = (1, 2, 5) if b - a <= 4 else (1,)
     step = 1 if b - a <= 8 else 2
-    ticks = [m * 10.0 ** k for k in range(a, b + 1, step) for m in mult]
+    ticks = [m * 10.0**k for k in range(a, b + 1, step) for m in mult]
     return np.array([t for t in ticks if lo <= t <= hi] or [lo, hi])
 
 
@@ -72,66 +73,196 @@ class SweepView(StateView, W.VBox):
         self.t_scale = bq.LogScale(min=1e-3, max=1.0)
         self.unit = bq.LinearScale(min=0.0, max=1.0)
         tsc = {"x": self.x_scale, "y": self.t_scale}
-        self.ttft = bq.Lines(x=_EMPTY, y=_EMPTY, scales=tsc, colors=[COMPUTE_COLOR], stroke_width=2, marker="circle",
-                             marker_size=24, display_legend=True, labels=["TTFT (prefill)"], interactions={})
-        self.tpot = bq.Lines(x=_EMPTY, y=_EMPTY, scales=tsc, colors=[MEMORY_COLOR], stroke_width=2, marker="circle",
-                             marker_size=24, display_legend=True, labels=["TPOT (mean decode step)"], interactions={})
-        self.t_nofit = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=tsc, marker="cross", colors=[NOFIT_COLOR],
-                                  default_size=40, display_legend=True, labels=["does not fit"], interactions={})
-        self.t_current = bq.Lines(x=_EMPTY, y=_EMPTY, scales={"x": self.x_scale, "y": self.unit},
-                                  colors=[SELECT_COLOR], line_style="dotted", stroke_width=2, interactions={})
-        self.t_limit = bq.Lines(x=_EMPTY, y=_EMPTY, scales={"x": self.x_scale, "y": self.unit},
-                                colors=[NOFIT_COLOR], line_style="dashed", stroke_width=2, interactions={})
+        self.ttft = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=tsc,
+            colors=[COMPUTE_COLOR],
+            stroke_width=2,
+            marker="circle",
+            marker_size=24,
+            display_legend=True,
+            labels=["TTFT (prefill)"],
+            interactions={},
+        )
+        self.tpot = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=tsc,
+            colors=[MEMORY_COLOR],
+            stroke_width=2,
+            marker="circle",
+            marker_size=24,
+            display_legend=True,
+            labels=["TPOT (mean decode step)"],
+            interactions={},
+        )
+        self.t_nofit = bq.Scatter(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=tsc,
+            marker="cross",
+            colors=[NOFIT_COLOR],
+            default_size=40,
+            display_legend=True,
+            labels=["does not fit"],
+            interactions={},
+        )
+        self.t_current = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales={"x": self.x_scale, "y": self.unit},
+            colors=[SELECT_COLOR],
+            line_style="dotted",
+            stroke_width=2,
+            interactions={},
+        )
+        self.t_limit = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales={"x": self.x_scale, "y": self.unit},
+            colors=[NOFIT_COLOR],
+            line_style="dashed",
+            stroke_width=2,
+            interactions={},
+        )
         # "now" at the bottom right of its line, the fit limit at the top left of its line
-        self.t_labels = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales={"x": self.x_scale, "y": self.unit},
-                                 colors=[SELECT_COLOR], default_size=11, align="start", x_offset=4,
-                                 interactions={})
-        self.t_limit_label = bq.Label(x=_EMPTY, y=_EMPTY, text=[], scales={"x": self.x_scale, "y": self.unit},
-                                      colors=[NOFIT_COLOR], default_size=11, align="end", x_offset=-4,
-                                      interactions={})
+        self.t_labels = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales={"x": self.x_scale, "y": self.unit},
+            colors=[SELECT_COLOR],
+            default_size=11,
+            align="start",
+            x_offset=4,
+            interactions={},
+        )
+        self.t_limit_label = bq.Label(
+            x=_EMPTY,
+            y=_EMPTY,
+            text=[],
+            scales={"x": self.x_scale, "y": self.unit},
+            colors=[NOFIT_COLOR],
+            default_size=11,
+            align="end",
+            x_offset=-4,
+            interactions={},
+        )
         self.x_axis = bq.Axis(scale=self.x_scale, label=AXIS_LABEL["batch_size"], tick_format="~s")
-        self.t_axis = bq.Axis(scale=self.t_scale, side="left", label="time (ms, log)", tick_format=",~g",
-                              grid_lines="dashed", label_offset="52px")
+        self.t_axis = bq.Axis(
+            scale=self.t_scale,
+            side="left",
+            label="time (ms, log)",
+            tick_format=",~g",
+            grid_lines="dashed",
+            label_offset="52px",
+        )
         self.time_figure = bq.Figure(
-            marks=[self.ttft, self.tpot, self.t_nofit, self.t_current, self.t_limit, self.t_labels,
-                   self.t_limit_label],
-            axes=[self.x_axis, self.t_axis], title="Time", legend_location="top-left",
-            fig_margin={"top": 40, "bottom": 52, "left": 64, "right": 16}, **_figure_kwargs("320px"))
+            marks=[self.ttft, self.tpot, self.t_nofit, self.t_current, self.t_limit, self.t_labels, self.t_limit_label],
+            axes=[self.x_axis, self.t_axis],
+            title="Time",
+            legend_location="top-left",
+            fig_margin={"top": 40, "bottom": 52, "left": 64, "right": 16},
+            **_figure_kwargs("320px"),
+        )
         # memory plot: log x, linear GB
         self.m_scale = bq.LinearScale(min=0.0, max=1.0)
         msc = {"x": self.x_scale, "y": self.m_scale}
-        self.total = bq.Lines(x=_EMPTY, y=_EMPTY, scales=msc, colors=[LABEL_COLOR], stroke_width=2, marker="circle",
-                              marker_size=24, display_legend=True, labels=["total"], interactions={})
-        self.kv = bq.Lines(x=_EMPTY, y=_EMPTY, scales=msc, colors=[KV_COLOR], stroke_width=2, display_legend=True,
-                           labels=["KV cache"], interactions={})
-        self.weights = bq.Lines(x=_EMPTY, y=_EMPTY, scales=msc, colors=[WEIGHTS_COLOR], stroke_width=2,
-                                line_style="dashed", display_legend=True, labels=["weights"], interactions={})
-        self.m_nofit = bq.Scatter(x=_EMPTY, y=_EMPTY, scales=msc, marker="cross", colors=[NOFIT_COLOR],
-                                  default_size=40, interactions={})
-        self.capacity = bq.Lines(x=_EMPTY, y=_EMPTY, scales=msc, colors=[NOFIT_COLOR], line_style="dashed",
-                                 stroke_width=2, display_legend=True, labels=["device capacity"], interactions={})
-        self.m_current = bq.Lines(x=_EMPTY, y=_EMPTY, scales={"x": self.x_scale, "y": self.unit},
-                                  colors=[SELECT_COLOR], line_style="dotted", stroke_width=2, interactions={})
-        self.m_limit = bq.Lines(x=_EMPTY, y=_EMPTY, scales={"x": self.x_scale, "y": self.unit},
-                                colors=[NOFIT_COLOR], line_style="dashed", stroke_width=2, interactions={})
+        self.total = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=msc,
+            colors=[LABEL_COLOR],
+            stroke_width=2,
+            marker="circle",
+            marker_size=24,
+            display_legend=True,
+            labels=["total"],
+            interactions={},
+        )
+        self.kv = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=msc,
+            colors=[KV_COLOR],
+            stroke_width=2,
+            display_legend=True,
+            labels=["KV cache"],
+            interactions={},
+        )
+        self.weights = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=msc,
+            colors=[WEIGHTS_COLOR],
+            stroke_width=2,
+            line_style="dashed",
+            display_legend=True,
+            labels=["weights"],
+            interactions={},
+        )
+        self.m_nofit = bq.Scatter(
+            x=_EMPTY, y=_EMPTY, scales=msc, marker="cross", colors=[NOFIT_COLOR], default_size=40, interactions={}
+        )
+        self.capacity = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales=msc,
+            colors=[NOFIT_COLOR],
+            line_style="dashed",
+            stroke_width=2,
+            display_legend=True,
+            labels=["device capacity"],
+            interactions={},
+        )
+        self.m_current = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales={"x": self.x_scale, "y": self.unit},
+            colors=[SELECT_COLOR],
+            line_style="dotted",
+            stroke_width=2,
+            interactions={},
+        )
+        self.m_limit = bq.Lines(
+            x=_EMPTY,
+            y=_EMPTY,
+            scales={"x": self.x_scale, "y": self.unit},
+            colors=[NOFIT_COLOR],
+            line_style="dashed",
+            stroke_width=2,
+            interactions={},
+        )
         self.m_axis_x = bq.Axis(scale=self.x_scale, label=AXIS_LABEL["batch_size"], tick_format="~s")
-        self.m_axis = bq.Axis(scale=self.m_scale, side="left", label="memory per device (GB)", tick_format="~g",
-                              grid_lines="dashed")
+        self.m_axis = bq.Axis(
+            scale=self.m_scale, side="left", label="memory per device (GB)", tick_format="~g", grid_lines="dashed"
+        )
         self.memory_figure = bq.Figure(
             marks=[self.total, self.kv, self.weights, self.m_nofit, self.capacity, self.m_current, self.m_limit],
-            axes=[self.m_axis_x, self.m_axis], title="Memory", legend_location="top-left",
-            fig_margin={"top": 40, "bottom": 52, "left": 64, "right": 16}, **_figure_kwargs("320px"))
+            axes=[self.m_axis_x, self.m_axis],
+            title="Memory",
+            legend_location="top-left",
+            fig_margin={"top": 40, "bottom": 52, "left": 64, "right": 16},
+            **_figure_kwargs("320px"),
+        )
         self.time_figure.layout.flex = "1 1 0"
         self.memory_figure.layout.flex = "1 1 0"
         # header: the axis choice and a status line
-        self.axis = W.ToggleButtons(options=[("batch size", "batch_size"), ("context", "prompt_len")],
-                                    style={"button_width": "90px"},
-                                    tooltips=["sweep the batch size at the current prompt and generation lengths",
-                                              "sweep the prompt length at the current batch size"])
+        self.axis = W.ToggleButtons(
+            options=[("batch size", "batch_size"), ("context", "prompt_len")],
+            style={"button_width": "90px"},
+            tooltips=[
+                "sweep the batch size at the current prompt and generation lengths",
+                "sweep the prompt length at the current batch size",
+            ],
+        )
         self.status = W.Label(layout=W.Layout(flex="1 1 auto", min_width="0"))
         self.status.add_class("lr-sweep-status")
-        head = W.HBox([W.Label("x axis:"), self.axis, self.status],
-                      layout=W.Layout(width="100%", align_items="center", grid_gap="8px"))
+        head = W.HBox(
+            [W.Label("x axis:"), self.axis, self.status],
+            layout=W.Layout(width="100%", align_items="center", grid_gap="8px"),
+        )
         plots = W.HBox([self.time_figure, self.memory_figure], layout=W.Layout(width="100%", flex_flow="row wrap"))
         super().__init__(children=[head, plots], **kwargs)
         self.add_class("lr-sweep")
@@ -179,7 +310,9 @@ class SweepView(StateView, W.VBox):
         model = st._load("model", kw.pop("model"))
         hardware = st._load("hardware", kw.pop("hardware"))
         current = kw[self.x]
-        vals = sorted(set(self.values or DEFAULT_VALUES[self.x]) | ({int(current)} if isinstance(current, int) else set()))
+        vals = sorted(
+            set(self.values or DEFAULT_VALUES[self.x]) | ({int(current)} if isinstance(current, int) else set())
+        )
         kw[self.x] = vals
         return model, hardware, kw
 
@@ -203,7 +336,7 @@ class SweepView(StateView, W.VBox):
             return
         try:
             df, vals, note = self.compute()
-        except Exception as e:  # noqa: BLE001 - shown, never raised out of an observer (P16)
+        except Exception as e:
             self.message = f"sweep failed: {e}"
             self._show_status()
             return
@@ -222,10 +355,15 @@ class SweepView(StateView, W.VBox):
             parts.append(self.message)
         if not parts and self.data is not None:
             r = st.result
-            other = ("prompt " + f"{r.settings['prompt_len']:,}" if self.x == "batch_size"
-                     else "batch " + f"{r.settings['batch_size']:,}")
-            parts.append(f"{r.model.name} on {r.hardware.name} · lr.sweep over {len(self.x_values)} values · "
-                         f"{other}, generate {r.settings['gen_len']:,} · every other setting as the State's")
+            other = (
+                "prompt " + f"{r.settings['prompt_len']:,}"
+                if self.x == "batch_size"
+                else "batch " + f"{r.settings['batch_size']:,}"
+            )
+            parts.append(
+                f"{r.model.name} on {r.hardware.name} · lr.sweep over {len(self.x_values)} values · "
+                f"{other}, generate {r.settings['gen_len']:,} · every other setting as the State's"
+            )
         self.status.value = " · ".join(parts)
 
     # -- drawing -------------------------------------------------------------------------------
@@ -305,8 +443,11 @@ class SweepView(StateView, W.VBox):
                 m.x, m.y = (np.array([limit, limit]), vert) if lim else (_EMPTY, _EMPTY)
         unit = "" if self.x == "batch_size" else " tokens"
         with self.t_labels.hold_sync():
-            self.t_labels.x, self.t_labels.y, self.t_labels.text = np.array([cur]), np.array([0.05]), [
-                f"now: {int(cur):,}{unit}"]
+            self.t_labels.x, self.t_labels.y, self.t_labels.text = (
+                np.array([cur]),
+                np.array([0.05]),
+                [f"now: {int(cur):,}{unit}"],
+            )
         with self.t_limit_label.hold_sync():
             if lim:
                 approx = "" if self.x == "batch_size" else "≈ "
@@ -321,7 +462,9 @@ class SweepView(StateView, W.VBox):
         elif not fits.any():
             fit_text = "nothing fits"
         else:
-            fit_text = f"fits up to {'' if self.x == 'batch_size' else '≈ '}{int(limit):,}{unit}" if limit is not None else ""
+            fit_text = (
+                f"fits up to {'' if self.x == 'batch_size' else '≈ '}{int(limit):,}{unit}" if limit is not None else ""
+            )
         self.memory_figure.title = f"Memory · capacity {fmt_si(cap * 1e9, 'B')} · {fit_text}"
         i = int(np.argmin(np.abs(xs - cur)))
         self.time_figure.title += f" · now TTFT {fmt_time(ttft[i] / 1e3)}, TPOT {fmt_time(tpot[i] / 1e3)}"

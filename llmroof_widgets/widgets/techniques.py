@@ -5,6 +5,7 @@ sets the State's technique knobs (``State.update(<knob>=value)``: one recomputat
 ``State.extra``) and follows them when they change in code. A combination the engine rejects
 shows its ``ValueError`` in the dashboard's error area and the last valid views stay.
 """
+
 from __future__ import annotations
 
 import html
@@ -89,16 +90,28 @@ def _full(**kw):
 
 def _desc(html_text: str) -> W.HTML:
     # inline style: the controls are plain ipywidgets and may be shown without the anywidgets' stylesheet
-    style = ("font-size: 11.5px; line-height: 1.4; white-space: normal; margin: 0 0 4px 0; "
-             "color: var(--jp-ui-font-color2, #5f6368)")
+    style = (
+        "font-size: 11.5px; line-height: 1.4; white-space: normal; margin: 0 0 4px 0; "
+        "color: var(--jp-ui-font-color2, #5f6368)"
+    )
     w = W.HTML(f'<div class="lr-tech-desc" style="{style}">{html_text}</div>', layout=_full())
     w.add_class("lr-tech-desc-box")
     return w
 
 
 def _slider(description, lo, hi, step, value, tooltip, fmt=".2f"):
-    return W.FloatSlider(description=description, min=lo, max=hi, step=step, value=value, readout_format=fmt,
-                         continuous_update=True, layout=_full(), style=_DESC, tooltip=tooltip)
+    return W.FloatSlider(
+        description=description,
+        min=lo,
+        max=hi,
+        step=step,
+        value=value,
+        readout_format=fmt,
+        continuous_update=True,
+        layout=_full(),
+        style=_DESC,
+        tooltip=tooltip,
+    )
 
 
 class TechniqueControls:
@@ -115,64 +128,141 @@ class TechniqueControls:
         k = KNOBS
         # -- attention & fusion
         self.flash_attention = W.ToggleButtons(
-            options=["off", "ideal", "tiled"], value=k["flash_attention"], description="FlashAttention", style=_TB,
-            tooltips=["scores written to and read back from device memory",
-                      "Q, K, V read once, O written once: no score matrix",
-                      "FlashAttention-2 tiling: K and V re-read per query tile (on-chip memory per SM)"])
-        self.fused = W.Checkbox(value=k["fused"], description="fuse element-wise operators", indent=False,
-                                layout=_full(),
-                                tooltip="norms, activations, rotary, softmax and residual adds move no bytes")
-        self.mla = W.ToggleButtons(options=["absorbed", "naive"], value=k["mla"], description="MLA decode",
-                                   style=_TB_AUTO, tooltips=["weights absorbed: attention over the cached latent (FlashMLA)",
-                                             "the latent re-expanded through kv_b_proj at every step (transformers)"])
+            options=["off", "ideal", "tiled"],
+            value=k["flash_attention"],
+            description="FlashAttention",
+            style=_TB,
+            tooltips=[
+                "scores written to and read back from device memory",
+                "Q, K, V read once, O written once: no score matrix",
+                "FlashAttention-2 tiling: K and V re-read per query tile (on-chip memory per SM)",
+            ],
+        )
+        self.fused = W.Checkbox(
+            value=k["fused"],
+            description="fuse element-wise operators",
+            indent=False,
+            layout=_full(),
+            tooltip="norms, activations, rotary, softmax and residual adds move no bytes",
+        )
+        self.mla = W.ToggleButtons(
+            options=["absorbed", "naive"],
+            value=k["mla"],
+            description="MLA decode",
+            style=_TB_AUTO,
+            tooltips=[
+                "weights absorbed: attention over the cached latent (FlashMLA)",
+                "the latent re-expanded through kv_b_proj at every step (transformers)",
+            ],
+        )
         # -- KV cache
-        self.kv_keep_ratio = _slider("keep ratio", 0.05, 1.0, 0.05, k["kv_keep_ratio"],
-                                     "share of the cached tokens decode keeps (1 = no eviction)")
-        self.kv_budget = W.BoundedIntText(value=k["kv_budget"] or 0, min=0, max=10**9, step=256,
-                                          description="budget (tokens)", continuous_update=False, layout=_full(),
-                                          style=_DESC,
-                                          tooltip="at most this many cached tokens per sequence; 0 = no budget")
+        self.kv_keep_ratio = _slider(
+            "keep ratio",
+            0.05,
+            1.0,
+            0.05,
+            k["kv_keep_ratio"],
+            "share of the cached tokens decode keeps (1 = no eviction)",
+        )
+        self.kv_budget = W.BoundedIntText(
+            value=k["kv_budget"] or 0,
+            min=0,
+            max=10**9,
+            step=256,
+            description="budget (tokens)",
+            continuous_update=False,
+            layout=_full(),
+            style=_DESC,
+            tooltip="at most this many cached tokens per sequence; 0 = no budget",
+        )
         # -- speculative decoding
-        self.draft = W.Dropdown(options=self._draft_options(), value=OFF, description="draft", layout=_full(),
-                                style=_DESC, tooltip="off, the target's own MTP head, or a catalog model as the draft")
+        self.draft = W.Dropdown(
+            options=self._draft_options(),
+            value=OFF,
+            description="draft",
+            layout=_full(),
+            style=_DESC,
+            tooltip="off, the target's own MTP head, or a catalog model as the draft",
+        )
         spec = Speculative()
-        self.gamma = W.IntSlider(value=spec.gamma, min=0, max=16, description="draft γ", layout=_full(),
-                                 style=_DESC, tooltip="tokens the draft proposes per round", disabled=True)
-        self.acceptance = _slider("acceptance α", 0.0, 1.0, 0.05, spec.acceptance,
-                                  "probability that each drafted token is accepted")
+        self.gamma = W.IntSlider(
+            value=spec.gamma,
+            min=0,
+            max=16,
+            description="draft γ",
+            layout=_full(),
+            style=_DESC,
+            tooltip="tokens the draft proposes per round",
+            disabled=True,
+        )
+        self.acceptance = _slider(
+            "acceptance α", 0.0, 1.0, 0.05, spec.acceptance, "probability that each drafted token is accepted"
+        )
         self.acceptance.disabled = True
         self.tokens_per_round = W.Label(layout=_full())
         # -- early exit
-        self.early_exit_fraction = _slider("layers run", 0.05, 1.0, 0.05, k["early_exit_fraction"],
-                                           "mean share of the layers a decode token runs")
+        self.early_exit_fraction = _slider(
+            "layers run", 0.05, 1.0, 0.05, k["early_exit_fraction"], "mean share of the layers a decode token runs"
+        )
         # -- sparsity
-        self.sparsity_mode = W.ToggleButtons(options=list(SPARSITY), value="none", description="sparsity",
-                                             style=_TB_AUTO, tooltips=["dense weights", "2:4 structured sparsity",
-                                                       "unstructured: a share of zero weights"])
+        self.sparsity_mode = W.ToggleButtons(
+            options=list(SPARSITY),
+            value="none",
+            description="sparsity",
+            style=_TB_AUTO,
+            tooltips=["dense weights", "2:4 structured sparsity", "unstructured: a share of zero weights"],
+        )
         self.sparsity_share = _slider("zero share", 0.0, 0.95, 0.05, 0.5, "share of the weights that are zero")
         self.sparsity_share.disabled = True
         # -- offloading
         self.offload_weights = _slider("weights", 0.0, 1.0, 0.05, 0.0, "share of the weights held in host memory")
         self.offload_kv = _slider("KV cache", 0.0, 1.0, 0.05, 0.0, "share of the KV cache held in host memory")
-        self.offload_experts = _slider("experts", 0.0, 1.0, 0.05, 0.0,
-                                       "share of the MoE experts held in host memory (MoE models only)")
+        self.offload_experts = _slider(
+            "experts", 0.0, 1.0, 0.05, 0.0, "share of the MoE experts held in host memory (MoE models only)"
+        )
         # -- parallelism
-        self.tp = W.BoundedIntText(value=k["tp"], min=1, max=1024, description="tensor (TP)", layout=_full(),
-                                   style=_DESC, tooltip="tensor-parallel degree: must divide the heads and MLP width")
-        self.pp = W.BoundedIntText(value=k["pp"], min=1, max=1024, description="pipeline (PP)", layout=_full(),
-                                   style=_DESC, tooltip="pipeline stages (at most the number of layers)")
-        self.ep = W.BoundedIntText(value=k["ep"], min=1, max=1024, description="expert (EP)", layout=_full(),
-                                   style=_DESC, tooltip="expert-parallel degree (MoE models; ≤ batch size)")
+        self.tp = W.BoundedIntText(
+            value=k["tp"],
+            min=1,
+            max=1024,
+            description="tensor (TP)",
+            layout=_full(),
+            style=_DESC,
+            tooltip="tensor-parallel degree: must divide the heads and MLP width",
+        )
+        self.pp = W.BoundedIntText(
+            value=k["pp"],
+            min=1,
+            max=1024,
+            description="pipeline (PP)",
+            layout=_full(),
+            style=_DESC,
+            tooltip="pipeline stages (at most the number of layers)",
+        )
+        self.ep = W.BoundedIntText(
+            value=k["ep"],
+            min=1,
+            max=1024,
+            description="expert (EP)",
+            layout=_full(),
+            style=_DESC,
+            tooltip="expert-parallel degree (MoE models; ≤ batch size)",
+        )
         # -- efficiency
-        self.efficiency = W.ToggleButtons(options=list(EFFICIENCY), value="roofline",
-                                          style={"button_width": "auto"}, tooltips=["peak rates: a lower bound on time",
-                                                    "a calibrated model of real kernels",
-                                                    "your own achievable shares of the peaks"])
+        self.efficiency = W.ToggleButtons(
+            options=list(EFFICIENCY),
+            value="roofline",
+            style={"button_width": "auto"},
+            tooltips=[
+                "peak rates: a lower bound on time",
+                "a calibrated model of real kernels",
+                "your own achievable shares of the peaks",
+            ],
+        )
         self.eff_compute = _slider("compute", 0.05, 1.0, 0.05, 1.0, "achievable share of the compute peak")
         self.eff_memory = _slider("memory", 0.05, 1.0, 0.05, 1.0, "achievable share of the memory bandwidth")
         self.eff_comm = _slider("interconnect", 0.05, 1.0, 0.05, 1.0, "achievable share of the interconnect bandwidth")
-        self.eff_custom = W.VBox([self.eff_compute, self.eff_memory, self.eff_comm],
-                                 layout=_full(display="none"))
+        self.eff_custom = W.VBox([self.eff_compute, self.eff_memory, self.eff_comm], layout=_full(display="none"))
 
         for w in (self.flash_attention, self.mla, self.sparsity_mode, self.efficiency):
             w.layout.width = "auto"  # not the 300 px inline default, which wraps the buttons under the label
@@ -193,11 +283,16 @@ class TechniqueControls:
             box.add_class(f"lr-tech-{key}")
             children.append(box)
         self.section_boxes = dict(zip(ORDER, children))
-        self.sections = W.Accordion(children=children, titles=tuple(SECTIONS[k][0] for k in ORDER),
-                                    selected_index=None, layout=_full())
+        self.sections = W.Accordion(
+            children=children, titles=tuple(SECTIONS[k][0] for k in ORDER), selected_index=None, layout=_full()
+        )
         self.sections.add_class("lr-tech-sections")
-        self.reset = W.Button(description="reset", icon="undo", layout=W.Layout(width="auto", flex="0 0 auto"),
-                              tooltip="reset every technique knob to the engine's default (the plain analysis)")
+        self.reset = W.Button(
+            description="reset",
+            icon="undo",
+            layout=W.Layout(width="auto", flex="0 0 auto"),
+            tooltip="reset every technique knob to the engine's default (the plain analysis)",
+        )
         self.reset.add_class("lr-tech-reset")
         # our own text only (knob names), wrapped
         self.summary = W.HTML(layout=W.Layout(flex="1 1 auto", min_width="0"))
@@ -207,9 +302,16 @@ class TechniqueControls:
         self.box.add_class("lr-tech-panel")
 
         # widget -> state
-        simple = {"flash_attention": self.flash_attention, "fused": self.fused, "mla": self.mla,
-                  "kv_keep_ratio": self.kv_keep_ratio, "early_exit_fraction": self.early_exit_fraction,
-                  "tp": self.tp, "pp": self.pp, "ep": self.ep}
+        simple = {
+            "flash_attention": self.flash_attention,
+            "fused": self.fused,
+            "mla": self.mla,
+            "kv_keep_ratio": self.kv_keep_ratio,
+            "early_exit_fraction": self.early_exit_fraction,
+            "tp": self.tp,
+            "pp": self.pp,
+            "ep": self.ep,
+        }
         for name, w in simple.items():
             w.observe(self._knob(name), names="value")
         self.kv_budget.observe(self._knob("kv_budget", lambda v: v or None), names="value")
@@ -232,6 +334,7 @@ class TechniqueControls:
             if not self._guard:
                 v = change["new"]
                 self.state.update(**{name: convert(v) if convert else v})
+
         return handler
 
     @staticmethod
@@ -262,8 +365,11 @@ class TechniqueControls:
     def _offload_to_state(self, change=None):
         if self._guard:
             return
-        off = {"weights": self.offload_weights.value, "kv_cache": self.offload_kv.value,
-               "experts": self.offload_experts.value}
+        off = {
+            "weights": self.offload_weights.value,
+            "kv_cache": self.offload_kv.value,
+            "experts": self.offload_experts.value,
+        }
         off = {k: float(v) for k, v in off.items() if v}
         self.state.update(offload=off or None)
 
@@ -273,8 +379,11 @@ class TechniqueControls:
         mode = self.efficiency.value
         self.eff_custom.layout.display = "flex" if mode == "custom" else "none"
         if mode == "custom":
-            value = {"compute": float(self.eff_compute.value), "memory": float(self.eff_memory.value),
-                     "communication": float(self.eff_comm.value)}
+            value = {
+                "compute": float(self.eff_compute.value),
+                "memory": float(self.eff_memory.value),
+                "communication": float(self.eff_comm.value),
+            }
         else:
             value = None if mode == "roofline" else "calibrated"
         self.state.update(efficiency=value)
@@ -295,7 +404,9 @@ class TechniqueControls:
             self.tokens_per_round.value = ""
         else:
             sp = Speculative(gamma=int(self.gamma.value), acceptance=float(self.acceptance.value))
-            self.tokens_per_round.value = f"expected tokens per round: {sp.tokens_per_round:.3g} (of γ + 1 = {sp.gamma + 1})"
+            self.tokens_per_round.value = (
+                f"expected tokens per round: {sp.tokens_per_round:.3g} (of γ + 1 = {sp.gamma + 1})"
+            )
 
     def _from_state(self, change=None):
         if self._guard:
@@ -315,8 +426,13 @@ class TechniqueControls:
                     self._set(self.draft, draft)
                 else:  # a config or a model outside the catalog: keep it as a custom option
                     self._custom_draft = draft
-                    name = draft if isinstance(draft, str) else getattr(draft, "name", None) or (
-                        draft.get("name") if isinstance(draft, dict) else None) or "custom draft"
+                    name = (
+                        draft
+                        if isinstance(draft, str)
+                        else getattr(draft, "name", None)
+                        or (draft.get("name") if isinstance(draft, dict) else None)
+                        or "custom draft"
+                    )
                     opts = [o for o in self.draft.options if o[1] != CUSTOM_DRAFT]
                     self.draft.options = [*opts, (f"custom: {name}", CUSTOM_DRAFT)]
                     self._set(self.draft, CUSTOM_DRAFT)
@@ -357,7 +473,9 @@ class TechniqueControls:
             if r is not None:
                 m = r.model
                 self.offload_experts.disabled = not m.is_moe and not off.get("experts")
-                self.mla.disabled = not any(lt.attention.kind == "mla" for lt in m.layer_types) and kn["mla"] == "absorbed"
+                self.mla.disabled = (
+                    not any(lt.attention.kind == "mla" for lt in m.layer_types) and kn["mla"] == "absorbed"
+                )
             self.summary.value = self._summary(kn)
         finally:
             self._guard = False

@@ -13,6 +13,7 @@
 Every wait is on a condition (``wait_for_function``), with generous timeouts for shared CI
 machines; nothing sleeps a fixed time.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,22 +81,45 @@ def lab(tmp_path_factory):
     # P4: no "get notified about Jupyter news?" toast over the page
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
     # every cell in the DOM (no virtual scrolling): the dashboard and the probe cells are always there
     (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"windowingMode": "none"}))
+        json.dumps({"windowingMode": "none"})
+    )
 
     port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
-               JUPYTER_RUNTIME_DIR=str(runtime), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ,
+        JUPYTERLAB_SETTINGS_DIR=str(settings),
+        JUPYTERLAB_WORKSPACES_DIR=str(workspaces),
+        JUPYTER_RUNTIME_DIR=str(runtime),
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(REPO),
+    )
     log_path = base / "lab.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
-         "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url="],
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            f"--port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+        ],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + LAB_START_TIMEOUT_S
@@ -158,7 +182,10 @@ class LabNotebook:
                  if (!w || !w.context || w.context.path !== name) return false;
                  const k = w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
                  return !!k && k.connectionStatus === 'connected' && k.status === 'idle';
-               }""", arg=self.name, timeout=timeout)
+               }""",
+            arg=self.name,
+            timeout=timeout,
+        )
 
     def run_all(self):
         """Run every cell; returns when each code cell has run and the kernel is idle again."""
@@ -169,14 +196,17 @@ class LabNotebook:
                  const k = nb.sessionContext.session.kernel;
                  return k.status === 'idle' && nb.content.widgets.every(
                    c => c.model.type !== 'code' || c.model.executionCount != null);
-               }""", timeout=RUN_ALL_TIMEOUT_MS)
+               }""",
+            timeout=RUN_ALL_TIMEOUT_MS,
+        )
 
     def cell_errors(self) -> list[str]:
         """The error outputs of the notebook's cells (ename: evalue)."""
         return self.page.evaluate(
             """() => jupyterapp.shell.currentWidget.content.widgets.flatMap(c =>
                  c.model.type === 'code' ? c.model.outputs.toJSON().filter(o => o.output_type === 'error')
-                   .map(o => `${o.ename}: ${o.evalue}`) : [])""")
+                   .map(o => `${o.ename}: ${o.evalue}`) : [])"""
+        )
 
     def run_code(self, code: str, timeout=UI_TIMEOUT_MS) -> str:
         """Append a code cell, run it in the notebook's kernel and return its text output."""
@@ -195,7 +225,9 @@ class LabNotebook:
                    o.output_type === 'stream' ? o.text :
                    o.output_type === 'error' ? `${o.ename}: ${o.evalue}` :
                    (o.data && o.data['text/plain']) || '').join('');
-               }""", [code, timeout])
+               }""",
+            [code, timeout],
+        )
 
     def probe(self, expr: str):
         """The JSON value of a Python expression evaluated in the notebook's kernel."""
@@ -203,7 +235,7 @@ class LabNotebook:
         out = self.run_code(f"import json as _j\nprint({marker!r} + _j.dumps({expr}, default=str))")
         line = next((ln for ln in out.splitlines() if ln.startswith(marker)), None)
         assert line is not None, f"no probe output for {expr!r}: {out!r}"
-        return json.loads(line[len(marker):])
+        return json.loads(line[len(marker) :])
 
     def wait(self, js: str, arg=None, timeout=UI_TIMEOUT_MS):
         return self.page.wait_for_function(js, arg=arg, timeout=timeout).json_value()
@@ -214,7 +246,7 @@ class LabNotebook:
 
     def assert_no_errors(self, since: int | None = None):
         """No console error / page error since the last :meth:`mark` (or since index ``since``)."""
-        errs = self.errors[self._mark if since is None else since:]
+        errs = self.errors[self._mark if since is None else since :]
         assert errs == [], f"{len(errs)} console/page error(s):\n" + "\n".join(errs)
 
 

@@ -8,6 +8,7 @@ compared with ``lr.analyze(...)`` of the same inputs, computed here in the test 
 The tests share the page and run in file order; each one restores the inputs it changed.
 The last two are the latency benchmarks (printed, not asserted) and the dark theme.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,7 @@ def _with_prefix(x, unit: str) -> str:
     i = 0
     while i < len(prefixes) - 1 and abs(x) >= 1000 ** (i + 1) * 0.9995:
         i += 1
-    return f"{_sig3(x / 1000 ** i)} {prefixes[i]}{unit}".rstrip()
+    return f"{_sig3(x / 1000**i)} {prefixes[i]}{unit}".rstrip()
 
 
 def js_flops(x) -> str:
@@ -116,9 +117,13 @@ def engine(inputs: dict):
 
 def headline_texts(r) -> dict:
     g, m = r.generation, r.memory
-    return {"ttft": js_time(g["ttft_s"]), "tpot": js_time(g["tpot_s"]), "e2e": js_time(g["e2e_s"]),
-            "memory": f"{js_bytes(m['total_bytes'])} / {js_bytes(m['capacity_bytes'])}",
-            "fits": "yes" if m["fits"] else "no"}
+    return {
+        "ttft": js_time(g["ttft_s"]),
+        "tpot": js_time(g["tpot_s"]),
+        "e2e": js_time(g["e2e_s"]),
+        "memory": f"{js_bytes(m['total_bytes'])} / {js_bytes(m['capacity_bytes'])}",
+        "fits": "yes" if m["fits"] else "no",
+    }
 
 
 def engine_ops(d: dict):
@@ -126,8 +131,18 @@ def engine_ops(d: dict):
 
 
 def expected_rows(d: dict) -> list[tuple]:
-    return [(ph, op["layer_type"], op["name"], js_number(op["count"]), js_flops(op["flops"]), js_bytes(op["bytes"]),
-             js_time(op["time_s"])) for ph, op in engine_ops(d)]
+    return [
+        (
+            ph,
+            op["layer_type"],
+            op["name"],
+            js_number(op["count"]),
+            js_flops(op["flops"]),
+            js_bytes(op["bytes"]),
+            js_time(op["time_s"]),
+        )
+        for ph, op in engine_ops(d)
+    ]
 
 
 def expected_dots(d: dict) -> list[tuple]:
@@ -135,8 +150,9 @@ def expected_dots(d: dict) -> list[tuple]:
     out = []
     for ph, op in engine_ops(d):
         if (op["flops"] or 0) > 0 and (op["time_s"] or 0) > 0 and (op["arithmetic_intensity"] or 0) > 0:
-            out.append((f"{ph} · {op['layer_type']} · {op['name']} ×", op["arithmetic_intensity"],
-                        op["flops"] / op["time_s"]))
+            out.append(
+                (f"{ph} · {op['layer_type']} · {op['name']} ×", op["arithmetic_intensity"], op["flops"] / op["time_s"])
+            )
     return sorted(out)
 
 
@@ -157,13 +173,16 @@ def assert_same_dots(shown, expected):
 
 def wait_dots(nb, expected):
     """Wait until the operators' dots are at ``expected`` (label, intensity, FLOP/s) points."""
-    nb.wait(f"""(want) => {{
+    nb.wait(
+        f"""(want) => {{
         const got = ({DOTS_JS})().map(d => [d.name.split('×')[0] + '×', d.x, d.y])
           .sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1] || a[2] - b[2]);
         const close = (a, b) => Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b));
         return got.length === want.length && got.every((g, i) =>
           g[0] === want[i][0] && close(g[1], want[i][1]) && close(g[2], want[i][2]));
-      }}""", arg=[list(e) for e in expected])
+      }}""",
+        arg=[list(e) for e in expected],
+    )
 
 
 def is_highlighted(dot) -> bool:
@@ -183,16 +202,22 @@ def wait_probe(nb, expr: str, want, timeout_s: float = UI_TIMEOUT_MS / 1000):
 
 def wait_headline(nb, texts: dict):
     """Wait until the headline figures read ``texts`` (the subset given)."""
-    nb.wait(f"""(want) => {{
+    nb.wait(
+        f"""(want) => {{
         const got = ({HEADLINE_JS})();
         return Object.entries(want).every(([k, v]) => got[k] === v);
-      }}""", arg=texts)
+      }}""",
+        arg=texts,
+    )
 
 
 def control(nb, label: str, kind: str = ".widget-inline-hbox"):
     page = nb.page
-    return page.locator(f"{DASH} .lr-controls {kind}").filter(
-        has=page.locator("label.widget-label", has_text=re.compile(rf"^{re.escape(label)}$"))).first
+    return (
+        page.locator(f"{DASH} .lr-controls {kind}")
+        .filter(has=page.locator("label.widget-label", has_text=re.compile(rf"^{re.escape(label)}$")))
+        .first
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -219,8 +244,9 @@ def test_quickstart_renders_engine_numbers(quickstart):
 
     # every table row: operator, count, FLOPs, bytes and time of one run, in the engine's order
     rows = nb.page.evaluate(ROWS_JS)
-    assert [(r_["phase"], r_["layer_type"], r_["name"], r_["count"], r_["flops"], r_["bytes"], r_["time"])
-            for r_ in rows] == expected_rows(d)
+    assert [
+        (r_["phase"], r_["layer_type"], r_["name"], r_["count"], r_["flops"], r_["bytes"], r_["time"]) for r_ in rows
+    ] == expected_rows(d)
 
     # one roofline dot per operator with FLOPs, at (intensity, FLOPs / time), drawn with a size
     dots = nb.page.evaluate(DOTS_JS)
@@ -237,8 +263,9 @@ def test_quickstart_renders_engine_numbers(quickstart):
     act_p = m.get("activations_prefill_bytes", m["activations_bytes"])
     act_d = m.get("activations_decode_bytes", m["activations_bytes"])
     assert by_x["prefill"] == pytest.approx([m["weights_bytes"] / 1e9, kv_p / 1e9, act_p / 1e9], rel=1e-9)
-    assert by_x["end of decode"] == pytest.approx([m["weights_bytes"] / 1e9, m["kv_cache_bytes"] / 1e9, act_d / 1e9],
-                                                  rel=1e-9)
+    assert by_x["end of decode"] == pytest.approx(
+        [m["weights_bytes"] / 1e9, m["kv_cache_bytes"] / 1e9, act_d / 1e9], rel=1e-9
+    )
     assert max(b["height"] for b in bars) > 10  # drawn, not collapsed
     nb.assert_no_errors(since=0)  # including opening the notebook and running every cell
 
@@ -248,8 +275,10 @@ def test_row_and_dot_selection_reach_each_other_and_the_kernel(quickstart):
     nb, page = quickstart, quickstart.page
     d = engine(nb.probe("ui.state.inputs()")).to_dict()
     nb.run_code("ui.selected = []")
-    nb.wait(f"() => !document.querySelector('{DASH} tr.lr-row.selected')"
-            f" && !document.querySelector('{DASH} .lr-formula-title')")
+    nb.wait(
+        f"() => !document.querySelector('{DASH} tr.lr-row.selected')"
+        f" && !document.querySelector('{DASH} .lr-formula-title')"
+    )
 
     # table row -> the matching dot is highlighted, the formula panel shows the operator
     row = page.locator(f'{DASH} tr.lr-row[data-phase="decode"][data-op="gate_proj"]').first
@@ -257,20 +286,27 @@ def test_row_and_dot_selection_reach_each_other_and_the_kernel(quickstart):
     layer = row.get_attribute("data-layer-type")
     row.click()
     label = f"decode · {layer} · gate_proj ×"
-    nb.wait(f"""(label) => {{
+    nb.wait(
+        f"""(label) => {{
         const hl = ({DOTS_JS})().filter(d => d.style.toLowerCase().includes('{SELECT_RGB}'));
         return hl.length === 1 && hl[0].name.startsWith(label);
-      }}""", arg=label)
-    nb.wait(f"""(i) => {{
+      }}""",
+        arg=label,
+    )
+    nb.wait(
+        f"""(i) => {{
         const t = document.querySelector('{DASH} .lr-formula-title');
         return t && Number(t.dataset.index) === i && t.dataset.op === 'gate_proj' && t.dataset.phase === 'decode';
-      }}""", arg=index)
+      }}""",
+        arg=index,
+    )
     op = next(o for o in d["decode"]["ops"] if o["name"] == "gate_proj" and o["layer_type"] == layer)
     formula = page.text_content(f"{DASH} .lr-formula")
     assert js_flops(op["flops"]) in formula and js_bytes(op["bytes"]) in formula and js_time(op["time_s"]) in formula
     assert page.locator(f"{DASH} tr.lr-row.selected").count() == 1
-    assert wait_probe(nb, "[ui.selected, ui.selected_row['name'], ui.roofline.selected_row()]",
-                      [[index], "gate_proj", index]) == [[index], "gate_proj", index]
+    assert wait_probe(
+        nb, "[ui.selected, ui.selected_row['name'], ui.roofline.selected_row()]", [[index], "gate_proj", index]
+    ) == [[index], "gate_proj", index]
 
     # roofline dot -> its row is selected: a prefill dot that a click at its centre really hits (P7)
     target = page.evaluate(f"""() => {{
@@ -294,10 +330,13 @@ def test_row_and_dot_selection_reach_each_other_and_the_kernel(quickstart):
     page.wait_for_selector(sel, timeout=UI_TIMEOUT_MS)
     index2 = int(page.get_attribute(sel, "data-index"))
     assert page.locator(f"{DASH} tr.lr-row.selected").count() == 1
-    nb.wait(f"""(i) => {{
+    nb.wait(
+        f"""(i) => {{
         const t = document.querySelector('{DASH} .lr-formula-title');
         return t && Number(t.dataset.index) === i;
-      }}""", arg=index2)
+      }}""",
+        arg=index2,
+    )
     hl = [dt for dt in page.evaluate(DOTS_JS) if is_highlighted(dt)]
     assert [dt["name"] for dt in hl] == [target["name"]]
     assert wait_probe(nb, "[ui.selected, ui.selected_row['name']]", [[index2], name2]) == [[index2], name2]
@@ -328,8 +367,9 @@ def test_batch_size_control_moves_dots_and_updates_figures(quickstart):
     moved = [k for k in after if k.startswith("decode") and k in before and after[k] != before[k]]
     assert moved, "no decode dot moved"
     rows = page.evaluate(ROWS_JS)
-    assert [(x["phase"], x["layer_type"], x["name"], x["count"], x["flops"], x["bytes"], x["time"]) for x in rows] \
-        == expected_rows(r64.to_dict())
+    assert [
+        (x["phase"], x["layer_type"], x["name"], x["count"], x["flops"], x["bytes"], x["time"]) for x in rows
+    ] == expected_rows(r64.to_dict())
 
     # back to the first batch size from the kernel: the slider and the views follow
     nb.run_code(f"ui.state.batch_size = {b0}")
@@ -436,7 +476,7 @@ def test_latency_benchmarks(quickstart, capsys):
     handle.focus()
     page.evaluate(OBSERVE_JS, "any")
     recompute, batch = [], b0
-    for i in range(BENCH_SAMPLES):
+    for _ in range(BENCH_SAMPLES):
         page.evaluate("() => { window.__lrMut = []; window.__lrInput = []; }")
         batch = b1 if batch == b0 else b0
         page.keyboard.press(step[batch])
@@ -449,8 +489,10 @@ def test_latency_benchmarks(quickstart, capsys):
         wait_headline(nb, {"tpot": tpot[b0]})
 
     # (b) clicks alternating between two rows whose dots are in different marks
-    rows = [page.locator(f'{DASH} tr.lr-row[data-phase="{ph}"][data-op="{op}"]').first
-            for ph, op in (("prefill", "down_proj"), ("decode", "q_proj"))]
+    rows = [
+        page.locator(f'{DASH} tr.lr-row[data-phase="{ph}"][data-op="{op}"]').first
+        for ph, op in (("prefill", "down_proj"), ("decode", "q_proj"))
+    ]
     page.evaluate(OBSERVE_JS, "style")
     restyle = []
     for i in range(BENCH_SAMPLES):
@@ -462,18 +504,24 @@ def test_latency_benchmarks(quickstart, capsys):
         restyle.append(page.evaluate(LATENCY_JS))
     page.evaluate("() => window.__lrObs.disconnect()")
 
-    res = {"control_to_mark_mutation_ms": _median_ms(recompute), "row_click_to_dot_restyle_ms": _median_ms(restyle),
-           "open_to_kernel_idle_s": nb.timings["open_to_kernel_idle_s"],
-           "run_all_to_rendered_s": nb.timings["run_all_to_rendered_s"]}
+    res = {
+        "control_to_mark_mutation_ms": _median_ms(recompute),
+        "row_click_to_dot_restyle_ms": _median_ms(restyle),
+        "open_to_kernel_idle_s": nb.timings["open_to_kernel_idle_s"],
+        "run_all_to_rendered_s": nb.timings["run_all_to_rendered_s"],
+    }
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "bench_browser.json").write_text(json.dumps(
-        {**res, "samples_ms": {"control": recompute, "row_click": restyle}}, indent=1))
+    (ARTIFACTS / "bench_browser.json").write_text(
+        json.dumps({**res, "samples_ms": {"control": recompute, "row_click": restyle}}, indent=1)
+    )
     with capsys.disabled():
         for k in ("control_to_mark_mutation_ms", "row_click_to_dot_restyle_ms"):
             med, lo, hi, n = res[k]
             print(f"\n[bench] {k}: median {med:.1f} ms (min {lo:.1f}, max {hi:.1f}, n={n})", end="")
-        print(f"\n[bench] notebook open -> kernel idle {res['open_to_kernel_idle_s']:.1f} s; "
-              f"run all -> dashboard rendered {res['run_all_to_rendered_s']:.1f} s")
+        print(
+            f"\n[bench] notebook open -> kernel idle {res['open_to_kernel_idle_s']:.1f} s; "
+            f"run all -> dashboard rendered {res['run_all_to_rendered_s']:.1f} s"
+        )
     assert sum(x is not None for x in recompute) >= 15 and sum(x is not None for x in restyle) >= 15
     nb.assert_no_errors()
 
@@ -494,8 +542,9 @@ COLORS_JS = f"""() => {{
 def _set_theme(nb, name: str, light: bool):
     page = nb.page
     page.evaluate("(t) => jupyterapp.commands.execute('apputils:change-theme', {theme: t})", name)
-    page.wait_for_selector(f"body[data-jp-theme-light='{'true' if light else 'false'}']", state="attached",
-                           timeout=UI_TIMEOUT_MS)
+    page.wait_for_selector(
+        f"body[data-jp-theme-light='{'true' if light else 'false'}']", state="attached", timeout=UI_TIMEOUT_MS
+    )
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=UI_TIMEOUT_MS)  # P5
 
 
@@ -505,8 +554,11 @@ def test_dark_theme_views_follow(quickstart):
     assert all(light.values()), light
     try:
         _set_theme(nb, "JupyterLab Dark", light=False)
-        nb.wait(f"(light) => {{ const c = ({COLORS_JS})(); return c.table_fg !== light.table_fg "
-                "&& c.table_head_bg !== light.table_head_bg; }", arg=light)
+        nb.wait(
+            f"(light) => {{ const c = ({COLORS_JS})(); return c.table_fg !== light.table_fg "
+            "&& c.table_head_bg !== light.table_head_bg; }",
+            arg=light,
+        )
         dark = page.evaluate(COLORS_JS)
         for k in ("table_fg", "table_head_bg", "headline_fg", "formula_fg"):
             assert dark[k] != light[k], (k, light[k], dark[k])

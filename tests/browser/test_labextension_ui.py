@@ -5,6 +5,7 @@ Uses the session fixtures ``lab`` (tests/browser/conftest.py) and ``browser`` (t
 The module sets the extension's settings through Lab's REST API before it opens its page (and
 resets them afterwards), so the page and its kernels see them as a user's saved settings.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,12 @@ IGNORED_CONSOLE = ("favicon", ".woff", ".woff2", ".ttf")
 
 
 def _api(lab, method: str, path: str, body: dict | None = None):
-    req = urllib.request.Request(f"{lab['url']}{path}", method=method,
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": f"token {lab['token']}",
-                                          "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{lab['url']}{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"token {lab['token']}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         data = r.read()
         return json.loads(data) if data else None
@@ -51,8 +54,10 @@ def labext(lab, labextension_built):
         pytest.fail(f"the {NAME} labextension is not installed in this environment: run `pip install -e .`")
     built = labextension_built["jupyterlab"]["_build"]["load"]
     if exts[NAME]["jupyterlab"]["_build"]["load"] != built:
-        pytest.fail(f"the installed {NAME} ({exts[NAME]['ext_path']}) is not the current build: rerun "
-                    "`pip install -e .` or scripts/bootstrap.sh (which links it to llmroof_widgets/labextension)")
+        pytest.fail(
+            f"the installed {NAME} ({exts[NAME]['ext_path']}) is not the current build: rerun "
+            "`pip install -e .` or scripts/bootstrap.sh (which links it to llmroof_widgets/labextension)"
+        )
     raw = "// set by tests/browser/test_labextension_ui.py\n" + json.dumps(SETTINGS, indent=2)
     _api(lab, "PUT", f"/lab/api/settings/{PLUGIN}", {"raw": raw})
 
@@ -81,9 +86,11 @@ def page(browser, lab, labext):
     pg.on("console", on_console)
     pg.on("pageerror", lambda e: pg.lr_errors.append(f"pageerror: {e}"))
     pg.goto(f"{lab['url']}/lab?token={lab['token']}&reset")
-    pg.wait_for_function("() => window.jupyterapp && jupyterapp.started && "
-                         f"jupyterapp.hasPlugin('{PLUGIN}') && jupyterapp.isPluginActivated('{PLUGIN}')",
-                         timeout=UI_TIMEOUT_MS)
+    pg.wait_for_function(
+        "() => window.jupyterapp && jupyterapp.started && "
+        f"jupyterapp.hasPlugin('{PLUGIN}') && jupyterapp.isPluginActivated('{PLUGIN}')",
+        timeout=UI_TIMEOUT_MS,
+    )
     pg.wait_for_selector("#jupyterlab-splash", state="detached", timeout=UI_TIMEOUT_MS)
     try:
         yield pg
@@ -117,7 +124,9 @@ def _kernel_exec(page, code: str) -> str:
              };
              await future.done;
              return out;
-           }""", code)
+           }""",
+        code,
+    )
 
 
 def test_launcher_card_opens_a_running_dashboard_with_the_settings(clean):
@@ -132,30 +141,40 @@ def test_launcher_card_opens_a_running_dashboard_with_the_settings(clean):
         """() => { const w = jupyterapp.shell.currentWidget;
                    return w && w.context && w.content && w.content.model && w.context.path.endsWith('.ipynb')
                      && w.content.model.cells.length === 1 && w.content.model.cells.get(0).sharedModel.getSource(); }""",
-        timeout=UI_TIMEOUT_MS).json_value()
-    assert source == ("import llmroof_widgets as lr\n\n"
-                      'ui = lr.Dashboard(model="meta-llama/Llama-3.2-1B", hardware="a100-80gb-sxm", w_bits=8)\nui')
+        timeout=UI_TIMEOUT_MS,
+    ).json_value()
+    assert source == (
+        "import llmroof_widgets as lr\n\n"
+        'ui = lr.Dashboard(model="meta-llama/Llama-3.2-1B", hardware="a100-80gb-sxm", w_bits=8)\nui'
+    )
     # ... and it runs: the dashboard renders, for the device of the settings
     page.wait_for_function(
         """() => { const n = jupyterapp.shell.currentWidget.node;
                    const hw = n.querySelector('.lr-dashboard .lr-hardware-name');
                    return n.querySelectorAll('.lr-dashboard .lr-table tr.lr-row').length > 0
-                     && hw && hw.textContent.includes('A100'); }""", timeout=KERNEL_TIMEOUT_MS)
+                     && hw && hw.textContent.includes('A100'); }""",
+        timeout=KERNEL_TIMEOUT_MS,
+    )
     print(f"\nlauncher click → dashboard rendered: {time.perf_counter() - t0:.2f} s")
     errors = page.evaluate("""() => jupyterapp.shell.currentWidget.content.model.cells.get(0).toJSON()
                                 .outputs.filter(o => o.output_type === 'error').map(o => o.evalue)""")
     assert errors == []
     # the kernel sees the same settings through the Python default path
-    out = _kernel_exec(page, "import json, os\nos.environ.pop('LLMROOF_IGNORE_LAB_SETTINGS', None)\n"
-                             "from llmroof_widgets.lab_settings import read_lab_settings\n"
-                             "print(json.dumps([read_lab_settings(), ui.state.hardware, ui.state.w_bits]))")
+    out = _kernel_exec(
+        page,
+        "import json, os\nos.environ.pop('LLMROOF_IGNORE_LAB_SETTINGS', None)\n"
+        "from llmroof_widgets.lab_settings import read_lab_settings\n"
+        "print(json.dumps([read_lab_settings(), ui.state.hardware, ui.state.w_bits]))",
+    )
     settings, hardware, w_bits = json.loads(out.strip().splitlines()[-1])
     assert settings == {"model": "meta-llama/Llama-3.2-1B", "hardware": "a100-80gb-sxm", "w_bits": 8}
     assert (hardware, w_bits) == ("a100-80gb-sxm", 8)
 
 
-PALETTE_OPEN = "() => { const e = document.querySelector('.lm-CommandPalette-input'); " \
-               "return !!e && e.offsetParent !== null && document.activeElement === e; }"
+PALETTE_OPEN = (
+    "() => { const e = document.querySelector('.lm-CommandPalette-input'); "
+    "return !!e && e.offsetParent !== null && document.activeElement === e; }"
+)
 
 
 def _palette(page, query: str) -> list[dict]:
@@ -173,22 +192,27 @@ def _palette(page, query: str) -> list[dict]:
     box.fill(query)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.lm-CommandPalette-item')].some(e => e.offsetParent !== null)",
-        timeout=UI_TIMEOUT_MS)
+        timeout=UI_TIMEOUT_MS,
+    )
     return page.evaluate(
         """() => [...document.querySelectorAll('.lm-CommandPalette-item')].filter(e => e.offsetParent !== null)
                  .map(e => ({label: e.querySelector('.lm-CommandPalette-itemLabel').textContent,
-                             disabled: e.classList.contains('lm-mod-disabled')}))""")
+                             disabled: e.classList.contains('lm-mod-disabled')}))"""
+    )
 
 
 def test_palette_inserts_a_dashboard_cell_and_opens_the_docs(clean):
     page = clean
     # a plain notebook, active
     page.evaluate("async () => { await jupyterapp.commands.execute('notebook:create-new', {kernelName: 'python3'}); }")
-    page.wait_for_function("""() => { const w = jupyterapp.shell.currentWidget;
+    page.wait_for_function(
+        """() => { const w = jupyterapp.shell.currentWidget;
                                       const k = w && w.sessionContext && w.sessionContext.session
                                         && w.sessionContext.session.kernel;
                                       return w.content && w.content.activeCell && w.content.model.cells.length === 1
-                                        && k && k.status === 'idle'; }""", timeout=KERNEL_TIMEOUT_MS)
+                                        && k && k.status === 'idle'; }""",
+        timeout=KERNEL_TIMEOUT_MS,
+    )
     page.evaluate("""() => { jupyterapp.shell.currentWidget.content.model.cells.get(0)
                                .sharedModel.setSource('x = 1'); }""")
     items = _palette(page, "roofline")
@@ -201,7 +225,8 @@ def test_palette_inserts_a_dashboard_cell_and_opens_the_docs(clean):
     cells = page.wait_for_function(
         """() => { const m = jupyterapp.shell.currentWidget.content.model;
                    return m.cells.length === 2 && [0, 1].map(i => m.cells.get(i).sharedModel.getSource()); }""",
-        timeout=UI_TIMEOUT_MS).json_value()
+        timeout=UI_TIMEOUT_MS,
+    ).json_value()
     assert cells[0] == "x = 1"  # inserted below the active cell, which it left alone
     assert 'hardware="a100-80gb-sxm", w_bits=8' in cells[1] and cells[1].startswith("import llmroof_widgets as lr")
     assert page.evaluate("() => jupyterapp.shell.currentWidget.content.activeCellIndex") == 1
@@ -209,17 +234,20 @@ def test_palette_inserts_a_dashboard_cell_and_opens_the_docs(clean):
     # the documentation command: the README bundled with the extension, in a Lab tab
     _palette(page, "llmroof_widgets documentation")
     page.locator(".lm-CommandPalette-item", has_text="Open llmroof_widgets documentation").first.click()
-    page.wait_for_function("""() => { const d = document.querySelector('#llmroof-widgets-docs .lr-doc-readme');
+    page.wait_for_function(
+        """() => { const d = document.querySelector('#llmroof-widgets-docs .lr-doc-readme');
                                       return d && d.offsetParent !== null && d.textContent.includes('roofline'); }""",
-                           timeout=UI_TIMEOUT_MS)
+        timeout=UI_TIMEOUT_MS,
+    )
     assert page.evaluate("() => jupyterapp.shell.currentWidget.id") == "llmroof-widgets-docs"
 
 
 def test_saved_analysis_opens_read_only_in_its_viewer_without_a_kernel(clean, labext, lab):
     page = clean
     d = labext["analysis"]
-    assert page.evaluate(f"() => jupyterapp.docRegistry.defaultWidgetFactory('{SAVED}').name") == \
-        "LLM Roofline Analysis"
+    assert (
+        page.evaluate(f"() => jupyterapp.docRegistry.defaultWidgetFactory('{SAVED}').name") == "LLM Roofline Analysis"
+    )
     page.evaluate(f"async () => {{ await jupyterapp.commands.execute('docmanager:open', {{path: '{SAVED}'}}); }}")
     n_pre, n_dec = len(d["prefill"]["ops"]), len(d["decode"]["ops"])
     view = page.wait_for_function(
@@ -243,15 +271,22 @@ def test_saved_analysis_opens_read_only_in_its_viewer_without_a_kernel(clean, la
                kernel: !!(w.context.sessionContext && w.context.sessionContext.session),
                path: w.context.path,
              };
-           }""", arg=[n_pre, n_dec], timeout=UI_TIMEOUT_MS).json_value()
+           }""",
+        arg=[n_pre, n_dec],
+        timeout=UI_TIMEOUT_MS,
+    ).json_value()
     assert view["path"] == SAVED
     # a hostile model name is text, never markup
     assert view["model"] == HOSTILE and view["imgs"] == 0 and view["pwned"] is None
     assert view["hardware"] == d["hardware"]["name"]
     assert view["figures"]["fits"] == ("yes" if d["memory"]["fits"] else "no")
     assert {"ttft", "tpot", "memory", "tokens_per_s"} <= set(view["figures"])
-    computing = sum(1 for ph in ("prefill", "decode") for o in d[ph]["ops"]
-                    if o["arithmetic_intensity"] > 0 and o["attained_flops"] > 0)
+    computing = sum(
+        1
+        for ph in ("prefill", "decode")
+        for o in d[ph]["ops"]
+        if o["arithmetic_intensity"] > 0 and o["attained_flops"] > 0
+    )
     assert view["dots"] == computing > 0
     assert view["roofs"] == len(d["roofs"]["peaks"])
     assert view["segments"][:2] == ["weights", "kv"] and "activations" in view["segments"]
@@ -262,9 +297,11 @@ def test_saved_analysis_opens_read_only_in_its_viewer_without_a_kernel(clean, la
 
     # linked: a table row selects its roofline dot
     page.locator(".lr-doc-table[data-phase=decode] tbody tr.lr-doc-row").nth(2).click()
-    page.wait_for_function("""() => { const n = jupyterapp.shell.currentWidget.node;
+    page.wait_for_function(
+        """() => { const n = jupyterapp.shell.currentWidget.node;
                                       const dot = n.querySelector('.lr-doc-dot.lr-doc-selected');
                                       const row = n.querySelector('tr.lr-doc-row.lr-doc-selected');
                                       return !row || !dot ? false : dot.dataset.phase === row.dataset.phase
                                         && dot.dataset.index === row.dataset.index; }""",
-                           timeout=UI_TIMEOUT_MS)
+        timeout=UI_TIMEOUT_MS,
+    )
