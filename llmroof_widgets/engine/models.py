@@ -295,10 +295,12 @@ class ModelConfig:
 
 @lru_cache(maxsize=1)
 def _catalog_index() -> dict:
-    path = MODELS_DIR / "index.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())["models"]
+    """Catalog key → entry (hf_id, aliases, file, family, source_url, provenance), from index.json."""
+    out: dict = {}
+    # index.json, then index_*.json fragments (sorted) while new entries are being added
+    for path in sorted(MODELS_DIR.glob("index*.json"), key=lambda p: (p.name != "index.json", p.name)):
+        out.update(json.loads(path.read_text())["models"])
+    return out
 
 
 @lru_cache(maxsize=1)
