@@ -24,7 +24,7 @@ from .engine import (
     sweep,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name → submodule that defines it (loaded on first access)
 _LAZY = {
