@@ -11,6 +11,7 @@ from .engine import (
     Hardware,
     ModelConfig,
     Result,
+    ServingResult,
     Speculative,
     analyze,
     choose_hardware,
@@ -21,6 +22,8 @@ from .engine import (
     load_hardware,
     load_model,
     parse_config,
+    plan,
+    serve,
     sweep,
 )
 
@@ -50,6 +53,9 @@ __all__ = [
     "load_hardware",
     "load_model",
     "parse_config",
+    "plan",
+    "serve",
+    "ServingResult",
     "sweep",
     "validate",
     "export_html",

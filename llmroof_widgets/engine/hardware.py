@@ -39,6 +39,8 @@ class Hardware:
     interconnect_latency_s: float | None = None
     host_link_bandwidth: float | None = None  # per direction, bytes/s
     structured_sparsity: bool = False  # 2:4 sparse matrix units (2× the dense peak on 2:4 weights)
+    tdp_watts: float | None = None  # board power limit (TDP/TBP), W: the serving power model's maximum
+    idle_watts: float | None = None  # idle board power, W (None: a stated share of the TDP, see engine/serving.py)
     id: str | None = None
     vendor: str | None = None
     kind: str | None = None
@@ -72,6 +74,8 @@ class Hardware:
             "interconnect_bandwidth",
             "interconnect_latency_s",
             "host_link_bandwidth",
+            "tdp_watts",
+            "idle_watts",
         ):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
@@ -121,6 +125,8 @@ class Hardware:
             "interconnect_bandwidth": self.interconnect_bandwidth,
             "host_link_bandwidth": self.host_link_bandwidth,
             "structured_sparsity": self.structured_sparsity,
+            "tdp_watts": self.tdp_watts,
+            "idle_watts": self.idle_watts,
             "source": self.source,
         }
 
@@ -171,6 +177,8 @@ def _from_entry(d: dict) -> Hardware:
         interconnect_latency_s=ic.get("latency_s"),
         host_link_bandwidth=host.get("bandwidth_per_direction"),
         structured_sparsity=bool(d.get("structured_sparsity", False)),
+        tdp_watts=d.get("tdp_watts"),
+        idle_watts=d.get("idle_watts"),
         source=(d.get("sources") or {}).get("spec"),
     )
 
