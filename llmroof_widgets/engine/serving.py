@@ -534,7 +534,6 @@ class _Server:
         share = 1.0 if closed is None else closed["share"]
         rho_o = min(lam * share * es, 0.999999)  # P(another prompt is being prefilled)
         step_resid = t_dec if self.chunk is None else t_step
-        p_step = (1.0 - rho_o) * p_decodes
         order = np.argsort(s)
         s_sorted = s[order]
         cum = np.cumsum(s_sorted)
@@ -563,7 +562,9 @@ class _Server:
             sd_r = math.sqrt(max(float(np.mean(s**3)) / (3.0 * es) - e_r**2, 0.0)) if es > 0 else 0.0
             wq += extra * e_r + np.sqrt(extra) * sd_r * self.z_queue
         wait = np.maximum(wq, 0.0) + vac
-        busy = min(1.0, rho_o + p_step)
+        # share of time the replica has work: always in a closed loop; in the open loop the probability that
+        # a Poisson number of requests in the system (mean λ·E[e2e], Little) is not zero
+        busy = None if closed is None else 1.0
         # a decode slot (max_batch): Erlang C with c = max_batch servers of mean holding time E[g−1]·TPOT
         if closed is not None:
             wait = wait + closed["slot_wait"]
@@ -576,6 +577,8 @@ class _Server:
             )
         ttft = wait + s
         e2e = ttft + (self.g_draw - 1.0) * tpot
+        if busy is None:
+            busy = 1.0 - math.exp(-lam * float(np.mean(e2e)))
         tokens_per_req = float(np.mean(self.g_draw))
         thr = lam * tokens_per_req  # generated tokens/s of this replica
         # power per device: idle + dynamic by the step's compute and memory utilisation while busy
@@ -719,7 +722,7 @@ def _closed_loop(srv: _Server, n: float) -> tuple[float, dict]:
     own = srv.P.mean + (float(np.mean(srv.g_draw)) - 1.0) / 2.0 + 0.5
     Bg = srv.B[:k]
     t_own_g = np.broadcast_to(srv.own_step(Bg + 1.0, (own + Bg * srv.ctx_run) / (Bg + 1.0)), Bg.shape)
-    cap = srv.max_batch if srv.max_batch is not None else math.inf
+    cap = srv.b_cap  # running requests the replica holds (max_batch or the KV cache)
     if srv.chunk is None:
         es = srv.e_d
     else:
@@ -1073,3 +1076,111 @@ def plan(
     )
     df = df.sort_values(["_k0", "_k1", "_k2", "_k3"], kind="stable").drop(columns=["_k0", "_k1", "_k2", "_k3"])
     return df.reset_index(drop=True)
+
+
+def latency_curve(
+    model: Any,
+    hardware: Any,
+    *,
+    prompt_len: Any,
+    gen_len: Any,
+    points: int = 16,
+    closed: bool = False,
+    max_batch: int | None = None,
+    chunk_size: int | None = None,
+    **knobs,
+):
+    """TTFT and TPOT percentiles, throughput and energy against load, up to the highest stable rate.
+
+    One row per load: open loop at ``points`` rates from 2 % to 97 % of ``max_rate`` (log-spaced),
+    or closed loop (``closed=True``) at 1, 2, 4, … users up to where the rate saturates. Columns:
+    rate, users (mean requests in flight), ttft/tpot/e2e p50 and p99, throughput_tokens_per_s,
+    tokens_per_s_per_user (1/mean TPOT), energy_j_per_token.
+    """
+    import pandas as pd
+
+    srv = _Server(
+        model,
+        hardware,
+        prompt_len=prompt_len,
+        gen_len=gen_len,
+        max_batch=max_batch,
+        chunk_size=chunk_size,
+        block_size=DEFAULT_BLOCK,
+        knobs=knobs,
+        draws=1024,
+    )
+    rows = []
+    if srv.max_rate <= 0:
+        return pd.DataFrame(rows)
+    if closed:
+        loads, n = [], 1
+        while n <= 4096 and len(loads) < points:
+            loads.append(n)
+            n *= 2
+        evals = [(n, *_closed_loop(srv, float(n))) for n in loads]
+    else:
+        evals = [(None, f * srv.max_rate, None) for f in np.geomspace(0.02, 0.97, points)]
+    for users, lam, cl in evals:
+        mt = srv.metrics(lam, cl)
+        e2e = float(np.mean(mt["e2e"]))
+        q = {k: np.quantile(mt[k], (0.5, 0.99)) for k in ("ttft", "tpot", "e2e")}
+        rows.append(
+            {
+                "rate": lam,
+                "users": float(users) if users is not None else lam * e2e,
+                "ttft_p50_s": q["ttft"][0],
+                "ttft_p99_s": q["ttft"][1],
+                "tpot_p50_s": q["tpot"][0],
+                "tpot_p99_s": q["tpot"][1],
+                "e2e_p50_s": q["e2e"][0],
+                "e2e_p99_s": q["e2e"][1],
+                "throughput_tokens_per_s": mt["throughput"],
+                "tokens_per_s_per_user": 1.0 / float(np.mean(mt["tpot"])),
+                "energy_j_per_token": mt["energy_j_per_token"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def interactivity_curve(
+    model: Any, hardware: Any, *, prompt_len: int, gen_len: int, batch_sizes=None, tps=(1, 2, 4, 8), **knobs
+):
+    """Throughput per device against tokens/s per user across batch sizes and TP degrees (InferenceMAX's picture).
+
+    Evaluated with the vectorized :func:`sweep` (static batches of ``batch_size`` sequences): per user
+    ``decode_tokens_per_s`` (1/TPOT), per device ``throughput_per_device_tokens_per_s``. TP degrees the
+    device cannot run (no interconnect, heads not divisible, does not fit) are left out.
+    """
+    import pandas as pd
+
+    from .explore import sweep
+
+    hw = load_hardware(hardware)
+    m = load_model(model)
+    knobs = {k: v for k, v in knobs.items() if k != "tp"}  # the curve runs over the TP degrees
+    batch_sizes = list(batch_sizes or [2**k for k in range(0, 10)])
+    out = []
+    for tp in tps:
+        if tp > 1 and not hw.interconnect_bandwidth:
+            continue
+        try:
+            df = sweep(m, hw, batch_size=batch_sizes, prompt_len=prompt_len, gen_len=gen_len, tp=tp, **knobs)
+        except ValueError:
+            continue
+        df = df[df["fits"]] if "fits" in df else df
+        out.append(
+            pd.DataFrame(
+                {
+                    "tp": tp,
+                    "batch_size": df["batch_size"].to_numpy(),
+                    "tokens_per_s_per_user": df["decode_tokens_per_s"].to_numpy(),
+                    "throughput_per_device_tokens_per_s": df["throughput_per_device_tokens_per_s"].to_numpy(),
+                }
+            )
+        )
+    return (
+        pd.concat(out, ignore_index=True)
+        if out
+        else pd.DataFrame(columns=["tp", "batch_size", "tokens_per_s_per_user", "throughput_per_device_tokens_per_s"])
+    )
