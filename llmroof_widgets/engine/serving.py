@@ -484,7 +484,7 @@ class _Server:
         mean prefill wait, instead of the Poisson (PASTA) view of the open loop.
         """
         B = self.batch_for(lam)
-        i = np.searchsorted(self.B, B)
+        i = int(np.searchsorted(self.B, B))
         i = min(max(i, 1), len(self.B) - 1)
         w = (B - self.B[i - 1]) / (self.B[i] - self.B[i - 1]) if self.B[i] > self.B[i - 1] else 0.0
 
@@ -687,6 +687,7 @@ def serve(
     if concurrency is not None:
         lam, closed = _closed_loop(srv, concurrency / replicas)
         rate = lam * replicas
+    assert rate is not None
     lam = rate / replicas
     settings = {
         "model": srv.m.name,
@@ -1110,11 +1111,13 @@ def latency_curve(
         knobs=knobs,
         draws=1024,
     )
-    rows = []
+    rows: list[dict] = []
     if srv.max_rate <= 0:
         return pd.DataFrame(rows)
+    evals: list[tuple[int | None, float, dict | None]]
     if closed:
-        loads, n = [], 1
+        loads: list[int] = []
+        n = 1
         while n <= 4096 and len(loads) < points:
             loads.append(n)
             n *= 2
