@@ -176,7 +176,7 @@ def parity_plot(df, title: str = ""):
         marks.append(bq.Lines(x=[lo, hi], y=[lo * f, hi * f], scales=sc, colors=["#bbb"], line_style="dotted"))
     axes = [
         bq.Axis(scale=x_sc, label="measured time (s)", tick_format=".2g"),
-        bq.Axis(scale=y_sc, label="predicted time (s)", orientation="vertical", tick_format=".2g"),
+        bq.Axis(scale=y_sc, label="predicted time (s)", side="left", tick_format=".2g"),
         bq.ColorAxis(scale=col, side="right", label="source"),
     ]
     return bq.Figure(marks=marks + [dots], axes=axes, title=title, layout={"width": "640px", "height": "480px"})
@@ -187,5 +187,6 @@ def _short(url: str) -> str:
     parts = url.split("/")
     if "github.com" in url and len(parts) > 4:
         tail = parts[-1] if parts[-1] else parts[-2]
-        return f"{parts[3]}/{parts[4]} {tail}"
+        at = f" @{parts[6][:7]}" if len(parts) > 7 and parts[5] == "blob" else ""
+        return f"{parts[3]}/{parts[4]} {tail}{at}"
     return url

@@ -8,14 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from . import calibration, generation, memory
+from . import calibration, generation, memory, trust
 from .generation import Speculative
 from .hardware import Hardware, load_hardware
 from .models import ModelConfig, load_model
 from .ops import PassBuilder, Row
 from .options import Options, make_options, validate_for
 from .precision import Precision
-from . import trust
 from .roofline import Roof, pass_time, roofs, row_dict
 
 LOGITS = ("last", "all")
@@ -386,7 +385,12 @@ def analyze(
         m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
     )
     gen = generation.summarize(
-        pre.time_s + roof.request_overhead + draft_prefill, steps, batch=B, gen_len=G, first_step_time=dec.time_s, devices=opts.devices
+        pre.time_s + roof.request_overhead + draft_prefill,
+        steps,
+        batch=B,
+        gen_len=G,
+        first_step_time=dec.time_s,
+        devices=opts.devices,
     )
     if spec is not None:
         gen["speculative_tokens_per_round"] = spec.tokens_per_round
