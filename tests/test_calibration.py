@@ -155,10 +155,15 @@ def test_geforce_fp16_accumulate_peak():
 def test_communication_bus_and_hops():
     r = lr.analyze("llama-2-70b", "a100-80gb-sxm", tp=4, prompt_len=128, gen_len=2, efficiency="calibrated")
     km = r.prefill.roof.km
-    ar = next(x for x in r.prefill.rows if x.kind == "communication" and x.name.endswith("allreduce") or False)
-    assert ar.comm_hops == 2 * (4 - 1)  # ring: 2(n − 1) sequential steps
+    ar = next(x for x in r.prefill.rows if x.kind == "communication" and x.name.endswith("allreduce"))
+    assert ar.comm_hops == 2 * (4 - 1)  # ring: 2(n − 1) sequential steps (the roofline's α–β time)
+    assert ar.comm_direct_hops == 2  # one-/two-shot kernels on a fully connected topology
     alpha = r.hardware.interconnect_latency_s
-    expect = km.bus * (ar.comm_s - ar.comm_hops * alpha) + km.hop_s * ar.comm_hops
+    expect = km.bus * (ar.comm_s - ar.comm_hops * alpha) + km.hop_s * ar.comm_direct_hops
+    # the roofline keeps the ring's α–β time
+    plain = lr.analyze("llama-2-70b", "a100-80gb-sxm", tp=4, prompt_len=128, gen_len=2)
+    ar0 = next(x for x in plain.prefill.rows if x.name == ar.name)
+    assert plain.prefill.roof.row_time(ar0) == ar0.comm_s
     assert r.prefill.roof.row_time(ar) == pytest.approx(expect)
 
 

@@ -87,6 +87,8 @@ class Phase:
             "communication_time_s": float(sum(o["count"] * o["communication_time_s"] for o in ops)),
             "arithmetic_intensity": fl / by if by else 0.0,
             "time_s": self.time_s,
+            # calibrated mode: host work of the pass (per-step overhead) outside every operator's time
+            "host_overhead_s": float(self.roof.step_overhead),
             # a phase is compute-bound when most of its time is spent in compute-bound operators
             "bound": "compute" if compute_t >= 0.5 * self.time_s else "memory",
             "ops": ops,

@@ -49,7 +49,7 @@ PARAMS = (
     "step_s",  # seconds per forward pass: host work of the step (scheduling, sampling, input preparation)
     "request_s",  # seconds per request, added to the prefill: admission, tokenization, first-step setup
     "bus",  # time multiplier of collectives' bytes over the interconnect bandwidth (1 / achieved bus bandwidth)
-    "hop_s",  # seconds per sequential link step of a collective (ring: 2(n−1) steps per all-reduce)
+    "hop_s",  # seconds per link step of a collective's direct (one-/two-shot) kernel: 2 per all-reduce, 1 else
 )
 # Lower bounds: no kernel runs faster than the datasheet (multipliers ≥ 1), overheads are ≥ 0.
 LOWER = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])
@@ -70,6 +70,7 @@ PRIOR_MEAN = np.array(
         1e-3,  # ~1 ms per request (tokenization, admission; AISimulate issue 277 saw ~30 ms on B200)
         1 / 0.8,  # NCCL all-reduce bus bandwidth ~80 % of the link's (plausible 30–95 %)
         2e-6,  # NCCL's tuning model: ~0.5–3.4 µs per NVLink hop, ~1–5.7 µs per PCIe hop (0–20 µs)
+        # (with synchronisation and launch, a one-shot all-reduce of a small message takes ~5–20 µs)
     ]
 )
 PRIOR_SCALE = np.array([1.0, 1.5, 2.5, 1.5, 2.0, 0.4, 8e-6, 4e-6, 5e-4, 1e-2, 1.0, 1e-5])

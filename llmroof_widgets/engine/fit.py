@@ -183,7 +183,7 @@ def _entries(rows, roof, step_w, out_U, out_w):
         if r.kind == "communication":
             comm_bus = r.comm_s - r.comm_hops * alpha
             bus += float(np.sum(cnt * np.broadcast_to(comm_bus, shape).ravel()))
-            hops += float(np.sum(cnt * r.comm_hops))
+            hops += float(np.sum(cnt * r.comm_direct_hops))
             continue
         tc, cls, per_sm, mem, host = roof.unit_times(r)
         U = np.zeros((cnt.size, N_COMPUTE + 2))

@@ -73,6 +73,7 @@ class Row:
         "comm_s",
         "comm_bytes",
         "comm_hops",
+        "comm_direct_hops",
         "speedup",
         "m_dim",
         "n_dim",
@@ -116,6 +117,9 @@ class Row:
         self.comm_s = 0.0  # communication time of a collective (kind "communication")
         self.comm_bytes = 0.0  # bytes a collective moves over the interconnect per device
         self.comm_hops = 0.0  # sequential link steps of a collective (each costs the latency α)
+        # the same on a fully connected topology (NVSwitch, xGMI mesh) with the one-/two-shot kernels serving
+        # frameworks use for small messages: all-reduce 2 (reduce-scatter + all-gather), others 1
+        self.comm_direct_hops = 0.0
         self.speedup = 1.0  # compute-peak multiplier (2:4 sparse tensor cores)
         self.m_dim = None  # rows of the matrix product (tokens), for the calibrated GEMM efficiency
         self.n_dim = None  # output columns of a linear layer on this device (wave quantization)
@@ -315,7 +319,7 @@ class PassBuilder:
     def norm_rms(self, name, rows, width):
         self.elementwise(name, rows * width, RMS_FLOPS, weight_elems=width, what="RMSNorm")
 
-    def collective(self, name, seconds, msg_bytes, what, hops=0):
+    def collective(self, name, seconds, msg_bytes, what, hops=0, direct_hops=1):
         """A communication operator: no FLOPs; ``msg_bytes`` cross the interconnect in ``seconds``."""
         r = Row(
             name,
@@ -333,6 +337,7 @@ class PassBuilder:
         r.comm_s = seconds
         r.comm_bytes = msg_bytes
         r.comm_hops = hops  # of ``seconds``, hops · α is latency, the rest bytes over the bus bandwidth
+        r.comm_direct_hops = direct_hops
         self.rows.append(r)
         return r
 
@@ -350,6 +355,7 @@ class PassBuilder:
                 msg,
                 f"ring all-reduce over TP {self.tp}: 2(n−1)/n·M/β + 2(n−1)·α",
                 hops=2 * (self.tp - 1),
+                direct_hops=2,
             )
 
     # -- attention -------------------------------------------------------------------------

@@ -94,8 +94,11 @@ class Roof:
             if self.calibrated:
                 alpha = self.hw.interconnect_latency_s or 0.0
                 km = self.km
-                # bytes over the achieved bus bandwidth, plus the fitted latency per sequential link step
-                return 0.0, 0.0, 0.0, km.bus * (r.comm_s - r.comm_hops * alpha) + km.hop_s * r.comm_hops
+                # bytes over the achieved bus bandwidth (ring: 2(n−1)/n·M/β for an all-reduce), plus the fitted
+                # latency per link step of the direct (one-/two-shot) kernels serving frameworks use for
+                # small messages: the ring's 2(n−1) steps would cost latency the frameworks avoid
+                bus = r.comm_s - r.comm_hops * alpha
+                return 0.0, 0.0, 0.0, km.bus * bus + km.hop_s * r.comm_direct_hops
             return 0.0, 0.0, 0.0, r.comm_s / self.eff_comm
         if self.calibrated:
             km = self.km
