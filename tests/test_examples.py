@@ -118,7 +118,9 @@ def test_choose_hardware(run):
 def test_validation_notebook(run):
     nb, _ = run("validation")
     everything = "\n".join(texts(c) for c in code_cells(nb))
-    assert "calibrated median |error|" in everything and "lower bound in 100% of records" in everything
+    assert "calibrated, out of sample" in everything and "in sample (optimistic)" in everything
+    assert "lower bound in 100% of records" in everything
+    assert "calibrated estimate" in everything and "measured" in everything  # the trust labels
     assert any(WIDGET_VIEW in o.get("data", {}) for c in code_cells(nb) for o in c.outputs)  # the parity plots
 
 

@@ -72,8 +72,11 @@ class Row:
         "host_resident",
         "comm_s",
         "comm_bytes",
+        "comm_hops",
+        "comm_direct_hops",
         "speedup",
         "m_dim",
+        "n_dim",
     )
 
     def __init__(
@@ -113,8 +116,13 @@ class Row:
         self.host_resident = 0.0  # parameter bytes held in host memory instead (offloading)
         self.comm_s = 0.0  # communication time of a collective (kind "communication")
         self.comm_bytes = 0.0  # bytes a collective moves over the interconnect per device
+        self.comm_hops = 0.0  # sequential link steps of a collective (each costs the latency α)
+        # the same on a fully connected topology (NVSwitch, xGMI mesh) with the one-/two-shot kernels serving
+        # frameworks use for small messages: all-reduce 2 (reduce-scatter + all-gather), others 1
+        self.comm_direct_hops = 0.0
         self.speedup = 1.0  # compute-peak multiplier (2:4 sparse tensor cores)
         self.m_dim = None  # rows of the matrix product (tokens), for the calibrated GEMM efficiency
+        self.n_dim = None  # output columns of a linear layer on this device (wave quantization)
 
     @property
     def flops_formula(self) -> str:
@@ -253,6 +261,7 @@ class PassBuilder:
             )
         )
         self.rows[-1].m_dim = n_tok
+        self.rows[-1].n_dim = fout_l
         return self.rows[-1]
 
     def elementwise(self, name, n_elems, flops_per, *, reads=1, writes=1, weight_elems=0, what=""):
@@ -310,7 +319,7 @@ class PassBuilder:
     def norm_rms(self, name, rows, width):
         self.elementwise(name, rows * width, RMS_FLOPS, weight_elems=width, what="RMSNorm")
 
-    def collective(self, name, seconds, msg_bytes, what):
+    def collective(self, name, seconds, msg_bytes, what, hops=0, direct_hops=1):
         """A communication operator: no FLOPs; ``msg_bytes`` cross the interconnect in ``seconds``."""
         r = Row(
             name,
@@ -327,6 +336,8 @@ class PassBuilder:
         )
         r.comm_s = seconds
         r.comm_bytes = msg_bytes
+        r.comm_hops = hops  # of ``seconds``, hops · α is latency, the rest bytes over the bus bandwidth
+        r.comm_direct_hops = direct_hops
         self.rows.append(r)
         return r
 
@@ -343,6 +354,8 @@ class PassBuilder:
                 ring_allreduce_s(msg, self.tp, bw, alpha),
                 msg,
                 f"ring all-reduce over TP {self.tp}: 2(n−1)/n·M/β + 2(n−1)·α",
+                hops=2 * (self.tp - 1),
+                direct_hops=2,
             )
 
     # -- attention -------------------------------------------------------------------------
@@ -629,7 +642,11 @@ class PassBuilder:
             bw, alpha = self._link()
             msg = N * k * h * p.a  # each local token goes to k experts
             self.collective(
-                "ep_dispatch", all_to_all_s(msg, ep, bw, alpha), msg, f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α"
+                "ep_dispatch",
+                all_to_all_s(msg, ep, bw, alpha),
+                msg,
+                f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α",
+                hops=ep - 1,
             )
         # expected distinct experts the whole batch touches under uniform routing; this device holds E/ep
         n_total = N * ep
@@ -686,7 +703,11 @@ class PassBuilder:
             bw, alpha = self._link()
             msg = N * k * h * p.a
             self.collective(
-                "ep_combine", all_to_all_s(msg, ep, bw, alpha), msg, f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α"
+                "ep_combine",
+                all_to_all_s(msg, ep, bw, alpha),
+                msg,
+                f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α",
+                hops=ep - 1,
             )
         r = self.elementwise(
             "experts_combine", N * k * h, 2, reads=1, writes=0, what="weighted sum of k expert outputs"
@@ -798,13 +819,16 @@ class PassBuilder:
                 all_gather_s(msg, tp, bw, alpha),
                 msg,
                 f"all-gather of the vocabulary shards over TP {tp}",
+                hops=tp - 1,
             )
         if m.final_softcap:
             self.elementwise("logit_softcap", nl * m.vocab_size / tp, SOFTCAP_FLOPS, what="tanh soft-cap of logits")
         if self.o.pp > 1:
             bw, alpha = self._link()
             msg = N * h * p.a  # activations handed to the next stage
-            self.collective("pp_send", msg / bw + alpha, msg, f"point-to-point between {self.o.pp} pipeline stages")
+            self.collective(
+                "pp_send", msg / bw + alpha, msg, f"point-to-point between {self.o.pp} pipeline stages", hops=1
+            )
             self.rows[-1].count = self.o.pp - 1
         self._apply_storage()
         return self.rows
