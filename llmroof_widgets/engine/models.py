@@ -308,9 +308,27 @@ def _catalog_index() -> dict:
 
 
 @lru_cache(maxsize=1)
+def _variants_of() -> dict[str, list[str]]:
+    """Catalog key → Hub ids of published variants (instruct / chat / base / re-releases) whose config has
+    the same architecture: each entry's ``variants`` list, and a fragment's top-level ``variants_of`` map
+    for entries listed elsewhere."""
+    out: dict[str, list[str]] = {}
+    for key, entry in _catalog_index().items():
+        out.setdefault(key, []).extend(entry.get("variants", []))
+    for path in sorted(MODELS_DIR.glob("index_*.json")):
+        for key, names in json.loads(path.read_text()).get("variants_of", {}).items():
+            out.setdefault(key, []).extend(names)
+    return out
+
+
+@lru_cache(maxsize=1)
 def _name_map() -> dict[str, str]:
-    """lowercase hf id / alias / file stem → catalog key."""
+    """lowercase hf id / alias / file stem / listed variant → catalog key."""
     out: dict[str, str] = {}
+    for key, names in _variants_of().items():
+        if key in _catalog_index():
+            for v in names:
+                out[v.lower()] = key
     for key, entry in _catalog_index().items():
         out[key.lower()] = key
         out[entry["hf_id"].lower()] = key
@@ -319,14 +337,58 @@ def _name_map() -> dict[str, str]:
     return out
 
 
+# the suffix rule: "<org>/<base><suffix>" resolves to the catalog's "<org>/<base><replacement>" when that
+# Hub id is in the catalog (an exact id, never a close match); post-training keeps the architecture
+VARIANT_SUFFIXES = (
+    ("-chat-hf", "-hf"),  # meta-llama/Llama-2-7b-chat-hf → Llama-2-7b-hf
+    ("-instruct-hf", "-hf"),  # codellama/CodeLlama-7b-Instruct-hf → CodeLlama-7b-hf
+    ("-instruct-2507", ""),  # Qwen3 2507 re-releases
+    ("-thinking-2507", ""),
+    ("-instruct", ""),
+    ("-chat", ""),
+    ("-it", ""),  # gemma instruction-tuned
+    ("-base", ""),
+)
+
+
+def _resolve_variant(q: str) -> tuple[str, str] | None:
+    """(catalog key, how) for a variant name, or None. ``q`` is lowercase."""
+    key = _name_map().get(q)
+    if key is not None:
+        entry = _catalog_index()[key]
+        if q in {key.lower(), entry["hf_id"].lower(), *(a.lower() for a in entry.get("aliases", []))}:
+            return None  # the entry itself, not a variant
+        return key, "a variant listed in the catalog"
+    if q.count("/") != 1:
+        return None
+    ids = {e["hf_id"].lower(): k for k, e in _catalog_index().items()}
+    for suffix, repl in VARIANT_SUFFIXES:
+        if q.endswith(suffix) and q[: -len(suffix)] + repl in ids:
+            return ids[q[: -len(suffix)] + repl], f"suffix rule {suffix!r}"
+    return None
+
+
 def list_models() -> list[str]:
     """Hugging Face ids of the built-in model catalog."""
     return sorted(entry["hf_id"] for entry in _catalog_index().values())
 
 
 def catalog_entry(name: str) -> dict | None:
-    key = _name_map().get(name.strip().lower())
-    return None if key is None else dict(_catalog_index()[key], key=key)
+    """The catalog entry of a name (Hub id, alias, or a published variant with the same architecture).
+
+    A variant (``meta-llama/Llama-3.1-405B-Instruct``, ``...-chat-hf``, ``...-Instruct-2507``) resolves,
+    offline, to its base entry: from the entry's explicit ``variants`` list, or by the suffix rule
+    :data:`VARIANT_SUFFIXES` onto an exact catalog id. ``resolved_name`` then says which config is used.
+    """
+    q = name.strip().lower()
+    variant = _resolve_variant(q)
+    key = variant[0] if variant else _name_map().get(q)
+    if key is None:
+        return None
+    entry = dict(_catalog_index()[key], key=key)
+    if variant:
+        entry["resolved_name"] = f"{name.strip()} (config of {entry['hf_id']}: {variant[1]})"
+    return entry
 
 
 @lru_cache(maxsize=256)
@@ -357,7 +419,7 @@ def load_model(x: Any, *, name: str | None = None) -> ModelConfig:
     entry = catalog_entry(text)
     if entry is not None:
         cfg = json.loads(_load_catalog_config(entry["key"]))
-        return parse_config(cfg, name=name or entry["hf_id"])
+        return parse_config(cfg, name=name or entry.get("resolved_name") or entry["hf_id"])
     path = Path(os.path.expanduser(text))
     if path.is_dir():
         path = path / "config.json"
