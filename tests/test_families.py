@@ -274,3 +274,60 @@ def test_fragment_entries_have_files_sources_and_published_sizes():
         pub = float(e["published_params"][:-1]) * scale[e["published_params"][-1]]
         got = lr.analyze(key, H100, prompt_len=16, gen_len=1).params_total
         assert got == pytest.approx(pub, rel=0.11 if pub >= 1e9 else 0.01), (key, got, pub)
+
+
+# ---- families and options without a catalog entry: transformers' config defaults, on meta ---------
+
+
+@pytest.mark.parametrize(
+    "mt, overrides",
+    [
+        ("olmo3", {}),  # 3 sliding + 1 full layer by default
+        ("ministral", {"head_dim": 128}),
+        ("cohere", {"use_qk_norm": True}),
+        ("exaone4", {}),
+        ("gpt_bigcode", {"multi_query": False}),
+        (
+            "falcon",
+            {
+                "new_decoder_architecture": True,
+                "hidden_size": 4096,
+                "num_attention_heads": 32,
+                "num_kv_heads": 8,
+                "num_ln_in_parallel_attn": 1,
+            },
+        ),  # falcon-11B-like
+        ("falcon", {"alibi": True, "multi_query": False, "parallel_attn": False, "bias": True}),
+        ("gpt_neox", {"use_parallel_residual": False, "rotary_pct": 0.5}),
+        ("starcoder2", {"use_bias": False}),
+        ("hunyuan_v1_dense", {"head_dim": 128, "num_key_value_heads": 8}),
+        ("seed_oss", {"attention_out_bias": True, "mlp_bias": True}),
+        ("ernie4_5", {"use_bias": True}),
+    ],
+)
+def test_family_defaults_match_transformers(mt, overrides):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n_layers = {"num_hidden_layers": 4, "n_layer": 4}
+    cfg = transformers.AutoConfig.for_model(mt, **overrides)
+    for k, v in n_layers.items():
+        if hasattr(cfg, k):
+            setattr(cfg, k, v)
+    if hasattr(cfg, "layer_types") and cfg.layer_types is not None:
+        cfg.layer_types = cfg.layer_types[:4]
+    cfg._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    d = cfg.to_dict()
+    ids = torch.zeros((1, 64), dtype=torch.long, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        out = model(input_ids=ids, use_cache=True)
+    cache = out.past_key_values
+    kv = sum(t.numel() for layer in cache.layers for t in (layer.keys, layer.values) if isinstance(t, torch.Tensor))
+    r = lr.analyze(parse_config(d), H100, batch_size=1, prompt_len=64, gen_len=1, logits="all", attention="full")
+    assert r.params_total == sum(p.numel() for p in model.parameters())
+    assert r.prefill.matmul_flops == pytest.approx(fc.get_total_flops(), rel=5e-3)
+    expand = d["num_attention_heads"] // d["num_kv_heads"] if mt == "falcon" and d["new_decoder_architecture"] else 1
+    assert r.memory["kv_cache_prompt_bytes"] * expand == kv * 2
