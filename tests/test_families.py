@@ -331,3 +331,48 @@ def test_family_defaults_match_transformers(mt, overrides):
     assert r.prefill.matmul_flops == pytest.approx(fc.get_total_flops(), rel=5e-3)
     expand = d["num_attention_heads"] // d["num_kv_heads"] if mt == "falcon" and d["new_decoder_architecture"] else 1
     assert r.memory["kv_cache_prompt_bytes"] * expand == kv * 2
+
+
+# ---- ChatGLM (remote code): by hand, and against transformers' `glm` port on the mapped config ------
+
+
+def test_chatglm3_by_hand():
+    # chatglm3-6b: hidden 4096, 28 layers, 32 heads of kv_channels 128, 2 K/V groups, ffn 13696, padded vocab 65024
+    h, L, H, G, d, I, V = 4096, 28, 32, 2, 128, 13696, 65024
+    qkv = h * (H + 2 * G) * d + (H + 2 * G) * d  # query_key_value with add_qkv_bias
+    layer = qkv + H * d * h + h * 2 * I + I * h + 2 * h  # + dense, dense_h_to_4h [gate | up], dense_4h_to_h, 2 RMSNorms
+    r = lr.analyze("chatglm3-6b", H100, prompt_len=16, gen_len=1)
+    assert r.params_total == V * h + L * layer + h + V * h == 6_243_584_000  # the count THUDM publishes
+    assert r.memory["kv_bytes_per_token"] == L * 2 * G * d * 2
+    a = r.model.layer_types[0].attention
+    assert a.rotary_dim == d // 2  # ChatGLM rotates half of each head
+
+
+def test_chatglm_equals_transformers_glm_port():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c = json.loads((MODELS_DIR / _catalog_index()["chatglm3-6b"]["file"]).read_text())
+    c = dict(c, num_layers=2)
+    glm = transformers.AutoConfig.for_model(
+        "glm",
+        hidden_size=c["hidden_size"],
+        num_hidden_layers=c["num_layers"],
+        num_attention_heads=c["num_attention_heads"],
+        num_key_value_heads=c["multi_query_group_num"],
+        head_dim=c["kv_channels"],
+        intermediate_size=c["ffn_hidden_size"],
+        vocab_size=c["padded_vocab_size"],
+        attention_bias=c["add_qkv_bias"],
+        pad_token_id=0,
+    )
+    glm._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(glm)
+    ids = torch.zeros((1, 64), dtype=torch.long, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(input_ids=ids)
+    r = lr.analyze(parse_config(c), H100, prompt_len=64, gen_len=1, logits="all", attention="full")
+    assert r.params_total == sum(p.numel() for p in model.parameters())
+    assert r.prefill.matmul_flops == fc.get_total_flops()

@@ -10,7 +10,7 @@ For every catalog model that ``transformers`` can build from its config.json:
   where transformers' eager code caches more than serving engines do (falcon-40b/180b, see ``_kv_expansion``).
 
 Catalog entries whose parsed shape repeats an earlier one are checked once; remote-code families with no
-transformers class (InternLM2) are skipped here and derived by hand in tests/test_families.py.
+transformers class (InternLM2, ChatGLM) are skipped here and derived by hand in tests/test_families.py.
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
@@ -37,7 +37,7 @@ HW = lr.Hardware(name="reference", memory_bytes=1e12, memory_bandwidth=1e12, pea
 
 
 # catalog families with no transformers class (remote code only): checked by hand in tests/test_families.py
-NO_TRANSFORMERS_CLASS = {"internlm2"}
+NO_TRANSFORMERS_CLASS = {"internlm2", "chatglm"}
 
 
 def _catalog_keys():

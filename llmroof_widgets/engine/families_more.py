@@ -138,6 +138,24 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         fused_gate_up=True,
         post_norms=True,
     ),
+    # GLM (transformers' port of GLM-4-9B-chat, glm-4-9b-chat-hf): q/k/v bias, fused gate_up, partial rotary
+    "glm": dict(
+        norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", mlp_bias=False, fused_gate_up=True
+    ),
+    # ChatGLM2/3 and GLM-4-9B-chat (remote code, read analytically): the same blocks as `glm` with one fused
+    # query_key_value, multi_query_group_num KV heads, dense_h_to_4h = [gate | up]; biases from add_qkv_bias
+    # and add_bias_linear; checked against transformers' `glm` class on the mapped config (tests/test_families.py)
+    "chatglm": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        fused_qkv=True,
+        fused_gate_up=True,
+        qkv_bias="add_qkv_bias",
+        o_bias="add_bias_linear",
+        mlp_bias="add_bias_linear",
+    ),
     # EXAONE-4: post-norm only, per-head q/k RMSNorm, 3 sliding + 1 full layer without rotary
     "exaone4": dict(
         norm="rms",
@@ -209,7 +227,7 @@ def family_fields(cfg: dict, mt: str, *, h: int, n_heads: int) -> dict[str, Any]
     """Family-specific readings of a config: KV heads, MLP width and activation, block layout, positions.
 
     Returns only the keys a family sets: ``num_kv_heads``, ``intermediate_size``, ``act``, ``parallel``,
-    ``parallel_norms`` (norms feeding a parallel block), ``pos``.
+    ``parallel_norms`` (norms feeding a parallel block), ``pos``, ``head_dim``, ``vocab_size``.
     """
     out: dict[str, Any] = {}
     if mt == "falcon":
@@ -263,6 +281,21 @@ def family_fields(cfg: dict, mt: str, *, h: int, n_heads: int) -> dict[str, Any]
         out["act"] = cfg.get("activation_function") or "gelu_pytorch_tanh"
     elif mt in ("cohere", "cohere2"):
         out["parallel_norms"] = 1
+    elif mt == "chatglm":
+        _reject(cfg.get("rmsnorm") is False, "rmsnorm", "false (LayerNorm ChatGLM-6B v1)")
+        _reject(
+            bool(cfg.get("apply_residual_connection_post_layernorm")),
+            "apply_residual_connection_post_layernorm",
+            "true",
+        )
+        _reject(cfg.get("post_layer_norm") is False, "post_layer_norm", "false")
+        out["num_kv_heads"] = (
+            _int(cfg, "multi_query_group_num", 1, 1) if cfg.get("multi_query_attention") else n_heads
+        )  # K/V groups
+        out["head_dim"] = _int(cfg, "kv_channels", None, 1) or h // n_heads
+        out["vocab_size"] = _int(cfg, "padded_vocab_size", None, 1) or _int(cfg, "vocab_size", None, 1)
+        out["intermediate_size"] = _int(cfg, "ffn_hidden_size", None, 1) or 4 * h
+        out["act"] = "silu"  # swiglu: silu(gate) · up
     elif mt == "ernie4_5_moe":
         _reject(bool(cfg.get("use_bias")), "use_bias", "true in an ERNIE-4.5 MoE model (biased experts)")
     return out
@@ -278,7 +311,7 @@ def rotary_dim_of(cfg: dict, mt: str, head_dim: int) -> int:
         rd = _int(cfg, "rotary_dim", None, 1)
         return head_dim if rd is None else min(rd, head_dim)
     rp = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
-    default = {"gpt_neox": 0.25, "glm4": 0.5}.get(mt, 1.0)
+    default = {"gpt_neox": 0.25, "glm4": 0.5, "glm": 0.5, "chatglm": 0.5}.get(mt, 1.0)  # ChatGLM: half of each head
     f = cfg.get("partial_rotary_factor", rp.get("partial_rotary_factor"))
     if f is None and mt == "gpt_neox":
         f = cfg.get("rotary_pct")

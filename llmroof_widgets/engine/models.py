@@ -586,14 +586,14 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             raise ValueError(f"config field {k!r} ({what}) is not supported by this engine")
 
     h = _req_int(cfg, "hidden_size", "n_embd", "d_model")
-    n_layers = _req_int(cfg, "num_hidden_layers", "n_layer", "n_layers")
+    n_layers = _req_int(cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
     n_heads = _req_int(cfg, "num_attention_heads", "n_head", "n_heads")
-    vocab = _req_int(cfg, "vocab_size")
     ext = family_fields(cfg, mt, h=h, n_heads=n_heads)  # families_more: KV heads, MLP, block layout, positions
+    vocab = ext.get("vocab_size") or _req_int(cfg, "vocab_size")
     n_kv = ext.get("num_kv_heads") or _opt_int(cfg, "num_key_value_heads", n_heads, minimum=1)
     if n_kv > n_heads or n_heads % n_kv:
         raise ValueError(f"config field 'num_key_value_heads' = {n_kv} must divide 'num_attention_heads' = {n_heads}")
-    head_dim = _opt_int(cfg, "head_dim", None, minimum=1)
+    head_dim = ext.get("head_dim") or _opt_int(cfg, "head_dim", None, minimum=1)
     if head_dim is None:
         if h % n_heads:
             raise ValueError(
