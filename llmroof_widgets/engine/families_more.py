@@ -210,12 +210,10 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
 
 
 def _int(cfg: dict, key: str, default: int | None, minimum: int = 0) -> int | None:
-    v = cfg.get(key)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
-        raise ValueError(f"config field {key!r} must be an integer ≥ {minimum}, got {v!r}")
-    return int(v)
+    """An optional integer field: models' ``_opt_int`` (one validation rule for every family)."""
+    from .models import _opt_int  # imported here: models imports this module
+
+    return _opt_int(cfg, key, default, minimum=minimum)
 
 
 def _reject(cond: bool, field: str, what: str) -> None:
