@@ -9,7 +9,10 @@ For every catalog model that ``transformers`` can build from its config.json:
 - the KV-cache bytes per token equal the bytes of the cache tensors transformers keeps (fp16), except
   where transformers' eager code caches more than serving engines do (falcon-40b/180b, see ``_kv_expansion``).
 
-Catalog entries whose parsed shape repeats an earlier one are checked once; remote-code families with no
+Where transformers builds every decoder layer alike (read from the built model: class, parameter shapes,
+per-layer attention settings), a 1-layer and a 2-layer copy are counted and the counts extrapolated exactly
+to the full depth, c(L) = c(1) + (L − 1)·(c(2) − c(1)), which keeps a deep model's check to seconds; models
+with mixed layers (sliding/full, dense/MoE) are counted at full depth. Catalog entries whose parsed shape repeats an earlier one are checked once; remote-code families with no
 transformers class (InternLM2, ChatGLM) are skipped here and derived by hand in tests/test_families.py.
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
@@ -106,6 +109,55 @@ def _cache_numel(cache) -> int:
 _REF: dict[str, dict] = {}
 
 
+def _counts(model) -> dict:
+    """Parameters, prefill and decode matmul FLOPs, and cache elements after the prefill, of one model."""
+    params = sum(p.numel() for p in model.parameters())
+    ids = torch.zeros((1, PROMPT), dtype=torch.long, device="meta")
+    with torch.no_grad():
+        outs = []
+        # counted with a cache, as generation runs it (the cache adds no matrix product)
+        prefill = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
+        cache = outs[0].past_key_values
+        kv_elems = _cache_numel(cache)
+        nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
+        decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
+    return {"params": params, "prefill": prefill, "decode": decode, "kv_elems": kv_elems}
+
+
+def _uniform_layers(model, n_layers: int) -> bool:
+    """Whether transformers built every decoder layer alike: the same class, parameter names and shapes, and
+    the same per-layer attention settings (layer type, sliding window). Read from the built model, not from
+    the engine, so a layer the engine would group wrongly still gets a full-depth count."""
+    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers]
+    if len(stacks) != 1:
+        return False
+
+    def signature(layer):
+        shapes = tuple((n, tuple(p.shape)) for n, p in layer.named_parameters())
+        attrs = tuple(
+            (n, str(getattr(m, a)))
+            for n, m in layer.named_modules()
+            for a in ("sliding_window", "is_sliding", "layer_type", "attention_type", "use_rope")
+            if hasattr(m, a)
+        )
+        return type(layer), shapes, attrs
+
+    first = signature(stacks[0][0])
+    types = getattr(model.config, "layer_types", None)
+    return all(signature(layer) == first for layer in stacks[0]) and (not types or len(set(types)) == 1)
+
+
+def _with_layers(cfg: dict, k: int) -> dict:
+    """The config with its first k layers."""
+    out = dict(cfg)
+    for name in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
+        if name in out:
+            out[name] = k
+    if isinstance(out.get("layer_types"), list):
+        out["layer_types"] = out["layer_types"][:k]
+    return out
+
+
 def reference(key: str) -> dict:
     """Counts from transformers for one catalog model (computed once per test session)."""
     if key in _REF:
@@ -117,21 +169,18 @@ def reference(key: str) -> dict:
             f"{cfg['model_type']}: remote-code family with no transformers class (hand-checked in test_families)"
         )
     model = _build(cfg)
-    params = sum(p.numel() for p in model.parameters())
-    ids = torch.zeros((1, PROMPT), dtype=torch.long, device="meta")
-    with torch.no_grad():
-        outs = []
-        # counted with a cache, as generation runs it (the cache adds no matrix product)
-        prefill = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
-        cache = outs[0].past_key_values
-        kv_elems = _cache_numel(cache)
-        nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
+    n_layers = model.config.num_hidden_layers
+    if n_layers > 2 and _uniform_layers(model, n_layers):
+        # identical layers: count a 1-layer and a 2-layer copy and extrapolate exactly, c(L) = c(1) + (L−1)·(c(2) − c(1))
+        c1, c2 = _counts(_build(_with_layers(cfg, 1))), _counts(_build(_with_layers(cfg, 2)))
+        counts = {k: c1[k] + (n_layers - 1) * (c2[k] - c1[k]) for k in c1}
+    else:
+        counts = _counts(model)
     _REF[key] = {
-        "params": params,
-        "prefill": prefill,
-        "decode": decode,
-        "kv_elems_per_token": kv_elems / PROMPT,
+        "params": counts["params"],
+        "prefill": counts["prefill"],
+        "decode": counts["decode"],
+        "kv_elems_per_token": counts["kv_elems"] / PROMPT,
         "kv_expansion": _kv_expansion(cfg),
     }
     return _REF[key]
