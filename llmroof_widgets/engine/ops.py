@@ -304,7 +304,7 @@ class PassBuilder:
         self.elementwise(
             name,
             rows * width,
-            (LN_FLOPS if bias else LN_FLOPS - 1) if ln else RMS_FLOPS,
+            (LN_FLOPS if bias else LN_FLOPS - 1) if ln else RMS_FLOPS,  # no bias: one add fewer per element
             weight_elems=(2 if bias else 1) * width,
             what=("LayerNorm" if bias else "LayerNorm without bias") if ln else "RMSNorm",
         )
