@@ -9,10 +9,10 @@ For every catalog model that ``transformers`` can build from its config.json:
 - the KV-cache bytes per token equal the bytes of the cache tensors transformers keeps (fp16), except
   where transformers' eager code caches more than serving engines do (falcon-40b/180b, see ``_kv_expansion``).
 
-Where transformers builds every decoder layer alike (read from the built model: class, parameter shapes,
-per-layer attention settings), a 1-layer and a 2-layer copy are counted and the counts extrapolated exactly
-to the full depth, c(L) = c(1) + (L − 1)·(c(2) − c(1)), which keeps a deep model's check to seconds; models
-with mixed layers (sliding/full, dense/MoE) are counted at full depth. Catalog entries whose parsed shape repeats an earlier one are checked once; remote-code families with no
+Where the decoder layers transformers builds repeat (read from the built model: class, parameter shapes,
+per-layer attention settings), after a prefix of a layers with period p (uniform: a = 0, p = 1; 3 sliding +
+1 full: p = 4; DeepSeek-V3's 3 dense layers: a = 3), copies with a + p and a + 2p layers are counted and the
+counts extrapolated exactly to the full depth, which keeps a deep model's check to seconds. Catalog entries whose parsed shape repeats an earlier one are checked once; remote-code families with no
 transformers class (InternLM2, ChatGLM) are skipped here and derived by hand in tests/test_families.py.
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
@@ -124,27 +124,43 @@ def _counts(model) -> dict:
     return {"params": params, "prefill": prefill, "decode": decode, "kv_elems": kv_elems}
 
 
-def _uniform_layers(model, n_layers: int) -> bool:
-    """Whether transformers built every decoder layer alike: the same class, parameter names and shapes, and
-    the same per-layer attention settings (layer type, sliding window). Read from the built model, not from
-    the engine, so a layer the engine would group wrongly still gets a full-depth count."""
-    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers]
+def _layer_signatures(model) -> list | None:
+    """What transformers built for each decoder layer: its class, parameter names and shapes, per-layer
+    attention settings (sliding window, layer type) and the config's layer type. Read from the built model,
+    not from the engine, so a layer the engine would group wrongly still shows as different."""
+    n = model.config.num_hidden_layers
+    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
     if len(stacks) != 1:
-        return False
+        return None
+    types = getattr(model.config, "layer_types", None) or [None] * n
 
-    def signature(layer):
-        shapes = tuple((n, tuple(p.shape)) for n, p in layer.named_parameters())
+    def signature(i, layer):
+        shapes = tuple((name, tuple(p.shape)) for name, p in layer.named_parameters())
         attrs = tuple(
-            (n, str(getattr(m, a)))
-            for n, m in layer.named_modules()
+            (name, str(getattr(m, a)))
+            for name, m in layer.named_modules()
             for a in ("sliding_window", "is_sliding", "layer_type", "attention_type", "use_rope")
             if hasattr(m, a)
         )
-        return type(layer), shapes, attrs
+        return type(layer), shapes, attrs, types[i]
 
-    first = signature(stacks[0][0])
-    types = getattr(model.config, "layer_types", None)
-    return all(signature(layer) == first for layer in stacks[0]) and (not types or len(set(types)) == 1)
+    return [signature(i, layer) for i, layer in enumerate(stacks[0])]
+
+
+def _period(sigs: list) -> tuple[int, int] | None:
+    """(a, p): the layers after the first a repeat with period p and L − a is a whole number of periods;
+    the smallest a + 2p below L (uniform layers: (0, 1))."""
+    n = len(sigs)
+    best = None
+    for a in range(0, min(n, 8)):
+        for p in range(1, (n - a) // 2 + 1):
+            if (n - a) % p or a + 2 * p >= n:
+                continue
+            if all(sigs[i] == sigs[a + (i - a) % p] for i in range(a, n)):
+                if best is None or a + 2 * p < sum(best) + best[1]:
+                    best = (a, p)
+                break
+    return best
 
 
 def _with_layers(cfg: dict, k: int) -> dict:
@@ -169,12 +185,20 @@ def reference(key: str) -> dict:
             f"{cfg['model_type']}: remote-code family with no transformers class (hand-checked in test_families)"
         )
     model = _build(cfg)
-    n_layers = model.config.num_hidden_layers
-    if n_layers > 2 and _uniform_layers(model, n_layers):
-        # identical layers: count a 1-layer and a 2-layer copy and extrapolate exactly, c(L) = c(1) + (L−1)·(c(2) − c(1))
-        c1, c2 = _counts(_build(_with_layers(cfg, 1))), _counts(_build(_with_layers(cfg, 2)))
-        counts = {k: c1[k] + (n_layers - 1) * (c2[k] - c1[k]) for k in c1}
-    else:
+    sigs = _layer_signatures(model)
+    period = _period(sigs) if sigs else None
+    counts = None
+    if period:
+        # layers that repeat with period p after a prefix of a: count the first a + p and a + 2p layers and
+        # extrapolate exactly, c(L) = c(a + p) + ((L − a)/p − 1)·(c(a + 2p) − c(a + p)), when the truncated
+        # models are the full model's first layers (else count the full depth)
+        a, p = period
+        short = [_build(_with_layers(cfg, a + p)), _build(_with_layers(cfg, a + 2 * p))]
+        if all(_layer_signatures(m) == sigs[: a + j * p] for j, m in ((1, short[0]), (2, short[1]))):
+            c1, c2 = _counts(short[0]), _counts(short[1])
+            reps = (len(sigs) - a) // p
+            counts = {k: c1[k] + (reps - 1) * (c2[k] - c1[k]) for k in c1}
+    if counts is None:
         counts = _counts(model)
     _REF[key] = {
         "params": counts["params"],
