@@ -202,6 +202,10 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
     ),
     # Ministral (transformers' `ministral`): Mistral with per-layer `layer_types`
     "ministral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True),
+    # InternLM3: transformers builds it as Llama; `qkv_bias` biases q, k, v and o, `bias` the MLP
+    "internlm3": dict(
+        norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="qkv_bias", o_bias="qkv_bias", mlp_bias="bias"
+    ),
     # InternLM2 / 2.5 (remote code): Llama with one fused wqkv projection; biases from `bias`
     "internlm2": dict(
         norm="rms", mlp="gated", pos="rope", tie=False, fused_qkv=True, qkv_bias="bias", o_bias="bias", mlp_bias=False
