@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import variants
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MODELS_DIR = DATA_DIR / "models"
 
@@ -133,13 +135,52 @@ FAMILIES: dict[str, dict[str, Any]] = {
         layer_types=True,
         sinks=True,
     ),
+    # attention / MoE / MTP variants (issue 12): see engine/variants.py for the per-layer fields
+    "kimi_k2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),  # DeepseekV3 code
+    "deepseek_v32": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
+    # GLM-4.5/4.6: q/k/v bias from attention_bias (o_proj never), optional per-head qk norm, half rotary
+    "glm4_moe": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        qk_norm=("use_qk_norm", "head"),
+        moe="deepseek",
+        rotary_default=0.5,
+    ),
+    # MiniMax-M2: RMSNorm over the whole q and k projections, sigmoid router with a score bias, rotary_dim
+    "minimax_m2": dict(norm="rms", mlp="gated", pos="rope", tie=False, qk_norm="full", moe="minimax"),
+    # SmolLM3: Llama with NoPE layers (no_rope_layers[i] = 0), biases from attention_bias / mlp_bias
+    "smollm3": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=True,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        nope=True,
+        layer_types=True,
+    ),
+    # Llama-4 text: chunked attention on RoPE layers, NoPE layers with temperature tuning, L2 qk norm,
+    # MoE layers (routed experts + a shared expert) interleaved with dense ones
+    "llama4_text": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        nope=True,
+        layer_types=True,
+        moe="llama4",
+    ),
 }
 
 # Fields whose presence changes the math in a way this engine does not represent.
 UNSUPPORTED_FIELDS = {
     "parallel_attn": "parallel attention/MLP blocks",
     "use_parallel_residual": "parallel residual blocks",
-    "num_nextn_predict_layers": None,  # DeepSeek MTP heads: transformers does not build them; ignored (see docs)
 }
 
 # FLOPs per element of each activation function (documented convention, see docs/conventions).
@@ -169,7 +210,13 @@ class AttentionSpec:
     qk_norm: str | None = None  # None, "head" (per-head RMSNorm of head_dim), "full" (whole projection)
     sinks: bool = False  # per-head attention-sink logits (gpt-oss)
     softcap: bool = False  # tanh soft-capping of scores (gemma-2)
-    rotary_dim: int = 0  # dims rotated per head (0 for learned positions)
+    rotary_dim: int = 0  # dims rotated per head (0 for learned positions and NoPE layers)
+    chunk: int | None = None  # chunked local attention (Llama-4): a query sees the keys of its own chunk only
+    temperature: bool = False  # per-query attention temperature on q (Llama-4 NoPE layers)
+    # sparse attention with an indexer (DeepSeek-V3.2 DSA): indexer heads, head dim, keys kept per query
+    index_heads: int = 0
+    index_head_dim: int = 0
+    index_topk: int = 0
     # MLA (DeepSeek-V2/V3)
     q_lora_rank: int | None = None
     kv_lora_rank: int = 0
@@ -180,7 +227,7 @@ class AttentionSpec:
         """Elements one token adds to this layer's KV cache."""
         if self.kind == "mla":
             # MLA caches the shared latent c_KV and the decoupled RoPE key, not per-head K and V
-            return self.kv_lora_rank + self.qk_rope_head_dim
+            return self.kv_lora_rank + self.qk_rope_head_dim + self.index_head_dim  # + the indexer's key
         return self.num_kv_heads * (self.head_dim + self.v_head_dim)  # K and V of every KV head
 
 
@@ -233,6 +280,11 @@ class ModelConfig:
     lm_head_bias: bool = False
     embed_dim: int = 0  # OPT word_embed_proj_dim (== hidden when no projection)
     quantization: dict | None = None
+    # multi-token prediction: MTP modules the config declares (transformers does not build them), the
+    # decoder block of one; ``mtp_head`` marks a ModelConfig that IS that module (a speculative draft)
+    mtp_layers: int = 0
+    mtp_layer: LayerType | None = None
+    mtp_head: bool = False
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -447,7 +499,7 @@ def _flag(cfg: dict, spec: Any, default: bool = False) -> bool:
 
 
 # transformers' ALLOWED_LAYER_TYPES (configuration_utils) and what this engine does with each
-LAYER_KINDS_SUPPORTED = ("full_attention", "sliding_attention")
+LAYER_KINDS_SUPPORTED = ("full_attention", "sliding_attention", "chunked_attention")
 LAYER_KINDS_KNOWN = (
     "full_attention",
     "sliding_attention",
@@ -459,6 +511,17 @@ LAYER_KINDS_KNOWN = (
     "deepseek_sparse_attention",
     "compressed_sparse_attention",
 )
+
+
+def _indexer(cfg: dict) -> dict:
+    """DeepSeek-V3.2 sparse attention: the lightning indexer's heads and head dim, and keys kept per query."""
+    if _opt_int(cfg, "q_lora_rank", None, minimum=1) is None:
+        raise ValueError("config field 'q_lora_rank' is required by the sparse-attention indexer (index_topk)")
+    return dict(
+        index_heads=_opt_int(cfg, "index_n_heads", 64, minimum=1),
+        index_head_dim=_opt_int(cfg, "index_head_dim", 128, minimum=1),
+        index_topk=_opt_int(cfg, "index_topk", 2048, minimum=1),
+    )
 
 
 def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> list[str]:
@@ -480,6 +543,8 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
                     f"config field 'layer_types' has {t!r}{known}; supported: {', '.join(LAYER_KINDS_SUPPORTED)}"
                 )
         kinds = list(given)
+    elif fam.get("nope"):
+        kinds = variants.nope_layer_kinds(cfg, cfg.get("model_type"), n)  # Llama-4 / SmolLM3 defaults
     elif fam.get("alternate_sliding"):
         kinds = [
             "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)
@@ -572,10 +637,17 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
 
     # --- attention per layer ----------------------------------------------------------------
     rope = fam["pos"] == "rope"
-    prf = float(cfg.get("partial_rotary_factor", 1.0) or 1.0)
+    rot_dim = variants.rotary_dim(cfg, head_dim, fam.get("rotary_default", 1.0)) if rope else 0
+    uses_rope = variants.rope_layers(cfg, n_layers) if fam.get("nope") else [True] * n_layers
     softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
+    qk_norm = fam.get("qk_norm")
+    if isinstance(qk_norm, tuple):  # (config flag, kind): the norm exists only when the flag is set
+        qk_norm = qk_norm[1] if cfg.get(qk_norm[0]) else None
+    chunk = variants.attention_chunk(cfg) if "chunked_attention" in kinds else None
+    l4 = mt == "llama4_text"
 
-    def attn(win: int | None) -> AttentionSpec:
+    def attn(win: int | None, i: int | None = None) -> AttentionSpec:
+        """The attention of layer i (None: a layer with RoPE and no window or chunk, e.g. an MTP block)."""
         if fam.get("mla"):
             kv_lora = _req_int(cfg, "kv_lora_rank")
             rope_d = _req_int(cfg, "qk_rope_head_dim")
@@ -595,7 +667,13 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 kv_lora_rank=kv_lora,
                 qk_rope_head_dim=rope_d,
                 qk_nope_head_dim=nope_d,
+                **(_indexer(cfg) if fam.get("indexer") else {}),
             )
+        has_rope = i is None or uses_rope[i]
+        chunked = i is not None and kinds[i] == "chunked_attention"
+        norm_kind = qk_norm
+        if l4:  # Llama-4: a weightless L2 norm of q and k on RoPE layers only
+            norm_kind = "l2" if (cfg.get("use_qk_norm", True) and has_rope) else None
         return AttentionSpec(
             kind="mha",
             num_heads=n_heads,
@@ -606,10 +684,12 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             qkv_bias=qkv_bias,
             o_bias=o_bias,
             fused_qkv=bool(fam.get("fused_qkv")),
-            qk_norm=fam.get("qk_norm"),
+            qk_norm=norm_kind,
             sinks=bool(fam.get("sinks")),
             softcap=softcap,
-            rotary_dim=int(head_dim * prf) if rope else 0,
+            rotary_dim=rot_dim if has_rope else 0,
+            chunk=chunk if chunked else None,
+            temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
         )
 
     # --- MLP per layer --------------------------------------------------------------------
@@ -675,11 +755,36 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 num_experts=E,
                 top_k=k,
                 shared_intermediate_size=moe_inter * n_shared,
-                router_score_bias=(mt == "deepseek_v3"),
+                router_score_bias=(mt != "deepseek_v2"),  # V3-style e_score_correction_bias
             )
             first_dense = _opt_int(cfg, "first_k_dense_replace", 0) or 0
             freq = _opt_int(cfg, "moe_layer_freq", 1, minimum=1)
             is_moe = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
+        elif moe_kind == "minimax":
+            # MiniMax-M2: every layer MoE; sigmoid router with e_score_correction_bias; no shared expert
+            E = _req_int(cfg, "num_local_experts", "num_experts")
+            k = _req_int(cfg, "num_experts_per_tok")
+            moe_mlp = MLPSpec(
+                kind="moe", intermediate_size=inter, gated=True, act=act, num_experts=E, top_k=k, router_score_bias=True
+            )
+            is_moe = [True] * n_layers
+        elif moe_kind == "llama4":
+            # Llama-4: routed experts of intermediate_size + one shared expert of the same width on MoE
+            # layers; dense layers use intermediate_size_mlp
+            E = _req_int(cfg, "num_local_experts")
+            k = _req_int(cfg, "num_experts_per_tok")
+            moe_mlp = MLPSpec(
+                kind="moe",
+                intermediate_size=inter,
+                gated=True,
+                act=act,
+                num_experts=E,
+                top_k=k,
+                shared_intermediate_size=inter,
+            )
+            dense_mlp = replace(dense_mlp, intermediate_size=_req_int(cfg, "intermediate_size_mlp"))
+            moe_idx = variants.llama4_moe_layers(cfg, n_layers)
+            is_moe = [i in moe_idx for i in range(n_layers)]
         if moe_mlp is not None and moe_mlp.top_k > moe_mlp.num_experts:
             raise ValueError(
                 f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
@@ -692,7 +797,9 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if mt == "phi" and cfg.get("qk_layernorm"):
         raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
     # each layer's (attention, MLP) spec; identical layers form one LayerType counted once and multiplied
-    per_layer = [(attn(window if sliding[i] else None), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)]
+    per_layer = [
+        (attn(window if sliding[i] else None, i), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)
+    ]
     any_sliding = any(sliding)
     any_moe = any(is_moe)
     any_full = not all(sliding)
@@ -706,6 +813,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             parts.append("moe" if m_spec.kind == "moe" else "dense")
         if any_sliding and any_full:
             parts.append("sliding" if a_spec.window is not None else "full")
+        elif chunk is not None and not all(k == "chunked_attention" for k in kinds):
+            parts.append("chunked" if a_spec.chunk is not None else ("nope" if not a_spec.rotary_dim else "full"))
         lt_name = "+".join(parts) if parts else "decoder"
         layer_types.append(
             LayerType(
@@ -738,6 +847,22 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if embed_dim != h:
         raise ValueError("config field 'word_embed_proj_dim' ≠ hidden_size (OPT-350m projections) is not supported")
 
+    # multi-token prediction: a decoder block as the family builds it past the last layer (MoE where the
+    # family has experts: transformers' get_mtp_config sets first_k_dense_replace = 0)
+    n_mtp = variants.mtp_count(cfg)
+    mtp_lt = None
+    if n_mtp:
+        mk = variants.mtp_kind(cfg)
+        mtp_lt = LayerType(
+            name="mtp",
+            count=1,
+            attention=attn(window if mk == "sliding_attention" else None),
+            mlp=moe_mlp if moe_mlp is not None else dense_mlp,
+            norms=norms_per_layer,
+            post_norms=post,
+            parallel=parallel,
+        )
+
     quant = cfg.get("quantization_config")
     return ModelConfig(
         name=str(name),
@@ -756,5 +881,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         lm_head_bias=_flag(cfg, fam.get("lm_head_bias", False)),
         embed_dim=embed_dim,
         quantization=quant if isinstance(quant, dict) else None,
+        mtp_layers=n_mtp,
+        mtp_layer=mtp_lt,
         raw=cfg,
     )
