@@ -138,6 +138,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
     # attention / MoE / MTP variants (issue 12): see engine/variants.py for the per-layer fields
     "kimi_k2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),  # DeepseekV3 code
     "deepseek_v32": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
+    # GLM-5: DeepSeek-V3.2's MLA + indexer layout; `indexer_types` "shared" layers reuse the previous selection
+    "glm_moe_dsa": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
     # GLM-4.5/4.6: q/k/v bias from attention_bias (o_proj never), optional per-head qk norm, half rotary
     "glm4_moe": dict(
         norm="rms",
@@ -513,14 +515,21 @@ LAYER_KINDS_KNOWN = (
 )
 
 
-def _indexer(cfg: dict) -> dict:
-    """DeepSeek-V3.2 sparse attention: the lightning indexer's heads and head dim, and keys kept per query."""
+def _indexer(cfg: dict, i: int | None, n_layers: int) -> dict:
+    """DeepSeek-V3.2 sparse attention: the lightning indexer's heads and head dim, and keys kept per query.
+
+    A GLM-5 layer whose ``indexer_types`` entry is "shared" has no indexer (it reuses the previous layer's
+    top-k selection) but still attends only the selected keys.
+    """
     if _opt_int(cfg, "q_lora_rank", None, minimum=1) is None:
         raise ValueError("config field 'q_lora_rank' is required by the sparse-attention indexer (index_topk)")
+    topk = _opt_int(cfg, "index_topk", 2048, minimum=1)
+    if i is not None and variants.indexer_kind(cfg, n_layers, i) == "shared":
+        return dict(index_topk=topk)
     return dict(
         index_heads=_opt_int(cfg, "index_n_heads", 64, minimum=1),
         index_head_dim=_opt_int(cfg, "index_head_dim", 128, minimum=1),
-        index_topk=_opt_int(cfg, "index_topk", 2048, minimum=1),
+        index_topk=topk,
     )
 
 
@@ -533,6 +542,9 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
     """
     n = n_layers
     given = cfg.get("layer_types")
+    if given is not None and fam.get("indexer") and isinstance(given, list):
+        # DSA models name every layer after its sparse attention; the per-layer indexer is in indexer_types
+        given = ["full_attention" if t in ("indexed_attention", "deepseek_sparse_attention") else t for t in given]
     if given is not None:
         if not isinstance(given, list) or len(given) != n:
             raise ValueError(f"config field 'layer_types' must list {n} entries (one per layer)")
@@ -667,7 +679,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 kv_lora_rank=kv_lora,
                 qk_rope_head_dim=rope_d,
                 qk_nope_head_dim=nope_d,
-                **(_indexer(cfg) if fam.get("indexer") else {}),
+                **(_indexer(cfg, i, n_layers) if fam.get("indexer") else {}),
             )
         has_rope = i is None or uses_rope[i]
         chunked = i is not None and kinds[i] == "chunked_attention"
@@ -760,6 +772,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             first_dense = _opt_int(cfg, "first_k_dense_replace", 0) or 0
             freq = _opt_int(cfg, "moe_layer_freq", 1, minimum=1)
             is_moe = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
+            if cfg.get("mlp_layer_types") is not None:  # GLM-5: "dense" / "sparse" per layer
+                is_moe = variants.mlp_layer_types(cfg, n_layers)
         elif moe_kind == "minimax":
             # MiniMax-M2: every layer MoE; sigmoid router with e_score_correction_bias; no shared expert
             E = _req_int(cfg, "num_local_experts", "num_experts")
@@ -813,8 +827,11 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             parts.append("moe" if m_spec.kind == "moe" else "dense")
         if any_sliding and any_full:
             parts.append("sliding" if a_spec.window is not None else "full")
-        elif chunk is not None and not all(k == "chunked_attention" for k in kinds):
-            parts.append("chunked" if a_spec.chunk is not None else ("nope" if not a_spec.rotary_dim else "full"))
+        elif len({(a.chunk is not None, rope and not a.rotary_dim) for a, _ in per_layer}) > 1:
+            # chunked (Llama-4) or NoPE (Llama-4, SmolLM3) layers among full RoPE ones
+            parts.append(
+                "chunked" if a_spec.chunk is not None else ("nope" if rope and not a_spec.rotary_dim else "full")
+            )
         lt_name = "+".join(parts) if parts else "decoder"
         layer_types.append(
             LayerType(

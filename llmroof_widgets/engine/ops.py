@@ -604,7 +604,8 @@ class PassBuilder:
         absorbed = self.mla == "absorbed" and not self.prefill and self.T == 1
         topk = None
         if a.index_topk:
-            self.sparse_indexer(a)
+            if a.index_heads:  # a GLM-5 "shared" layer reuses the previous layer's selection
+                self.sparse_indexer(a)
             # serving kernels (FlashMLA sparse) attend the k selected keys; transformers' eager code
             # (mla="naive") masks the others out of a dense score matrix
             topk = a.index_topk if self.mla == "absorbed" else None

@@ -90,6 +90,31 @@ def llama4_moe_layers(cfg: dict, n_layers: int) -> set[int]:
     return set(range(step - 1, n_layers, step))
 
 
+def indexer_kind(cfg: dict, n_layers: int, i: int) -> str:
+    """GLM-5's ``indexer_types[i]``: "full" (the layer runs its indexer) or "shared" (reuses the previous
+    full layer's top-k), from the list, ``index_topk_pattern``, or ``index_topk_freq`` /
+    ``index_skip_topk_offset`` as GlmMoeDsaConfig derives it (DeepSeek-V3.2: every layer full)."""
+    given = cfg.get("indexer_types")
+    if given is None and cfg.get("index_topk_pattern") is not None:
+        pat = cfg["index_topk_pattern"]
+        given = [{"F": "full", "S": "shared"}.get(c, c) for c in pat] if isinstance(pat, str) else list(pat)
+    if given is not None:
+        if not isinstance(given, list) or len(given) != n_layers or any(t not in ("full", "shared") for t in given):
+            raise ValueError(f"config field 'indexer_types' must list {n_layers} entries of 'full' or 'shared'")
+        return given[i]
+    freq = max(_int_field(cfg, "index_topk_freq", 1, minimum=1), 1)
+    offset = _int_field(cfg, "index_skip_topk_offset", 2, minimum=0)
+    return "full" if max(i - offset + 1, 0) % freq == 0 else "shared"
+
+
+def mlp_layer_types(cfg: dict, n_layers: int) -> list[bool]:
+    """Whether each layer's MLP is MoE, from ``mlp_layer_types`` ("dense" / "sparse")."""
+    given = cfg.get("mlp_layer_types")
+    if not isinstance(given, list) or len(given) != n_layers or any(t not in ("dense", "sparse") for t in given):
+        raise ValueError(f"config field 'mlp_layer_types' must list {n_layers} entries of 'dense' or 'sparse'")
+    return [t == "sparse" for t in given]
+
+
 MTP_FIELDS = ("num_nextn_predict_layers", "num_mtp_layers", "mtp_num_hidden_layers")
 
 
