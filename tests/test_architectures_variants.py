@@ -279,3 +279,40 @@ def test_mtp_fields_parsed():
     two = lr.analyze(dict(base, num_nextn_predict_layers=2), H100, prompt_len=8, gen_len=2)
     one = lr.analyze(dict(base, num_nextn_predict_layers=1), H100, prompt_len=8, gen_len=2)
     assert two.params_mtp == 2 * one.params_mtp > 0 and two.params_total == one.params_total
+
+
+# ---- KV shared across layers, per-layer inputs, AltUp, LAuReL (Gemma-3n) -------------------------
+
+
+def test_gemma3n_shared_kv_memory():
+    m = lr.load_model("gemma-3n-e4b")
+    plan = m.layer_plan
+    # 35 layers: every 5th full; the first 10 with activation sparsity; the last 15 reuse earlier K/V
+    assert plan[0] == "sliding+sparse-act" and plan[4] == "full+sparse-act" and plan[10] == "sliding"
+    assert plan[20] == "sliding+kv-shared" and plan[34] == "full+kv-shared"
+    P = 4096
+    r = lr.analyze(m, H100, batch_size=1, prompt_len=P, gen_len=1).to_dict()
+    per_layer_token = 2 * 2 * 256 * 2  # K and V, 2 KV heads × 256, fp16
+    # only layers 0–19 hold a cache: 4 full ones (P tokens) and 16 sliding ones (window − 1 = 511)
+    assert r["memory"]["kv_cache_prompt_bytes"] == (4 * P + 16 * 511) * per_layer_token
+    assert r["memory"]["kv_bytes_per_token"] == 20 * per_layer_token
+    shared, own = ops(r["decode"], "full+kv-shared"), ops(r["decode"], "full")
+    assert "k_proj" not in shared and "v_proj" not in shared and "k_proj" in own
+    # a shared layer still reads the K/V of its producer: the same attention as the layer it borrows from
+    assert shared["attn_score"]["matmul_flops"] == own["attn_score"]["matmul_flops"] == 2 * 8 * 256 * (P + 1)
+    assert shared["attn_score"]["kv_bytes"] == own["attn_score"]["kv_bytes"] == (P + 1) * 2 * 256 * 2
+
+
+def test_gemma3n_extras_by_hand():
+    r = lr.analyze("gemma-3n-e2b", H100, batch_size=1, prompt_len=64, gen_len=1).to_dict()
+    h, P, n, L = 2048, 256, 4, 30
+    model = ops(r["decode"], "model")
+    assert model["per_layer_model_projection"]["matmul_flops"] == 2 * h * L * P
+    assert model["embed_tokens_per_layer"]["params"] == 262144 * L * P
+    assert model["altup_projection_1"]["params"] == h * h and "altup_unembed_projection_3" in model
+    layer = ops(r["decode"], "sliding")
+    assert layer["altup_predict_mix"]["matmul_flops"] == 2 * h * n * n  # n streams mixed by n × n coefficients
+    assert layer["laurel_left"]["params"] == h * 64 and layer["laurel_right"]["params"] == 64 * h
+    assert layer["per_layer_input_gate"]["matmul_flops"] == 2 * h * P
+    assert layer["gate_proj"]["params"] == h * 8192
+    assert layer["altup_correct_modality_router"]["params"] == 0  # the predict step's router, run again

@@ -85,7 +85,14 @@ def _cache_numel(cache) -> int:
     return total
 
 
-_PER_LAYER_LISTS = ("layer_types", "no_rope_layers", "mlp_layer_types", "indexer_types")
+_PER_LAYER_LISTS = (
+    "layer_types",
+    "no_rope_layers",
+    "mlp_layer_types",
+    "indexer_types",
+    "intermediate_size",
+    "activation_sparsity_pattern",
+)
 
 
 def _shortened(cfg: dict) -> dict:
@@ -110,6 +117,16 @@ def _shortened(cfg: dict) -> dict:
     for k in ("moe_layers", "mlp_only_layers"):
         if isinstance(cfg.get(k), list):
             out[k] = [i for i in cfg[k] if i < n]
+    if cfg.get("num_kv_shared_layers"):
+        # Gemma-3n (every layer defined by its per-layer lists and the KV-shared tail): one layer of each
+        # type, in order, the shared ones last as in the full model
+        keep = sorted(plan.index(name) for name in set(plan))
+        out["num_hidden_layers"] = len(keep)
+        for k in _PER_LAYER_LISTS:
+            if isinstance(cfg.get(k), list):
+                out[k] = [cfg[k][i] for i in keep]
+        first_shared = len(plan) - cfg["num_kv_shared_layers"]
+        out["num_kv_shared_layers"] = sum(i >= first_shared for i in keep)
     return out
 
 

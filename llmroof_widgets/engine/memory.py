@@ -32,7 +32,7 @@ def params_total(rows: list[Row]) -> int:
 
 def _kv_elems_local(lt, opts: Options) -> float:
     a = lt.attention
-    if a.kind == "mla":
+    if a.kind == "mla" or a.kv_shared:
         return a.kv_elements_per_token()  # the latent is replicated on every TP rank
     return kv_heads_per_device(a.num_kv_heads, opts.tp) * (a.head_dim + a.v_head_dim)
 

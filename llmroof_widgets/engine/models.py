@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from . import variants
+from . import families_gemma3n, variants
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MODELS_DIR = DATA_DIR / "models"
@@ -164,6 +164,20 @@ FAMILIES: dict[str, dict[str, Any]] = {
         nope=True,
         layer_types=True,
     ),
+    # Gemma-3n text: KV shared by the last layers, per-layer inputs, AltUp, LAuReL (engine/families_gemma3n.py)
+    "gemma3n_text": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=True,
+        embed_scale=True,
+        post_norms=True,
+        qk_norm="head",
+        softcap=True,
+        layer_types=True,
+        sliding_pattern=5,
+        gemma3n=True,
+    ),
     # Llama-4 text: chunked attention on RoPE layers, NoPE layers with temperature tuning, L2 qk norm,
     # MoE layers (routed experts + a shared expert) interleaved with dense ones
     "llama4_text": dict(
@@ -213,6 +227,8 @@ class AttentionSpec:
     sinks: bool = False  # per-head attention-sink logits (gpt-oss)
     softcap: bool = False  # tanh soft-capping of scores (gemma-2)
     rotary_dim: int = 0  # dims rotated per head (0 for learned positions and NoPE layers)
+    kv_shared: bool = False  # reuses an earlier layer's K/V (Gemma-3n): no k/v projections, no cache of its own
+    v_norm: bool = False  # a weightless RMSNorm of v (Gemma-3n)
     chunk: int | None = None  # chunked local attention (Llama-4): a query sees the keys of its own chunk only
     temperature: bool = False  # per-query attention temperature on q (Llama-4 NoPE layers)
     # sparse attention with an indexer (DeepSeek-V3.2 DSA): indexer heads, head dim, keys kept per query
@@ -227,6 +243,8 @@ class AttentionSpec:
 
     def kv_elements_per_token(self) -> int:
         """Elements one token adds to this layer's KV cache."""
+        if self.kv_shared:
+            return 0  # the layer attends another layer's cache
         if self.kind == "mla":
             # MLA caches the shared latent c_KV and the decoupled RoPE key, not per-head K and V
             return self.kv_lora_rank + self.qk_rope_head_dim + self.index_head_dim  # + the indexer's key
@@ -249,6 +267,7 @@ class MLPSpec:
     router_score_bias: bool = False  # DeepSeek-V3 e_score_correction_bias
     shared_intermediate_size: int = 0  # total width of the shared expert(s)
     shared_gate: bool = False  # Qwen-MoE sigmoid gate on the shared expert
+    act_sparsity: bool = False  # Gemma-3n gaussian top-k on the gate activations (element-wise)
 
 
 @dataclass(frozen=True)
@@ -287,6 +306,7 @@ class ModelConfig:
     mtp_layers: int = 0
     mtp_layer: LayerType | None = None
     mtp_head: bool = False
+    gemma3n: dict | None = None  # Gemma-3n extras (families_gemma3n.parse)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -562,7 +582,8 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
             "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)
         ]  # gemma-2: even layers slide
     elif fam.get("layer_types"):
-        pattern = _opt_int(cfg, "sliding_window_pattern", 6, minimum=1)  # gemma-3: every pattern-th layer is full
+        # gemma-3: every pattern-th layer is full (6; Gemma-3n: 5)
+        pattern = _opt_int(cfg, "sliding_window_pattern", fam.get("sliding_pattern", 6), minimum=1)
         kinds = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)]
     elif fam.get("sliding_all"):
         kinds = ["sliding_attention"] * n
@@ -619,6 +640,10 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     elif mt == "gpt_oss":
         inter = _req_int(cfg, "intermediate_size")
         act = "gpt_oss_glu"
+    elif fam.get("gemma3n"):
+        g3n = families_gemma3n.parse(cfg, n_layers, _req_int)
+        inter = g3n["intermediate_sizes"][0]
+        act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
     else:
         inter = _req_int(cfg, "intermediate_size")
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
@@ -701,6 +726,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             softcap=softcap,
             rotary_dim=rot_dim if has_rope else 0,
             chunk=chunk if chunked else None,
+            kv_shared=bool(fam.get("gemma3n")) and i is not None and i >= g3n["first_shared"],
+            v_norm=bool(fam.get("gemma3n")),
             temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
         )
 
@@ -814,6 +841,11 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     per_layer = [
         (attn(window if sliding[i] else None, i), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)
     ]
+    if fam.get("gemma3n"):  # per-layer MLP widths and activation sparsity
+        per_layer = [
+            (a, replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i]))
+            for i, (a, mlp) in enumerate(per_layer)
+        ]
     any_sliding = any(sliding)
     any_moe = any(is_moe)
     any_full = not all(sliding)
@@ -827,6 +859,10 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             parts.append("moe" if m_spec.kind == "moe" else "dense")
         if any_sliding and any_full:
             parts.append("sliding" if a_spec.window is not None else "full")
+        if a_spec.kv_shared:
+            parts.append("kv-shared")
+        if m_spec.act_sparsity:
+            parts.append("sparse-act")
         elif len({(a.chunk is not None, rope and not a.rotary_dim) for a, _ in per_layer}) > 1:
             # chunked (Llama-4) or NoPE (Llama-4, SmolLM3) layers among full RoPE ones
             parts.append(
@@ -898,6 +934,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         lm_head_bias=_flag(cfg, fam.get("lm_head_bias", False)),
         embed_dim=embed_dim,
         quantization=quant if isinstance(quant, dict) else None,
+        gemma3n=g3n if fam.get("gemma3n") else None,
         mtp_layers=n_mtp,
         mtp_layer=mtp_lt,
         raw=cfg,

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from . import families_gemma3n
 from .models import ACT_FLOPS, AttentionSpec, LayerType, MLPSpec, ModelConfig
 from .options import Options, kv_heads_per_device
 from .precision import Precision, compute_dtype
@@ -557,17 +558,25 @@ class PassBuilder:
             r.kv_bytes += kv_out * p.kv
         else:
             self.linear("q_proj", N, h, H * d, bias=a.qkv_bias, split="col")
-            self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
-            self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
+            if not a.kv_shared:  # a KV-shared layer (Gemma-3n) attends an earlier layer's K and V
+                self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
+                self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
+        Hkv_new = 0 if a.kv_shared else Hkvl  # KV heads this layer computes (rotary, norms)
         if a.qk_norm == "l2":
             self.elementwise("qk_norm", N * (Hl + Hkvl) * d, L2_FLOPS, what="L2 norm of q and k (no weights)")
         elif a.qk_norm:
-            w = 2 * d if a.qk_norm == "head" else (H + Hkv) * d
-            r = self.elementwise("qk_norm", N * (Hl + Hkvl) * d, RMS_FLOPS, weight_elems=w, what="RMSNorm of q and k")
+            w = (1 if a.kv_shared else 2) * d if a.qk_norm == "head" else (H + Hkv) * d
+            r = self.elementwise(
+                "qk_norm", N * (Hl + Hkv_new) * d, RMS_FLOPS, weight_elems=w, what="RMSNorm of q and k"
+            )
             if a.qk_norm == "full" and tp > 1:
                 r.weight_bytes = r.resident = (Hl + Hkvl) * d * p.hp
+        if a.v_norm and Hkv_new:
+            self.elementwise("v_norm", N * Hkv_new * dv, RMS_FLOPS - 1, what="RMSNorm of v (no weight)")
         if a.rotary_dim:
-            self.elementwise("rotary", N * (Hl + Hkvl) * a.rotary_dim, ROPE_FLOPS, what="rotary embedding of q and k")
+            self.elementwise(
+                "rotary", N * (Hl + Hkv_new) * a.rotary_dim, ROPE_FLOPS, what="rotary embedding of q and k"
+            )
         if a.temperature:
             # Llama-4 NoPE layers: q scaled by 1 + attn_scale·log(1 + ⌊(pos + 1)/floor_scale⌋), one multiply
             self.elementwise("attn_temperature", N * Hl * d, 1, what="per-position temperature of q")
@@ -702,6 +711,9 @@ class PassBuilder:
             else:
                 self.linear(prefix + "gate_proj", N, h, I, bias=mlp.bias, split="col")
                 self.linear(prefix + "up_proj", N, h, I, bias=mlp.bias, split="col")
+            if mlp.act_sparsity:
+                # Gemma-3n: keep gate values above mean + z·std (mean, std, subtract, ReLU per element)
+                self.elementwise(prefix + "act_sparsity", N * Il, 5, what="gaussian top-k of the gate")
             self.elementwise(prefix + "act_mul", N * Il, act + 1, reads=2, writes=1, what=f"{mlp.act}(gate)·up")
             self.linear(prefix + "down_proj", N, I, h, bias=mlp.bias, split="row")
         else:
@@ -808,6 +820,8 @@ class PassBuilder:
     def layer(self, lt: LayerType, count):
         self._lt, self._count = lt.name, count
         h, N = self.m.hidden_size, self.N
+        if self.m.gemma3n:
+            families_gemma3n.layer_pre(self, lt)
         self.norm("attn_norm", N, h)
         if lt.attention.kind == "mla":
             self.mla_attention(lt.attention)
@@ -831,6 +845,8 @@ class PassBuilder:
         if lt.post_norms:
             self.norm("post_mlp_norm", N, h)
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
+        if self.m.gemma3n:
+            families_gemma3n.layer_post(self, lt)
 
     def build(self, layer_fraction: float = 1.0) -> list[Row]:
         """All rows of the pass; ``layer_fraction`` < 1 runs that mean share of the layers (early exit)."""
@@ -877,9 +893,13 @@ class PassBuilder:
             r.params = m.position_rows * h  # the rows read are counted as one of its two inputs
             r.resident = m.position_rows * h * p.hp
             r.wclass = "hp"
+        if m.gemma3n:
+            families_gemma3n.model_ops(self)
         for lt in m.layer_types:
             self.layer(lt, lt.count * layer_fraction)
         self._lt, self._count = "model", 1
+        if m.gemma3n:
+            families_gemma3n.model_ops_after(self)
         self.norm("final_norm", N, h)
         nl = self.B * self.logits_tokens
         r = self.linear(
