@@ -316,3 +316,35 @@ def test_gemma3n_extras_by_hand():
     assert layer["per_layer_input_gate"]["matmul_flops"] == 2 * h * P
     assert layer["gate_proj"]["params"] == h * 8192
     assert layer["altup_correct_modality_router"]["params"] == 0  # the predict step's router, run again
+
+
+def test_variant_fields_fail_loudly():
+    base = dict(
+        model_type="llama",
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        vocab_size=10,
+    )
+    with pytest.raises(ValueError, match="attention_chunk_size"):
+        lr.load_model(dict(base, layer_types=["chunked_attention", "full_attention"]))
+    m = lr.load_model(dict(base, layer_types=["chunked_attention", "full_attention"], attention_chunk_size=16))
+    assert [lt.attention.chunk for lt in sorted(m.layer_types, key=lambda lt: lt.layers)] == [16, None]
+    l4 = dict(base, model_type="llama4_text", num_local_experts=2, num_experts_per_tok=1, intermediate_size_mlp=128)
+    with pytest.raises(ValueError, match="no_rope_layers"):
+        lr.load_model(dict(l4, no_rope_layers=[1, 2]))
+    with pytest.raises(ValueError, match="moe_layers"):
+        lr.load_model(dict(l4, moe_layers=[5]))
+    with pytest.raises(ValueError, match="intermediate_size_mlp"):
+        lr.load_model({k: v for k, v in l4.items() if k != "intermediate_size_mlp"})
+    ds = lr.load_model("deepseek-v3.2").raw
+    with pytest.raises(ValueError, match="indexer_types"):
+        lr.load_model(dict(ds, model_type="glm_moe_dsa", indexer_types=["full"]))
+    with pytest.raises(ValueError, match="q_lora_rank"):
+        lr.load_model(dict(ds, q_lora_rank=None))
+    g3n = lr.load_model("gemma-3n-e2b").raw
+    with pytest.raises(ValueError, match="num_kv_shared_layers"):
+        lr.load_model(dict(g3n, num_kv_shared_layers=30))
+    with pytest.raises(ValueError, match="intermediate_size"):
+        lr.load_model(dict(g3n, intermediate_size=[8192] * 3))

@@ -680,7 +680,9 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     qk_norm = fam.get("qk_norm")
     if isinstance(qk_norm, tuple):  # (config flag, kind): the norm exists only when the flag is set
         qk_norm = qk_norm[1] if cfg.get(qk_norm[0]) else None
-    chunk = variants.attention_chunk(cfg) if "chunked_attention" in kinds else None
+    chunk = (
+        variants.attention_chunk(cfg, 8192 if mt == "llama4_text" else None) if "chunked_attention" in kinds else None
+    )
     l4 = mt == "llama4_text"
 
     def attn(win: int | None, i: int | None = None) -> AttentionSpec:

@@ -70,10 +70,11 @@ def nope_layer_kinds(cfg: dict, model_type: str, n_layers: int) -> list[str]:
     return ["sliding_attention" if sliding and not r else "full_attention" for r in rope]  # SmolLM3's rule
 
 
-def attention_chunk(cfg: dict) -> int:
-    v = cfg.get("attention_chunk_size", 8192)
+def attention_chunk(cfg: dict, default: int | None = None) -> int:
+    """Keys per chunk of a ``chunked_attention`` layer (Llama4TextConfig's default: 8192)."""
+    v = cfg.get("attention_chunk_size", default)
     if v is None:
-        raise ValueError("config field 'layer_types' has 'chunked_attention' but 'attention_chunk_size' is null")
+        raise ValueError("config field 'layer_types' has 'chunked_attention' but 'attention_chunk_size' is not set")
     return _int_field({"attention_chunk_size": v}, "attention_chunk_size", None, minimum=1)
 
 
