@@ -20,12 +20,9 @@ from typing import Any
 
 
 def _int_field(cfg: dict, key: str, default: int | None, minimum: int = 0) -> int | None:
-    v = cfg.get(key)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
-        raise ValueError(f"config field {key!r} must be an integer ≥ {minimum}, got {v!r}")
-    return int(v)
+    from .models import _opt_int  # the shared strict helper (imported late: models imports this module)
+
+    return _opt_int(cfg, key, default, minimum)
 
 
 def _frac_field(key: str, v: Any) -> float:
