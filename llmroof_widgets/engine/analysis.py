@@ -299,7 +299,9 @@ def analyze(
         computes before masking (what ``FlopCounterMode`` counts)
     mla : for multi-head latent attention (DeepSeek) decode: ``"absorbed"`` (weights absorbed,
         attention over the cached latent, as FlashMLA does) or ``"naive"`` (the latent re-expanded
-        through ``kv_b_proj`` for every cached token at every step, as ``transformers`` does)
+        through ``kv_b_proj`` for every cached token at every step, as ``transformers`` does); with a
+        sparse-attention indexer (DeepSeek-V3.2, GLM-5) "absorbed" attends the ``index_topk`` selected keys
+        (FlashMLA's sparse kernels) and "naive" every key, the others masked (``transformers``' eager code)
     flash_attention : "off" | "ideal" (Q, K, V read once, O written once, no score matrix) | "tiled"
         (FlashAttention-2: query tiles sized by the device's per-SM on-chip memory re-read K and V)
     fused : element-wise operators fused into their neighbours (no bytes of their own)

@@ -865,7 +865,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             parts.append("kv-shared")
         if m_spec.act_sparsity:
             parts.append("sparse-act")
-        elif len({(a.chunk is not None, rope and not a.rotary_dim) for a, _ in per_layer}) > 1:
+        if len({(a.chunk is not None, rope and not a.rotary_dim) for a, _ in per_layer}) > 1:
             # chunked (Llama-4) or NoPE (Llama-4, SmolLM3) layers among full RoPE ones
             parts.append(
                 "chunked" if a_spec.chunk is not None else ("nope" if rope and not a_spec.rotary_dim else "full")
