@@ -92,6 +92,8 @@ _PER_LAYER_LISTS = (
     "indexer_types",
     "intermediate_size",
     "activation_sparsity_pattern",
+    "layers_block_type",
+    "hybrid_override_pattern",  # a string, one character per layer (Nemotron-H)
 )
 
 
@@ -112,7 +114,7 @@ def _shortened(cfg: dict) -> dict:
     out = dict(cfg)
     out["num_hidden_layers" if "num_hidden_layers" in cfg else "n_layer"] = n
     for k in _PER_LAYER_LISTS:
-        if isinstance(cfg.get(k), list):
+        if isinstance(cfg.get(k), (list, str)):
             out[k] = cfg[k][:n]
     for k in ("moe_layers", "mlp_only_layers"):
         if isinstance(cfg.get(k), list):
@@ -156,9 +158,13 @@ def reference(key: str) -> dict:
             mtp_model = MtpModel(model, n_mtp)
         shared = {id(p) for p in model.parameters()}  # the embedding and head it shares with the main model
         mtp = sum(p.numel() for p in mtp_model.parameters() if id(p) not in shared)
-    short = _shortened(cfg)
-    if short is not cfg:
-        model = _build(short)
+    try:
+        short = _shortened(cfg)
+        if short is not cfg:
+            lr.load_model(short)
+            model = _build(short)
+    except (ValueError, TypeError, KeyError):  # a per-layer field _shortened does not know: count it whole
+        short = cfg
     ids = torch.zeros((1, PROMPT), dtype=torch.long, device="meta")
     with torch.no_grad():
         outs = []
