@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_properties import HW_LINKED, _assert_consistent, configs  # the shared random base config and checks
 
 import llmroof_widgets as lr
 from llmroof_widgets.engine.analysis import _mtp_draft
@@ -348,3 +351,76 @@ def test_variant_fields_fail_loudly():
         lr.load_model(dict(g3n, num_kv_shared_layers=30))
     with pytest.raises(ValueError, match="intermediate_size"):
         lr.load_model(dict(g3n, intermediate_size=[8192] * 3))
+
+
+# ---- property test: random variant configs give consistent results or a ValueError ---------------
+
+VARIANT_FAMILIES = ["llama4_text", "smollm3", "glm4_moe", "minimax_m2", "kimi_k2", "deepseek_v32", "glm_moe_dsa"]
+VARIANT_FAMILIES += ["gemma3n_text"]
+
+
+@st.composite
+def variant_configs(draw):
+    cfg = draw(configs())
+    layers = cfg.get("num_hidden_layers")
+    n = layers if isinstance(layers, int) and 0 < layers < 50 else 2
+    cfg["model_type"] = draw(st.sampled_from(VARIANT_FAMILIES))
+    cfg["attention_chunk_size"] = draw(st.sampled_from([None, 4, 16, 8192]))
+    cfg["no_rope_layer_interval"] = draw(st.integers(1, 4))
+    if draw(st.booleans()):
+        cfg["no_rope_layers"] = [draw(st.sampled_from([0, 1])) for _ in range(n)]
+    cfg["interleave_moe_layer_step"] = draw(st.integers(1, 3))
+    cfg["intermediate_size_mlp"] = draw(st.integers(1, 64))
+    cfg["use_qk_norm"] = draw(st.booleans())
+    cfg["index_n_heads"] = draw(st.integers(1, 4))
+    cfg["index_head_dim"] = draw(st.sampled_from([4, 8]))
+    cfg["index_topk"] = draw(st.integers(1, 64))
+    if draw(st.booleans()):
+        cfg["indexer_types"] = [draw(st.sampled_from(["full", "shared"])) for _ in range(n)]
+    if draw(st.booleans()):
+        cfg["mlp_layer_types"] = [draw(st.sampled_from(["dense", "sparse"])) for _ in range(n)]
+    cfg[draw(st.sampled_from(["num_nextn_predict_layers", "num_mtp_layers", "mtp_num_hidden_layers"]))] = draw(
+        st.integers(0, 2)
+    )
+    if draw(st.booleans()):
+        cfg["rotary_dim"] = draw(st.sampled_from([0, 2, 4]))
+    cfg["num_kv_shared_layers"] = draw(st.integers(0, n))
+    cfg["laurel_rank"] = draw(st.integers(1, 8))
+    cfg["altup_num_inputs"] = draw(st.integers(1, 4))
+    cfg["hidden_size_per_layer_input"] = draw(st.integers(1, 8))
+    cfg["vocab_size_per_layer_input"] = draw(st.integers(1, 64))
+    if draw(st.integers(0, 5)) == 0:  # a broken variant field now and then
+        cfg[draw(st.sampled_from(["attention_chunk_size", "index_topk", "no_rope_layers", "moe_layers"]))] = "x"
+    return cfg
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cfg=variant_configs(),
+    prompt=st.integers(1, 80),
+    gen=st.integers(1, 12),
+    mla=st.sampled_from(["absorbed", "naive"]),
+    flash=st.sampled_from(["off", "tiled"]),
+    spec=st.sampled_from([None, (2, 0.7)]),
+    tp=st.sampled_from([1, 2]),
+)
+def test_random_variant_configs_are_consistent_or_value_error(cfg, prompt, gen, mla, flash, spec, tp):
+    sp = None if spec is None else lr.Speculative(draft="mtp", gamma=spec[0], acceptance=spec[1])
+    try:
+        r = lr.analyze(
+            cfg, HW_LINKED, prompt_len=prompt, gen_len=gen, mla=mla, flash_attention=flash, speculative=sp, tp=tp
+        )
+    except ValueError:
+        return
+    d = r.to_dict()
+    _assert_consistent(d, bounds=("compute", "memory", "communication"))
+    assert d["model"]["params_total_with_mtp"] == d["model"]["params_total"] + d["model"]["params_mtp"]
+    assert (d["model"]["params_mtp"] > 0) == (r.model.mtp_layers > 0)
+
+
+def test_gemma3n_shared_layers_need_a_producer():
+    g3n = lr.load_model("gemma-3n-e2b").raw
+    # 30 layers, every 5th full: with 26 shared layers only layers 0–3 (all sliding) produce a cache
+    with pytest.raises(ValueError, match="full_attention"):
+        lr.load_model(dict(g3n, num_kv_shared_layers=26))
+    assert lr.load_model(dict(g3n, num_kv_shared_layers=25)).layer_plan[4] == "full+sparse-act"

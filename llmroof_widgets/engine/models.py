@@ -670,6 +670,13 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
         window = None
     kinds = _layer_kinds(cfg, fam, n_layers, window)
+    if fam.get("gemma3n"):  # a KV-shared layer reads the cache of the last earlier layer of its own kind
+        first = g3n["first_shared"]
+        orphan = sorted(set(kinds[first:]) - set(kinds[:first]))
+        if orphan:
+            raise ValueError(
+                f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
+            )
     sliding = [k == "sliding_attention" for k in kinds]
 
     # --- attention per layer ----------------------------------------------------------------
