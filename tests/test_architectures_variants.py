@@ -394,7 +394,7 @@ def variant_configs(draw):
     return cfg
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cfg=variant_configs(),
     prompt=st.integers(1, 80),
