@@ -32,7 +32,7 @@ def params_total(rows: list[Row]) -> int:
 
 def _kv_elems_local(lt, opts: Options) -> float:
     a = lt.attention
-    if a.kind == "mla":
+    if a.kind == "mla" or a.kv_shared:
         return a.kv_elements_per_token()  # the latent is replicated on every TP rank
     return kv_heads_per_device(a.num_kv_heads, opts.tp) * (a.head_dim + a.v_head_dim)
 
@@ -57,7 +57,7 @@ def kv_cache_bytes(
 ) -> float:
     """KV cache of ``batch`` sequences holding ``context`` tokens, on one device.
 
-    A sliding-window layer keeps its last window − 1 tokens (with the next token's own key that is
+    A sliding-window (chunked-attention) layer keeps its last window − 1 (chunk − 1) tokens (with the next token's own key that is
     the W it attends, as transformers keeps it); eviction keeps ``kv_keep_ratio`` of the tokens (at
     most ``kv_budget``); EP ranks each hold batch/ep sequences; offloaded KV lives in host memory.
     """
@@ -66,6 +66,10 @@ def kv_cache_bytes(
     for lt in model.layer_types:
         a = lt.attention
         kept = context if a.window is None else np.minimum(context, a.window - 1)
+        if a.chunk is not None:
+            # chunked attention: the cache keeps the last chunk − 1 tokens (transformers keeps a chunked
+            # layer like a window of attention_chunk_size); the next token attends at most a whole chunk
+            kept = np.minimum(context, a.chunk - 1)
         if opts.kv_keep_ratio < 1.0 or opts.kv_budget is not None:
             evicted = kept * opts.kv_keep_ratio
             if opts.kv_budget is not None:
