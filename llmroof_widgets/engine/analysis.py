@@ -114,8 +114,7 @@ class Result:
         settings: dict,
         prefill: Phase,
         decode: Phase,
-        step_contexts: np.ndarray,
-        step_times: np.ndarray,
+        steps: generation.DecodeSteps,
         generation_summary: dict,
         memory_summary: dict,
     ):
@@ -124,8 +123,11 @@ class Result:
         self.settings = settings
         self.prefill = prefill
         self.decode = decode
-        self.decode_contexts = step_contexts  # tokens attended at each decode step (cached + 1)
-        self.decode_step_times_s = step_times
+        # a sample of at most MAX_TIMELINE_POINTS decode steps (all of them when fewer), exact at the ends
+        # and break points; the generation's totals sum every step
+        self.decode_step_indices = steps.indices  # which step (or speculative round) each entry is
+        self.decode_contexts = steps.contexts  # tokens attended at that step (cached + 1)
+        self.decode_step_times_s = steps.times_s
         self.generation = generation_summary
         self.memory = memory_summary
 
@@ -150,6 +152,7 @@ class Result:
         gen = dict(self.generation)
         gen["decode_step_times_s"] = [float(x) for x in self.decode_step_times_s]
         gen["decode_contexts"] = [int(x) for x in self.decode_contexts]
+        gen["decode_step_indices"] = [int(x) for x in self.decode_step_indices]
         return {
             "model": {
                 **m.to_dict(),
@@ -373,12 +376,13 @@ def analyze(
         draft_kv_seq = memory.kv_cache_bytes(draft, prec, 1, P + G - 1 + spec.gamma, d_opts)
     pre = Phase("prefill", P, P, pre_rows, pre_time, roof)
 
-    contexts, steps = generation.decode_step_times(
+    steps = generation.decode_step_times(
         m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
     )
     gen = generation.summarize(
-        pre.time_s + draft_prefill, steps, batch=B, gen_len=G, first_step_time=dec.time_s, devices=opts.devices
+        pre.time_s + draft_prefill, steps.total_s, batch=B, gen_len=G, first_step_time=dec.time_s, devices=opts.devices
     )
+    gen["decode_steps"] = steps.steps  # decode steps (speculative: rounds) after the first token
     if spec is not None:
         gen["speculative_tokens_per_round"] = spec.tokens_per_round
         gen["draft_prefill_s"] = draft_prefill
@@ -411,4 +415,4 @@ def analyze(
         )
         for k, v in mem.items()
     }
-    return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)
+    return Result(m, hw, settings, pre, dec, steps, gen, mem)

@@ -1,7 +1,10 @@
 """A whole generation: prefill, then one decode step per new token as the KV cache grows.
 
-The decode steps are evaluated at once: the operator builder takes the array of cached
-lengths ``prompt_len + j`` (j = 0 … gen_len − 2) and every count broadcasts over it.
+Each operator's time per decode step is a maximum of functions linear in the cached length between
+break points (sliding windows, KV budgets, attention chunks). :class:`StepSeries` cuts the steps at
+those points, checks each piece is linear, and sums every piece in closed form: a whole generation
+costs O(pieces × operators) whatever ``gen_len``, and equals the sum of every step evaluated one by
+one. The timeline keeps a bounded sample of the steps (exact at the ends and the break points).
 """
 
 from __future__ import annotations
@@ -52,6 +55,249 @@ class Speculative:
         return (1.0 - a ** (g + 1)) / (1.0 - a)  # expected accepted tokens + the target's own token
 
 
+MAX_TIMELINE_POINTS = 2000  # steps the timeline keeps (exact at its ends and break points); the sums use every step
+_BATCH_SEGMENTS = 2048  # segments evaluated per vectorized builder call: bounds the working set
+_LINEAR_RTOL = 1e-13  # a piece is linear when its interior samples sit on its chord to this relative error
+
+
+def _components(rows, roof: Roof, n: int) -> np.ndarray:
+    """(K, rows, n) times whose maximum per row is that row's time, ``count`` and launch overhead included.
+
+    Row time = count · (max(compute, device memory, host link, communication) + overhead): compute and
+    communication share a line (a row has one or the other); the host-link line is kept only when a row
+    streams bytes over the host link.
+    """
+    c0, c1, c2 = [], [], []
+    host = False
+    for r in rows:
+        tc, tm, th, tk = roof.times(r)
+        ovh = roof.overhead(r) if roof.calibrated and r.kind != "communication" else 0.0
+        k = r.count
+        c0.append(np.broadcast_to(k * (tc + tk + ovh), (n,)))  # compute (or collective) time of the row
+        c1.append(np.broadcast_to(k * (tm + ovh), (n,)))  # device-memory time of the row
+        c2.append(np.broadcast_to(k * (th + ovh), (n,)))  # host-link time of the row
+        host = host or bool(np.any(th))
+    comps = [np.stack(c0), np.stack(c1)] + ([np.stack(c2)] if host else [])
+    return np.stack(comps).astype(np.float64, copy=False)
+
+
+def _sum_max_lines(alpha: np.ndarray, beta: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Σ over integers x in [0, m) of Σ_rows max_k (alpha + beta·x), exactly; arrays (K, R, S) → (S,).
+
+    The maximum of K lines changes line only where two lines cross: between consecutive crossings
+    (rounded up to integers) one line is the maximum, and the sum of a line over n integers is n times
+    its value at their midpoint.
+    """
+    K = alpha.shape[0]
+    m = np.asarray(m, dtype=np.float64)
+    cuts = [np.zeros(alpha.shape[1:]), np.broadcast_to(m, alpha.shape[1:])]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a in range(K):
+            for b in range(a + 1, K):
+                x = (alpha[b] - alpha[a]) / (beta[a] - beta[b])  # where line a meets line b
+                x = np.where(np.isfinite(x), x, 0.0)
+                cuts.append(np.clip(np.ceil(x), 0.0, m))
+    t = np.sort(np.stack(cuts), axis=0)
+    n = t[1:] - t[:-1]  # integers in each piece
+    mid = (t[1:] + t[:-1] - 1.0) / 2.0  # their midpoint
+    val = np.max(alpha[:, None] + beta[:, None] * mid[None], axis=0)
+    return np.sum(np.where(n > 0, n * val, 0.0), axis=(0, 1))
+
+
+class StepSeries:
+    """The per-step times T(j), j = 0 … n − 1, of a generation, summed exactly in closed form.
+
+    ``evaluate(j)`` gives :func:`_components` at the float array ``j``. Each operator's time is a maximum
+    of functions linear in the cached length between break points (sliding windows, KV budgets, chunk
+    edges): the steps are cut at the known ``breaks`` (in units of j), every piece is checked to be linear
+    at interior samples (and halved until it is, down to two steps, which always are), and each piece is
+    summed exactly. The cost is O(pieces × operators), independent of n.
+    """
+
+    def __init__(self, evaluate, n: int, breaks=()):
+        self.evaluate = evaluate
+        self.n = int(n)
+        starts = [np.zeros(1)]
+        b = np.asarray(breaks, dtype=np.float64).ravel()
+        b = b[np.isfinite(b) & (b > -1) & (b < self.n)]
+        if b.size:
+            f = np.floor(b)
+            starts += [f, f + 1.0]
+        s = np.unique(np.clip(np.concatenate(starts), 0, max(self.n - 1, 0)).astype(np.int64))
+        pending = [(s, np.append(s[1:] - 1, self.n - 1))] if self.n > 0 else []
+        done_s, done_e, done_t = [], [], []
+        while pending:
+            s, e = pending.pop()
+            if s.size > _BATCH_SEGMENTS:
+                pending.append((s[_BATCH_SEGMENTS:], e[_BATCH_SEGMENTS:]))
+                s, e = s[:_BATCH_SEGMENTS], e[:_BATCH_SEGMENTS]
+            ok, tot = self._pieces(s, e)
+            done_s.append(s[ok])
+            done_e.append(e[ok])
+            done_t.append(tot[ok])
+            bad = ~ok
+            if bad.any():
+                bs, be = s[bad], e[bad]
+                half = bs + (be - bs + 1) // 2
+                pending.append((np.concatenate([bs, half]), np.concatenate([half - 1, be])))
+        if done_s:
+            order = np.argsort(np.concatenate(done_s))
+            self.starts = np.concatenate(done_s)[order]
+            self.ends = np.concatenate(done_e)[order]
+            totals = np.concatenate(done_t)[order]
+        else:
+            self.starts = self.ends = np.zeros(0, dtype=np.int64)
+            totals = np.zeros(0)
+        self.prefix = np.concatenate([[0.0], np.cumsum(totals)])  # Σ T over the pieces before each one
+        self.total = float(self.prefix[-1])
+
+    def evaluate_split(self, j, k, S):
+        """Components at ``j`` (k blocks of S steps) as (K, R, k, S)."""
+        c = self.evaluate(j)  # (K, R, k·S)
+        return c.reshape(c.shape[0], c.shape[1], k, S)
+
+    def _pieces(self, s, e):
+        """(linear?, exact sum) for each piece [s, e]."""
+        m = (e - s + 1).astype(np.float64)
+        fr = (0.5, 0.2763932022500210, 0.7236067977499790)  # interior samples (golden-ratio cuts)
+        inner = [np.floor(f * (m - 1.0)) for f in fr]
+        offs = [np.zeros_like(m), m - 1.0] + inner
+        j = np.concatenate([s + o for o in offs]).astype(np.float64)
+        c = self.evaluate_split(j, len(offs), s.size)
+        alpha = c[:, :, 0]
+        beta = np.where(m > 1, (c[:, :, 1] - alpha) / np.maximum(m - 1.0, 1.0), 0.0)
+        ok = np.ones(s.size, dtype=bool)
+        for i, o in enumerate(inner):
+            v = c[:, :, 2 + i]
+            err = np.abs(v - (alpha + beta * o))
+            scale = np.maximum(np.maximum(np.abs(alpha), np.abs(c[:, :, 1])), np.abs(v))
+            ok &= np.all(err <= _LINEAR_RTOL * scale + 1e-300, axis=(0, 1)) | (m <= 2)
+        return ok, _sum_max_lines(alpha, beta, m)
+
+    def cumulative(self, q) -> np.ndarray:
+        """Σ_{j < q} T(j) for integer ``q`` in [0, n] (array), exactly."""
+        q = np.asarray(q, dtype=np.int64)
+        out = np.zeros(q.shape)
+        if self.n == 0:
+            return out
+        flat = q.ravel()
+        seg = np.clip(np.searchsorted(self.starts, flat, side="right") - 1, 0, self.starts.size - 1)
+        res = self.prefix[seg].copy()
+        part = flat - self.starts[seg]  # steps of that piece before q
+        need = part > 0
+        if need.any():
+            useg, inv = np.unique(seg[need], return_inverse=True)
+            for lo in range(0, useg.size, _BATCH_SEGMENTS):
+                sel = np.nonzero((inv >= lo) & (inv < lo + _BATCH_SEGMENTS))[0]
+                us = useg[lo : lo + _BATCH_SEGMENTS]
+                s, e = self.starts[us], self.ends[us]
+                m = (e - s + 1).astype(np.float64)
+                c = self.evaluate_split(np.concatenate([s, e]).astype(np.float64), 2, s.size)
+                alpha = c[:, :, 0]
+                beta = np.where(m > 1, (c[:, :, 1] - alpha) / np.maximum(m - 1.0, 1.0), 0.0)
+                k = inv[sel] - lo
+                idx = np.nonzero(need)[0][sel]
+                res[idx] += _sum_max_lines(alpha[:, :, k], beta[:, :, k], part[idx].astype(np.float64))
+        out[...] = res.reshape(q.shape)
+        return out
+
+    def values(self, j) -> np.ndarray:
+        """T(j) at the integer steps ``j``, evaluated directly."""
+        j = np.asarray(j, dtype=np.float64)
+        if j.size == 0:
+            return np.zeros(0)
+        return np.sum(np.max(self.evaluate(j), axis=0), axis=0)
+
+
+def timeline_indices(n: int, breaks=(), limit: int = MAX_TIMELINE_POINTS) -> np.ndarray:
+    """Steps the timeline shows: every step up to ``limit``, else both ends, the break points and an even grid."""
+    if n <= limit:
+        return np.arange(n, dtype=np.int64)
+    b = np.asarray(breaks, dtype=np.float64).ravel()
+    b = b[np.isfinite(b) & (b > -1) & (b < n)]
+    keep = np.unique(np.concatenate([np.floor(b), np.floor(b) + 1.0])) if b.size else np.zeros(0)
+    keep = keep[(keep >= 0) & (keep < n)]
+    room = limit // 4
+    if keep.size > room:  # too many break points to show them all: an even subset
+        keep = keep[np.linspace(0, keep.size - 1, room).round().astype(np.int64)]
+    grid = np.linspace(0, n - 1, limit - keep.size).round()
+    return np.unique(np.concatenate([grid, keep, [0.0, n - 1.0]])).astype(np.int64)
+
+
+def decode_breakpoints(model: ModelConfig, opts: Options, tokens: int, lo: float, hi: float) -> np.ndarray:
+    """Cached lengths in [lo, hi] where a decode pass of ``tokens`` new tokens changes its linear piece.
+
+    Sliding windows (the last queries leave the window one by one), attention chunks (keys follow a
+    sawtooth of the chunk's period), KV eviction (the kept share meets the budget or the new tokens).
+    An attention spec or layer type may add its own with a ``decode_breakpoints(lo, hi, tokens)`` method.
+    """
+    T = float(tokens)
+    out: list = []
+    for lt in model.layer_types:
+        a = lt.attention
+        for obj in (a, lt):
+            hook = getattr(obj, "decode_breakpoints", None)
+            if callable(hook):
+                out.append(np.asarray(list(hook(lo, hi, tokens)), dtype=np.float64))
+        w = a.window
+        if w:
+            out.append(np.arange(w - T - 1.0, w + 2.0))
+        for name in ("attention_chunk_size", "chunk_size", "chunk"):
+            size = getattr(a, name, None)
+            if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+                k = np.arange(max(math.floor(lo / size), 0), math.ceil(hi / size) + 2, dtype=np.float64) * size
+                out.append((k[:, None] + np.arange(-T - 1.0, 2.0)[None, :]).ravel())
+    r, budget = opts.kv_keep_ratio, opts.kv_budget
+    if r < 1.0 or budget is not None:
+        pts = [T / r - T, T / r]
+        if budget is not None:
+            pts += [budget / r - T, budget / r, budget - T, float(budget)]
+        out.append(np.asarray(pts, dtype=np.float64))
+    if not out:
+        return np.zeros(0)
+    b = np.concatenate(out)
+    return b[(b >= lo - 1.0) & (b <= hi + 1.0)]
+
+
+@dataclass
+class DecodeSteps:
+    """The decode phase of a generation: exact totals and a bounded sample of its steps.
+
+    ``steps`` entries (decode steps, or speculative rounds), summed exactly into ``total_s``;
+    ``indices`` / ``contexts`` / ``times_s`` sample at most :data:`MAX_TIMELINE_POINTS` of them (every
+    one when there are fewer), exact at both ends and at the break points.
+    """
+
+    steps: int
+    total_s: float
+    indices: np.ndarray
+    contexts: np.ndarray
+    times_s: np.ndarray
+
+
+def _pass_evaluator(model, prec, roof, opts, *, batch, tokens, mla, logits_tokens, cached_of):
+    """evaluate(j) → components of one pass of ``tokens`` tokens at cached lengths ``cached_of(j)``."""
+
+    def evaluate(j):
+        cached = cached_of(j)
+        rows = PassBuilder(
+            model,
+            prec,
+            batch=batch,
+            tokens=tokens,
+            cached=cached.ravel(),
+            logits_tokens=logits_tokens,
+            attention="causal",
+            mla=mla,
+            options=opts,
+            hardware=roof.hw,
+        ).build(opts.early_exit_fraction)
+        c = _components(rows, roof, cached.size)
+        return c.reshape(c.shape[:2] + cached.shape)
+
+    return evaluate
+
+
 def decode_times(
     model: ModelConfig,
     prec: Precision,
@@ -80,6 +326,17 @@ def decode_times(
     return np.broadcast_to(np.asarray(pass_time(rows, roof), dtype=np.float64), np.shape(cached)).copy()
 
 
+def plain_series(
+    model, prec, roof, opts, *, batch, first_cached: int, n: int, mla: str
+) -> tuple[StepSeries, np.ndarray]:
+    """Plain decoding: step j attends ``first_cached + j`` cached tokens; (series, break points in j)."""
+    ev = _pass_evaluator(
+        model, prec, roof, opts, batch=batch, tokens=1, mla=mla, logits_tokens=1, cached_of=lambda j: first_cached + j
+    )
+    br = decode_breakpoints(model, opts, 1, first_cached, first_cached + max(n - 1, 0)) - first_cached
+    return StepSeries(ev, n, br), br
+
+
 def decode_step_times(
     model: ModelConfig,
     prec: Precision,
@@ -93,8 +350,8 @@ def decode_step_times(
     spec: Speculative | None = None,
     draft: ModelConfig | None = None,
     draft_prec: Precision | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(context per step, time per generated token at that step) after the prefill.
+) -> DecodeSteps:
+    """The decode steps after the prefill, summed exactly, with a bounded sample for the timeline.
 
     Plain decoding: gen_len − 1 steps; the first token comes out of the prefill, each later one
     costs a step whose input is the previous token, attending to ``prompt_len + j`` cached tokens
@@ -103,30 +360,70 @@ def decode_step_times(
     its tokens still needed.
     """
     steps = gen_len - 1
+    empty = np.zeros(0)
     if steps == 0:
-        return np.zeros(0), np.zeros(0)
+        return DecodeSteps(0, 0.0, np.zeros(0, dtype=np.int64), empty, empty)
     if spec is None or spec.gamma == 0:
-        cached = prompt_len + np.arange(steps, dtype=np.float64)
-        return cached + 1, decode_times(model, prec, roof, opts, batch=batch, tokens=1, cached=cached, mla=mla)
+        series, br = plain_series(model, prec, roof, opts, batch=batch, first_cached=prompt_len, n=steps, mla=mla)
+        idx = timeline_indices(steps, br)
+        return DecodeSteps(steps, series.total, idx, prompt_len + idx + 1.0, series.values(idx))
     tau = spec.tokens_per_round
     g = spec.gamma
     n_rounds = math.ceil(steps / tau)
-    cached = prompt_len + tau * np.arange(n_rounds, dtype=np.float64)
-    verify = decode_times(
-        model, prec, roof, opts, batch=batch, tokens=g + 1, cached=cached, mla=mla, logits_tokens=g + 1
-    )
-    d_cached = (cached[:, None] + np.arange(g)[None, :]).ravel()
     d_opts = Options(flash_attention=opts.flash_attention, fused=opts.fused, efficiency=opts.efficiency)
-    drafts = decode_times(draft, draft_prec, roof, d_opts, batch=batch, tokens=1, cached=d_cached, mla=mla)
-    round_t = verify + drafts.reshape(n_rounds, g).sum(axis=1)
+    offs = np.arange(g, dtype=np.float64)
+    verify = _pass_evaluator(
+        model,
+        prec,
+        roof,
+        opts,
+        batch=batch,
+        tokens=g + 1,
+        mla=mla,
+        logits_tokens=g + 1,
+        cached_of=lambda j: prompt_len + tau * j,
+    )
+    drafts = _pass_evaluator(
+        draft,
+        draft_prec,
+        roof,
+        d_opts,
+        batch=batch,
+        tokens=1,
+        mla=mla,
+        logits_tokens=1,
+        cached_of=lambda j: prompt_len + offs[:, None] + tau * j[None, :],
+    )
+
+    def evaluate(j):
+        v = verify(j)
+        d = drafts(j)  # (K, R, g, len(j)): the γ draft steps of each round are rows of their own
+        d = d.reshape(d.shape[0], -1, j.size)
+        K = max(v.shape[0], d.shape[0])
+
+        def pad(c):  # repeat the last line: the maximum is unchanged
+            return np.concatenate([c, np.repeat(c[-1:], K - c.shape[0], axis=0)]) if c.shape[0] < K else c
+
+        return np.concatenate([pad(v), pad(d)], axis=1)
+
+    hi = prompt_len + tau * (n_rounds - 1)
+    br = [(decode_breakpoints(model, opts, g + 1, prompt_len, hi) - prompt_len) / tau]
+    for i in range(g):
+        br.append((decode_breakpoints(draft, d_opts, 1, prompt_len + i, hi + i) - prompt_len - i) / tau)
+    br = np.concatenate(br)
+    series = StepSeries(evaluate, n_rounds, br)
     # the last round is only needed for the share of its expected tokens still missing
-    weights = np.ones(n_rounds)
-    weights[-1] = (steps - tau * (n_rounds - 1)) / tau
-    return cached + 1, round_t * weights
+    w_last = (steps - tau * (n_rounds - 1)) / tau
+    last = float(series.values([n_rounds - 1])[0])
+    total = series.total - (1.0 - w_last) * last
+    idx = timeline_indices(n_rounds, br)
+    t = series.values(idx)
+    t = np.where(idx == n_rounds - 1, t * w_last, t)
+    return DecodeSteps(n_rounds, total, idx, prompt_len + tau * idx + 1.0, t)
 
 
 def summarize(
-    ttft: float, step_times: np.ndarray, *, batch: int, gen_len: int, first_step_time: float, devices: int = 1
+    ttft: float, decode_total: float, *, batch: int, gen_len: int, first_step_time: float, devices: int = 1
 ) -> dict:
     """Latency metrics of one generation.
 
@@ -137,7 +434,7 @@ def summarize(
     - throughput_tokens_per_s: generated tokens per second for the whole batch;
       throughput_per_device_tokens_per_s divides it by the devices used (tp × pp × ep).
     """
-    decode_total = float(np.sum(step_times))
+    decode_total = float(decode_total)
     e2e = ttft + decode_total
     tpot = decode_total / (gen_len - 1) if gen_len > 1 else first_step_time
     thr = batch * gen_len / e2e if e2e > 0 else 0.0
