@@ -174,32 +174,50 @@ class StepSeries:
             ok &= np.all(err <= _LINEAR_RTOL * scale + 1e-300, axis=(0, 1)) | (m <= 2)
         return ok, _sum_max_lines(alpha, beta, m)
 
+    def _piece_sums(self, seg, x0, x1) -> np.ndarray:
+        """Σ T(j) over the steps s + x0 … s + x1 − 1 of pieces ``seg`` (arrays), in batches of pieces."""
+        out = np.zeros(seg.shape)
+        need = np.nonzero(x1 > x0)[0]
+        for lo in range(0, need.size, _BATCH_SEGMENTS):
+            sel = need[lo : lo + _BATCH_SEGMENTS]
+            useg, k = np.unique(seg[sel], return_inverse=True)
+            s, e = self.starts[useg], self.ends[useg]
+            m = (e - s + 1).astype(np.float64)
+            c = self.evaluate_split(np.concatenate([s, e]).astype(np.float64), 2, s.size)
+            alpha = c[:, :, 0]
+            beta = np.where(m > 1, (c[:, :, 1] - alpha) / np.maximum(m - 1.0, 1.0), 0.0)
+            a, b = alpha[:, :, k], beta[:, :, k]
+            x = x0[sel].astype(np.float64)
+            out[sel] = _sum_max_lines(a + b * x, b, (x1[sel] - x0[sel]).astype(np.float64))
+        return out
+
+    def range_sum(self, a, b) -> np.ndarray:
+        """Σ_{a ≤ j < b} T(j) for integer arrays 0 ≤ a ≤ b ≤ n, exactly (no difference of large sums)."""
+        a, b = np.broadcast_arrays(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+        shape = a.shape
+        a, b = a.ravel(), b.ravel()
+        out = np.zeros(a.shape)
+        if self.n == 0 or not np.any(b > a):
+            return out.reshape(shape)
+        last = self.starts.size - 1
+        sa = np.clip(np.searchsorted(self.starts, a, side="right") - 1, 0, last)
+        sb = np.clip(np.searchsorted(self.starts, np.maximum(b - 1, a), side="right") - 1, 0, last)
+        same = sa == sb
+        m_a = self.ends[sa] - self.starts[sa] + 1
+        # one piece: its steps a … b − 1; else the tail of a's piece, whole pieces between, the head of b's
+        x1_a = np.where(same, b - self.starts[sa], m_a)
+        out += self._piece_sums(sa, a - self.starts[sa], np.where(b > a, x1_a, 0))
+        diff = ~same & (b > a)
+        if diff.any():
+            out[diff] += self.prefix[sb[diff]] - self.prefix[sa[diff] + 1]
+            head = np.where(diff, b - self.starts[sb], 0)
+            out += self._piece_sums(sb, np.zeros_like(head), head)
+        return out.reshape(shape)
+
     def cumulative(self, q) -> np.ndarray:
         """Σ_{j < q} T(j) for integer ``q`` in [0, n] (array), exactly."""
         q = np.asarray(q, dtype=np.int64)
-        out = np.zeros(q.shape)
-        if self.n == 0:
-            return out
-        flat = q.ravel()
-        seg = np.clip(np.searchsorted(self.starts, flat, side="right") - 1, 0, self.starts.size - 1)
-        res = self.prefix[seg].copy()
-        part = flat - self.starts[seg]  # steps of that piece before q
-        need = part > 0
-        if need.any():
-            useg, inv = np.unique(seg[need], return_inverse=True)
-            for lo in range(0, useg.size, _BATCH_SEGMENTS):
-                sel = np.nonzero((inv >= lo) & (inv < lo + _BATCH_SEGMENTS))[0]
-                us = useg[lo : lo + _BATCH_SEGMENTS]
-                s, e = self.starts[us], self.ends[us]
-                m = (e - s + 1).astype(np.float64)
-                c = self.evaluate_split(np.concatenate([s, e]).astype(np.float64), 2, s.size)
-                alpha = c[:, :, 0]
-                beta = np.where(m > 1, (c[:, :, 1] - alpha) / np.maximum(m - 1.0, 1.0), 0.0)
-                k = inv[sel] - lo
-                idx = np.nonzero(need)[0][sel]
-                res[idx] += _sum_max_lines(alpha[:, :, k], beta[:, :, k], part[idx].astype(np.float64))
-        out[...] = res.reshape(q.shape)
-        return out
+        return self.range_sum(np.zeros_like(q), q)
 
     def values(self, j) -> np.ndarray:
         """T(j) at the integer steps ``j``, evaluated directly."""

@@ -707,7 +707,7 @@ class StepTimeline(_Closing, StateView, bq.Figure):
                 f"TTFT {fmt_time(ttft)} (prefill of {int(p):,} tokens → first token)",
                 f"mean TPOT {fmt_time(tpot / 1e3)}",
             ]
-        n = len(x)
+        n = int(g.get("decode_steps", len(x)))  # every step, though the timeline samples at most a few thousand
         tpr = g.get("speculative_tokens_per_round")
         if tpr and n:  # speculative decoding: each point is one draft-and-verify round
             self.title = f"Decode time per speculative round · {n:,} rounds, {tpr:.3g} tokens per round"
