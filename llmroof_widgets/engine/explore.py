@@ -250,9 +250,14 @@ class _SweepPlan:
         data = {key: np.concatenate(v) for key, v in cols.items()}
         counts = [n for _, n in frozen]
         for key in self.other_keys:
-            vals = np.empty(len(frozen), dtype=object)
-            vals[:] = [f[key] for f, _ in frozen]
-            data[key] = pd.Series(np.repeat(vals, counts)).infer_objects()
+            vals = [f[key] for f, _ in frozen]
+            kinds = {type(v) for v in vals}
+            if len(kinds) == 1 and kinds <= {int, float, bool, str}:
+                data[key] = pd.Series(np.repeat(np.asarray(vals), counts))  # one plain type: a typed column
+            else:
+                arr = np.empty(len(vals), dtype=object)
+                arr[:] = vals
+                data[key] = pd.Series(np.repeat(arr, counts), dtype=object)
         df = pd.DataFrame({key: data[key] for key in self.columns})
         df["fits"] = df["fits"].astype(bool)
         df["max_batch_size"] = df["max_batch_size"].astype(int)

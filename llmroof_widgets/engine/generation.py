@@ -81,27 +81,38 @@ def _components(rows, roof: Roof, n: int) -> np.ndarray:
     return np.stack(comps).astype(np.float64, copy=False)
 
 
-def _sum_max_lines(alpha: np.ndarray, beta: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Σ over integers x in [0, m) of Σ_rows max_k (alpha + beta·x), exactly; arrays (K, R, S) → (S,).
+def _collapse(alpha: np.ndarray, beta: np.ndarray, m: np.ndarray):
+    """Cut pieces where some row changes its maximum line; each part's Σ_rows max is one line.
 
-    The maximum of K lines changes line only where two lines cross: between consecutive crossings
-    (rounded up to integers) one line is the maximum, and the sum of a line over n integers is n times
-    its value at their midpoint.
+    ``alpha``, ``beta``: (K, R, S) lines of each row's components on S pieces of ``m`` steps (x = 0 …
+    m − 1). Returns (piece, first x, steps, value at the first x, slope) of every part.
     """
-    K = alpha.shape[0]
-    m = np.asarray(m, dtype=np.float64)
-    cuts = [np.zeros(alpha.shape[1:]), np.broadcast_to(m, alpha.shape[1:])]
+    K, R, S = alpha.shape
+    pid, cut = [np.arange(S)], [np.zeros(S)]
     with np.errstate(divide="ignore", invalid="ignore"):
         for a in range(K):
             for b in range(a + 1, K):
-                x = (alpha[b] - alpha[a]) / (beta[a] - beta[b])  # where line a meets line b
-                x = np.where(np.isfinite(x), x, 0.0)
-                cuts.append(np.clip(np.ceil(x), 0.0, m))
-    t = np.sort(np.stack(cuts), axis=0)
-    n = t[1:] - t[:-1]  # integers in each piece
-    mid = (t[1:] + t[:-1] - 1.0) / 2.0  # their midpoint
-    val = np.max(alpha[:, None] + beta[:, None] * mid[None], axis=0)
-    return np.sum(np.where(n > 0, n * val, 0.0), axis=(0, 1))
+                x = np.ceil((alpha[b] - alpha[a]) / (beta[a] - beta[b]))  # first step past where lines a and b meet
+                inside = np.isfinite(x) & (x > 0) & (x < m[None, :])
+                r_idx, s_idx = np.nonzero(inside)
+                pid.append(s_idx)
+                cut.append(x[r_idx, s_idx])
+    pid, cut = np.concatenate(pid), np.concatenate(cut)
+    order = np.lexsort((cut, pid))
+    pid, cut = pid[order], cut[order]
+    keep = np.ones(pid.size, dtype=bool)
+    keep[1:] = (pid[1:] != pid[:-1]) | (cut[1:] != cut[:-1])
+    pid, cut = pid[keep], cut[keep]
+    nxt = np.append(cut[1:], 0.0)
+    last = np.append(pid[1:] != pid[:-1], True)
+    end = np.where(last, m[pid], nxt)
+    n = end - cut
+    mid = (cut + end - 1.0) / 2.0
+    a_p, b_p = alpha[:, :, pid], beta[:, :, pid]  # (K, R, parts)
+    k = np.argmax(a_p + b_p * mid, axis=0)[None]  # the maximum line of each row on each part
+    a = np.take_along_axis(a_p, k, axis=0)[0].sum(axis=0)
+    b = np.take_along_axis(b_p, k, axis=0)[0].sum(axis=0)
+    return pid, cut, n, a + b * cut, b
 
 
 class StepSeries:
@@ -110,8 +121,9 @@ class StepSeries:
     ``evaluate(j)`` gives :func:`_components` at the float array ``j``. Each operator's time is a maximum
     of functions linear in the cached length between break points (sliding windows, KV budgets, chunk
     edges): the steps are cut at the known ``breaks`` (in units of j), every piece is checked to be linear
-    at interior samples (and halved until it is, down to two steps, which always are), and each piece is
-    summed exactly. The cost is O(pieces × operators), independent of n.
+    at interior samples (and halved until it is, down to two steps, which always are), then cut again
+    where an operator changes bound (compute ↔ memory), so that on each part T is one line and sums in
+    closed form. The cost is O(parts × operators), independent of n; so is any partial sum.
     """
 
     def __init__(self, evaluate, n: int, breaks=()):
@@ -125,30 +137,31 @@ class StepSeries:
             starts += [f, f + 1.0]
         s = np.unique(np.clip(np.concatenate(starts), 0, max(self.n - 1, 0)).astype(np.int64))
         pending = [(s, np.append(s[1:] - 1, self.n - 1))] if self.n > 0 else []
-        done_s, done_e, done_t = [], [], []
+        parts: list = []
         while pending:
             s, e = pending.pop()
             if s.size > _BATCH_SEGMENTS:
                 pending.append((s[_BATCH_SEGMENTS:], e[_BATCH_SEGMENTS:]))
                 s, e = s[:_BATCH_SEGMENTS], e[:_BATCH_SEGMENTS]
-            ok, tot = self._pieces(s, e)
-            done_s.append(s[ok])
-            done_e.append(e[ok])
-            done_t.append(tot[ok])
+            ok, alpha, beta = self._pieces(s, e)
+            if ok.any():
+                pid, x0, cnt, a, slope = _collapse(alpha[:, :, ok], beta[:, :, ok], (e - s + 1)[ok].astype(np.float64))
+                parts.append((s[ok][pid] + x0.astype(np.int64), cnt, a, slope))
             bad = ~ok
             if bad.any():
                 bs, be = s[bad], e[bad]
                 half = bs + (be - bs + 1) // 2
                 pending.append((np.concatenate([bs, half]), np.concatenate([half - 1, be])))
-        if done_s:
-            order = np.argsort(np.concatenate(done_s))
-            self.starts = np.concatenate(done_s)[order]
-            self.ends = np.concatenate(done_e)[order]
-            totals = np.concatenate(done_t)[order]
+        if parts:
+            st = np.concatenate([p[0] for p in parts])
+            order = np.argsort(st, kind="stable")
+            self.starts = st[order]  # first step of each part
+            self.lengths, self.a, self.b = (np.concatenate([p[i] for p in parts])[order] for i in (1, 2, 3))
         else:
-            self.starts = self.ends = np.zeros(0, dtype=np.int64)
-            totals = np.zeros(0)
-        self.prefix = np.concatenate([[0.0], np.cumsum(totals)])  # Σ T over the pieces before each one
+            self.starts = np.zeros(0, dtype=np.int64)
+            self.lengths = self.a = self.b = np.zeros(0)
+        totals = self._part_sums(np.arange(self.starts.size), np.zeros(self.starts.size), self.lengths)
+        self.prefix = np.concatenate([[0.0], np.cumsum(totals)])  # Σ T over the parts before each one
         self.total = float(self.prefix[-1])
 
     def evaluate_split(self, j, k, S):
@@ -157,7 +170,7 @@ class StepSeries:
         return c.reshape(c.shape[0], c.shape[1], k, S)
 
     def _pieces(self, s, e):
-        """(linear?, exact sum) for each piece [s, e]."""
+        """(linear?, lines through the first and last step) of each piece [s, e] (lines: (K, R, S))."""
         m = (e - s + 1).astype(np.float64)
         fr = (0.5, 0.2763932022500210, 0.7236067977499790)  # interior samples (golden-ratio cuts)
         inner = [np.floor(f * (m - 1.0)) for f in fr]
@@ -172,46 +185,31 @@ class StepSeries:
             err = np.abs(v - (alpha + beta * o))
             scale = np.maximum(np.maximum(np.abs(alpha), np.abs(c[:, :, 1])), np.abs(v))
             ok &= np.all(err <= _LINEAR_RTOL * scale + 1e-300, axis=(0, 1)) | (m <= 2)
-        return ok, _sum_max_lines(alpha, beta, m)
+        return ok, alpha, beta
 
-    def _piece_sums(self, seg, x0, x1) -> np.ndarray:
-        """Σ T(j) over the steps s + x0 … s + x1 − 1 of pieces ``seg`` (arrays), in batches of pieces."""
-        out = np.zeros(seg.shape)
-        need = np.nonzero(x1 > x0)[0]
-        for lo in range(0, need.size, _BATCH_SEGMENTS):
-            sel = need[lo : lo + _BATCH_SEGMENTS]
-            useg, k = np.unique(seg[sel], return_inverse=True)
-            s, e = self.starts[useg], self.ends[useg]
-            m = (e - s + 1).astype(np.float64)
-            c = self.evaluate_split(np.concatenate([s, e]).astype(np.float64), 2, s.size)
-            alpha = c[:, :, 0]
-            beta = np.where(m > 1, (c[:, :, 1] - alpha) / np.maximum(m - 1.0, 1.0), 0.0)
-            a, b = alpha[:, :, k], beta[:, :, k]
-            x = x0[sel].astype(np.float64)
-            out[sel] = _sum_max_lines(a + b * x, b, (x1[sel] - x0[sel]).astype(np.float64))
-        return out
+    def _part_sums(self, p, y0, y1) -> np.ndarray:
+        """Σ T over the steps y0 … y1 − 1 (counted from its first step) of parts ``p``: n × the midpoint value."""
+        n = np.maximum(y1 - y0, 0.0)
+        return np.where(n > 0, n * (self.a[p] + self.b[p] * (y0 + y1 - 1.0) / 2.0), 0.0) if p.size else np.zeros(0)
 
     def range_sum(self, a, b) -> np.ndarray:
         """Σ_{a ≤ j < b} T(j) for integer arrays 0 ≤ a ≤ b ≤ n, exactly (no difference of large sums)."""
         a, b = np.broadcast_arrays(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
         shape = a.shape
         a, b = a.ravel(), b.ravel()
-        out = np.zeros(a.shape)
-        if self.n == 0 or not np.any(b > a):
-            return out.reshape(shape)
+        if self.starts.size == 0:
+            return np.zeros(shape)
         last = self.starts.size - 1
-        sa = np.clip(np.searchsorted(self.starts, a, side="right") - 1, 0, last)
-        sb = np.clip(np.searchsorted(self.starts, np.maximum(b - 1, a), side="right") - 1, 0, last)
-        same = sa == sb
-        m_a = self.ends[sa] - self.starts[sa] + 1
-        # one piece: its steps a … b − 1; else the tail of a's piece, whole pieces between, the head of b's
-        x1_a = np.where(same, b - self.starts[sa], m_a)
-        out += self._piece_sums(sa, a - self.starts[sa], np.where(b > a, x1_a, 0))
+        pa = np.clip(np.searchsorted(self.starts, a, side="right") - 1, 0, last)
+        pb = np.clip(np.searchsorted(self.starts, np.maximum(b - 1, a), side="right") - 1, 0, last)
+        same = pa == pb
+        ya = (a - self.starts[pa]).astype(np.float64)
+        # one part: its steps a … b − 1; else the tail of a's part, the whole parts between, the head of b's
+        out = self._part_sums(pa, ya, np.where(same, b - self.starts[pa], self.lengths[pa]).astype(np.float64))
         diff = ~same & (b > a)
-        if diff.any():
-            out[diff] += self.prefix[sb[diff]] - self.prefix[sa[diff] + 1]
-            head = np.where(diff, b - self.starts[sb], 0)
-            out += self._piece_sums(sb, np.zeros_like(head), head)
+        between = self.prefix[pb] - self.prefix[np.minimum(pa + 1, pb)]
+        head = self._part_sums(pb, np.zeros(pb.size), (b - self.starts[pb]).astype(np.float64))
+        out = np.where(b > a, out, 0.0) + np.where(diff, between + head, 0.0)
         return out.reshape(shape)
 
     def cumulative(self, q) -> np.ndarray:
