@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import tempfile
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -11,29 +14,41 @@ import numpy as np
 from . import generation, memory
 from .generation import Speculative
 from .hardware import Hardware, load_hardware
-from .models import ModelConfig, load_model
+from .models import ModelConfig, _is_number, _short, load_model, read_json_file
 from .ops import PassBuilder, Row
 from .options import Options, make_options, validate_for
 from .precision import Precision
 from .roofline import Roof, pass_time, roofs, row_dict
 
 LOGITS = ("last", "all")
+SAVED_SECTIONS = ("model", "hardware", "settings", "prefill", "decode", "generation", "memory")
+
+
+def _json_scalar(v):
+    """numpy scalars and arrays as plain JSON values (anything else is an error)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
 ATTENTION = ("causal", "full")
 MLA = ("absorbed", "naive")
 
 
-def _check_count(field: str, value, minimum: int = 1) -> int:
+def _check_count(field: str, value, minimum: int = 1, maximum: int = 10**9) -> int:
+    """A whole number in [minimum, maximum]: Python or numpy ints, integral finite floats; else ValueError."""
     if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer, float))
-        or value != value
-        or int(value) != value
+        not _is_number(value)
+        or not math.isfinite(value)
+        or (isinstance(value, (float, np.floating)) and not float(value).is_integer())
     ):
-        raise ValueError(f"{field} must be a whole number ≥ {minimum}, got {value!r}")
+        raise ValueError(f"{field} must be a whole number ≥ {minimum}, got {_short(value)}")
     if value < minimum:
-        raise ValueError(f"{field} must be ≥ {minimum}, got {int(value)}")
-    if value > 10**9:
-        raise ValueError(f"{field} must be ≤ 1e9, got {int(value)}")
+        raise ValueError(f"{field} must be ≥ {minimum}, got {_short(value)}")
+    if value > maximum:
+        raise ValueError(f"{field} must be ≤ {maximum:.0e}, got {_short(value)}")
     return int(value)
 
 
@@ -183,9 +198,66 @@ class Result:
         return json.dumps(self.to_dict(), **kw)
 
     def save(self, path) -> None:
-        """Write ``to_dict()`` as JSON (conventionally ``*.llmroof.json``)."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f)
+        """Write ``to_dict()`` as standard JSON (conventionally ``*.llmroof.json``), atomically.
+
+        The whole JSON is serialised first (a non-finite number is refused: nothing is written), then
+        written to a temporary file in the same folder and renamed over ``path``: a failure never leaves
+        a broken or partial file, and an existing good file stays until the new one is complete.
+        """
+        p = os.fspath(path)
+        try:
+            text = json.dumps(self.to_dict(), allow_nan=False, default=_json_scalar)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"Result.save: the result cannot be written as standard JSON ({e}); {p!r} untouched"
+            ) from None
+        folder = os.path.dirname(os.path.abspath(p))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(p)}.", suffix=".tmp", dir=folder)
+        except OSError as e:
+            raise ValueError(f"Result.save: cannot write in {folder!r} ({e.strerror or e})") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                mode = os.stat(p).st_mode & 0o777  # keep an existing file's permissions
+            except OSError:
+                mode = 0o644
+            os.chmod(tmp, mode)
+            os.replace(tmp, p)
+        except BaseException as e:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if isinstance(e, OSError):
+                raise ValueError(f"Result.save: cannot write {p!r} ({e.strerror or e})") from None
+            raise
+
+    @staticmethod
+    def load(path) -> dict:
+        """The plain data a :meth:`save` wrote (``to_dict()``), checked: a truncated, tampered or foreign
+        file gives a ``ValueError`` naming the path and what is wrong."""
+        d = read_json_file(path, "Result.load", finite=True)
+        p = os.fspath(path)
+        if not isinstance(d, dict):
+            raise ValueError(f"Result.load: {p!r} does not hold a JSON object")
+        missing = [k for k in SAVED_SECTIONS if not isinstance(d.get(k), dict)]
+        if missing:
+            raise ValueError(
+                f"Result.load: {p!r} is not a saved analysis: missing or not an object: {', '.join(missing)}"
+            )
+        g = d["generation"]
+        for k in ("ttft_s", "tpot_s", "e2e_s"):
+            v = g.get(k)
+            if not _is_number(v) or v < 0:
+                raise ValueError(f"Result.load: {p!r}: generation.{k} must be a number ≥ 0, got {_short(v)}")
+        for ph in ("prefill", "decode"):
+            if not isinstance(d[ph].get("ops"), list):
+                raise ValueError(f"Result.load: {p!r}: {ph}.ops must be a list")
+        return d
 
     def __repr__(self) -> str:
         g = self.generation
