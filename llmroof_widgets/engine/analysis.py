@@ -388,7 +388,7 @@ def analyze(
         "logits": logits,
         "attention": attention,
         "mla": mla,
-        "group_size": group_size,
+        "group_size": prec.group_size,
         "flash_attention": opts.flash_attention,
         "fused": opts.fused,
         "kv_keep_ratio": opts.kv_keep_ratio,

@@ -19,7 +19,7 @@ import numpy as np
 from . import generation, memory
 from .analysis import ATTENTION, LOGITS, MLA, Result, _check_choice, _check_count, analyze
 from .hardware import list_hardware, load_hardware
-from .models import load_model
+from .models import _is_number, _short, load_model
 from .ops import PassBuilder
 from .options import make_options, validate_for
 from .precision import Precision
@@ -583,8 +583,23 @@ def choose_hardware(
     objectives = ("tpot", "ttft", "throughput", "cost")
     if objective not in objectives:
         raise ValueError(f"objective must be one of {', '.join(map(repr, objectives))}, got {objective!r}")
+    if workload is not None and not isinstance(workload, dict):
+        raise ValueError(f"workload must be a dict of analyze arguments or None, got {type(workload).__name__}")
     workload = dict(workload or {})
+    if isinstance(counts, (str, bytes)) or not isinstance(counts, Iterable):
+        raise ValueError(f"counts must be a list of device counts such as (1, 2, 4, 8), got {counts!r}")
+    counts = [_check_count("counts[]", n, 1, 4096) for n in list(counts)[:64]]
+    if not counts:
+        raise ValueError("counts must hold at least one device count, such as (1, 2, 4, 8)")
+    if prices is not None:
+        if not isinstance(prices, dict):
+            raise ValueError("prices must map a device id to its price in $/hour, e.g. {'h100-sxm': 3.0}")
+        for k, v in prices.items():
+            if not isinstance(k, str) or isinstance(v, bool) or not _is_number(v) or not (0 <= v < 1e9):
+                raise ValueError(f"prices[{_short(k)}] must be a finite price ≥ 0 in $/hour, got {_short(v)}")
     m = load_model(model)
+    if devices is not None and (isinstance(devices, (str, bytes)) or not isinstance(devices, Iterable)):
+        raise ValueError(f"devices must be a list of device ids or lr.Hardware, got {_short(devices)}")
     devs = list(devices) if devices is not None else list_hardware()
     rows = []
     for dev in devs:
@@ -625,7 +640,7 @@ def choose_hardware(
         dev_s_per_tok = n / g["throughput_tokens_per_s"]
         cost = dev_s_per_tok
         if prices is not None and (hw.id in prices or hw.name in prices):
-            cost = prices.get(hw.id, prices.get(hw.name)) / 3600 * dev_s_per_tok * 1e6  # $ per million tokens
+            cost = float(prices.get(hw.id, prices.get(hw.name))) / 3600 * dev_s_per_tok * 1e6  # $ per million tokens
         rows.append(
             {
                 "device": hw.id or hw.name,

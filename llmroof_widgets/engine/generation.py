@@ -40,12 +40,14 @@ class Speculative:
     acceptance: float = 0.7
 
     def validated(self) -> Speculative:
-        if isinstance(self.gamma, bool) or not isinstance(self.gamma, int) or not 0 <= self.gamma <= 64:
-            raise ValueError(f"speculative.gamma must be a whole number in [0, 64], got {self.gamma!r}")
-        a = self.acceptance
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a <= 1.0:
+        """This speculation with numpy scalars as Python numbers; ``ValueError`` naming a bad field."""
+        g, a = self.gamma, self.acceptance
+        if not isinstance(g, (int, np.integer)) or isinstance(g, (bool, np.bool_)) or not 0 <= g <= 64:
+            raise ValueError(f"speculative.gamma must be a whole number in [0, 64], got {g!r}")
+        real = isinstance(a, (int, float, np.integer, np.floating)) and not isinstance(a, (bool, np.bool_))
+        if not real or not 0.0 <= a <= 1.0:  # NaN fails the comparison
             raise ValueError(f"speculative.acceptance must be in [0, 1], got {a!r}")
-        return self
+        return Speculative(draft=self.draft, gamma=int(g), acceptance=float(a))
 
     @property
     def tokens_per_round(self) -> float:
