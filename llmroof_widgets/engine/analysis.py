@@ -39,10 +39,8 @@ MLA = ("absorbed", "naive")
 
 def _check_count(field: str, value, minimum: int = 1, maximum: int = 10**9) -> int:
     """A whole number in [minimum, maximum]: Python or numpy ints, integral finite floats; else ValueError."""
-    if (
-        not _is_number(value)
-        or not math.isfinite(value)
-        or (isinstance(value, (float, np.floating)) and not float(value).is_integer())
+    if not _is_number(value) or (
+        isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer())
     ):
         raise ValueError(f"{field} must be a whole number ≥ {minimum}, got {_short(value)}")
     if value < minimum:

@@ -586,6 +586,9 @@ def choose_hardware(
     if workload is not None and not isinstance(workload, dict):
         raise ValueError(f"workload must be a dict of analyze arguments or None, got {type(workload).__name__}")
     workload = dict(workload or {})
+    for k in GRID_KEYS:  # a bad workload is an error, not a device that "fits nowhere"
+        if k in workload:
+            workload[k] = _check_count(k, workload[k])
     if isinstance(counts, (str, bytes)) or not isinstance(counts, Iterable):
         raise ValueError(f"counts must be a list of device counts such as (1, 2, 4, 8), got {counts!r}")
     counts = [_check_count("counts[]", n, 1, 4096) for n in list(counts)[:64]]

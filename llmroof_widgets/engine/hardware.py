@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from .models import DATA_DIR, _is_number, _short
+from .models import DATA_DIR, _finite, _is_number, _short
 
 DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
 MAX_QUANTITY = 1e21  # bytes, bytes/s or FLOP/s: far above any device (a zetta-unit), finite for every product
@@ -23,7 +22,7 @@ MAX_QUANTITY = 1e21  # bytes, bytes/s or FLOP/s: far above any device (a zetta-u
 
 def _positive(field_name: str, v, alt: str = "") -> float:
     """A finite positive number (Python or numpy) up to :data:`MAX_QUANTITY`, as a float; else ValueError."""
-    if not _is_number(v) or not math.isfinite(v) or not 0 < v <= MAX_QUANTITY:
+    if not _is_number(v) or not _finite(v) or not 0 < v <= MAX_QUANTITY:
         raise ValueError(
             f"hardware field {field_name!r} must be a finite positive number ≤ {MAX_QUANTITY:g}"
             f"{' ' + alt if alt else ''}, got {_short(v)}"
@@ -94,7 +93,7 @@ class Hardware:
                 object.__setattr__(self, f, _positive(f, v, "or None"))
         if self.sm_count is not None:
             v = self.sm_count
-            if not _is_number(v) or not math.isfinite(v) or v != int(v) or not 1 <= v <= 10**7:
+            if not _is_number(v) or not _finite(v) or not 1 <= v <= 10**7 or v != int(v):
                 raise ValueError(
                     f"hardware field 'sm_count' must be a whole number in [1, 1e7] or None, got {_short(v)}"
                 )

@@ -559,6 +559,11 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
+def _finite(v) -> bool:
+    """A number that is finite (a Python int always is: math.isfinite would overflow converting a huge one)."""
+    return isinstance(v, (int, np.integer)) or math.isfinite(v)
+
+
 def _as_int(field_name: str, v, minimum: int, maximum: int) -> int:
     """A whole, finite number in [minimum, maximum] (Python or numpy; 4096.0 accepted), else ValueError naming it."""
     if not _is_number(v) or (isinstance(v, (float, np.floating)) and not (math.isfinite(v) and float(v).is_integer())):
@@ -649,7 +654,7 @@ def _check_fields(cfg: dict) -> None:
         v = cfg.get(k)
         if v is None:
             continue
-        if not _is_number(v) or not math.isfinite(v) or not (lo < v <= hi if open_low else lo <= v <= hi):
+        if not _is_number(v) or not _finite(v) or not (lo < v <= hi if open_low else lo <= v <= hi):
             interval = f"{'(' if open_low else '['}{lo:g}, {hi:g}]"
             raise ValueError(f"config field {k!r} must be a number in {interval}, got {_short(v)}")
     for k in STR_FIELDS:

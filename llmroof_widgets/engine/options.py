@@ -15,11 +15,11 @@ FLASH = ("off", "ideal", "tiled")
 
 def _is_real(v) -> bool:
     """A finite real number: Python or numpy ints and floats, never a bool."""
-    return (
-        isinstance(v, (int, float, np.integer, np.floating))
-        and not isinstance(v, (bool, np.bool_))
-        and math.isfinite(v)
-    )
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, (int, np.integer)):
+        return True  # a huge int is finite (math.isfinite would overflow converting it)
+    return isinstance(v, (float, np.floating)) and math.isfinite(v)
 
 
 def _frac(field_name: str, v, *, low_open=True) -> float:
