@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +348,35 @@ def test_hub_lookup_is_bounded_in_total_time(monkeypatch):
     with pytest.raises(ValueError, match="within 0.3 s"):
         lr.load_model("someone/not-in-the-catalog")
     assert time.perf_counter() - t < 2
+
+
+# -- the JupyterLab settings file -------------------------------------------------------------------
+
+
+def test_settings_json5_is_parsed_in_linear_time(tmp_path):
+    from llmroof_widgets.lab_settings import read_lab_settings, strip_json_comments
+
+    path = tmp_path / "plugin.jupyterlab-settings"
+    for text, valid in (
+        ('{"device": "t4", ' + "// " * 18, False),  # exponential for the former regular expression
+        ("{" + ", // " * 20_000, False),
+        ("[" * 100_000, False),
+        ('{"model": "' + "// " * 50_000 + '"}', True),
+    ):
+        path.write_text(text)
+        t = time.perf_counter()
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert read_lab_settings(path)["hardware"] == "h100-sxm"  # malformed: the defaults
+        assert bool(w) != valid
+        strip_json_comments(text)
+        assert time.perf_counter() - t < 3, text[:40]
+    path.write_text("{device: 't4', /* a comment */ weightBits: 8, // a comment\n}")
+    assert read_lab_settings(path) == {"model": "meta-llama/Llama-3.1-8B", "hardware": "t4", "w_bits": 8}
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.warns(UserWarning, match="not a regular file"):
+        assert read_lab_settings(fifo)["w_bits"] == 16
 
 
 # -- the CLI and the dashboard ---------------------------------------------------------------------

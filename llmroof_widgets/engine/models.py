@@ -385,13 +385,13 @@ def _finite_float(text: str) -> float:
     return v
 
 
-def read_json_file(path, what: str = "model", *, finite: bool = False) -> Any:
-    """JSON from a regular file of at most :data:`MAX_CONFIG_BYTES`, UTF-8; ``ValueError`` naming the path.
+def read_text_file(path, what: str = "model", *, max_bytes: int | None = None) -> str:
+    """UTF-8 text of a regular file of at most ``max_bytes`` (:data:`MAX_CONFIG_BYTES`); ``ValueError`` naming the path.
 
     The file is opened without blocking and checked to be a regular file before a byte is read: a FIFO,
     a device (``/dev/zero``) or a directory is refused, never read until memory runs out or forever.
-    ``finite``: only standard JSON numbers (no NaN, Infinity, or literals that overflow a float).
     """
+    cap = MAX_CONFIG_BYTES if max_bytes is None else max_bytes
     p = os.fspath(path)
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
@@ -401,10 +401,10 @@ def read_json_file(path, what: str = "model", *, finite: bool = False) -> Any:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{what}: {p!r} is not a regular file (a directory, device or pipe is not read)")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ValueError(f"{what}: {p!r} is {st.st_size:,} bytes; at most {MAX_CONFIG_BYTES:,} are read")
+        if st.st_size > cap:
+            raise ValueError(f"{what}: {p!r} is {st.st_size:,} bytes; at most {cap:,} are read")
         chunks, size = [], 0
-        while size <= MAX_CONFIG_BYTES:
+        while size <= cap:
             b = os.read(fd, 1 << 20)
             if not b:
                 break
@@ -414,12 +414,21 @@ def read_json_file(path, what: str = "model", *, finite: bool = False) -> Any:
         raise ValueError(f"{what}: cannot read {p!r} ({e.strerror or e})") from None
     finally:
         os.close(fd)
-    if size > MAX_CONFIG_BYTES:
-        raise ValueError(f"{what}: {p!r} is larger than {MAX_CONFIG_BYTES:,} bytes")
+    if size > cap:
+        raise ValueError(f"{what}: {p!r} is larger than {cap:,} bytes")
     try:
-        text = b"".join(chunks).decode("utf-8-sig")
+        return b"".join(chunks).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{what}: {p!r} is not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def read_json_file(path, what: str = "model", *, finite: bool = False) -> Any:
+    """JSON from a regular UTF-8 file (see :func:`read_text_file`); ``ValueError`` naming the path.
+
+    ``finite``: only standard JSON numbers (no NaN, Infinity, or literals that overflow a float).
+    """
+    p = os.fspath(path)
+    text = read_text_file(path, what)
     try:
         if finite:
             return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
