@@ -233,7 +233,7 @@ body {{ margin: 0; padding: 16px 20px; font-family: system-ui, -apple-system, "S
 </style>
 </head>
 <body class="lr-export">
-<div class="lr-export-header"><h1>{title}</h1>{note}</div>
+<div class="lr-export-header"><h1><bdi>{title}</bdi></h1>{note}</div>
 {modules}
 <script>{requirejs}</script>
 <script>
@@ -322,7 +322,8 @@ def _default_title(widgets) -> str:
     result = getattr(state, "result", None)
     if result is not None:
         try:
-            return f"{result.model.name} on {result.hardware.name} — roofline"
+            # each name isolated (U+2068 … U+2069): a right-to-left override in a name cannot reverse the rest
+            return f"\u2068{result.model.name}\u2069 on \u2068{result.hardware.name}\u2069 — roofline"
         except Exception:  # pragma: no cover - any result-like object
             pass
     return "llmroof_widgets export"

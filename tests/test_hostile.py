@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -377,6 +378,41 @@ def test_settings_json5_is_parsed_in_linear_time(tmp_path):
     os.mkfifo(fifo)
     with pytest.warns(UserWarning, match="not a regular file"):
         assert read_lab_settings(fifo)["w_bits"] == 16
+
+
+# -- front ends: extreme values and bidirectional names --------------------------------------------
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (ROOT / "node_modules" / "esbuild").exists(), reason="needs node and esbuild"
+)
+def test_lab_viewer_stays_fast_on_extreme_values(tmp_path):
+    d = lr.analyze("gpt2", "h100-sxm", prompt_len=64, gen_len=4).to_dict()
+    d["decode"]["ops"][3]["attained_flops"] = 1e308  # froze the viewer ~5 s, then ran out of memory
+    d["prefill"]["ops"][2]["arithmetic_intensity"] = 1e-300
+    d["model"]["name"] = "evil\u202eledom"
+    path = tmp_path / "x.llmroof.json"
+    path.write_text(json.dumps(d))
+    p = subprocess.run(
+        ["node", str(ROOT / "tests" / "hostile_viewer.mjs"), str(ROOT), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["nodes"] < 5000 and out["ms"] < 2000, out
+    assert out["title"] == ["bdi", "span", "bdi"]  # model and device names isolated from the heading
+
+
+def test_exported_heading_isolates_names():
+    from llmroof_widgets.export import _default_title, render_html
+
+    ui = lr.Dashboard(model=cfg(_name_or_path="evil\u202eledom"), hardware="h100-sxm", prompt_len=16, gen_len=2)
+    title = _default_title(ui)
+    assert title.startswith("\u2068evil\u202eledom\u2069 on \u2068")
+    page = render_html(ui)
+    assert "<h1><bdi>" in page
 
 
 # -- the CLI and the dashboard ---------------------------------------------------------------------
