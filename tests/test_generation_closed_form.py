@@ -25,7 +25,7 @@ HW = lr.load_hardware("h100-sxm")
 GEN = 181
 
 
-def reference_decode_s(m, hw, *, batch, prompt_len, gen_len, w_bits=16, spec=None, **knobs):
+def reference_decode_s(m, hw, *, batch, prompt_len, gen_len, w_bits=16, spec=None, mla="absorbed", **knobs):
     """Σ of every decode step (speculative: every round, the last one weighted by its share)."""
     prec = Precision(w_bits, 16, 16)
     opts = make_options(**knobs)
@@ -33,7 +33,7 @@ def reference_decode_s(m, hw, *, batch, prompt_len, gen_len, w_bits=16, spec=Non
     steps = gen_len - 1
     if spec is None:
         cached = prompt_len + np.arange(steps, dtype=np.float64)
-        return float(np.sum(decode_times(m, prec, roof, opts, batch=batch, tokens=1, cached=cached, mla="absorbed")))
+        return float(np.sum(decode_times(m, prec, roof, opts, batch=batch, tokens=1, cached=cached, mla=mla)))
     tau, g = spec.tokens_per_round, spec.gamma
     n = math.ceil(steps / tau)
     cached = prompt_len + tau * np.arange(n, dtype=np.float64)
@@ -99,6 +99,16 @@ def test_long_generation_is_exact_against_chunks_of_steps():
     assert r.generation["decode_steps"] == 200_000
 
 
+def test_calibrated_naive_mla_whose_efficiency_follows_the_cache():
+    # naive MLA re-expands every cached latent: kv_b_proj's rows (B·keys) grow with the cache, so its
+    # calibrated GEMM efficiency M/(M + M_half) changes with every step — a piece that is not linear
+    m = lr.load_model("deepseek-ai/DeepSeek-V2-Lite")
+    kw = dict(efficiency="calibrated")
+    r = lr.analyze(m, HW, batch_size=1, prompt_len=1, gen_len=3000, mla="naive", **kw)
+    ref = reference_decode_s(m, HW, batch=1, prompt_len=1, gen_len=3000, mla="naive", **kw)
+    assert r.generation["decode_s"] == pytest.approx(ref, rel=1e-9)
+
+
 def test_cumulative_sums_equal_partial_per_step_sums():
     m = lr.load_model("google/gemma-2-9b")
     prec, opts = Precision(16, 16, 16), make_options(kv_budget=3000, kv_keep_ratio=0.6)
@@ -109,6 +119,10 @@ def test_cumulative_sums_equal_partial_per_step_sums():
     q = np.array([0, 1, 2, 17, 2047, 2048, 2049, 2050, 3001, 4999, 5999, 6000])
     np.testing.assert_allclose(series.cumulative(q), csum[q], rtol=1e-11, atol=1e-18)
     np.testing.assert_allclose(series.values(q[:-1]), step[q[:-1]], rtol=1e-12)
+    a = np.array([0, 5, 999, 2047, 2048, 3000, 5990, 17])
+    b = np.array([0, 6, 2049, 2049, 4000, 3001, 6000, 5999])
+    np.testing.assert_allclose(series.range_sum(a, b), csum[b] - csum[a], rtol=1e-11, atol=1e-18)
+    assert series.starts.size < 60  # a few linear parts, not one per step
 
 
 def test_nonlinear_pieces_are_found_without_break_points():
