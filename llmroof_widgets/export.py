@@ -228,12 +228,12 @@ _PAGE = """<!DOCTYPE html>
 body {{ margin: 0; padding: 16px 20px; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: #1a1a1a; background: #fff; }}
 .lr-export-header {{ font-size: 13px; color: #555; margin: 0 0 12px; }}
-.lr-export-header h1 {{ font-size: 18px; color: #1a1a1a; margin: 0 0 4px; }}
+.lr-export-header h1 {{ font-size: 18px; color: #1a1a1a; margin: 0 0 4px; unicode-bidi: isolate; }}
 .lr-export-view {{ margin-bottom: 16px; }}
 </style>
 </head>
 <body class="lr-export">
-<div class="lr-export-header"><h1><bdi>{title}</bdi></h1>{note}</div>
+<div class="lr-export-header"><h1 dir="auto">{title}</h1>{note}</div>
 {modules}
 <script>{requirejs}</script>
 <script>
