@@ -32,6 +32,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from .engine.files import write_text_atomic
+
 __all__ = ["export_html", "html_bundle_paths", "MissingEmbedAssetError"]
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -346,5 +348,5 @@ def export_html(widget_or_dashboard, path, title: str | None = None) -> pathlib.
     """
     page = render_html(widget_or_dashboard, title=title)
     path = pathlib.Path(path)
-    path.write_text(page, encoding="utf-8")
+    write_text_atomic(path, page, "export_html")  # a failure leaves no partial page (ValueError naming the path)
     return path

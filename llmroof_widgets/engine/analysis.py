@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from . import generation, memory
+from .files import write_text_atomic
 from .generation import Speculative
 from .hardware import Hardware, load_hardware
 from .models import ModelConfig, _is_number, _short, load_model, read_json_file
@@ -209,30 +209,7 @@ class Result:
             raise ValueError(
                 f"Result.save: the result cannot be written as standard JSON ({e}); {p!r} untouched"
             ) from None
-        folder = os.path.dirname(os.path.abspath(p))
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(p)}.", suffix=".tmp", dir=folder)
-        except OSError as e:
-            raise ValueError(f"Result.save: cannot write in {folder!r} ({e.strerror or e})") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                mode = os.stat(p).st_mode & 0o777  # keep an existing file's permissions
-            except OSError:
-                mode = 0o644
-            os.chmod(tmp, mode)
-            os.replace(tmp, p)
-        except BaseException as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(e, OSError):
-                raise ValueError(f"Result.save: cannot write {p!r} ({e.strerror or e})") from None
-            raise
+        write_text_atomic(p, text, "Result.save")
 
     @staticmethod
     def load(path) -> dict:
