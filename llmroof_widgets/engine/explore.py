@@ -190,8 +190,8 @@ class _SweepPlan:
         self.per_chunk = max(1, self.chunk // (self.p_blk * self.g_blk))
         self.n_chunks = -(-self.units // self.per_chunk)
         self._prepared: dict = {}
-        self._series_key = None
-        self._series = None
+        self._series_key: Any = None  # (combination, batch) of the cached closed-form series
+        self._series: Any = None
         self.prepare(0)  # the first combination's knobs are checked now, not at the first chunk
 
     def __getstate__(self):

@@ -90,16 +90,16 @@ def _collapse(alpha: np.ndarray, beta: np.ndarray, m: np.ndarray):
     m − 1). Returns (piece, first x, steps, value at the first x, slope) of every part.
     """
     K, R, S = alpha.shape
-    pid, cut = [np.arange(S)], [np.zeros(S)]
+    pids, cuts = [np.arange(S)], [np.zeros(S)]
     with np.errstate(divide="ignore", invalid="ignore"):
         for a in range(K):
             for b in range(a + 1, K):
                 x = np.ceil((alpha[b] - alpha[a]) / (beta[a] - beta[b]))  # first step past where lines a and b meet
                 inside = np.isfinite(x) & (x > 0) & (x < m[None, :])
                 r_idx, s_idx = np.nonzero(inside)
-                pid.append(s_idx)
-                cut.append(x[r_idx, s_idx])
-    pid, cut = np.concatenate(pid), np.concatenate(cut)
+                pids.append(s_idx)
+                cuts.append(x[r_idx, s_idx])
+    pid, cut = np.concatenate(pids), np.concatenate(cuts)
     order = np.lexsort((cut, pid))
     pid, cut = pid[order], cut[order]
     keep = np.ones(pid.size, dtype=bool)
@@ -427,10 +427,11 @@ def decode_step_times(
         return np.concatenate([pad(v), pad(d)], axis=1)
 
     hi = prompt_len + tau * (n_rounds - 1)
-    br = [(decode_breakpoints(model, opts, g + 1, prompt_len, hi) - prompt_len) / tau]
+    assert draft is not None  # analyze gives a draft whenever gamma > 0
+    parts = [(decode_breakpoints(model, opts, g + 1, prompt_len, hi) - prompt_len) / tau]
     for i in range(g):
-        br.append((decode_breakpoints(draft, d_opts, 1, prompt_len + i, hi + i) - prompt_len - i) / tau)
-    br = np.concatenate(br)
+        parts.append((decode_breakpoints(draft, d_opts, 1, prompt_len + i, hi + i) - prompt_len - i) / tau)
+    br = np.concatenate(parts)
     series = StepSeries(evaluate, n_rounds, br)
     # the last round is only needed for the share of its expected tokens still missing
     w_last = (steps - tau * (n_rounds - 1)) / tau

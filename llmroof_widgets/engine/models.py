@@ -555,7 +555,7 @@ BOOL_FIELDS = (
     "use_parallel_residual",
 )
 # float fields: (low, high, low end open)
-FLOAT_FIELDS = {
+FLOAT_FIELDS: dict[str, tuple[float, float, bool]] = {
     "partial_rotary_factor": (0.0, 1.0, True),
     "attn_logit_softcapping": (0.0, 1e6, False),
     "final_logit_softcapping": (0.0, 1e6, False),
@@ -573,11 +573,11 @@ def _finite(v) -> bool:
     return isinstance(v, (int, np.integer)) or math.isfinite(v)
 
 
-def _as_int(field_name: str, v, minimum: int, maximum: int) -> int:
+def _as_int(field_name: str, v: Any, minimum: int, maximum: int) -> int:
     """A whole, finite number in [minimum, maximum] (Python or numpy; 4096.0 accepted), else ValueError naming it."""
     if not _is_number(v) or (isinstance(v, (float, np.floating)) and not (math.isfinite(v) and float(v).is_integer())):
         raise ValueError(f"config field {field_name!r} must be a whole number, got {_short(v)}")
-    if isinstance(v, (float, np.floating)) and abs(v) > 2.0**62:
+    if isinstance(v, (float, np.floating)) and abs(float(v)) > 2.0**62:
         raise ValueError(f"config field {field_name!r} must be ≤ {maximum}, got {_short(v)}")
     n = int(v)
     if n < minimum:
@@ -653,14 +653,14 @@ def _check_shape(cfg, what: str = "model config") -> None:
 
 def _check_fields(cfg: dict) -> None:
     """Every field the engine reads, checked where present: types, finiteness, bounds."""
-    for k, lo in INT_FIELDS.items():
+    for k, least in INT_FIELDS.items():
         if cfg.get(k) is not None:
-            _as_int(k, cfg[k], lo, INT_MAX.get(k, DEFAULT_INT_MAX))
+            _as_int(k, cfg[k], least, INT_MAX.get(k, DEFAULT_INT_MAX))
     for k in BOOL_FIELDS:
         if cfg.get(k) is not None:
             _as_bool(k, cfg[k])
     for k, (lo, hi, open_low) in FLOAT_FIELDS.items():
-        v = cfg.get(k)
+        v: Any = cfg.get(k)
         if v is None:
             continue
         if not _is_number(v) or not _finite(v) or not (lo < v <= hi if open_low else lo <= v <= hi):
