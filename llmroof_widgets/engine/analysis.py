@@ -196,7 +196,10 @@ class Result:
 def _mtp_draft(m: ModelConfig) -> ModelConfig:
     """Multi-token-prediction heads as a draft: one more decoder layer of the target and its lm_head."""
     last = m.layer_types[-1]
-    return replace(m, name=f"{m.name} (MTP head)", num_layers=1, layer_types=(replace(last, count=1),))
+    if last.attention is None:  # hybrids: an MTP module is an attention layer; take the last one (by index)
+        with_attn = [lt for lt in m.layer_types if lt.attention is not None] or [last]
+        last = max(with_attn, key=lambda lt: max(lt.layers, default=-1))
+    return replace(m, name=f"{m.name} (MTP head)", num_layers=1, layer_types=(replace(last, count=1, layers=(0,)),))
 
 
 def analyze(

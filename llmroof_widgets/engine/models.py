@@ -17,6 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import families_hybrid as hybrid
+from .families_hybrid import HYBRID_FAMILIES, RecurrentSpec
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MODELS_DIR = DATA_DIR / "models"
 
@@ -135,6 +138,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
     ),
 }
 
+FAMILIES.update(HYBRID_FAMILIES)  # hybrid / recurrent families (engine/families_hybrid.py)
+
 # Fields whose presence changes the math in a way this engine does not represent.
 UNSUPPORTED_FIELDS = {
     "parallel_attn": "parallel attention/MLP blocks",
@@ -151,6 +156,7 @@ ACT_FLOPS = {
     "gelu_pytorch_tanh": 8,
     "gelu_fast": 8,
     "relu": 1,  # max(x, 0)
+    "relu2": 2,  # max(x, 0)², squared ReLU (Nemotron-H)
     "gpt_oss_glu": 6,  # clamp, clamp, mul α, sigmoid (~4) → counted 6 incl. (up+1)
 }
 
@@ -170,6 +176,7 @@ class AttentionSpec:
     sinks: bool = False  # per-head attention-sink logits (gpt-oss)
     softcap: bool = False  # tanh soft-capping of scores (gemma-2)
     rotary_dim: int = 0  # dims rotated per head (0 for learned positions)
+    out_gate: bool = False  # q_proj also yields a per-head sigmoid gate on the output (Qwen3-Next gated attention)
     # MLA (DeepSeek-V2/V3)
     q_lora_rank: int | None = None
     kv_lora_rank: int = 0
@@ -204,14 +211,15 @@ class MLPSpec:
 
 @dataclass(frozen=True)
 class LayerType:
-    name: str  # e.g. "decoder", "sliding", "full", "moe", "dense"
+    name: str  # e.g. "decoder", "sliding", "full", "moe", "dense", "mamba2", "gated_deltanet+moe"
     count: int
-    attention: AttentionSpec
-    mlp: MLPSpec
+    attention: AttentionSpec | None  # None: a recurrent / convolution mixer, or an MLP-only block
+    mlp: MLPSpec | None  # None: a mixer-only block (Nemotron-H)
     norms: int  # number of hidden-size norms in the layer
     post_norms: bool = False
     parallel: bool = False  # attention and MLP read the same normed input; one residual add of both
     layers: tuple[int, ...] = ()  # indices (0-based) of the layers of this type
+    mixer: RecurrentSpec | None = None  # recurrent / convolution token mixer (Mamba, Gated DeltaNet, short conv)
 
 
 @dataclass(frozen=True)
@@ -236,16 +244,24 @@ class ModelConfig:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def first_attention(self) -> AttentionSpec | None:
+        """The attention of the first layer type that has one (None for an attention-free model)."""
+        return next((lt.attention for lt in self.layer_types if lt.attention is not None), None)
+
+    @property
     def num_heads(self) -> int:
-        return self.layer_types[0].attention.num_heads
+        a = self.first_attention
+        return a.num_heads if a else 0
 
     @property
     def num_kv_heads(self) -> int:
-        return self.layer_types[0].attention.num_kv_heads
+        a = self.first_attention
+        return a.num_kv_heads if a else 0
 
     @property
     def head_dim(self) -> int:
-        return self.layer_types[0].attention.head_dim
+        a = self.first_attention
+        return a.head_dim if a else 0
 
     @property
     def layer_plan(self) -> list[str]:
@@ -259,7 +275,7 @@ class ModelConfig:
 
     @property
     def is_moe(self) -> bool:
-        return any(lt.mlp.kind == "moe" for lt in self.layer_types)
+        return any(lt.mlp is not None and lt.mlp.kind == "moe" for lt in self.layer_types)
 
     def to_dict(self) -> dict:
         return {
@@ -277,11 +293,12 @@ class ModelConfig:
                 {
                     "name": lt.name,
                     "count": lt.count,
-                    "attention": lt.attention.kind,
-                    "window": lt.attention.window,
-                    "mlp": lt.mlp.kind,
-                    "num_experts": lt.mlp.num_experts,
-                    "top_k": lt.mlp.top_k,
+                    "attention": lt.attention.kind if lt.attention else None,
+                    "window": lt.attention.window if lt.attention else None,
+                    "mixer": lt.mixer.kind if lt.mixer else None,
+                    "mlp": lt.mlp.kind if lt.mlp else None,
+                    "num_experts": lt.mlp.num_experts if lt.mlp else 0,
+                    "top_k": lt.mlp.top_k if lt.mlp else 0,
                     "layers": list(lt.layers),
                 }
                 for lt in self.layer_types
@@ -469,6 +486,8 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
     Without a window every layer is full attention.
     """
     n = n_layers
+    if fam.get("hybrid"):  # recurrent / hybrid families: their own conventions (families_hybrid.py)
+        return hybrid.layer_kinds(cfg, fam, n)
     given = cfg.get("layer_types")
     if given is not None:
         if not isinstance(given, list) or len(given) != n:
@@ -519,7 +538,9 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             raise ValueError(f"config field {k!r} ({what}) is not supported by this engine")
 
     h = _req_int(cfg, "hidden_size", "n_embd", "d_model")
-    n_layers = _req_int(cfg, "num_hidden_layers", "n_layer")
+    n_layers = hybrid.num_layers(cfg, fam, _opt_int(cfg, "num_hidden_layers", None)) or _req_int(
+        cfg, "num_hidden_layers", "n_layer"
+    )
     n_heads = _req_int(cfg, "num_attention_heads", "n_head")
     vocab = _req_int(cfg, "vocab_size")
     n_kv = _opt_int(cfg, "num_key_value_heads", n_heads, minimum=1)
@@ -609,7 +630,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             qk_norm=fam.get("qk_norm"),
             sinks=bool(fam.get("sinks")),
             softcap=softcap,
-            rotary_dim=int(head_dim * prf) if rope else 0,
+            rotary_dim=int(head_dim * prf) if rope and not fam.get("nope") else 0,
+            out_gate=bool(fam.get("out_gate")),
         )
 
     # --- MLP per layer --------------------------------------------------------------------
@@ -685,6 +707,13 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
             )
 
+    mlp_kinds = ["moe" if m else "dense" for m in is_moe]
+    mixer = None
+    if fam.get("hybrid"):  # per-layer MLP / MoE / none and the recurrent mixer (families_hybrid.py)
+        hp = hybrid.plan(cfg, fam, mt, kinds, h, inter, act, dense_mlp, lambda **kw: MLPSpec(kind="moe", **kw))
+        dense_mlp, moe_mlp, mlp_kinds, mixer = hp["dense"], hp["moe"], hp["mlp"], hp["mixer"]
+        is_moe = [k == "moe" for k in mlp_kinds]
+
     # --- group identical layers -----------------------------------------------------------
     post = bool(fam.get("post_norms"))
     parallel = bool(fam.get("parallel"))
@@ -692,7 +721,15 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if mt == "phi" and cfg.get("qk_layernorm"):
         raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
     # each layer's (attention, MLP) spec; identical layers form one LayerType counted once and multiplied
-    per_layer = [(attn(window if sliding[i] else None), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)]
+    is_hybrid = bool(fam.get("hybrid"))
+    per_layer = [
+        (
+            attn(window if sliding[i] else None) if kinds[i] in hybrid.ATTENTION_KINDS else None,
+            mixer if kinds[i] in hybrid.MIXER_KINDS else None,
+            {"moe": moe_mlp, "dense": dense_mlp}.get(mlp_kinds[i]),
+        )
+        for i in range(n_layers)
+    ]
     any_sliding = any(sliding)
     any_moe = any(is_moe)
     any_full = not all(sliding)
@@ -700,23 +737,39 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     for i, spec in enumerate(per_layer):
         groups.setdefault(spec, []).append(i)
     layer_types = []
-    for (a_spec, m_spec), idx in groups.items():
+    for (a_spec, r_spec, m_spec), idx in groups.items():
         parts = []
         if any_moe:
             parts.append("moe" if m_spec.kind == "moe" else "dense")
         if any_sliding and any_full:
             parts.append("sliding" if a_spec.window is not None else "full")
         lt_name = "+".join(parts) if parts else "decoder"
+        if is_hybrid:  # name the mixer kind(s): "attention+moe", "gated_deltanet+moe", "mamba2", "mlp"
+            lt_name = hybrid.layer_name(
+                a_spec is not None,
+                a_spec is not None and a_spec.window is not None,
+                r_spec,
+                m_spec,
+                any_window=any_sliding,
+                any_full=any_full,
+            )
+        # one norm before each of the mixer and the MLP that the layer has
+        norms = (
+            norms_per_layer
+            if not is_hybrid
+            else int(a_spec is not None or r_spec is not None) + int(m_spec is not None)
+        )
         layer_types.append(
             LayerType(
                 name=lt_name,
                 count=len(idx),
                 attention=a_spec,
                 mlp=m_spec,
-                norms=norms_per_layer,
+                norms=norms,
                 post_norms=post,
                 parallel=parallel,
                 layers=tuple(idx),
+                mixer=r_spec,
             )
         )
     names = [lt.name for lt in layer_types]

@@ -527,7 +527,8 @@ class PassBuilder:
             r.activation_bytes -= kv_out * p.a
             r.kv_bytes += kv_out * p.kv
         else:
-            self.linear("q_proj", N, h, H * d, bias=a.qkv_bias, split="col")
+            # gated attention (Qwen3-Next): q_proj also yields one gate per output element
+            self.linear("q_proj", N, h, H * d * (2 if a.out_gate else 1), bias=a.qkv_bias, split="col")
             self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
             self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
         if a.qk_norm:
@@ -545,6 +546,8 @@ class PassBuilder:
             sm.weight_bytes += Hl * p.hp
             sm.resident += Hl * p.hp
             sm.wclass = sm.wclass or "hp"
+        if a.out_gate:
+            self.elementwise("attn_out_gate", N * Hl * dv, 5, reads=2, what="output·sigmoid(gate)")
         self.linear("o_proj", N, H * dv, h, bias=a.o_bias, split="row")
         self.tp_allreduce("attn_allreduce", N)
 
@@ -635,7 +638,8 @@ class PassBuilder:
         n_total = N * ep
         e_eff = E * (1.0 - (1.0 - k / E) ** n_total) / ep
         pairs = N * k  # token–expert assignments served by this device (balanced routing)
-        for name, fin, fout, split in (("experts_gate_up", h, 2 * I, "col"), ("experts_down", I, h, "row")):
+        first = "experts_gate_up" if mlp.gated else "experts_up"  # Nemotron-H experts are not gated
+        for name, fin, fout, split in ((first, h, (2 if mlp.gated else 1) * I, "col"), ("experts_down", I, h, "row")):
             fin_l = fin / tp if split == "row" else fin
             fout_l = fout / tp if split == "col" else fout
             bias_l = fout_l if mlp.expert_bias else 0.0
@@ -673,14 +677,17 @@ class PassBuilder:
                 )
             )
             self.rows[-1].m_dim = pairs / np.maximum(e_eff, 1.0)  # tokens per touched expert
-            if name == "experts_gate_up":
+            if name == first:
+                g = 1 if mlp.gated else 0  # the gate multiply of a gated expert
                 self.elementwise(
-                    "experts_act_mul",
+                    "experts_act_mul" if g else "experts_act",
                     pairs * Il,
-                    ACT_FLOPS[mlp.act] + 1,
-                    reads=2,
+                    ACT_FLOPS[mlp.act] + g,
+                    reads=1 + g,
                     writes=1,
-                    what=f"{mlp.act}(gate)·up of N·k token–expert pairs",
+                    what=f"{mlp.act}(gate)·up of N·k token–expert pairs"
+                    if g
+                    else f"{mlp.act} of N·k token–expert pairs",
                 )
         if ep > 1:
             bw, alpha = self._link()
@@ -695,14 +702,15 @@ class PassBuilder:
             r.activation_bytes += N * h * p.a  # combined output
         if mlp.shared_intermediate_size:
             Is = mlp.shared_intermediate_size
-            self.linear("shared_gate_up", N, h, 2 * Is, split="col")
+            g = 1 if mlp.gated else 0
+            self.linear("shared_gate_up" if g else "shared_up", N, h, (1 + g) * Is, split="col")
             self.elementwise(
-                "shared_act_mul",
+                "shared_act_mul" if g else "shared_act",
                 N * Is / tp,
-                ACT_FLOPS[mlp.act] + 1,
-                reads=2,
+                ACT_FLOPS[mlp.act] + g,
+                reads=1 + g,
                 writes=1,
-                what=f"{mlp.act}(gate)·up of the shared expert",
+                what=f"{mlp.act}(gate)·up of the shared expert" if g else f"{mlp.act} of the shared expert",
             )
             self.linear("shared_down", N, Is, h, split="row")
             if mlp.shared_gate:
@@ -712,11 +720,26 @@ class PassBuilder:
     def layer(self, lt: LayerType, count):
         self._lt, self._count = lt.name, count
         h, N = self.m.hidden_size, self.N
+        if lt.attention is None and lt.mixer is None:  # an MLP-only block (Nemotron-H "-" / "E")
+            self._mlp_block(lt)
+            return
+        if lt.mixer is not None and lt.attention is None:
+            from .ops_recurrent import recurrent_mixer  # recurrent / convolution mixer in place of attention
+
+            self.norm("mixer_norm", N, h)
+            recurrent_mixer(self, lt.mixer)
+            self.elementwise("mixer_residual", N * h, 1, reads=2, writes=1, what="residual add")
+            if lt.mlp is not None:
+                self._mlp_block(lt)
+            return
         self.norm("attn_norm", N, h)
         if lt.attention.kind == "mla":
             self.mla_attention(lt.attention)
         else:
             self.mha(lt.attention)
+        if lt.mlp is None:  # an attention-only block (Nemotron-H "*")
+            self.elementwise("attn_residual", N * h, 1, reads=2, writes=1, what="residual add")
+            return
         if lt.parallel:
             # x + attn(ln(x)) + mlp(ln(x)): the MLP reads the same normed input
             self.moe_mlp(lt.mlp) if lt.mlp.kind == "moe" else self.dense_mlp(lt.mlp)
@@ -734,6 +757,14 @@ class PassBuilder:
         self.tp_allreduce("mlp_allreduce", N)
         if lt.post_norms:
             self.norm("post_mlp_norm", N, h)
+        self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
+
+    def _mlp_block(self, lt: LayerType):
+        """Norm, MLP or MoE, residual: the second half of a layer, or a whole MLP-only block."""
+        h, N = self.m.hidden_size, self.N
+        self.norm("mlp_norm", N, h)
+        self.moe_mlp(lt.mlp) if lt.mlp.kind == "moe" else self.dense_mlp(lt.mlp)
+        self.tp_allreduce("mlp_allreduce", N)
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
 
     def build(self, layer_fraction: float = 1.0) -> list[Row]:
