@@ -6,7 +6,16 @@ For every catalog model that ``transformers`` can build from its config.json:
   with 1024 cached tokens: the engine's ``matmul_flops`` are within 0.5 % of what
   ``torch.utils.flop_counter.FlopCounterMode`` counts (MoE experts with
   ``experts_implementation="batched_mm"``; MLA with ``mla="naive"``, the formulation transformers runs);
-- the KV-cache bytes per token equal the bytes of the cache tensors transformers keeps (fp16).
+- the KV-cache bytes per token equal the bytes of the cache tensors transformers keeps (fp16);
+- recurrent / hybrid models (Qwen3-Next, Nemotron-H, Jamba, LFM2): the recurrent-state bytes equal transformers'
+  conv-state tensors (model dtype, fp16 here) plus its recurrent-state tensors (float32: transformers runs the
+  scans in float32 and keeps their final state so), reported apart from the KV cache. ``FlopCounterMode``
+  counts convolutions apart from matrix products and does not count element-wise work (the recurrent decode
+  step of Gated DeltaNet, the state updates of Mamba): matrix products are compared with ``matmul_flops``, the
+  convolutions with the engine's ``conv1d`` rows (their multiply-adds, without the bias add FlopCounterMode
+  leaves out), and the element-wise scan work is not compared. In transformers 5.24 these models take their
+  cache as ``cache=`` (``past_key_values=`` is renamed to it with a deprecation warning; the decode counts below
+  equal one 1-token step, so the prefill is not re-run).
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
@@ -48,26 +57,36 @@ def _build(cfg_dict: dict):
     return model
 
 
-def _count(fn) -> int:
+def _count(fn) -> tuple[int, int]:
+    """(matrix-product FLOPs, convolution FLOPs) that FlopCounterMode counts while ``fn`` runs."""
     with FlopCounterMode(display=False) as fc:
         fn()
-    return int(fc.get_total_flops())
+    conv = sum(v for op, v in fc.get_flop_counts()["Global"].items() if "convolution" in str(op))
+    return int(fc.get_total_flops()) - int(conv), int(conv)
 
 
-def _cache_numel(cache) -> int:
-    total = 0
+def _cache_numel(cache) -> tuple[int, int, int]:
+    """Elements of (KV tensors, convolution states, recurrent states) of a cache after a forward."""
+    kv = conv = rec = 0
     layers = getattr(cache, "layers", None)
     if layers is not None:
         for layer in layers:
             for name in ("keys", "values", "compressed_kv", "k_pe"):
                 t = getattr(layer, name, None)
                 if isinstance(t, torch.Tensor) and t.numel():
-                    total += t.numel()
-        return total
+                    kv += t.numel()
+            for name in ("conv_states", "recurrent_states"):  # linear-attention layers: {state_idx: tensor}
+                for t in (getattr(layer, name, None) or {}).values():
+                    if isinstance(t, torch.Tensor):
+                        if name == "conv_states":
+                            conv += t.numel()
+                        else:
+                            rec += t.numel()
+        return kv, conv, rec
     for t in cache:  # legacy tuple of (k, v)
         for x in t:
-            total += x.numel()
-    return total
+            kv += x.numel()
+    return kv, conv, rec
 
 
 _REF: dict[str, dict] = {}
@@ -85,12 +104,21 @@ def reference(key: str) -> dict:
     with torch.no_grad():
         outs = []
         # counted with a cache, as generation runs it (the cache adds no matrix product)
-        prefill = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
+        prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
         cache = outs[0].past_key_values
-        kv_elems = _cache_numel(cache)
+        kv_elems, conv_elems, rec_elems = _cache_numel(cache)
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
-    _REF[key] = {"params": params, "prefill": prefill, "decode": decode, "kv_elems_per_token": kv_elems / PROMPT}
+        decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
+    _REF[key] = {
+        "params": params,
+        "prefill": prefill,
+        "decode": decode,
+        "prefill_conv": prefill_conv,
+        "decode_conv": decode_conv,
+        "kv_elems_per_token": kv_elems / PROMPT,
+        "conv_state_elems": conv_elems,
+        "recurrent_state_elems": rec_elems,
+    }
     return _REF[key]
 
 
@@ -128,3 +156,34 @@ def test_kv_bytes_per_token(pair):
     # the engine's KV cache after the 1024-token prompt (fp16) against the cache tensors transformers
     # keeps, window layers included (transformers keeps their last window − 1 tokens)
     assert res.memory["kv_cache_prompt_bytes"] == pytest.approx(ref["kv_elems_per_token"] * PROMPT * 2, rel=1e-9), key
+
+
+def _conv_macs(phase, model) -> float:
+    """Multiply-add FLOPs of the engine's causal convolutions (its rows' FLOPs less the bias add)."""
+    total = 0.0
+    for r in phase.rows:
+        if r.name == "conv1d":
+            mixer = next(lt.mixer for lt in model.layer_types if lt.name == r.layer_type)
+            k = mixer.conv_kernel
+            total += r.count * r.flops * (2 * k) / (2 * k + (1 if mixer.conv_bias else 0))
+    return total
+
+
+def test_recurrent_state_bytes(pair):
+    key, ref, res = pair
+    # conv states in the model dtype (fp16 here), recurrent states in float32, as transformers keeps them;
+    # a model without recurrent layers has neither
+    expected = ref["conv_state_elems"] * 2 + ref["recurrent_state_elems"] * 4
+    assert res.memory["recurrent_state_prompt_bytes"] == pytest.approx(expected, rel=1e-9, abs=0), key
+
+
+def test_convolution_flops(pair):
+    key, ref, res = pair
+    for phase, counted in ((res.prefill, ref["prefill_conv"]), (res.decode, ref["decode_conv"])):
+        got = _conv_macs(phase, res.model)
+        if phase is res.decode and counted:
+            # transformers' decode step convolves the K cached inputs plus the new one without padding: it computes
+            # 2 output positions and keeps the last; the engine counts the one a decode step needs
+            counted = counted / 2
+        # prefill: transformers pads K − 1 positions and computes T + K − 1 outputs, 0.3 % more than T at T = 1024
+        assert got == pytest.approx(counted, rel=5e-3, abs=0), f"{key} {phase.name}: engine {got:.6g} vs {counted:.6g}"

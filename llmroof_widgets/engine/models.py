@@ -739,9 +739,9 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     layer_types = []
     for (a_spec, r_spec, m_spec), idx in groups.items():
         parts = []
-        if any_moe:
+        if any_moe and m_spec is not None:
             parts.append("moe" if m_spec.kind == "moe" else "dense")
-        if any_sliding and any_full:
+        if any_sliding and any_full and a_spec is not None:
             parts.append("sliding" if a_spec.window is not None else "full")
         lt_name = "+".join(parts) if parts else "decoder"
         if is_hybrid:  # name the mixer kind(s): "attention+moe", "gated_deltanet+moe", "mamba2", "mlp"
