@@ -37,9 +37,14 @@ HYBRID_FAMILIES: dict[str, dict[str, Any]] = {
         hybrid="qwen3_next",
     ),
     "jamba": dict(norm="rms", mlp="gated", pos="rope", nope=True, tie=False, hybrid="jamba"),
+    "granitemoehybrid": dict(norm="rms", mlp="gated", pos="rope", tie=False, hybrid="granitemoehybrid"),
+    "lfm2_moe": dict(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
     "nemotron_h": dict(norm="rms", mlp="plain", pos="rope", nope=True, tie=False, hybrid="nemotron_h"),
     "lfm2": dict(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
 }
+
+HYBRID_FAMILIES["qwen3_5_text"] = HYBRID_FAMILIES["qwen3_next"]  # Qwen3.5: the same layers (GDN projections split)
+HYBRID_FAMILIES["qwen3_5_moe_text"] = HYBRID_FAMILIES["qwen3_next"]
 
 # which mixer each layer kind holds (transformers' `layer_types` names; "mlp" = a Nemotron-H MLP-only block)
 ATTENTION_KINDS = ("full_attention", "sliding_attention", "hybrid")
@@ -139,6 +144,8 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
         if offset >= period:
             raise ValueError(f"config field 'attn_layer_offset' = {offset} must be < 'attn_layer_period' = {period}")
         kinds = ["full_attention" if i % period == offset else "linear_attention" for i in range(n)]
+    elif conv == "granitemoehybrid":
+        kinds = ["linear_attention"] * n  # transformers' default: every layer Mamba2
     elif conv == "lfm2":
         idx = cfg.get("full_attn_idxs")
         full = set(range(n)) if idx is None else set(_ints(cfg, "full_attn_idxs", n))
@@ -147,7 +154,10 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
         raise ValueError(f"no layer plan for hybrid family {conv!r}")
     if not isinstance(kinds, list) or len(kinds) != n:
         raise ValueError(f"config field 'layer_types' must list {n} entries (one per layer)")
+    if conv == "granitemoehybrid":  # Granite-4 configs use the legacy names
+        kinds = [{"mamba": "linear_attention", "attention": "full_attention"}.get(k, k) for k in kinds]
     allowed = {"qwen3_next": ("full_attention", "linear_attention"), "jamba": ("full_attention", "linear_attention")}
+    allowed["granitemoehybrid"] = ("full_attention", "linear_attention")
     allowed["lfm2"] = ("full_attention", "conv")
     allowed["nemotron_h"] = HYBRID_KINDS
     for t in kinds:
@@ -289,6 +299,66 @@ def plan(cfg: dict, fam: dict, mt: str, kinds: list[str], h: int, inter: int, ac
             chunk_size=_opt_int(cfg, "chunk_size", 128, minimum=1),
             state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
         )
+    elif conv == "granitemoehybrid":
+        E = _opt_int(cfg, "num_local_experts", 8) or 0
+        shared = _req_int(cfg, "shared_intermediate_size")
+        dense = replace(dense_mlp, intermediate_size=shared)  # the shared MLP alone when there are no experts
+        if E:
+            moe = moe_factory(
+                intermediate_size=inter,
+                gated=True,
+                act=act,
+                num_experts=E,
+                top_k=_opt_int(cfg, "num_experts_per_tok", 2, minimum=1),
+                shared_intermediate_size=shared,
+            )
+        mlp = ["moe" if moe else "dense"] * n
+        heads = _opt_int(cfg, "mamba_n_heads", 128, minimum=1)
+        d_inner = _opt_int(cfg, "mamba_expand", 2, minimum=1) * h
+        p = cfg.get("mamba_d_head", "auto")
+        p = d_inner // heads if p == "auto" else _req_int(cfg, "mamba_d_head")
+        if p * heads != d_inner:
+            raise ValueError(
+                f"config fields 'mamba_n_heads' = {heads} × 'mamba_d_head' = {p} must equal mamba_expand × hidden_size = {d_inner}"
+            )
+        g = _opt_int(cfg, "mamba_n_groups", 1, minimum=1)
+        ns = _opt_int(cfg, "mamba_d_state", 256, minimum=1)
+        if heads % g:
+            raise ValueError(f"config field 'mamba_n_groups' = {g} must divide 'mamba_n_heads' = {heads}")
+        mixer = RecurrentSpec(
+            kind="mamba2",
+            d_inner=d_inner,
+            num_heads=heads,
+            head_dim=p,
+            state_size=ns,
+            n_groups=g,
+            conv_dim=d_inner + 2 * g * ns,
+            conv_kernel=_opt_int(cfg, "mamba_d_conv", 4, minimum=1),
+            conv_bias=bool(cfg.get("mamba_conv_bias", True)),
+            proj_bias=bool(cfg.get("mamba_proj_bias", False)),
+            chunk_size=_opt_int(cfg, "mamba_chunk_size", 256, minimum=1),
+            state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
+        )
+    elif mt == "lfm2_moe":
+        first_dense = _opt_int(cfg, "num_dense_layers", 2) or 0  # the first layers keep a dense MLP
+        moe = moe_factory(
+            intermediate_size=_req_int(cfg, "moe_intermediate_size"),
+            gated=True,
+            act=act,
+            num_experts=_req_int(cfg, "num_experts"),
+            top_k=_req_int(cfg, "num_experts_per_tok"),
+            router_score_bias=bool(cfg.get("use_expert_bias", True)),  # expert_bias: a buffer, read with the router
+        )
+        mlp = ["dense" if i < first_dense else "moe" for i in range(n)]
+        mixer = RecurrentSpec(
+            kind="short_conv",
+            d_inner=h,
+            conv_dim=h,
+            conv_kernel=_opt_int(cfg, "conv_L_cache", 3, minimum=1),
+            conv_bias=bool(cfg.get("conv_bias", False)),
+            proj_bias=bool(cfg.get("conv_bias", False)),
+            act="",
+        )
     elif conv == "lfm2":
         width = _opt_int(cfg, "block_ff_dim", None, minimum=1) or inter
         if cfg.get("block_auto_adjust_ff_dim", True):
@@ -310,6 +380,8 @@ def plan(cfg: dict, fam: dict, mt: str, kinds: list[str], h: int, inter: int, ac
         )
     else:  # pragma: no cover
         raise ValueError(f"no layer plan for hybrid family {conv!r}")
+    if any(k == "dense" for k in mlp) and dense.intermediate_size < 1:
+        raise ValueError("config is missing the field 'intermediate_size' (the width of the dense MLP layers)")
     if moe is not None and moe.top_k > moe.num_experts:
         raise ValueError(
             f"config field 'num_experts_per_tok' = {moe.top_k} exceeds the number of experts {moe.num_experts}"

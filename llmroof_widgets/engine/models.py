@@ -564,7 +564,10 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         inter = _req_int(cfg, "intermediate_size")
         act = "gpt_oss_glu"
     else:
-        inter = _req_int(cfg, "intermediate_size")
+        # hybrid families whose layers are all MoE may omit it (Qwen3.5-MoE); families_hybrid checks it is set when used
+        inter = (
+            (_opt_int(cfg, "intermediate_size", 0) or 0) if fam.get("hybrid") else _req_int(cfg, "intermediate_size")
+        )
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
     if isinstance(act, str) and act.startswith("gelu"):
         act = act if act in ACT_FLOPS else "gelu"
@@ -595,6 +598,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     rope = fam["pos"] == "rope"
     prf = float(cfg.get("partial_rotary_factor", 1.0) or 1.0)
     softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
+
+    nope = bool(fam.get("nope")) or (mt == "granitemoehybrid" and cfg.get("position_embedding_type") != "rope")
 
     def attn(win: int | None) -> AttentionSpec:
         if fam.get("mla"):
@@ -630,7 +635,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             qk_norm=fam.get("qk_norm"),
             sinks=bool(fam.get("sinks")),
             softcap=softcap,
-            rotary_dim=int(head_dim * prf) if rope and not fam.get("nope") else 0,
+            rotary_dim=int(head_dim * prf) if rope and not nope else 0,
             out_gate=bool(fam.get("out_gate")),
         )
 
