@@ -15,7 +15,10 @@ For every catalog model that ``transformers`` can build from its config.json:
   convolutions with the engine's ``conv1d`` rows (their multiply-adds, without the bias add FlopCounterMode
   leaves out), and the element-wise scan work is not compared. In transformers 5.24 these models take their
   cache as ``cache=`` (``past_key_values=`` is renamed to it with a deprecation warning; the decode counts below
-  equal one 1-token step, so the prefill is not re-run).
+  equal one 1-token step, so the prefill is not re-run). A hybrid whose layer pattern repeats (Jamba: every 8
+  layers; Qwen3-Next: every 4) is built with one period and its per-layer figures multiplied by the number of
+  periods (exact: a layer's work depends only on its kind), so that transformers' Python-level reference scans
+  (Mamba's token-by-token loop) stay affordable.
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
@@ -23,6 +26,7 @@ Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -57,12 +61,59 @@ def _build(cfg_dict: dict):
     return model
 
 
-def _count(fn) -> tuple[int, int]:
-    """(matrix-product FLOPs, convolution FLOPs) that FlopCounterMode counts while ``fn`` runs."""
+LAYER = re.compile(r"\.layers\.\d+$")
+
+
+def _count(fn, scale: float = 1.0) -> tuple[int, int]:
+    """(matrix-product FLOPs, convolution FLOPs) that FlopCounterMode counts while ``fn`` runs.
+
+    ``scale``: the decoder layers' share is multiplied by it (a model built with one period of its layer pattern
+    stands for ``scale`` periods; the embedding, final norm and lm_head are counted once).
+    """
     with FlopCounterMode(display=False) as fc:
         fn()
-    conv = sum(v for op, v in fc.get_flop_counts()["Global"].items() if "convolution" in str(op))
-    return int(fc.get_total_flops()) - int(conv), int(conv)
+    counts = fc.get_flop_counts()
+
+    def split(ops):
+        conv = sum(v for op, v in ops.items() if "convolution" in str(op))
+        return sum(ops.values()) - conv, conv
+
+    total_mm, total_conv = split(counts["Global"])
+    layer_mm = layer_conv = 0
+    for name, ops in counts.items():
+        if LAYER.search(name):
+            mm, conv = split(ops)
+            layer_mm, layer_conv = layer_mm + mm, layer_conv + conv
+    return (
+        int(round(total_mm + (scale - 1) * layer_mm)),
+        int(round(total_conv + (scale - 1) * layer_conv)),
+    )
+
+
+def _period(key: str) -> int:
+    """Layers in one period of a recurrent / hybrid model's layer pattern (the whole depth for other models)."""
+    m = lr.load_model(key)
+    plan, n = m.layer_plan, m.num_layers
+    if not any(lt.mixer for lt in m.layer_types):
+        return n
+    for p in range(1, n):
+        if n % p == 0 and all(plan[i] == plan[i % p] for i in range(n)):
+            return p
+    return n
+
+
+def _truncated(cfg: dict, p: int) -> dict:
+    """The config with its first ``p`` layers (its layer pattern cut to one period)."""
+    cfg = dict(cfg, num_hidden_layers=p)
+    for k in ("layer_types", "layers_block_type"):
+        if isinstance(cfg.get(k), list):
+            cfg[k] = cfg[k][:p]
+    if isinstance(cfg.get("hybrid_override_pattern"), str):
+        cfg["hybrid_override_pattern"] = cfg["hybrid_override_pattern"][:p]
+    for k in ("mlp_only_layers", "full_attn_idxs"):
+        if isinstance(cfg.get(k), list):
+            cfg[k] = [i for i in cfg[k] if i < p]
+    return cfg
 
 
 def _cache_numel(cache) -> tuple[int, int, int]:
@@ -98,17 +149,24 @@ def reference(key: str) -> dict:
         return _REF[key]
     entry = _catalog_index()[key]
     cfg = json.loads((MODELS_DIR / entry["file"]).read_text())
-    model = _build(cfg)
-    params = sum(p.numel() for p in model.parameters())
+    # recurrent / hybrid models whose layer pattern repeats are built with one period of it and every per-layer
+    # figure (FLOPs, parameters, cache tensors) is scaled by the number of periods: exact, as each layer's work
+    # depends only on its kind; this keeps the Python-level scans of transformers' reference kernels affordable
+    n_layers = lr.load_model(key).num_layers
+    period = _period(key)
+    scale = n_layers / period
+    model = _build(_truncated(cfg, period) if period < n_layers else cfg)
+    layer_params = sum(p.numel() for name, p in model.named_parameters() if ".layers." in name)
+    params = sum(p.numel() for p in model.parameters()) + round((scale - 1) * layer_params)
     ids = torch.zeros((1, PROMPT), dtype=torch.long, device="meta")
     with torch.no_grad():
         outs = []
         # counted with a cache, as generation runs it (the cache adds no matrix product)
-        prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
+        prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)), scale)
         cache = outs[0].past_key_values
-        kv_elems, conv_elems, rec_elems = _cache_numel(cache)
+        kv_elems, conv_elems, rec_elems = (round(x * scale) for x in _cache_numel(cache))
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
+        decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True), scale)
     _REF[key] = {
         "params": params,
         "prefill": prefill,
