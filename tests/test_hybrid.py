@@ -133,7 +133,23 @@ GRANITE = {
     "mamba_chunk_size": 32,
     "position_embedding_type": "nope",
 }
+MINIMAX = {
+    "model_type": "minimax",
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 48,
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+    "vocab_size": 300,
+    "layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"],
+    "block_size": 32,
+    "partial_rotary_factor": 0.5,
+}
 SMALL = {
+    "minimax": MINIMAX,
     "qwen3_next": QWEN_NEXT,
     "jamba": JAMBA,
     "nemotron_h": NEMOTRON,
@@ -158,6 +174,10 @@ def test_layer_plans_follow_each_family_convention():
     assert plan(LFM2) == ["short_conv", "attention", "short_conv", "short_conv", "attention"]
     assert plan(LFM2_MOE) == ["short_conv", "attention+moe", "short_conv+moe", "attention+moe"]
     assert plan(GRANITE) == ["mamba2+moe", "attention+moe", "mamba2+moe", "mamba2+moe"]
+    assert plan(MINIMAX) == ["lightning+moe"] * 3 + ["attention+moe"]
+    # MiniMax's own configs: attn_type_list, 1 = softmax attention
+    m = {k: v for k, v in MINIMAX.items() if k != "layer_types"}
+    assert plan({**m, "attn_type_list": [0, 1, 0, 1]}) == ["lightning+moe", "attention+moe"] * 2
     # explicit layer_types win over the interval
     m = lr.load_model({**QWEN_NEXT, "layer_types": ["linear_attention"] * 7 + ["full_attention"]})
     assert m.layer_plan.count("attention+moe") == 1
@@ -266,6 +286,34 @@ def test_mtp_draft_of_a_hybrid_is_an_attention_layer():
     assert r.generation["speculative_tokens_per_round"] > 1
 
 
+@pytest.mark.parametrize("family", ["qwen3_next", "nemotron_h", "jamba", "minimax"])
+def test_vectorized_sweep_equals_single_analyses(family):
+    # lr.sweep evaluates the prefill over an array of prompt lengths at once (chunk padding included)
+    cfg = SMALL[family]
+    df = lr.sweep(cfg, HW, prompt_len=[1, 63, 100, 300], gen_len=[1, 5], batch_size=[1, 3])
+    for row in df.itertuples():
+        r = lr.analyze(cfg, HW, prompt_len=row.prompt_len, gen_len=row.gen_len, batch_size=row.batch_size)
+        assert row.ttft_s == pytest.approx(r.generation["ttft_s"], rel=1e-9)
+        assert row.e2e_s == pytest.approx(r.generation["e2e_s"], rel=1e-9)
+        assert row.recurrent_state_bytes == pytest.approx(r.memory["recurrent_state_bytes"], rel=1e-12)
+        assert row.total_bytes == pytest.approx(r.memory["total_bytes"], rel=1e-9)
+
+
+def test_memory_view_shows_the_recurrent_state_as_its_own_segment():
+    import llmroof_widgets.widgets as lw
+
+    s = lw.State(model=NEMOTRON, hardware=HW, prompt_len=256, gen_len=8)
+    mem = lw.MemoryBreakdown(s)
+    assert list(mem.bars.labels) == ["weights", "KV cache", "activations", "recurrent state"]
+    assert mem.bars.y.shape == (4, 2)
+    rec = s.result.memory["recurrent_state_bytes"] / 1e9
+    assert mem.bars.y[3].tolist() == pytest.approx([rec, rec])
+    mem.by.value = "batch"  # per batch size: the state grows with the sequences
+    assert list(mem.bars.labels)[3] == "recurrent state" and mem.bars.y[3][-1] > mem.bars.y[3][0]
+    dense = lw.MemoryBreakdown(lw.State(model="gpt2", hardware=HW, prompt_len=64, gen_len=4))
+    assert "recurrent state" not in list(dense.bars.labels)
+
+
 # ---- small models of every family against transformers -----------------------------------
 
 torch = pytest.importorskip("torch")
@@ -295,6 +343,8 @@ def _reference(cfg):
         pre = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
         cache = outs[0].past_key_values
         kv = conv = rec = 0
+        # MiniMax keeps each lightning layer's Kᵀ·V state in a list, in the model dtype
+        rec_model = sum(t.numel() for t in getattr(cache, "linear_cache", None) or [] if isinstance(t, torch.Tensor))
         for layer in cache.layers:
             kv += sum(getattr(layer, n).numel() for n in ("keys", "values") if getattr(layer, n, None) is not None)
             conv += sum(t.numel() for t in (getattr(layer, "conv_states", None) or {}).values() if t is not None)
@@ -302,7 +352,7 @@ def _reference(cfg):
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
         dec = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
     params = sum(p.numel() for p in model.parameters())
-    return dict(params=params, prefill=pre, decode=dec, kv=kv, conv=conv, rec=rec)
+    return dict(params=params, prefill=pre, decode=dec, kv=kv, conv=conv, rec=rec, rec_model=rec_model)
 
 
 @pytest.mark.reference
@@ -316,5 +366,5 @@ def test_small_hybrids_match_transformers(family):
     assert r.decode.matmul_flops == pytest.approx(ref["decode"], rel=1e-9), family
     assert r.memory["kv_cache_prompt_bytes"] == ref["kv"] * 2, family
     # conv states in the model dtype (2 B here), recurrent states in float32 as transformers keeps them
-    assert r.memory["recurrent_state_prompt_bytes"] == ref["conv"] * 2 + ref["rec"] * 4, family
+    assert r.memory["recurrent_state_prompt_bytes"] == ref["conv"] * 2 + ref["rec"] * 4 + ref["rec_model"] * 2, family
     assert math.isfinite(r.generation["tpot_s"])

@@ -29,7 +29,9 @@ REACHED = {"ok": 0, "value_error": 0}
 
 @st.composite
 def hybrid_configs(draw):
-    fam = draw(st.sampled_from(["qwen3_next", "jamba", "nemotron_h", "lfm2"]))
+    fam = draw(
+        st.sampled_from(["qwen3_next", "jamba", "nemotron_h", "lfm2", "lfm2_moe", "granitemoehybrid", "minimax"])
+    )
     heads = draw(st.sampled_from([1, 2, 4, 8]))
     kv = draw(st.sampled_from([h for h in (1, 2, 4, 8) if h <= heads and heads % h == 0]))
     d = draw(st.sampled_from([8, 16, 32]))
@@ -98,9 +100,35 @@ def hybrid_configs(draw):
             moe_shared_expert_intermediate_size=draw(st.integers(1, 64)),
             mamba_ssm_cache_dtype=draw(st.sampled_from(["float32", "float16"])),
         )
+    elif fam == "granitemoehybrid":
+        g = draw(st.sampled_from([1, 2]))
+        mh = g * draw(st.sampled_from([1, 2, 4]))
+        cfg.update(
+            layer_types=draw(st.lists(st.sampled_from(["mamba", "attention"]), min_size=n, max_size=n)),
+            mamba_n_heads=mh,
+            mamba_n_groups=g,
+            mamba_expand=draw(st.sampled_from([1, 2])),
+            mamba_d_state=draw(st.sampled_from([4, 16])),
+            mamba_chunk_size=draw(st.sampled_from([8, 256])),
+            shared_intermediate_size=draw(st.integers(1, 64)),
+            num_local_experts=draw(st.integers(0, 6)),
+            num_experts_per_tok=draw(st.integers(1, 3)),
+            position_embedding_type=draw(st.sampled_from(["rope", "nope"])),
+        )
+    elif fam == "minimax":
+        cfg.update(
+            layer_types=draw(st.lists(st.sampled_from(["linear_attention", "full_attention"]), min_size=n, max_size=n)),
+            num_local_experts=draw(st.integers(1, 8)),
+            num_experts_per_tok=draw(st.integers(1, 3)),
+            block_size=draw(st.sampled_from([4, 32, 256])),
+        )
     else:
         cfg.update(
             layer_types=draw(st.lists(st.sampled_from(["conv", "full_attention"]), min_size=n, max_size=n)),
+            num_experts=draw(st.integers(1, 8)),
+            num_experts_per_tok=draw(st.integers(1, 3)),
+            moe_intermediate_size=draw(st.integers(1, 64)),
+            num_dense_layers=draw(st.integers(0, 3)),
             conv_L_cache=draw(st.integers(1, 4)),
             block_auto_adjust_ff_dim=draw(st.booleans()),
             block_multiple_of=draw(st.sampled_from([1, 8, 256])),
@@ -110,7 +138,7 @@ def hybrid_configs(draw):
     return cfg
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cfg=hybrid_configs(),
     batch=st.integers(1, 16),

@@ -9,7 +9,8 @@ For every catalog model that ``transformers`` can build from its config.json:
 - the KV-cache bytes per token equal the bytes of the cache tensors transformers keeps (fp16);
 - recurrent / hybrid models (Qwen3-Next, Nemotron-H, Jamba, LFM2): the recurrent-state bytes equal transformers'
   conv-state tensors (model dtype, fp16 here) plus its recurrent-state tensors (float32: transformers runs the
-  scans in float32 and keeps their final state so), reported apart from the KV cache. ``FlopCounterMode``
+  scans in float32 and keeps their final state so; MiniMax's lightning state stays in the model dtype), reported
+  apart from the KV cache. ``FlopCounterMode``
   counts convolutions apart from matrix products and does not count element-wise work (the recurrent decode
   step of Gated DeltaNet, the state updates of Mamba): matrix products are compared with ``matmul_flops``, the
   convolutions with the engine's ``conv1d`` rows (their multiply-adds, without the bias add FlopCounterMode
@@ -116,9 +117,11 @@ def _truncated(cfg: dict, p: int) -> dict:
     return cfg
 
 
-def _cache_numel(cache) -> tuple[int, int, int]:
-    """Elements of (KV tensors, convolution states, recurrent states) of a cache after a forward."""
+def _cache_numel(cache) -> tuple[int, int, int, int]:
+    """Elements of (KV tensors, convolution states, float32 recurrent states, model-dtype recurrent states)."""
     kv = conv = rec = 0
+    # MiniMax keeps each lightning layer's Kᵀ·V state in a list of its own, in the model dtype
+    rec_model = sum(t.numel() for t in getattr(cache, "linear_cache", None) or [] if isinstance(t, torch.Tensor))
     layers = getattr(cache, "layers", None)
     if layers is not None:
         for layer in layers:
@@ -133,11 +136,11 @@ def _cache_numel(cache) -> tuple[int, int, int]:
                             conv += t.numel()
                         else:
                             rec += t.numel()
-        return kv, conv, rec
+        return kv, conv, rec, rec_model
     for t in cache:  # legacy tuple of (k, v)
         for x in t:
             kv += x.numel()
-    return kv, conv, rec
+    return kv, conv, rec, rec_model
 
 
 _REF: dict[str, dict] = {}
@@ -164,7 +167,7 @@ def reference(key: str) -> dict:
         # counted with a cache, as generation runs it (the cache adds no matrix product)
         prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)), scale)
         cache = outs[0].past_key_values
-        kv_elems, conv_elems, rec_elems = (round(x * scale) for x in _cache_numel(cache))
+        kv_elems, conv_elems, rec_elems, rec_model_elems = (round(x * scale) for x in _cache_numel(cache))
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
         decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True), scale)
     _REF[key] = {
@@ -176,6 +179,7 @@ def reference(key: str) -> dict:
         "kv_elems_per_token": kv_elems / PROMPT,
         "conv_state_elems": conv_elems,
         "recurrent_state_elems": rec_elems,
+        "recurrent_state_model_dtype_elems": rec_model_elems,
     }
     return _REF[key]
 
@@ -231,7 +235,9 @@ def test_recurrent_state_bytes(pair):
     key, ref, res = pair
     # conv states in the model dtype (fp16 here), recurrent states in float32, as transformers keeps them;
     # a model without recurrent layers has neither
-    expected = ref["conv_state_elems"] * 2 + ref["recurrent_state_elems"] * 4
+    expected = (
+        ref["conv_state_elems"] * 2 + ref["recurrent_state_elems"] * 4 + ref["recurrent_state_model_dtype_elems"] * 2
+    )
     assert res.memory["recurrent_state_prompt_bytes"] == pytest.approx(expected, rel=1e-9, abs=0), key
 
 

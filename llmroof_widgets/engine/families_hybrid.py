@@ -41,6 +41,7 @@ HYBRID_FAMILIES: dict[str, dict[str, Any]] = {
     "lfm2_moe": dict(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
     "nemotron_h": dict(norm="rms", mlp="plain", pos="rope", nope=True, tie=False, hybrid="nemotron_h"),
     "lfm2": dict(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
+    "minimax": dict(norm="rms", mlp="gated", pos="rope", tie=False, hybrid="minimax"),
 }
 
 HYBRID_FAMILIES["qwen3_5_text"] = HYBRID_FAMILIES["qwen3_next"]  # Qwen3.5: the same layers (GDN projections split)
@@ -51,7 +52,7 @@ ATTENTION_KINDS = ("full_attention", "sliding_attention", "hybrid")
 MIXER_KINDS = ("linear_attention", "conv", "hybrid")
 HYBRID_KINDS = ("full_attention", "linear_attention", "conv", "moe", "mlp")
 
-RECURRENT_KINDS = ("mamba", "mamba2", "gated_deltanet", "short_conv")
+RECURRENT_KINDS = ("mamba", "mamba2", "gated_deltanet", "lightning", "short_conv")
 
 _DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "half": 2}
 
@@ -65,7 +66,7 @@ class RecurrentSpec:
     heads × d_v × d_k); ``conv_dim`` channels through a depthwise causal convolution of ``conv_kernel`` taps.
     """
 
-    kind: str  # "mamba", "mamba2", "gated_deltanet", "short_conv"
+    kind: str  # "mamba", "mamba2", "gated_deltanet", "lightning", "short_conv"
     d_inner: int  # width of the scanned stream (Mamba expand·h, Mamba2 heads·head_dim, GDN value_dim, conv h)
     num_heads: int = 0
     head_dim: int = 0
@@ -78,7 +79,7 @@ class RecurrentSpec:
     proj_bias: bool = False
     dt_rank: int = 0  # Mamba (v1) time-step rank
     chunk_size: int = 0  # chunk length of the prefill scan (0: sequential scan)
-    state_bytes: int = 4  # bytes per element of the SSM / recurrent state
+    state_bytes: int = 4  # bytes per element of the SSM / recurrent state (0: the model's activation dtype)
     act: str = "silu"  # activation after the convolution ("" for none)
 
     def conv_state_elements(self) -> int:
@@ -146,6 +147,16 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
         kinds = ["full_attention" if i % period == offset else "linear_attention" for i in range(n)]
     elif conv == "granitemoehybrid":
         kinds = ["linear_attention"] * n  # transformers' default: every layer Mamba2
+    elif conv == "minimax":
+        types = cfg.get("attn_type_list")  # MiniMax's own configs: 0 lightning, 1 softmax attention
+        if isinstance(types, list):
+            if any(t not in (0, 1) for t in types):
+                raise ValueError(
+                    "config field 'attn_type_list' must hold 0 (lightning) or 1 (softmax attention) per layer"
+                )
+            kinds = ["full_attention" if t == 1 else "linear_attention" for t in types]
+        else:  # transformers' MiniMaxConfig default: alternate, starting with full attention
+            kinds = ["full_attention" if (i + 1) % 2 else "linear_attention" for i in range(n)]
     elif conv == "lfm2":
         idx = cfg.get("full_attn_idxs")
         full = set(range(n)) if idx is None else set(_ints(cfg, "full_attn_idxs", n))
@@ -157,7 +168,7 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
     if conv == "granitemoehybrid":  # Granite-4 configs use the legacy names
         kinds = [{"mamba": "linear_attention", "attention": "full_attention"}.get(k, k) for k in kinds]
     allowed = {"qwen3_next": ("full_attention", "linear_attention"), "jamba": ("full_attention", "linear_attention")}
-    allowed["granitemoehybrid"] = ("full_attention", "linear_attention")
+    allowed["granitemoehybrid"] = allowed["minimax"] = ("full_attention", "linear_attention")
     allowed["lfm2"] = ("full_attention", "conv")
     allowed["nemotron_h"] = HYBRID_KINDS
     for t in kinds:
@@ -338,6 +349,27 @@ def plan(cfg: dict, fam: dict, mt: str, kinds: list[str], h: int, inter: int, ac
             proj_bias=bool(cfg.get("mamba_proj_bias", False)),
             chunk_size=_opt_int(cfg, "mamba_chunk_size", 256, minimum=1),
             state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
+        )
+    elif conv == "minimax":
+        moe = moe_factory(
+            intermediate_size=inter,
+            gated=True,
+            act=act,
+            num_experts=_req_int(cfg, "num_local_experts"),
+            top_k=_req_int(cfg, "num_experts_per_tok"),
+        )
+        mlp = ["moe"] * n
+        heads = _req_int(cfg, "num_attention_heads")
+        d = _opt_int(cfg, "head_dim", None, minimum=1) or h // heads
+        mixer = RecurrentSpec(
+            kind="lightning",
+            d_inner=heads * d,
+            num_heads=heads,
+            head_dim=d,
+            state_size=d,  # the state of a head is Kᵀ·V: d × d
+            n_groups=heads,
+            chunk_size=_opt_int(cfg, "block_size", 256, minimum=1),
+            state_bytes=0,  # transformers keeps it in the model dtype
         )
     elif mt == "lfm2_moe":
         first_dense = _opt_int(cfg, "num_dense_layers", 2) or 0  # the first layers keep a dense MLP

@@ -18,7 +18,7 @@ cache of the layer. Tensor parallelism shards heads (and the convolution channel
 
 from __future__ import annotations
 
-import math
+import numpy as np
 
 from .families_hybrid import RecurrentSpec
 from .models import ACT_FLOPS
@@ -27,6 +27,16 @@ from .precision import compute_dtype
 
 SIGMOID_FLOPS = 4  # neg, exp, add, divide
 SOFTPLUS_FLOPS = 3  # exp, add, log
+
+
+def _is_step(pb: PassBuilder) -> bool:
+    """One new token after a cached context: the recurrent step (else the chunked scan; ``T`` may be an array)."""
+    return not pb.prefill and np.ndim(pb.T) == 0 and pb.T == 1
+
+
+def _padded(T, C):
+    """T rounded up to whole chunks of C (T may be an array of prompt lengths)."""
+    return np.ceil(np.asarray(T, dtype=np.float64) / C) * C
 
 
 def _shard(pb: PassBuilder, r: RecurrentSpec) -> float:
@@ -43,7 +53,7 @@ def causal_conv(pb: PassBuilder, r: RecurrentSpec):
     fl = mm + (N * ch if r.conv_bias else 0.0)
     wbytes = ch * (K + (1 if r.conv_bias else 0)) * p.hp
     act = N * ch * p.a * 2  # input read, output written
-    step = pb.T == 1 and not pb.prefill
+    step = _is_step(pb)
     # the state: a decode step reads the K cached inputs and writes them back shifted; a prefill writes them
     state = B * ch * K * p.a * (2 if step else 1)
 
@@ -124,7 +134,7 @@ def gated_deltanet(pb: PassBuilder, r: RecurrentSpec):
     sb = r.state_bytes
     state = B * Hvl * dk * dv * sb
     io = N * (2 * Hkl * dk + Hvl * dv + 2 * Hvl) * p.a + N * Hvl * dv * p.a  # q, k, v, β, g in; o out
-    if T == 1 and not pb.prefill:
+    if _is_step(pb):
         # one delta-rule step per value head: S ← g·S; S += k ⊗ β(v − Sᵀk); o = Sᵀq
         fl = B * Hvl * (7.0 * dk * dv + 3.0 * dv)
 
@@ -137,7 +147,7 @@ def gated_deltanet(pb: PassBuilder, r: RecurrentSpec):
 
         _scan_row(pb, "gdn_recurrent_step", fl, 0.0, io, 2 * state, fmt, 1)
     else:
-        Tp = math.ceil(T / C) * C  # padded to whole chunks
+        Tp = _padded(T, C)  # padded to whole chunks
         # per sequence and value head: k_β·kᵀ and q·kᵀ (C×C per chunk), (masked scores)·v_new, and three products with
         # the d_k × d_v state (read by the decayed keys, read by q, updated by kᵀ·v_new)
         mm = B * Hvl * (4.0 * Tp * C * dk + 2.0 * Tp * C * dv + 6.0 * Tp * dk * dv)
@@ -145,7 +155,7 @@ def gated_deltanet(pb: PassBuilder, r: RecurrentSpec):
 
         def fmt():
             return (
-                f"B·H_v·(4·T'·C·d_k + 2·T'·C·d_v + 6·T'·d_k·d_v) + solves B·H_v·T'·C·(d_k + d_v + 4), T' = {Tp} "
+                f"B·H_v·(4·T'·C·d_k + 2·T'·C·d_v + 6·T'·d_k·d_v) + solves B·H_v·T'·C·(d_k + d_v + 4), T' = {_n(Tp)} "
                 f"(T padded to chunks of C = {C}) = {_n(mm)} + {_n(other)}",
                 f"q, k, v, gates, output {_n(io)} B + final state B·H_v·d_k·d_v·{sb} B = {_n(state)}",
             )
@@ -182,7 +192,7 @@ def mamba2(pb: PassBuilder, r: RecurrentSpec):
     sb = r.state_bytes
     state = B * Hl * P * S * sb
     io = N * (Hl * P + 2 * Gl * S + Hl) * p.a + N * Hl * P * p.a  # x, B, C, dt in; y out
-    if T == 1 and not pb.prefill:
+    if _is_step(pb):
         mm = 2.0 * B * Hl * P * S  # y = S·C per head
         fl = mm + B * Hl * P * (6.0 * S + 2.0)  # discretise, decay and update the state; D skip
 
@@ -194,8 +204,8 @@ def mamba2(pb: PassBuilder, r: RecurrentSpec):
 
         _scan_row(pb, "ssm_recurrent_step", fl, mm, io, 2 * state, fmt, 1)
     else:
-        Tp = math.ceil(T / C) * C
-        nc = Tp // C
+        Tp = _padded(T, C)
+        nc = Tp / C
         # per sequence: C·Bᵀ (C×C per chunk and head), its masked product with x, the chunk states Bᵀ·x, the
         # inter-chunk recurrence over (chunks + 1)² pairs, and C times the chunk-start states
         mm = B * Hl * (2.0 * Tp * C * (S + P) + 4.0 * Tp * P * S + 2.0 * (nc + 1) ** 2 * P * S)
@@ -203,7 +213,7 @@ def mamba2(pb: PassBuilder, r: RecurrentSpec):
 
         def fmt():
             return (
-                f"B·H·(2·T'·C·(N+P) + 4·T'·P·N + 2·(chunks+1)²·P·N), T' = {Tp}, C = {C}, N = {S}, P = {P} = {_n(mm)}",
+                f"B·H·(2·T'·C·(N+P) + 4·T'·P·N + 2·(chunks+1)²·P·N), T' = {_n(Tp)}, C = {C}, N = {S}, P = {P} = {_n(mm)}",
                 f"x, B, C, dt, y {_n(io)} B + final state B·H·P·N·{sb} B = {_n(state)}",
             )
 
@@ -223,7 +233,7 @@ def mamba2(pb: PassBuilder, r: RecurrentSpec):
 
 def mamba(pb: PassBuilder, r: RecurrentSpec):
     """Mamba (v1; Jamba, falcon-mamba): a diagonal state of d_state per inner channel, selective dt, B, C."""
-    h, N, B, T, p = pb.m.hidden_size, pb.N, pb.B, pb.T, pb.p
+    h, N, B, p = pb.m.hidden_size, pb.N, pb.B, pb.p
     D, S, R = r.d_inner, r.state_size, r.dt_rank
     pb.linear("in_proj", N, h, 2 * D, bias=r.proj_bias)  # x and the gate z
     causal_conv(pb, r)
@@ -234,7 +244,7 @@ def mamba(pb: PassBuilder, r: RecurrentSpec):
     sb = r.state_bytes
     state = B * D * S * sb
     io = N * (3 * D + 2 * S) * p.a + N * D * p.a  # x, dt, z, B, C in; y out
-    step = T == 1 and not pb.prefill
+    step = _is_step(pb)
     # per token and channel: dA = exp(A·dt), dB·x, S = dA·S + dB·x (element-wise), y = S·C (a product), D skip, gate
     mm = 2.0 * N * D * S
     fl = mm + N * D * (6.0 * S + 2.0 + ACT_FLOPS["silu"] + 1)
@@ -254,6 +264,52 @@ def mamba(pb: PassBuilder, r: RecurrentSpec):
     pb.linear("out_proj", N, D, h, bias=r.proj_bias)
 
 
+def lightning(pb: PassBuilder, r: RecurrentSpec):
+    """Lightning attention (MiniMax-01): linear attention with a fixed per-head decay, in blocks of C tokens."""
+    h, N, B, T, p, tp = pb.m.hidden_size, pb.N, pb.B, pb.T, pb.p, pb.tp
+    H, d, C = r.num_heads, r.head_dim, r.chunk_size
+    Hl = H / tp
+    pb.linear("qkv_proj", N, h, 3 * H * d, split="col")
+    pb.elementwise("qkv_act", N * 3 * Hl * d, ACT_FLOPS["silu"], what="silu of q, k, v")
+    sb = r.state_bytes or p.a
+    state = B * Hl * d * d * sb
+    io = N * 3 * Hl * d * p.a + N * Hl * d * p.a
+    if _is_step(pb):
+        mm = 4.0 * B * Hl * d * d  # kᵀ·v added to the d × d state, then q times the state
+        fl = mm + 2.0 * B * Hl * d * d  # decay the state and add
+
+        def fmt():
+            return (
+                f"kᵀv + q·S 4·B·H·d² + decay 2·B·H·d² = 4·{_n(B)}·{_n(Hl)}·{d}² + …",
+                f"q, k, v, output {_n(io)} B + state read and written 2·B·H·d²·{sb:g} B = {_n(2 * state)}",
+            )
+
+        _scan_row(pb, "lightning_recurrent_step", fl, mm, io, 2 * state, fmt, 1)
+    else:
+        full, last = np.divmod(T, C)
+        sq = full * C * C + last * last  # Σ over blocks of (block length)²: the last block is not padded
+        # per sequence and head: q·kᵀ and its masked product with v inside each block (4·d per pair), q times the
+        # carried state and kᵀ·v into it (4·d² per token)
+        mm = B * Hl * (4.0 * d * sq + 4.0 * d * d * T)
+        other = (
+            B * Hl * (sq + 2.0 * T * d + 2.0 * d * d * np.ceil(np.asarray(T, dtype=np.float64) / C))
+        )  # decay masks and state decay
+
+        def fmt():
+            return (
+                f"B·H·(4·d·Σ block² + 4·d²·T), blocks of C = {C} = {_n(mm)}",
+                f"q, k, v, output {_n(io)} B + final state B·H·d²·{sb:g} B = {_n(state)}",
+            )
+
+        _scan_row(pb, "lightning_block_scan", mm + other, mm, io, state, fmt, C)
+    n = pb.elementwise("lightning_norm", N * Hl * d, RMS_FLOPS, weight_elems=Hl * d, what="RMSNorm of the heads")
+    _params_row(n, H * d)
+    pb.linear("output_gate", N, h, H * d, split="col")
+    pb.elementwise("gate_mul", N * Hl * d, SIGMOID_FLOPS + 1, reads=2, what="sigmoid(gate)·output")
+    pb.linear("out_proj", N, H * d, h, split="row")
+    pb.tp_allreduce("mixer_allreduce", N)
+
+
 def short_conv(pb: PassBuilder, r: RecurrentSpec):
     """LFM2 gated short convolution: B, C, x = in_proj(h); y = C·conv(B·x); out_proj(y). No recurrent state."""
     h, N = pb.m.hidden_size, pb.N
@@ -265,7 +321,13 @@ def short_conv(pb: PassBuilder, r: RecurrentSpec):
     pb.tp_allreduce("mixer_allreduce", N)
 
 
-MIXERS = {"gated_deltanet": gated_deltanet, "mamba2": mamba2, "mamba": mamba, "short_conv": short_conv}
+MIXERS = {
+    "gated_deltanet": gated_deltanet,
+    "mamba2": mamba2,
+    "mamba": mamba,
+    "lightning": lightning,
+    "short_conv": short_conv,
+}
 
 
 def recurrent_mixer(pb: PassBuilder, r: RecurrentSpec):
@@ -274,4 +336,4 @@ def recurrent_mixer(pb: PassBuilder, r: RecurrentSpec):
 
 def state_bytes_per_sequence(r: RecurrentSpec, act_bytes: float, tp: int = 1) -> float:
     """Bytes of one sequence's state in one layer on one device: conv inputs (model dtype) + recurrent state."""
-    return (r.conv_state_elements() * act_bytes + r.ssm_state_elements() * r.state_bytes) / tp
+    return (r.conv_state_elements() * act_bytes + r.ssm_state_elements() * (r.state_bytes or act_bytes)) / tp
