@@ -148,7 +148,26 @@ MINIMAX = {
     "block_size": 32,
     "partial_rotary_factor": 0.5,
 }
+FALCON_H1 = {
+    "model_type": "falcon_h1",
+    "hidden_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "intermediate_size": 96,
+    "vocab_size": 300,
+    "mamba_d_ssm": 96,
+    "mamba_n_heads": 6,
+    "mamba_d_head": 16,
+    "mamba_n_groups": 2,
+    "mamba_d_state": 8,
+    "mamba_d_conv": 4,
+    "mamba_chunk_size": 32,
+}
 SMALL = {
+    "falcon_h1": FALCON_H1,
+    "falcon_h1_norm": {**FALCON_H1, "mamba_rms_norm": True, "projectors_bias": True, "mamba_proj_bias": True},
     "minimax": MINIMAX,
     "qwen3_next": QWEN_NEXT,
     "jamba": JAMBA,
@@ -175,6 +194,7 @@ def test_layer_plans_follow_each_family_convention():
     assert plan(LFM2_MOE) == ["short_conv", "attention+moe", "short_conv+moe", "attention+moe"]
     assert plan(GRANITE) == ["mamba2+moe", "attention+moe", "mamba2+moe", "mamba2+moe"]
     assert plan(MINIMAX) == ["lightning+moe"] * 3 + ["attention+moe"]
+    assert plan(FALCON_H1) == ["attention+mamba2"] * 3  # both mixers in every layer
     # MiniMax's own configs: attn_type_list, 1 = softmax attention
     m = {k: v for k, v in MINIMAX.items() if k != "layer_types"}
     assert plan({**m, "attn_type_list": [0, 1, 0, 1]}) == ["lightning+moe", "attention+moe"] * 2

@@ -115,6 +115,18 @@ def hybrid_configs(draw):
             num_experts_per_tok=draw(st.integers(1, 3)),
             position_embedding_type=draw(st.sampled_from(["rope", "nope"])),
         )
+    elif fam == "falcon_h1":
+        mh = draw(st.sampled_from([1, 2, 4]))
+        cfg.update(
+            head_dim=d,
+            mamba_n_heads=mh,
+            mamba_d_head=draw(st.sampled_from([4, 8])),
+            mamba_n_groups=1,
+            mamba_d_state=draw(st.sampled_from([4, 16])),
+            mamba_chunk_size=draw(st.sampled_from([8, 256])),
+            mamba_rms_norm=draw(st.booleans()),
+        )
+        cfg["mamba_d_ssm"] = cfg["mamba_n_heads"] * cfg["mamba_d_head"]
     elif fam == "minimax":
         cfg.update(
             layer_types=draw(st.lists(st.sampled_from(["linear_attention", "full_attention"]), min_size=n, max_size=n)),

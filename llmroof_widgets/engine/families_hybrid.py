@@ -42,6 +42,16 @@ HYBRID_FAMILIES: dict[str, dict[str, Any]] = {
     "nemotron_h": dict(norm="rms", mlp="plain", pos="rope", nope=True, tie=False, hybrid="nemotron_h"),
     "lfm2": dict(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
     "minimax": dict(norm="rms", mlp="gated", pos="rope", tie=False, hybrid="minimax"),
+    # Falcon-H1: every layer runs attention and a Mamba2 mixer side by side on the same normed input (kind "hybrid")
+    "falcon_h1": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        hybrid="falcon_h1",
+    ),
 }
 
 HYBRID_FAMILIES["qwen3_5_text"] = HYBRID_FAMILIES["qwen3_next"]  # Qwen3.5: the same layers (GDN projections split)
@@ -81,6 +91,8 @@ class RecurrentSpec:
     chunk_size: int = 0  # chunk length of the prefill scan (0: sequential scan)
     state_bytes: int = 4  # bytes per element of the SSM / recurrent state (0: the model's activation dtype)
     act: str = "silu"  # activation after the convolution ("" for none)
+    out_bias: bool | None = None  # bias of out_proj (None: as proj_bias)
+    gated_norm: bool = True  # Mamba2: RMSNorm(y·silu(z)) with a weight; False: the gate alone (Falcon-H1)
 
     def conv_state_elements(self) -> int:
         """Elements of the convolution state per sequence: the last K inputs of every channel."""
@@ -147,6 +159,8 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
         kinds = ["full_attention" if i % period == offset else "linear_attention" for i in range(n)]
     elif conv == "granitemoehybrid":
         kinds = ["linear_attention"] * n  # transformers' default: every layer Mamba2
+    elif conv == "falcon_h1":
+        kinds = ["hybrid"] * n  # attention and Mamba2 in parallel in every layer
     elif conv == "minimax":
         types = cfg.get("attn_type_list")  # MiniMax's own configs: 0 lightning, 1 softmax attention
         if isinstance(types, list):
@@ -169,6 +183,7 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
         kinds = [{"mamba": "linear_attention", "attention": "full_attention"}.get(k, k) for k in kinds]
     allowed = {"qwen3_next": ("full_attention", "linear_attention"), "jamba": ("full_attention", "linear_attention")}
     allowed["granitemoehybrid"] = allowed["minimax"] = ("full_attention", "linear_attention")
+    allowed["falcon_h1"] = ("hybrid",)
     allowed["lfm2"] = ("full_attention", "conv")
     allowed["nemotron_h"] = HYBRID_KINDS
     for t in kinds:
@@ -350,6 +365,37 @@ def plan(cfg: dict, fam: dict, mt: str, kinds: list[str], h: int, inter: int, ac
             chunk_size=_opt_int(cfg, "mamba_chunk_size", 256, minimum=1),
             state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
         )
+    elif conv == "falcon_h1":
+        dense = replace(dense_mlp, bias=bool(cfg.get("mlp_bias", False)))
+        mlp = ["dense"] * n
+        d_inner = _opt_int(cfg, "mamba_d_ssm", None, minimum=1) or _opt_int(cfg, "mamba_expand", 2, minimum=1) * h
+        heads = _opt_int(cfg, "mamba_n_heads", 128, minimum=1)
+        p = cfg.get("mamba_d_head", "auto")
+        p = d_inner // heads if p == "auto" else _req_int(cfg, "mamba_d_head")
+        g = _opt_int(cfg, "mamba_n_groups", 1, minimum=1)
+        ns = _opt_int(cfg, "mamba_d_state", 256, minimum=1)
+        if heads % g:
+            raise ValueError(f"config field 'mamba_n_groups' = {g} must divide 'mamba_n_heads' = {heads}")
+        mixer = RecurrentSpec(
+            kind="mamba2",
+            d_inner=heads * p,
+            num_heads=heads,
+            head_dim=p,
+            state_size=ns,
+            n_groups=g,
+            conv_dim=d_inner + 2 * g * ns,
+            conv_kernel=_opt_int(cfg, "mamba_d_conv", 4, minimum=1),
+            conv_bias=bool(cfg.get("mamba_conv_bias", True)),
+            proj_bias=bool(cfg.get("mamba_proj_bias", False)),
+            out_bias=bool(cfg.get("projectors_bias", False)),
+            gated_norm=bool(cfg.get("mamba_rms_norm", False)),
+            chunk_size=_opt_int(cfg, "mamba_chunk_size", 256, minimum=1),
+            state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
+        )
+        if heads * p != d_inner:
+            raise ValueError(
+                f"config fields 'mamba_n_heads' = {heads} × 'mamba_d_head' = {p} must equal the SSM width {d_inner}"
+            )
     elif conv == "minimax":
         moe = moe_factory(
             intermediate_size=inter,

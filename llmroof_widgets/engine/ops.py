@@ -737,6 +737,11 @@ class PassBuilder:
             self.mla_attention(lt.attention)
         else:
             self.mha(lt.attention)
+        if lt.mixer is not None:  # Falcon-H1: a recurrent mixer beside attention on the same input; outputs summed
+            from .ops_recurrent import recurrent_mixer
+
+            recurrent_mixer(self, lt.mixer)
+            self.elementwise("mixer_attn_sum", N * h, 1, reads=2, writes=1, what="attention + mixer outputs")
         if lt.mlp is None:  # an attention-only block (Nemotron-H "*")
             self.elementwise("attn_residual", N * h, 1, reads=2, writes=1, what="residual add")
             return

@@ -218,16 +218,20 @@ def mamba2(pb: PassBuilder, r: RecurrentSpec):
             )
 
         _scan_row(pb, "ssm_chunk_scan", mm + other, mm, io, state, fmt, C)
-    n = pb.elementwise(
-        "gated_norm",
-        N * Hl * P,
-        RMS_FLOPS + ACT_FLOPS["silu"] + 1,
-        reads=2,
-        weight_elems=Hl * P,
-        what="RMSNorm(y·silu(z)) per group",
-    )
-    _params_row(n, Hs * P)
-    pb.linear("out_proj", N, Hs * P, h, bias=r.proj_bias, split="row")
+    if r.gated_norm:
+        n = pb.elementwise(
+            "gated_norm",
+            N * Hl * P,
+            RMS_FLOPS + ACT_FLOPS["silu"] + 1,
+            reads=2,
+            weight_elems=Hl * P,
+            what="RMSNorm(y·silu(z)) per group",
+        )
+        _params_row(n, Hs * P)
+    else:
+        pb.elementwise("gate", N * Hl * P, ACT_FLOPS["silu"] + 1, reads=2, what="y·silu(z)")
+    out_bias = r.proj_bias if r.out_bias is None else r.out_bias
+    pb.linear("out_proj", N, Hs * P, h, bias=out_bias, split="row")
     pb.tp_allreduce("mixer_allreduce", N)
 
 
