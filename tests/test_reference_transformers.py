@@ -221,13 +221,17 @@ def test_kv_bytes_per_token(pair):
 
 
 def _conv_macs(phase, model) -> float:
-    """Multiply-add FLOPs of the engine's causal convolutions (its rows' FLOPs less the bias add)."""
+    """Multiply-add FLOPs of the engine's causal convolutions (its rows' FLOPs less the bias add and the fused
+    activation, per channel and token: 2·K of 2·K + bias + activation)."""
+    from llmroof_widgets.engine.models import ACT_FLOPS
+
     total = 0.0
     for r in phase.rows:
         if r.name == "conv1d":
             mixer = next(lt.mixer for lt in model.layer_types if lt.name == r.layer_type)
             k = mixer.conv_kernel
-            total += r.count * r.flops * (2 * k) / (2 * k + (1 if mixer.conv_bias else 0))
+            per = 2 * k + (1 if mixer.conv_bias else 0) + (ACT_FLOPS[mixer.act] if mixer.act else 0)
+            total += r.count * r.flops * (2 * k) / per
     return total
 
 

@@ -45,12 +45,16 @@ def _shard(pb: PassBuilder, r: RecurrentSpec) -> float:
 
 
 def causal_conv(pb: PassBuilder, r: RecurrentSpec):
-    """Depthwise causal convolution of K taps over ``conv_dim`` channels; it keeps the last K inputs per sequence."""
+    """Depthwise causal convolution of K taps over ``conv_dim`` channels; it keeps the last K inputs per sequence.
+
+    Its activation (SiLU for the SSM mixers) runs inside the same kernel (causal_conv1d's ``activation=``).
+    """
     p, f = pb.p, _shard(pb, r)
     N, B, K = pb.N, pb.B, r.conv_kernel
     ch = r.conv_dim * f
     mm = 2.0 * N * ch * K  # one multiply and one add per tap per channel per token
-    fl = mm + (N * ch if r.conv_bias else 0.0)
+    act_fl = ACT_FLOPS[r.act] if r.act else 0
+    fl = mm + (N * ch if r.conv_bias else 0.0) + N * ch * act_fl  # + bias add + fused activation
     wbytes = ch * (K + (1 if r.conv_bias else 0)) * p.hp
     act = N * ch * p.a * 2  # input read, output written
     step = _is_step(pb)
@@ -58,7 +62,11 @@ def causal_conv(pb: PassBuilder, r: RecurrentSpec):
     state = B * ch * K * p.a * (2 if step else 1)
 
     def fmt():
-        ff = f"2·N·channels·K{' + N·channels (bias)' if r.conv_bias else ''} = 2·{_n(N)}·{_n(ch)}·{K}"
+        ff = (
+            f"2·N·channels·K{' + N·channels (bias)' if r.conv_bias else ''}"
+            + (f" + {act_fl}·N·channels ({r.act}, fused)" if act_fl else "")
+            + f" = 2·{_n(N)}·{_n(ch)}·{K} + …"
+        )
         bf = (
             f"weights channels·K·{p.hp:g} B + input and output N·channels·{p.a:g} B ×2 + "
             f"state B·channels·K·{p.a:g} B ×{2 if step else 1} = {_n(wbytes)} + {_n(act)} + {_n(state)}"
@@ -81,8 +89,6 @@ def causal_conv(pb: PassBuilder, r: RecurrentSpec):
         wclass="hp",
     )
     pb.rows.append(row)
-    if r.act:
-        pb.elementwise("conv_act", N * ch, ACT_FLOPS[r.act], what=f"{r.act} after the convolution")
     return row
 
 
@@ -117,10 +123,11 @@ def gated_deltanet(pb: PassBuilder, r: RecurrentSpec):
     h, N, B, T, p, tp = pb.m.hidden_size, pb.N, pb.B, pb.T, pb.p, pb.tp
     Hv, Hk, dk, dv, C = r.num_heads, r.n_groups, r.key_head_dim, r.head_dim, r.chunk_size
     Hvl, Hkl = Hv / tp, Hk / tp
-    pb.linear("in_proj_qkvz", N, h, 2 * Hk * dk + 2 * Hv * dv, bias=r.proj_bias, split="col")
-    pb.linear("in_proj_ba", N, h, 2 * Hv, bias=r.proj_bias, split="col")
+    # q, k, v, the output gate z, and β, a per value head (transformers: in_proj_qkvz + in_proj_ba; Qwen3.5 splits
+    # them in four): one product with the concatenated weights
+    pb.linear("in_proj", N, h, 2 * Hk * dk + 2 * Hv * dv + 2 * Hv, bias=r.proj_bias, split="col")
     causal_conv(pb, r)
-    pb.elementwise("qk_l2norm", N * 2 * Hkl * dk, RMS_FLOPS, what="L2 normalisation of q and k")
+    l2 = N * 2 * Hkl * dk * RMS_FLOPS  # L2 normalisation of q and k, inside the scan kernel (use_qk_l2norm_in_kernel)
     g = pb.elementwise(
         "gates",
         N * Hvl,
@@ -136,11 +143,11 @@ def gated_deltanet(pb: PassBuilder, r: RecurrentSpec):
     io = N * (2 * Hkl * dk + Hvl * dv + 2 * Hvl) * p.a + N * Hvl * dv * p.a  # q, k, v, β, g in; o out
     if _is_step(pb):
         # one delta-rule step per value head: S ← g·S; S += k ⊗ β(v − Sᵀk); o = Sᵀq
-        fl = B * Hvl * (7.0 * dk * dv + 3.0 * dv)
+        fl = B * Hvl * (7.0 * dk * dv + 3.0 * dv) + l2
 
         def fmt():
             return (
-                f"B·H_v·(7·d_k·d_v + 3·d_v) = {_n(B)}·{_n(Hvl)}·(7·{dk}·{dv} + 3·{dv})  "
+                f"B·H_v·(7·d_k·d_v + 3·d_v) + L2 norms = {_n(B)}·{_n(Hvl)}·(7·{dk}·{dv} + 3·{dv}) + {_n(l2)}  "
                 "(decay, read, delta, rank-1 update, output: element-wise)",
                 f"q, k, v, gates, output {_n(io)} B + state read and written 2·B·H_v·d_k·d_v·{sb} B = {_n(2 * state)}",
             )
@@ -151,7 +158,7 @@ def gated_deltanet(pb: PassBuilder, r: RecurrentSpec):
         # per sequence and value head: k_β·kᵀ and q·kᵀ (C×C per chunk), (masked scores)·v_new, and three products with
         # the d_k × d_v state (read by the decayed keys, read by q, updated by kᵀ·v_new)
         mm = B * Hvl * (4.0 * Tp * C * dk + 2.0 * Tp * C * dv + 6.0 * Tp * dk * dv)
-        other = B * Hvl * Tp * C * (dk + dv + 4.0)  # two unit-triangular solves + the decay mask
+        other = B * Hvl * Tp * C * (dk + dv + 4.0) + l2  # two unit-triangular solves, the decay mask, L2 norms
 
         def fmt():
             return (
