@@ -16,10 +16,10 @@ For every catalog model that ``transformers`` can build from its config.json:
   convolutions with the engine's ``conv1d`` rows (their multiply-adds, without the bias add FlopCounterMode
   leaves out), and the element-wise scan work is not compared. In transformers 5.24 these models take their
   cache as ``cache=`` (``past_key_values=`` is renamed to it with a deprecation warning; the decode counts below
-  equal one 1-token step, so the prefill is not re-run). A hybrid whose layer pattern repeats (Jamba: every 8
-  layers; Qwen3-Next: every 4) is built with one period and its per-layer figures multiplied by the number of
-  periods (exact: a layer's work depends only on its kind), so that transformers' Python-level reference scans
-  (Mamba's token-by-token loop) stay affordable.
+  equal one 1-token step, so the prefill is not re-run). A recurrent / hybrid model is built with its first
+  layers, as few as hold one layer of each kind (Jamba: 5 of 32; Nemotron-H: 6 of 52), and each layer's figures
+  are weighted by how many layers of its kind the full model has (exact: a layer's work depends only on its kind),
+  so that transformers' Python-level reference scans (Mamba's token-by-token loop) stay affordable.
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
@@ -62,14 +62,14 @@ def _build(cfg_dict: dict):
     return model
 
 
-LAYER = re.compile(r"\.layers\.\d+$")
+LAYER = re.compile(r"\.layers\.(\d+)$")
 
 
-def _count(fn, scale: float = 1.0) -> tuple[int, int]:
+def _count(fn, weights: dict[int, float] | None = None) -> tuple[int, int]:
     """(matrix-product FLOPs, convolution FLOPs) that FlopCounterMode counts while ``fn`` runs.
 
-    ``scale``: the decoder layers' share is multiplied by it (a model built with one period of its layer pattern
-    stands for ``scale`` periods; the embedding, final norm and lm_head are counted once).
+    ``weights``: decoder layer index → how many layers of the full model it stands for (a model built with the
+    first layers of its pattern, one of each kind: see ``_prefix``); the embedding and lm_head count once.
     """
     with FlopCounterMode(display=False) as fc:
         fn()
@@ -79,28 +79,29 @@ def _count(fn, scale: float = 1.0) -> tuple[int, int]:
         conv = sum(v for op, v in ops.items() if "convolution" in str(op))
         return sum(ops.values()) - conv, conv
 
-    total_mm, total_conv = split(counts["Global"])
-    layer_mm = layer_conv = 0
-    for name, ops in counts.items():
-        if LAYER.search(name):
-            mm, conv = split(ops)
-            layer_mm, layer_conv = layer_mm + mm, layer_conv + conv
-    return (
-        int(round(total_mm + (scale - 1) * layer_mm)),
-        int(round(total_conv + (scale - 1) * layer_conv)),
-    )
+    mm, conv = split(counts["Global"])
+    if weights:
+        for name, ops in counts.items():
+            hit = LAYER.search(name)
+            if hit:
+                w = weights.get(int(hit.group(1)), 0.0)
+                lmm, lconv = split(ops)
+                mm, conv = mm + (w - 1) * lmm, conv + (w - 1) * lconv
+    return int(round(mm)), int(round(conv))
 
 
-def _period(key: str) -> int:
-    """Layers in one period of a recurrent / hybrid model's layer pattern (the whole depth for other models)."""
+def _prefix(key: str) -> tuple[int, dict[int, float]]:
+    """For a recurrent / hybrid model: the shortest first-layers model holding every layer kind of its plan, and
+    the weight of each of its layers (how many layers of that kind the full model has, on the first of each kind;
+    0 on repeats). Other models: the whole depth, no weights."""
     m = lr.load_model(key)
     plan, n = m.layer_plan, m.num_layers
     if not any(lt.mixer for lt in m.layer_types):
-        return n
-    for p in range(1, n):
-        if n % p == 0 and all(plan[i] == plan[i % p] for i in range(n)):
-            return p
-    return n
+        return n, {}
+    kinds = set(plan)
+    p = next(i for i in range(1, n + 1) if set(plan[:i]) == kinds)
+    first = {k: plan.index(k) for k in kinds}
+    return p, {i: float(plan.count(plan[i])) if first[plan[i]] == i else 0.0 for i in range(p)}
 
 
 def _truncated(cfg: dict, p: int) -> dict:
@@ -117,25 +118,31 @@ def _truncated(cfg: dict, p: int) -> dict:
     return cfg
 
 
-def _cache_numel(cache) -> tuple[int, int, int, int]:
-    """Elements of (KV tensors, convolution states, float32 recurrent states, model-dtype recurrent states)."""
-    kv = conv = rec = 0
+def _cache_numel(cache, weights: dict[int, float] | None = None) -> tuple[float, float, float, float]:
+    """Elements of (KV tensors, convolution states, float32 recurrent states, model-dtype recurrent states), each
+    decoder layer's weighted as in ``_count``."""
+    w = (lambda i: weights.get(i, 0.0)) if weights else (lambda i: 1.0)
+    kv = conv = rec = 0.0
     # MiniMax keeps each lightning layer's Kᵀ·V state in a list of its own, in the model dtype
-    rec_model = sum(t.numel() for t in getattr(cache, "linear_cache", None) or [] if isinstance(t, torch.Tensor))
+    rec_model = sum(
+        w(i) * t.numel()
+        for i, t in enumerate(getattr(cache, "linear_cache", None) or [])
+        if isinstance(t, torch.Tensor)
+    )
     layers = getattr(cache, "layers", None)
     if layers is not None:
-        for layer in layers:
+        for i, layer in enumerate(layers):
             for name in ("keys", "values", "compressed_kv", "k_pe"):
                 t = getattr(layer, name, None)
                 if isinstance(t, torch.Tensor) and t.numel():
-                    kv += t.numel()
+                    kv += w(i) * t.numel()
             for name in ("conv_states", "recurrent_states"):  # linear-attention layers: {state_idx: tensor}
                 for t in (getattr(layer, name, None) or {}).values():
                     if isinstance(t, torch.Tensor):
                         if name == "conv_states":
-                            conv += t.numel()
+                            conv += w(i) * t.numel()
                         else:
-                            rec += t.numel()
+                            rec += w(i) * t.numel()
         return kv, conv, rec, rec_model
     for t in cache:  # legacy tuple of (k, v)
         for x in t:
@@ -152,24 +159,27 @@ def reference(key: str) -> dict:
         return _REF[key]
     entry = _catalog_index()[key]
     cfg = json.loads((MODELS_DIR / entry["file"]).read_text())
-    # recurrent / hybrid models whose layer pattern repeats are built with one period of it and every per-layer
-    # figure (FLOPs, parameters, cache tensors) is scaled by the number of periods: exact, as each layer's work
-    # depends only on its kind; this keeps the Python-level scans of transformers' reference kernels affordable
+    # recurrent / hybrid models are built with their first layers, as few as hold one layer of each kind, and each
+    # per-layer figure (FLOPs, parameters, cache tensors) is weighted by how many layers of that kind the full model
+    # has: exact, as a layer's work depends only on its kind; it keeps transformers' Python-level reference scans
+    # (Mamba's token-by-token loop) affordable
     n_layers = lr.load_model(key).num_layers
-    period = _period(key)
-    scale = n_layers / period
-    model = _build(_truncated(cfg, period) if period < n_layers else cfg)
-    layer_params = sum(p.numel() for name, p in model.named_parameters() if ".layers." in name)
-    params = sum(p.numel() for p in model.parameters()) + round((scale - 1) * layer_params)
+    p, weights = _prefix(key)
+    model = _build(_truncated(cfg, p) if p < n_layers else cfg)
+    params = sum(x.numel() for x in model.parameters())
+    for name, x in model.named_parameters():
+        hit = re.search(r"\.layers\.(\d+)\.", name)
+        if weights and hit:
+            params += round((weights[int(hit.group(1))] - 1) * x.numel())
     ids = torch.zeros((1, PROMPT), dtype=torch.long, device="meta")
     with torch.no_grad():
         outs = []
         # counted with a cache, as generation runs it (the cache adds no matrix product)
-        prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)), scale)
+        prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)), weights)
         cache = outs[0].past_key_values
-        kv_elems, conv_elems, rec_elems, rec_model_elems = (round(x * scale) for x in _cache_numel(cache))
+        kv_elems, conv_elems, rec_elems, rec_model_elems = _cache_numel(cache, weights)
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True), scale)
+        decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True), weights)
     _REF[key] = {
         "params": params,
         "prefill": prefill,
