@@ -301,6 +301,15 @@ def test_tensor_parallel_shards_heads_or_says_why_not():
         lr.analyze({**NEMOTRON, "mamba_num_heads": 6, "n_groups": 1}, HW, tp=4)
 
 
+def test_course_kv_formula_counts_only_attention_layers():
+    from llmroof_widgets.course import _expected
+
+    d = lr.analyze(QWEN_NEXT, HW, prompt_len=64, gen_len=2).to_dict()
+    value, _, formula = _expected(d, "kv_bytes_per_token", None, "decode")
+    assert value == 2 * 2 * 2 * 16 * 2  # 2 attention layers of 8, K and V, 2 KV heads of 16, fp16
+    assert "2 × 2 × 2 × 16 × 2 B" in formula
+
+
 def test_mtp_draft_of_a_hybrid_is_an_attention_layer():
     r = lr.analyze(QWEN_NEXT, HW, prompt_len=64, gen_len=8, speculative=lr.Speculative("mtp", 2, 0.8))
     assert r.generation["speculative_tokens_per_round"] > 1
