@@ -230,6 +230,11 @@ def test_layer_types_without_attention_or_mlp():
         ({**NEMOTRON, "moe_latent_size": 16}, "moe_latent_size"),
         ({**GRANITE, "mamba_n_heads": 6}, "mamba_n_heads"),
         ({**QWEN_NEXT, "mlp_only_layers": [9]}, "mlp_only_layers"),
+        ({**LFM2, "block_ffn_dim_multiplier": [1]}, "block_ffn_dim_multiplier"),
+        ({**NEMOTRON, "hybrid_override_pattern": 5}, "hybrid_override_pattern"),
+        ({**MINIMAX, "layer_types": None, "attn_type_list": [0, 2, 0, 1]}, "attn_type_list"),
+        ({**FALCON_H1, "mamba_d_head": 7}, "mamba_d_head"),
+        ({**GRANITE, "layer_types": ["mamba", "conv", "mamba", "mamba"]}, "layer_types"),
     ],
 )
 def test_bad_hybrid_fields_name_the_field(bad, field):

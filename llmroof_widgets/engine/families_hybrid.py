@@ -133,6 +133,8 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
     given = cfg.get("layer_types")
     if conv == "nemotron_h":
         pattern = cfg.get("hybrid_override_pattern")
+        if pattern is not None and not isinstance(pattern, str):
+            raise ValueError(f"config field 'hybrid_override_pattern' must be a string of M, E, *, -; got {pattern!r}")
         blocks = cfg.get("layers_block_type") or given
         if blocks is None and isinstance(pattern, str):
             legend = {"M": "linear_attention", "E": "moe", "*": "full_attention", "-": "mlp"}
@@ -196,7 +198,7 @@ def num_layers(cfg: dict, fam: dict, default: int | None) -> int | None:
     """Nemotron-H takes its depth from the block pattern (``num_hidden_layers`` is deprecated there)."""
     if fam.get("hybrid") == "nemotron_h":
         blocks = cfg.get("layers_block_type") or cfg.get("layer_types") or cfg.get("hybrid_override_pattern")
-        if blocks:
+        if isinstance(blocks, (list, str)) and blocks:
             return len(blocks)
     return default
 
@@ -442,6 +444,8 @@ def plan(cfg: dict, fam: dict, mt: str, kinds: list[str], h: int, inter: int, ac
         if cfg.get("block_auto_adjust_ff_dim", True):
             width = int(2 * width / 3)  # Lfm2MLP: 2/3 of the width, times the multiplier, rounded up to a multiple
             mult = cfg.get("block_ffn_dim_multiplier", 1.0)
+            if mult is not None and (isinstance(mult, bool) or not isinstance(mult, (int, float)) or mult <= 0):
+                raise ValueError(f"config field 'block_ffn_dim_multiplier' must be a positive number, got {mult!r}")
             if mult is not None:
                 step = _opt_int(cfg, "block_multiple_of", 256, minimum=1)
                 width = step * ((int(float(mult) * width) + step - 1) // step)
