@@ -208,19 +208,21 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[fl
     if quantity not in MODEL_QUANTITIES:  # pragma: no cover - guarded by check()
         raise ValueError(quantity)
     s, mem, gen, model = data["settings"], data["memory"], data["generation"], data["model"]
+    # layers that keep K and V: all of them, but the recurrent / MLP-only layers of a hybrid (they keep a state)
+    kv_layers = sum(t["count"] for t in model.get("layer_types", []) if t.get("attention")) or model.get("num_layers")
     if quantity == "kv_cache_bytes":
         ctx = mem["kv_context_tokens"]
         formula = (
             f"KV bytes per token × batch × cached tokens (prompt_len + gen_len − 1) = "
             f"{_fmt(mem['kv_bytes_per_token'], 'B')} × {s['batch_size']} × {ctx}; per token (MHA/GQA): "
-            f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
+            f"2 (K and V) × attention layers × kv_heads × head_dim × kv_bits/8 = 2 × {kv_layers} × "
             f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B "
             "(sliding-window layers keep at most their window)"
         )
         return float(mem["kv_cache_bytes"]), f"KV cache after the last step ({ctx} tokens per sequence)", formula
     if quantity == "kv_bytes_per_token":
         formula = (
-            f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
+            f"2 (K and V) × attention layers × kv_heads × head_dim × kv_bits/8 = 2 × {kv_layers} × "
             f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B (MHA/GQA)"
         )
         return float(mem["kv_bytes_per_token"]), QUANTITIES[quantity][1], formula
