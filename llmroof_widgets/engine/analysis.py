@@ -118,6 +118,8 @@ class Result:
         step_times: np.ndarray,
         generation_summary: dict,
         memory_summary: dict,
+        encode: Phase | None = None,
+        encoder_rows: list[Row] | None = None,
     ):
         self.model = model
         self.hardware = hardware
@@ -128,15 +130,19 @@ class Result:
         self.decode_step_times_s = step_times
         self.generation = generation_summary
         self.memory = memory_summary
+        # vision-language models: the encode phase (None without images) and the encoder's operator rows
+        # (built even without images: its weights are resident and its parameters count)
+        self.encode = encode
+        self.encoder_rows = encoder_rows or []
 
     @property
     def params_total(self) -> int:
-        return memory.params_total(self.prefill.rows)
+        return memory.params_total(self.prefill.rows) + memory.params_total(self.encoder_rows)
 
     @property
     def params_active(self) -> int:
         """Parameters one token uses: all but the routed experts it does not visit (top-k of E)."""
-        total = 0.0
+        total = float(memory.params_total(self.encoder_rows))  # the vision encoder (dense), if any
         for r in self.prefill.rows:
             if r.wclass == "expert":
                 lt = next(lt for lt in self.model.layer_types if lt.name == r.layer_type)
@@ -159,12 +165,13 @@ class Result:
             "hardware": self.hardware.to_dict(),
             "roofs": roofs(
                 self.prefill.roof,
-                {r.dtype for r in self.prefill.rows + self.decode.rows},
+                {r.dtype for r in self.prefill.rows + self.decode.rows + (self.encode.rows if self.encode else [])},
                 sparse=any(r.speedup > 1 for r in self.prefill.rows),
             ),
             "settings": dict(self.settings),
             "prefill": self.prefill.to_dict(),
             "decode": self.decode.to_dict(),
+            **({"encode": self.encode.to_dict()} if self.encode is not None else {}),
             "generation": gen,
             "memory": dict(self.memory),
             "notes": {
@@ -225,6 +232,8 @@ def analyze(
     pp: int = 1,
     ep: int = 1,
     efficiency: dict | None = None,
+    images: int = 0,
+    image_size: Any = None,
 ) -> Result:
     """Roofline and memory analysis of generating ``gen_len`` tokens after a ``prompt_len`` prompt.
 
@@ -268,6 +277,12 @@ def analyze(
         model of real kernels: achievable bandwidth and GEMM efficiency per device family, small-M GEMM
         efficiency, dequantization and launch overheads — see ``engine/calibration.py``), or
         {"compute": f, "memory": f, "communication": f}: achievable shares of the peaks
+    images : images per sequence, for a vision-language model (an encode phase runs before the prefill;
+        TTFT = encode + prefill). Their image tokens join the prompt: the prefill runs
+        ``prompt_len + images · tokens_per_image`` tokens and the KV cache holds them all
+        (``prompt_len`` counts the text tokens, the image marker tokens included)
+    image_size : (height, width) in pixels of each image (default: the encoder's fixed size, or 448×448);
+        tokens per image = (H/patch)·(W/patch)/merge² (Gemma-3: its fixed ``mm_tokens_per_image``)
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -292,6 +307,11 @@ def analyze(
         efficiency=efficiency,
     )
     validate_for(opts, m, hw, B)
+    n_img = _check_count("images", images, minimum=0)
+    if n_img and m.vision is None:
+        raise ValueError(f"images = {n_img}: model {m.name!r} has no vision encoder (no vision_config); use images=0")
+    img_size = m.vision.check_image_size(image_size) if m.vision is not None else None
+    img_tokens = n_img * m.vision.tokens_per_image(img_size) if n_img else 0
     spec = None
     draft = None
     if speculative is not None:
@@ -333,6 +353,22 @@ def analyze(
         "ep": opts.ep,
         "efficiency": opts.efficiency if isinstance(opts.efficiency, str) else dict(opts.efficiency),
     }
+    encode = enc_rows = None
+    enc_act = 0.0
+    if m.vision is not None:
+        from .vision import EncoderBuilder
+
+        settings.update(images=n_img, image_size=list(img_size), image_tokens=img_tokens)
+        enc_rows = EncoderBuilder(
+            m.vision, prec, batch=B, images=max(n_img, 1), image_size=img_size, options=opts, hardware=hw
+        ).build()
+        if n_img:
+            enc_time = float(pass_time(enc_rows, roof))
+            encode = Phase("encode", img_tokens, m.vision.patches_per_image(img_size), enc_rows, enc_time, roof)
+            # residual stream of the patches on this device + the largest operator's tensors
+            n_patch = B / opts.ep * n_img * m.vision.patches_per_image(img_size)
+            enc_act = n_patch * m.vision.hidden_size * prec.a + max(float(np.max(r.activation_bytes)) for r in enc_rows)
+        P = P + img_tokens  # image tokens join the prompt: prefill and KV cache hold them
 
     pre_rows = PassBuilder(
         m,
@@ -376,8 +412,9 @@ def analyze(
     contexts, steps = generation.decode_step_times(
         m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
     )
+    enc = encode.time_s if encode is not None else 0.0  # TTFT = encode + prefill
     gen = generation.summarize(
-        pre.time_s + draft_prefill, steps, batch=B, gen_len=G, first_step_time=dec.time_s, devices=opts.devices
+        pre.time_s + draft_prefill + enc, steps, batch=B, gen_len=G, first_step_time=dec.time_s, devices=opts.devices
     )
     if spec is not None:
         gen["speculative_tokens_per_round"] = spec.tokens_per_round
@@ -400,6 +437,8 @@ def analyze(
         decode_rows=dec_rows,
         extra_bytes=draft_w,
         extra_per_seq=draft_kv_seq,
+        encoder_rows=enc_rows,
+        encode_activation_bytes=enc_act,
     )
     mem = {
         k: (
@@ -411,4 +450,6 @@ def analyze(
         )
         for k, v in mem.items()
     }
-    return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)
+    if encode is not None:
+        gen["encode_s"] = encode.time_s  # TTFT = encode + prefill
+    return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem, encode=encode, encoder_rows=enc_rows)

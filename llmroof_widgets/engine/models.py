@@ -233,6 +233,7 @@ class ModelConfig:
     embed_dim: int = 0  # OPT word_embed_proj_dim (== hidden when no projection)
     quantization: dict | None = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    vision: Any = None  # vision.VisionSpec of a vision-language model (its encoder and projector), else None
 
     @property
     def num_heads(self) -> int:
@@ -274,6 +275,7 @@ class ModelConfig:
                 }
                 for lt in self.layer_types
             ],
+            **({"vision": self.vision.to_dict()} if self.vision is not None else {}),
         }
 
 
@@ -437,6 +439,10 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if not isinstance(cfg, dict):
         raise ValueError("model config must be a dict (the contents of config.json)")
     cfg = copy.deepcopy(cfg)
+    if isinstance(cfg.get("vision_config"), dict):  # a vision-language model: text model + vision encoder
+        from .vision import parse_multimodal
+
+        return parse_multimodal(cfg, name=name, parse_text=parse_config)
     if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], dict):
         cfg = {**cfg["text_config"], "_outer_model_type": cfg.get("model_type")}
     mt = cfg.get("model_type")
