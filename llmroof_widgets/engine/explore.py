@@ -67,6 +67,8 @@ DEFAULTS = dict(
     pp=1,
     ep=1,
     efficiency=None,
+    images=0,
+    image_size=None,
 )
 
 
@@ -114,7 +116,7 @@ def sweep(model: Any, hardware: Any, **settings) -> pandas.DataFrame:  # noqa: F
 def _sweep_group(m, hw: Hardware, kw: dict, batches, prompts, gens):
     import pandas as pd
 
-    if kw["speculative"] is not None:
+    if kw["speculative"] is not None or m.vision is not None or kw["images"]:  # analyze each configuration
         rows = []
         for B, P, G in itertools.product(batches, prompts, gens):
             d = analyze(m, hw, batch_size=B, prompt_len=P, gen_len=G, **kw).to_dict()
