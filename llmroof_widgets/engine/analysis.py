@@ -307,6 +307,8 @@ def analyze(
         efficiency=efficiency,
     )
     validate_for(opts, m, hw, B)
+    if m.traced is not None and speculative is not None:
+        m.traced.validate(opts, speculative)
     n_img = _check_count("images", images, minimum=0)
     if n_img and m.vision is None:
         raise ValueError(f"images = {n_img}: model {m.name!r} has no vision encoder (no vision_config); use images=0")
@@ -353,6 +355,8 @@ def analyze(
         "ep": opts.ep,
         "efficiency": opts.efficiency if isinstance(opts.efficiency, str) else dict(opts.efficiency),
     }
+    if m.traced is not None:
+        settings["path"] = "traced"  # rows from tracing transformers; see model.trace_notes
     encode = enc_rows = None
     enc_act = 0.0
     if m.vision is not None:
