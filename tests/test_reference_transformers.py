@@ -39,6 +39,15 @@ def _build(cfg_dict: dict):
     cfg_dict = {k: v for k, v in cfg_dict.items() if k not in ("auto_map", "quantization_config")}
     config = transformers.AutoConfig.for_model(**cfg_dict)
     kwargs = {"attn_implementation": "eager"}
+    if "vision_config" in cfg_dict:
+        # vision-language models: the whole model (vision encoder included) run on text tokens
+        auto = transformers.AutoModelForImageTextToText
+        with torch.device("meta"):
+            try:
+                model = auto.from_config(config, experts_implementation="batched_mm", **kwargs)
+            except (ValueError, TypeError):
+                model = auto.from_config(config, **kwargs)
+        return model.eval()
     with torch.device("meta"):
         try:
             model = transformers.AutoModelForCausalLM.from_config(config, experts_implementation="batched_mm", **kwargs)

@@ -184,6 +184,11 @@ class TracedModel:
 # ------------------------------------------------------------------------------------------
 # tracing
 
+
+class _NoCache(Exception):
+    pass
+
+
 _LAYER_INDEX = re.compile(r"\.(\d+)(?=\.|$)")
 
 
@@ -317,7 +322,9 @@ def _trace_counts(cfg: dict) -> dict:
             pre.append(counts)
             pre_act.append(a)
             pre_out = o_el
-            cache = out.past_key_values
+            cache = getattr(out, "past_key_values", None)
+            if cache is None or not _cache_layers(cache):
+                raise _NoCache
             if C != T:
                 raise AssertionError("decode lengths follow the prefill lengths")
             if cache_geo is None:
@@ -332,6 +339,16 @@ def _trace_counts(cfg: dict) -> dict:
             counts, a, _, _ = run(nxt, cache)
             dec.append(counts)
             dec_act.append(a)
+    except _NoCache:
+        raise ValueError(
+            f"config field 'model_type' = {cfg.get('model_type')!r}: the traced path found no key/value cache after a "
+            "prefill (recurrent-state models are not traced yet)"
+        ) from None
+    except Exception as e:  # a forward transformers cannot run on the meta device
+        raise ValueError(
+            f"config field 'model_type' = {cfg.get('model_type')!r}: the traced path could not run the model on the "
+            f"meta device ({type(e).__name__}: {e})"
+        ) from None
     finally:
         for h in handles:
             h.remove()
