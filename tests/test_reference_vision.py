@@ -151,6 +151,17 @@ def test_sweep_matches_analyze_for_vl():
         assert row.weights_bytes == pytest.approx(r.memory["weights_bytes"], rel=1e-12)
 
 
+def test_views_show_the_encode_phase():
+    from llmroof_widgets.widgets._data import ViewData
+
+    with_images = ViewData.build(lr.analyze("Qwen2.5-VL-7B-Instruct", HW, images=1), "both")
+    assert list(with_images.totals) == ["encode", "prefill", "decode"]
+    enc = [r for r in with_images.rows if r["phase"] == "encode"]
+    assert enc and all(r["dot"] is not None for r in enc if r["flops"])
+    without = ViewData.build(lr.analyze("Qwen2.5-VL-7B-Instruct", HW), "both")
+    assert list(without.totals) == ["prefill", "decode"]
+
+
 # ---------------------------------------------------------------------------------------------
 # reference: transformers
 

@@ -298,12 +298,17 @@ def _trace_counts(cfg: dict) -> dict:
 
     handles = [named[n].register_forward_hook(hook(n)) for n in leaves]
 
+    import inspect
+
+    # transformers 5 takes the cache as `cache=` (older families: `past_key_values=`)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
     def run(ids, cache=None):
         acts.clear()
         outs.clear()
         with torch.no_grad(), warnings.catch_warnings(), FlopCounterMode(display=False) as fc:
             warnings.simplefilter("ignore")
-            kw = {"past_key_values": cache} if cache is not None else {}
+            kw = {cache_arg: cache} if cache is not None else {}
             out = model(input_ids=ids, use_cache=True, **kw)
         counts = {}
         for key, ops in fc.get_flop_counts().items():
@@ -322,7 +327,9 @@ def _trace_counts(cfg: dict) -> dict:
             pre.append(counts)
             pre_act.append(a)
             pre_out = o_el
-            cache = getattr(out, "past_key_values", None)
+            cache = out.get("cache") if hasattr(out, "get") else None
+            if cache is None and hasattr(out, "get"):
+                cache = out.get("past_key_values")  # transformers before the `cache` rename
             if cache is None or not _cache_layers(cache):
                 raise _NoCache
             if C != T:
