@@ -277,3 +277,79 @@ def test_encoder_matmul_flops_one_image(key):
     got = r.encode.matmul_flops
     print(f"{key}: engine {got:.10g} vs FlopCounterMode {want:.10g} ({got / want - 1:+.2e})")
     assert got == pytest.approx(want, rel=5e-3), f"{key}: engine {got:.6g} vs FlopCounterMode {want:.6g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# property: random encoders give finite, consistent results or a ValueError
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _vl_case(draw):
+    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3"]))
+    cfg = _cfg(
+        {
+            "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct",
+            "qwen3_vl": "Qwen3-VL-8B-Instruct",
+            "mistral3": "Mistral-Small-3.1-24B-Instruct-2503",
+            "gemma3": "gemma-3-4b-it",
+        }[kind]
+    )
+    vc = cfg["vision_config"]
+    heads = draw(st.sampled_from([1, 2, 4, 16]))
+    vc["hidden_size"] = heads * draw(st.sampled_from([8, 16, 64]))
+    vc["intermediate_size"] = draw(st.integers(1, 512))
+    patch = draw(st.sampled_from([2, 7, 14, 16]))
+    vc["patch_size"] = patch
+    if kind.startswith("qwen"):
+        vc["num_heads"] = heads
+        vc["depth"] = draw(st.integers(1, 40))
+        merge = draw(st.sampled_from([1, 2, 3]))
+        vc["spatial_merge_size"] = merge
+        if kind == "qwen2_5_vl":
+            vc["window_size"] = patch * merge * draw(st.integers(1, 6))
+            vc["fullatt_block_indexes"] = draw(st.lists(st.integers(0, 45), max_size=5))
+        else:
+            vc["deepstack_visual_indexes"] = draw(st.lists(st.integers(0, 40), max_size=4))
+    else:
+        vc["num_attention_heads"] = heads
+        vc["num_hidden_layers"] = draw(st.integers(1, 40))
+        if kind == "mistral3":
+            vc["head_dim"] = vc["hidden_size"] // heads
+            merge = cfg["spatial_merge_size"] = draw(st.sampled_from([1, 2, 3]))
+        else:
+            vc["image_size"] = patch * draw(st.sampled_from([4, 8, 16]))
+            merge = 1
+    side = patch * merge
+    size = (side * draw(st.integers(1, 12)), side * draw(st.integers(1, 12)) + draw(st.sampled_from([0, 0, 0, 1])))
+    return cfg, size, draw(st.integers(0, 3)), draw(st.integers(1, 8))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_vl_case())
+def test_random_encoders_are_consistent(case):
+    from llmroof_widgets.engine.vision import vision_params
+
+    cfg, size, images, batch = case
+    try:
+        m = load_model(cfg)
+        r = lr.analyze(m, HW, batch_size=batch, prompt_len=16, gen_len=2, images=images, image_size=size)
+    except ValueError:
+        return
+    assert memory_params(r) == vision_params(m.vision)
+    if images:
+        e = r.encode
+        for row in e.rows:
+            for v in (row.flops, row.matmul_flops, row.bytes):
+                assert np.all(np.isfinite(v)) and np.all(np.asarray(v) >= 0)
+        assert e.matmul_flops == pytest.approx(sum(row.count * row.matmul_flops for row in e.rows))
+        assert r.generation["ttft_s"] == pytest.approx(r.encode.time_s + r.prefill.time_s)
+        assert r.settings["image_tokens"] == images * m.vision.tokens_per_image(size)
+    else:
+        assert r.encode is None
+
+
+def memory_params(r) -> int:
+    return int(sum(row.count * row.params for row in r.encoder_rows))

@@ -160,7 +160,11 @@ class VisionSpec:
 
     # -- shapes ----------------------------------------------------------------------------
     def default_image_size(self) -> tuple[int, int]:
-        side = self.fixed_image_size or DEFAULT_IMAGE_SIDE
+        """The fixed input size, else 448 × 448 rounded to a multiple of patch·merge (as a processor resizes)."""
+        if self.fixed_image_size:
+            return self.fixed_image_size, self.fixed_image_size
+        unit = self.patch_size * self.merge
+        side = max(unit, round(DEFAULT_IMAGE_SIDE / unit) * unit)
         return side, side
 
     def check_image_size(self, image_size) -> tuple[int, int]:
