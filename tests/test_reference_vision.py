@@ -353,3 +353,12 @@ def test_random_encoders_are_consistent(case):
 
 def memory_params(r) -> int:
     return int(sum(row.count * row.params for row in r.encoder_rows))
+
+
+def test_cli_images(capsys):
+    from llmroof_widgets.cli import main
+
+    assert main(["analyze", "--model", "qwen2.5-vl-7b", "--hardware", "h100-sxm", "--images", "2",
+                 "--image-size", "448x448", "--prompt-len", "100", "--gen-len", "4", "--json"]) == 0  # fmt: skip
+    d = json.loads(capsys.readouterr().out)
+    assert d["settings"]["image_tokens"] == 512 and d["prefill"]["tokens"] == 612 and "encode" in d
