@@ -109,12 +109,31 @@ def test_serving_conventions_and_generation(key):
     assert tr.decode_step_times_s.shape == ana.decode_step_times_s.shape
 
 
-def test_uniform_models_trace_two_layers():
+def test_periodic_models_trace_small_copies():
     m = traced("Llama-3.2-1B")
-    assert any("uniform layers" in n for n in m.traced.notes)
-    g = traced("gemma-2-9b")  # alternating window layers: traced at full depth
-    assert not any("uniform layers" in n for n in g.traced.notes)
+    assert any("period 1" in n for n in m.traced.notes)
+    g = traced("gemma-2-9b")  # alternating window / full layers: period 2
+    assert any("period 2" in n for n in g.traced.notes)
     assert {lt.attention.window for lt in g.layer_types} == {None, 4096}
+    assert sum(lt.count for lt in g.layer_types) == 42
+    # first layers unlike the rest (Qwen2's max_window_layers: 2 full layers, then sliding ones) break every
+    # period: traced in full, and equal to a direct count (the analytic parser reads no sliding layers here)
+    cfg = dict(
+        lr.load_model("Qwen2.5-0.5B").raw,
+        num_hidden_layers=6,
+        use_sliding_window=True,
+        sliding_window=40,
+        max_window_layers=2,
+    )
+    t = lr.load_model(cfg, trace=True)
+    assert not any("period" in n for n in t.traced.notes)
+    assert sorted((lt.count, lt.attention.window) for lt in t.layer_types) == [(2, None), (4, 40)]
+    params, prefill, decode, elems = _direct(cfg)
+    r = lr.analyze(t, HW, prompt_len=PROMPT, gen_len=2, logits="all", attention="full")
+    assert r.params_total == params
+    assert r.prefill.matmul_flops == pytest.approx(prefill, rel=5e-3)
+    assert r.decode.matmul_flops == pytest.approx(decode, rel=5e-3)  # window layers attend 40 keys
+    assert r.memory["kv_cache_prompt_bytes"] == elems * 2  # window layers keep their last 39 tokens
 
 
 def _direct(cfg: dict):

@@ -14,7 +14,7 @@ device (no weights, no memory; never ``trust_remote_code``) and run a few times 
 - **KV-cache geometry**: the cache tensors after a prefill: KV heads, key and value widths per layer,
   and the sliding window of window layers (the cache layer's own ``sliding_window``).
 
-Prefills of 16, 32 and 64 tokens and one-token decodes after 16, 32 and 64 cached tokens are traced.
+Prefills of 8, 16 and 24 tokens and one-token decodes after 8, 16 and 24 cached tokens are traced.
 **Exact**: parameters, and every per-token count (projections, MLPs, lm_head: FLOPs proportional to
 tokens). **Fitted**: how each row depends on length — prefill FLOPs c0 + a·T + k·T² (k: FLOPs per
 query–key pair; the core rows then use the analytic engine's query–key pairs, so the causal half,
@@ -43,8 +43,8 @@ from .models import AttentionSpec, LayerType, MLPSpec, ModelConfig
 from .ops import Row, _n
 from .precision import compute_dtype
 
-PREFILL_T = (16, 32, 64)  # traced prefill lengths
-DECODE_C = (16, 32, 64)  # cached lengths of the traced one-token decodes
+PREFILL_T = (8, 16, 24)  # traced prefill lengths
+DECODE_C = (8, 16, 24)  # cached lengths of the traced one-token decodes (below any realistic sliding window)
 INSTALL_HINT = "pip install llmroof-widgets[trace]"
 
 
@@ -226,27 +226,70 @@ def trace_config(cfg: dict, *, name: str) -> ModelConfig:
 
 
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
-PROBE_LAYERS = 2
+PERIODS = (1, 2)  # layer periods tried when no per-layer list gives one (uniform; alternating, as gemma-2)
+
+
+def _probe(cfg: dict, key: str, n: int, lists: list[str]) -> dict:
+    small = {**cfg, key: n, **{k: cfg[k][:n] for k in lists}}
+    return _trace_counts(small)
+
+
+def _periodic(t: dict, n: int, P: int) -> bool:
+    """A probe of n = k·P layers is periodic when every layer row occurs a multiple of k times (the same times
+    in every period) and the cache geometry repeats with period P."""
+    k = n // P
+    geo = t["geo"]
+    return (
+        len(geo) == n
+        and all(g.count % k == 0 for g in t["groups"] if g.layer_type != "model")
+        and all(geo[i] == geo[i % P] for i in range(n))
+    )
 
 
 def _trace(cfg: dict, *, name: str) -> ModelConfig:
-    """Trace a 2-layer copy first: when its layers are identical and no per-layer list field says otherwise,
-    the architecture is uniform and the per-layer rows are scaled exactly to the full depth; else the full
-    model is traced."""
+    """Trace small copies first: with a layer period P (1: uniform), copies of 2P and 3P layers whose layer
+    rows each occur once per period (the 3P copy catches a different first layer or two) are scaled exactly
+    to the full depth L (L a multiple of P). Otherwise the full model is traced.
+
+    The period comes from per-layer list fields (``layer_types`` …, sliced for the copies) when the config
+    has them, else 1 or 2 (alternating layers) are tried.
+    """
     key = next((k for k in LAYER_KEYS if isinstance(cfg.get(k), int)), None)
     L = cfg.get(key) if key else None
-    per_layer_lists = any(isinstance(v, list) and len(v) == L for v in cfg.values()) if L else True
-    if L and L > PROBE_LAYERS and not per_layer_lists:
-        small = _trace_counts({**cfg, key: PROBE_LAYERS})
-        layer_groups = [g for g in small["groups"] if g.layer_type != "model"]
-        geo = small["geo"]
-        if all(g.count == PROBE_LAYERS for g in layer_groups) and len(set(geo)) == 1 and len(geo) == PROBE_LAYERS:
-            for g in layer_groups:
-                g.count = L
-            small["geo"] = geo * (L // PROBE_LAYERS) + geo[: L % PROBE_LAYERS]
-            small["notes"].append(f"uniform layers: traced {PROBE_LAYERS} of {L} layers, per-layer rows scaled by {L}")
-            small["num_layers"] = L
-            return _shell(cfg, small, name)
+    if not L:
+        return _shell(cfg, _trace_counts(cfg), name)
+    lists = [k for k, v in cfg.items() if isinstance(v, list) and len(v) == L]
+    if lists:
+        periods = [
+            p
+            for p in range(1, L // 3 + 1)
+            if L % p == 0 and all(cfg[k][i] == cfg[k][i % p] for k in lists for i in range(L))
+        ][:1]
+    else:
+        periods = [p for p in PERIODS if L % p == 0]
+    for P in periods:
+        if 3 * P >= L:
+            break
+        a = _probe(cfg, key, 2 * P, lists)
+        if not _periodic(a, 2 * P, P):
+            continue
+        b = _probe(cfg, key, 3 * P, lists)
+        if not _periodic(b, 3 * P, P):
+            continue
+        if sorted((g.name, g.count // 2) for g in a["groups"] if g.layer_type != "model") != sorted(
+            (g.name, g.count // 3) for g in b["groups"] if g.layer_type != "model"
+        ):
+            continue
+        for g in a["groups"]:
+            if g.layer_type != "model":
+                g.count = g.count // 2 * (L // P)  # occurrences per period × periods
+        a["geo"] = a["geo"][:P] * (L // P)
+        a["notes"].append(
+            f"periodic layers (period {P}): traced copies of {2 * P} and {3 * P} of {L} layers; per-layer rows "
+            f"scaled exactly to {L}"
+        )
+        a["num_layers"] = L
+        return _shell(cfg, a, name)
     return _shell(cfg, _trace_counts(cfg), name)
 
 
