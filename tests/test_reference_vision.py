@@ -133,6 +133,8 @@ def test_bad_inputs():
         lr.analyze("gemma-3-4b-it", HW, images=1, image_size=(448, 448))
     with pytest.raises(ValueError, match="image_size"):
         lr.analyze("gemma-3-4b-it", HW, images=1, image_size="big")
+    with pytest.raises(ValueError, match="tp = 32 must divide the vision encoder's heads"):
+        lr.analyze("Mistral-Small-3.1-24B-Instruct-2503", lr.load_hardware("h100-sxm"), tp=32)  # 16 vision heads
     bad = _cfg("Qwen2.5-VL-7B-Instruct")
     bad["vision_config"]["out_hidden_size"] = 1000
     with pytest.raises(ValueError, match="out_hidden_size"):

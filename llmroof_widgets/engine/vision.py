@@ -493,6 +493,16 @@ class EncoderBuilder(PassBuilder):
             hardware=hardware,
         )
         self.v = vision
+        if self.tp > 1 and (vision.num_heads % self.tp or vision.intermediate_size % self.tp):
+            raise ValueError(
+                f"tp = {self.tp} must divide the vision encoder's heads ({vision.num_heads}) and MLP width "
+                f"({vision.intermediate_size}); allowed tp: "
+                + ", ".join(
+                    str(d)
+                    for d in range(1, vision.num_heads + 1)
+                    if vision.num_heads % d == 0 and vision.intermediate_size % d == 0
+                )
+            )
         self.image_size = vision.check_image_size(image_size)
         self.B = batch * images / self.ep  # images on this device (data-parallel over EP ranks, like attention)
         self.N = self.B * n  # patches on this device
