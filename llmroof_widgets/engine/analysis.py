@@ -371,7 +371,7 @@ def analyze(
             encode = Phase("encode", img_tokens, m.vision.patches_per_image(img_size), enc_rows, enc_time, roof)
             # residual stream of the patches on this device + the largest operator's tensors
             n_patch = B / opts.ep * n_img * m.vision.patches_per_image(img_size)
-            enc_act = n_patch * m.vision.hidden_size * prec.a + max(float(np.max(r.activation_bytes)) for r in enc_rows)
+            enc_act = n_patch * m.vision.hidden_size * prec.a + float(max(r.activation_bytes for r in enc_rows))
         P = P + img_tokens  # image tokens join the prompt: prefill and KV cache hold them
 
     pre_rows = PassBuilder(
