@@ -54,10 +54,20 @@ def report(d: dict) -> str:
         f"generate {s['gen_len']}, W{s['w_bits']}A{s['a_bits']}KV{s['kv_bits']}",
         f"params {d['model']['params_total'] / 1e9:.3f} B total, {d['model']['params_active'] / 1e9:.3f} B active per token",
         "",
-        f"prefill ({s['batch_size']}×{s['prompt_len']} tokens, logits={s['logits']}, attention={s['attention']})",
+        f"prefill ({s['batch_size']}×{d['prefill']['tokens']} tokens, logits={s['logits']}, attention={s['attention']})",
         _phase_table(d["prefill"]),
         "",
-        f"decode (first step: {s['prompt_len']} cached tokens + 1 new)",
+        *(
+            [
+                f"encode ({s['batch_size']}×{s['images']} images of {s['image_size'][0]}×{s['image_size'][1]} px → "
+                f"{s['image_tokens']} image tokens per sequence, joining the prompt)",
+                _phase_table(d["encode"]),
+                "",
+            ]
+            if "encode" in d
+            else []
+        ),
+        f"decode (first step: {d['prefill']['tokens']} cached tokens + 1 new)",
         _phase_table(d["decode"]),
         "",
         f"TTFT {fmt_time(g['ttft_s'])}   TPOT {fmt_time(g['tpot_s'])}   end-to-end {fmt_time(g['e2e_s'])}   "
@@ -78,6 +88,20 @@ def _one_line(text: str) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
+def _image_args(args) -> dict:
+    """--images / --image-size as analyze() arguments (only when given: text models take none)."""
+    out: dict = {}
+    if args.images:
+        out["images"] = args.images
+    if args.image_size:
+        try:
+            h, w = (int(x) for x in args.image_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--image-size must be HxW in pixels, e.g. 448x448, got {args.image_size!r}") from None
+        out["image_size"] = (h, w)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="llmroof", description="Roofline analysis of LLM inference")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -93,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--logits", choices=["last", "all"], default="last")
     a.add_argument("--attention", choices=["causal", "full"], default="causal")
     a.add_argument("--mla", choices=["absorbed", "naive"], default="absorbed")
+    a.add_argument("--images", type=int, default=0, help="images per sequence (vision-language models)")
+    a.add_argument("--image-size", default=None, help="HxW pixels of each image, e.g. 448x448")
     a.add_argument("--json", action="store_true", help="print to_dict() as JSON")
     m = sub.add_parser("models", help="list the model catalog")
     m.add_argument("--json", action="store_true")
@@ -113,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 logits=args.logits,
                 attention=args.attention,
                 mla=args.mla,
+                **_image_args(args),
             )
             d = r.to_dict()
             print(json.dumps(d) if args.json else report(d))

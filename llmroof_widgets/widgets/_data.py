@@ -15,7 +15,11 @@ import numpy as np
 
 # roofline scatter marks: one per (phase, bound); a row's dot is (slot, index in that mark)
 SLOTS = (("prefill", "memory"), ("prefill", "compute"), ("decode", "memory"), ("decode", "compute"))
-PHASE_ORDER = ("prefill", "decode")
+PHASE_ORDER = (
+    "encode",
+    "prefill",
+    "decode",
+)  # "encode": a vision-language model's image encoder, when images are given
 
 # fields of a table row (the engine's op row plus index/key/phase/dot)
 ROW_FIELDS = (
@@ -229,6 +233,8 @@ class ViewData:
         dtypes: list[str] = []
         comm: list[int] = []
         for ph in shown_phases(phase):
+            if ph not in d:
+                continue  # no encode phase without images
             p = d.get(ph) or {}
             totals[ph] = {k: _plain(p.get(k)) for k in TOTAL_FIELDS}
             for op in p.get("ops", []):
@@ -246,7 +252,9 @@ class ViewData:
                 if row["bound"] == "communication":
                     comm.append(row["index"])
                 if fl > 0 and t > 0 and ai > 0 and row["bound"] in ("memory", "compute"):
-                    slot = SLOTS.index((ph, "compute" if row["bound"] == "compute" else "memory"))
+                    # the encoder runs before the first token: its dots join the prefill marks
+                    slot_ph = "prefill" if ph == "encode" else ph
+                    slot = SLOTS.index((slot_ph, "compute" if row["bound"] == "compute" else "memory"))
                     row["dot"] = [slot, len(dots[slot])]
                     dots[slot].append(row["index"])
                     if row["peak_dtype"] not in dtypes:
