@@ -8,6 +8,7 @@ control change does not pay for the sweep unless someone is looking at it.
 
 from __future__ import annotations
 
+import html
 import math
 
 import bqplot as bq
@@ -257,14 +258,22 @@ class SweepView(StateView, W.VBox):
                 "sweep the prompt length at the current batch size",
             ],
         )
-        self.status = W.Label(layout=W.Layout(flex="1 1 auto", min_width="0"))
+        # the status line wraps (a W.Label would cut it); its text is escaped (it may hold a model name)
+        self.status = W.HTML(layout=W.Layout(flex="1 1 240px", min_width="0"))
         self.status.add_class("lr-sweep-status")
+        axis_label = W.HTML("<b>x axis</b>", layout=W.Layout(flex="0 0 auto"))
         head = W.HBox(
-            [W.Label("x axis:"), self.axis, self.status],
-            layout=W.Layout(width="100%", align_items="center", grid_gap="8px"),
+            [axis_label, self.axis, self.status],
+            layout=W.Layout(width="100%", align_items="center", grid_gap="8px", flex_flow="row wrap"),
         )
-        plots = W.HBox([self.time_figure, self.memory_figure], layout=W.Layout(width="100%", flex_flow="row wrap"))
-        super().__init__(children=[head, plots], **kwargs)
+        # the plots are shown only once there is a sweep to draw (never empty axes, e.g. after an error)
+        self.plots = W.HBox(
+            [self.time_figure, self.memory_figure],
+            layout=W.Layout(width="100%", flex_flow="row wrap", display="none"),
+        )
+        self.placeholder = W.HTML("", layout=W.Layout(width="100%"))
+        self.placeholder.add_class("lr-sweep-message")
+        super().__init__(children=[head, self.plots, self.placeholder], **kwargs)
         self.add_class("lr-sweep")
         with self.hold_trait_notifications():
             self.x = x
@@ -344,6 +353,7 @@ class SweepView(StateView, W.VBox):
         self.data, self.x_values, self.message = df, list(vals), note
         self.stale = False
         self._draw(df)
+        self.plots.layout.display = "flex"
         self._show_status()
 
     def _show_status(self) -> None:
@@ -364,7 +374,17 @@ class SweepView(StateView, W.VBox):
                 f"{r.model.name} on {r.hardware.name} · lr.sweep over {len(self.x_values)} values · "
                 f"{other}, generate {r.settings['gen_len']:,} · every other setting as the State's"
             )
-        self.status.value = " · ".join(parts)
+        self.status.value = html.escape(" · ".join(parts))
+        # nothing drawn yet (no valid result, or the sweep failed): a sentence instead of empty axes
+        if self.data is None:
+            self.plots.layout.display = "none"
+            self.placeholder.value = html.escape(
+                "No sweep to show: " + (self.message or "the inputs are invalid (see the error above).")
+                if (st.error or self.message)
+                else "The sweep appears here once the inputs give a result."
+            )
+        else:
+            self.placeholder.value = ""
 
     # -- drawing -------------------------------------------------------------------------------
     def fit_limit(self, df=None) -> float | None:
