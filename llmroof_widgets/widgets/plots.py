@@ -619,6 +619,11 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         top = max(cap, float(np.max(totals)) / 1e9) * 1.15  # headroom for the totals and the capacity label
         with self.y_scale.hold_sync():
             self.y_scale.min, self.y_scale.max = 0.0, top
+        if list(self.totals_label.x) != list(xs):
+            # the bars' new categories become the ordinal scale's domain: a label still at an old
+            # category would be drawn at x = NaN, so it leaves first and comes back below
+            with self.totals_label.hold_sync():
+                self.totals_label.x, self.totals_label.y, self.totals_label.text = [], _EMPTY, []
         with self.bars.hold_sync():
             self.bars.x = xs
             self.bars.y = y

@@ -266,11 +266,9 @@ class SweepView(StateView, W.VBox):
             [axis_label, self.axis, self.status],
             layout=W.Layout(width="100%", align_items="center", grid_gap="8px", flex_flow="row wrap"),
         )
-        # the plots are shown only once there is a sweep to draw (never empty axes, e.g. after an error)
-        self.plots = W.HBox(
-            [self.time_figure, self.memory_figure],
-            layout=W.Layout(width="100%", flex_flow="row wrap", display="none"),
-        )
+        # the figures are put on the page only once there is a sweep to draw: never empty axes (e.g. after
+        # an error), and never a figure laid out at zero size (display: none gives negative sizes)
+        self.plots = W.HBox([], layout=W.Layout(width="100%", flex_flow="row wrap"))
         self.placeholder = W.HTML("", layout=W.Layout(width="100%"))
         self.placeholder.add_class("lr-sweep-message")
         super().__init__(children=[head, self.plots, self.placeholder], **kwargs)
@@ -353,14 +351,18 @@ class SweepView(StateView, W.VBox):
         self.data, self.x_values, self.message = df, list(vals), note
         self.stale = False
         self._draw(df)
-        self.plots.layout.display = "flex"
+        if not self.plots.children:
+            self.plots.children = (self.time_figure, self.memory_figure)
         self._show_status()
 
     def _show_status(self) -> None:
         st = self.state
         parts = []
         if st.error:
-            parts.append("inputs invalid (see the error above): showing the last valid sweep")
+            parts.append(
+                "inputs invalid (see the error above)"
+                + (": showing the last valid sweep" if self.data is not None else "")
+            )
         if self.message:
             parts.append(self.message)
         if not parts and self.data is not None:
@@ -377,7 +379,7 @@ class SweepView(StateView, W.VBox):
         self.status.value = html.escape(" · ".join(parts))
         # nothing drawn yet (no valid result, or the sweep failed): a sentence instead of empty axes
         if self.data is None:
-            self.plots.layout.display = "none"
+            self.plots.children = ()
             self.placeholder.value = html.escape(
                 "No sweep to show: " + (self.message or "the inputs are invalid (see the error above).")
                 if (st.error or self.message)
@@ -475,8 +477,7 @@ class SweepView(StateView, W.VBox):
                 self.t_limit_label.text = [f"fits up to {approx}{int(limit):,}{unit}"]
             else:
                 self.t_limit_label.x, self.t_limit_label.y, self.t_limit_label.text = _EMPTY, _EMPTY, []
-        name = "batch size" if self.x == "batch_size" else "context"
-        self.time_figure.title = f"Time against {name}"
+        self.time_figure.title = "Time"
         if fits.all():
             fit_text = "everything fits"
         elif not fits.any():
@@ -487,7 +488,7 @@ class SweepView(StateView, W.VBox):
             )
         self.memory_figure.title = f"Memory · capacity {fmt_si(cap * 1e9, 'B')} · {fit_text}"
         i = int(np.argmin(np.abs(xs - cur)))
-        self.time_figure.title += f" · now TTFT {fmt_time(ttft[i] / 1e3)}, TPOT {fmt_time(tpot[i] / 1e3)}"
+        self.time_figure.title += f" · now: TTFT {fmt_time(ttft[i] / 1e3)}, TPOT {fmt_time(tpot[i] / 1e3)}"
 
     def close(self):
         self._detach()
