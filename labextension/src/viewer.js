@@ -466,7 +466,13 @@ function renderTable(d, phase, registry) {
           onmouseenter: () => registry.hover(phase, i, true),
           onmouseleave: () => registry.hover(phase, i, false)
         },
-        COLUMNS.map(c => h('td', { class: c.num ? 'lr-doc-num' : null }, c.fmt ? c.fmt(num(o[c.key])) : str(o[c.key])))
+        COLUMNS.map(c =>
+          h(
+            'td',
+            { class: c.num ? 'lr-doc-num' : `lr-doc-col-${c.key}` },
+            c.num ? c.fmt(num(o[c.key])) : c.fmt ? c.fmt(str(o[c.key])) : str(o[c.key])
+          )
+        )
       );
       registry.rows.set(`${phase}:${i}`, tr);
       tbody.appendChild(tr);

@@ -675,9 +675,10 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         values = np.array(values, dtype=np.float64)
         totals = df.total_bytes.to_numpy(np.float64)
         rest = totals - values.sum(axis=0)
-        if (rest > 1.0).any():  # the draft model's share when the sweep has no column for it
-            labels.append(MEMORY_PARTS[3][0])
-            colors.append(MEMORY_PARTS[3][1])
+        if (rest > 1.0).any():  # a part the sweep has no column for (the draft model's, when there is one)
+            draft = float(m.get("draft_bytes", 0.0) or 0.0) > 0 and "draft model" not in labels
+            labels.append("draft model" if draft else "other")
+            colors.append(MEMORY_PARTS[3][1] if draft else LABEL_COLOR)
             values = np.vstack([values, np.maximum(rest, 0.0)])
         current = int(st.batch_size)
         self.x_axis.label = f"batch size (▶ current; fits up to {int(m.get('max_batch_size', 0)):,})"
