@@ -406,6 +406,17 @@ function phaseSummary(phase, p, st) {
   return bits.filter(Boolean).join(' · ');
 }
 
+/** A column's header tooltip; the time is a lower bound only in roofline mode. */
+function columnTitle(c, mode) {
+  if (c.key === 'time_s' && mode === 'calibrated') {
+    return 'calibrated time of ONE run: max(FLOPs / effective rate, bytes / achievable bandwidth) + launch overhead, an estimate';
+  }
+  if (c.key === 'time_s' && mode === 'custom') {
+    return 'roofline time of ONE run at the given shares of the peaks (settings.efficiency)';
+  }
+  return c.title || '';
+}
+
 function renderTable(d, phase, registry) {
   const p = obj(d[phase]);
   const ops = Array.isArray(p.ops) ? p.ops.map(obj) : [];
@@ -425,7 +436,7 @@ function renderTable(d, phase, registry) {
         'th',
         {
           class: c.num ? 'lr-doc-num' : null,
-          title: c.title ? `${c.title} (click to sort)` : 'click to sort',
+          title: `${columnTitle(c, efficiencyMode(obj(d.settings)))} (click to sort)`,
           dataset: { key: c.key },
           onclick: () => {
             sortDir = sortKey === c.key ? -sortDir : c.num ? -1 : 1;

@@ -135,6 +135,14 @@ def test_no_two_roofline_marks_on_the_same_spot(dashboard):
         owners = [d for d in dots if re.search(re.escape(label) + r"(\s|$)", d["name"])]
         assert len(owners) == 1, (label, [d["name"] for d in owners])
     assert any(" + " in d["name"] for d in dots), "the quickstart has coincident operators: one dot must list several"
+    # the legend is clear of the dots
+    boxes = page.evaluate(f"""() => [...document.querySelectorAll('{DASH} .lr-roofline g.g_legend')]
+        .map(g => g.getBoundingClientRect()).filter(r => r.width > 0)
+        .map(r => [r.left, r.top, r.right, r.bottom])""")
+    assert boxes, "the roofline has a legend (colour = bound, shape = phase)"
+    for left, top, right, bottom in boxes:
+        inside = [d["name"] for d in dots if left <= d["x"] <= right and top <= d["y"] <= bottom]
+        assert inside == [], f"dots under the legend: {inside}"
 
 
 def test_a_shared_dot_selects_all_its_operators(dashboard):
@@ -223,9 +231,10 @@ def test_memory_segments_readable_and_headline_is_a_bar(dashboard):
     assert headline.split(" / ")[0] == table[-1][-1]  # the headline's memory is the fits-check bar's total
     assert m["total_bytes"] == pytest.approx(m["weights_bytes"] + m["kv_cache_bytes"] + m["activations_bytes"])
     # no legend drawn over the bars or the capacity line (the table's swatches are the legend)
-    assert page.locator(f"{DASH} .lr-memory .legend").count() == 0 or page.evaluate(
-        f"() => [...document.querySelectorAll('{DASH} .lr-memory .legend')].every(g => !g.getBoundingClientRect().width)"
+    legend_widths = page.evaluate(
+        f"() => [...document.querySelectorAll('{DASH} .lr-memory g.g_legend')].map(g => g.getBoundingClientRect().width)"
     )
+    assert all(w == 0 for w in legend_widths), legend_widths
     _shot(nb, "memory")
     nb.assert_no_errors()
 
