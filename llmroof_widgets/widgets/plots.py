@@ -18,8 +18,13 @@ from ._base import StateView
 from ._data import SLOTS, dot_point, fmt_si, fmt_time, sweep_dropping_invalid
 from .anywidgets import MemoryShare
 
+# One colour meaning across the views (and js/format.js BOUND_COLORS, the Lab viewer): blue and orange are
+# the bound of an operator, nothing else. Time series and compared runs take colours of their own.
 MEMORY_COLOR = "#1f77b4"
 COMPUTE_COLOR = "#d95f02"
+TTFT_COLOR = "#8c564b"  # prefill / time to first token (brown)
+TPOT_COLOR = "#17becf"  # decode steps / time per output token (cyan)
+SERIES_COLORS = ("#17becf", "#8c564b")  # run a, run b of a comparison
 SELECT_COLOR = "#e6007e"
 ROOF_COLORS = ("#7f7f7f", "#9a9a9a", "#b0b0b0", "#c4c4c4")
 LABEL_COLOR = "#8a8a8a"  # readable on JupyterLab's light and dark backgrounds
@@ -724,7 +729,7 @@ class StepTimeline(_Closing, StateView, bq.Figure):
             x=_EMPTY,
             y=_EMPTY,
             scales=sc,
-            colors=[MEMORY_COLOR],
+            colors=[TPOT_COLOR],
             stroke_width=2,
             display_legend=True,
             labels=["decode step"],
@@ -744,7 +749,7 @@ class StepTimeline(_Closing, StateView, bq.Figure):
             x=_EMPTY,
             y=_EMPTY,
             scales=sc,
-            colors=[SELECT_COLOR],
+            colors=[TTFT_COLOR],
             line_style="dashed",
             stroke_width=2,
             display_legend=True,
@@ -756,7 +761,7 @@ class StepTimeline(_Closing, StateView, bq.Figure):
             y=_EMPTY,
             text=[],
             scales=sc,
-            colors=[SELECT_COLOR, LABEL_COLOR],
+            colors=[TTFT_COLOR, LABEL_COLOR],
             default_size=11,
             align="start",
             x_offset=6,

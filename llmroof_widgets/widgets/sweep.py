@@ -18,7 +18,7 @@ import traitlets
 
 from ._base import StateView
 from ._data import fmt_si, fmt_time, sweep_dropping_invalid
-from .plots import COMPUTE_COLOR, LABEL_COLOR, MEMORY_COLOR, SELECT_COLOR, _figure_kwargs
+from .plots import LABEL_COLOR, SELECT_COLOR, TPOT_COLOR, TTFT_COLOR, _figure_kwargs
 
 AXES = ("batch_size", "prompt_len")
 AXIS_LABEL = {"batch_size": "batch size (sequences)", "prompt_len": "context: prompt length (tokens)"}
@@ -78,7 +78,7 @@ class SweepView(StateView, W.VBox):
             x=_EMPTY,
             y=_EMPTY,
             scales=tsc,
-            colors=[COMPUTE_COLOR],
+            colors=[TTFT_COLOR],
             stroke_width=2,
             marker="circle",
             marker_size=24,
@@ -90,7 +90,7 @@ class SweepView(StateView, W.VBox):
             x=_EMPTY,
             y=_EMPTY,
             scales=tsc,
-            colors=[MEMORY_COLOR],
+            colors=[TPOT_COLOR],
             stroke_width=2,
             marker="circle",
             marker_size=24,
