@@ -423,7 +423,7 @@ class SweepView(StateView, W.VBox):
         x_lo, x_hi = float(xs.min()) / 1.3, float(xs.max()) * 1.3
         t_lo = float(min(ttft.min(), tpot.min())) / 2
         t_hi = float(max(ttft.max(), tpot.max())) * 6  # headroom for the legend
-        m_hi = max(cap, float(total.max())) * 1.3
+        m_hi = max(cap, float(total.max())) * 1.6  # the legend (top 1/3) stays above every line and the capacity
         ticks = xs if len(xs) <= 7 else xs[::2]
         label = AXIS_LABEL[self.x]
         fmt = "d" if self.x == "batch_size" else ".3~s"
@@ -473,7 +473,8 @@ class SweepView(StateView, W.VBox):
         with self.t_limit_label.hold_sync():
             if lim:
                 approx = "" if self.x == "batch_size" else "≈ "
-                self.t_limit_label.x, self.t_limit_label.y = np.array([limit]), np.array([0.93])
+                # mid-height, between TTFT (above) and TPOT (below): clear of the legend in the top-left corner
+                self.t_limit_label.x, self.t_limit_label.y = np.array([limit]), np.array([0.45])
                 self.t_limit_label.text = [f"fits up to {approx}{int(limit):,}{unit}"]
             else:
                 self.t_limit_label.x, self.t_limit_label.y, self.t_limit_label.text = _EMPTY, _EMPTY, []

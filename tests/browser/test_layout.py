@@ -92,7 +92,18 @@ def dashboard(request, browser, lab, lab_notebook):
         ctx.close()
 
 
+SHOT_AT = {
+    "table": ".lr-table-scroll",
+    "nodot": ".lr-formula",
+    "memory": ".lr-memory",
+    "error-sections": ".lr-sweep-section",
+    "sections": ".lr-sweep-section",
+}
+
+
 def _shot(nb, what: str) -> None:
+    """A screenshot (test-artifacts/, gitignored) with the part the test looked at in view."""
+    nb.page.evaluate(f"() => document.querySelector('{DASH} {SHOT_AT[what]}').scrollIntoView({{block: 'start'}})")
     (REPO / "test-artifacts").mkdir(exist_ok=True)
     nb.page.screenshot(path=str(REPO / "test-artifacts" / f"layout-{nb.viewport}-{what}.png"))
 
