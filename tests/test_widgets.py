@@ -188,7 +188,6 @@ def assert_dots_match(ui, exp, phases, y_key="attained_flops"):
     for slot, (ph, bound) in enumerate(SLOTS):
         mark = ui.roofline.dots[slot]
         assert len(mark.x) == len(mark.y) == len(mark.names) == len(ui.roofline._data.dots[slot])
-        assert mark.display_legend == (len(mark.x) > 0)
         for k, members in enumerate(ui.roofline._data.dots[slot]):
             mops = [ops[(rows[i]["phase"], rows[i]["layer_type"], rows[i]["name"])] for i in members]
             assert all(rows[i]["dot"] == [slot, k] for i in members)

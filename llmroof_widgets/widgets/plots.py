@@ -31,7 +31,11 @@ LABEL_COLOR = "#8a8a8a"  # readable on JupyterLab's light and dark backgrounds
 COMM_COLOR = "#7b4fa0"  # communication operators (as the table's badge)
 HOST_COLOR = "#2a9d8f"  # the host link (offloading)
 PHASE_MARKER = {"prefill": "circle", "decode": "triangle-up", "both": "square"}
-PHASE_LEGEND = {"prefill": "prefill", "decode": "decode", "both": "both phases"}
+PHASE_LEGEND = {"prefill": "prefill", "decode": "decode", "both": "prefill + decode"}
+# the roofline's key (top left): shape = phase, colour = bound
+KEY_TEXT = ("● prefill   ▲ decode   ■ both at one point", "memory-bound", "compute-bound")
+KEY_Y = (0.955, 0.895, 0.835)
+KEY_TOP = 0.68  # the top roof is at most this share of the plot's height up (the key and the note above it)
 DTYPE_LABEL = {"vector": "vector (non-matrix)"}
 _EMPTY = np.zeros(0)
 
@@ -75,6 +79,12 @@ def dot_name(rows: list[dict], members: list[int]) -> str:
         for i in members
     )
     return f"{ops} — {r0['bound']}-bound, {len(members)} operators at this point (per run)"
+
+
+def _key_lines(n_notes: int) -> list[float]:
+    """Heights (0–1) of the roofline's top-left lines: the key, the "no dot" line, then ``n_notes`` notes."""
+    step = KEY_Y[0] - KEY_Y[1]
+    return [KEY_Y[0] - step * i for i in range(len(KEY_Y) + 1 + n_notes)]
 
 
 class _Closing:
@@ -153,7 +163,8 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             y_offset=14,
             interactions={},
         )
-        # notes in the plot's own coordinates (0–1): collectives listed in the table only, calibrated mode
+        # notes in the plot's own coordinates (0–1), under the key: collectives listed in the table only,
+        # calibrated mode
         self.unit_x, self.unit_y = bq.LinearScale(min=0.0, max=1.0), bq.LinearScale(min=0.0, max=1.0)
         self.notes = bq.Label(
             x=_EMPTY,
@@ -162,7 +173,19 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             scales={"x": self.unit_x, "y": self.unit_y},
             colors=[COMM_COLOR, LABEL_COLOR],
             default_size=11,
-            align="end",
+            align="start",
+            interactions={},
+        )
+        # the key, in the top-left corner (above the bandwidth slope nothing is drawn, and the roofs stay
+        # below KEY_TOP of the height): shape = phase, colour = bound; three short lines, no box
+        self.key = bq.Label(
+            x=np.full(len(KEY_TEXT), 0.015),
+            y=np.array(KEY_Y),
+            text=list(KEY_TEXT),
+            scales={"x": self.unit_x, "y": self.unit_y},
+            colors=[LABEL_COLOR, MEMORY_COLOR, COMPUTE_COLOR],
+            default_size=11,
+            align="start",
             interactions={},
         )
         self.ridges = bq.Scatter(
@@ -181,7 +204,7 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         # works in an exported page); it sits in the empty top-left triangle above the bandwidth slope
         self.selection_note = bq.Label(
             x=np.array([0.015]),
-            y=np.array([0.62]),
+            y=np.array([KEY_Y[-1] - (KEY_Y[0] - KEY_Y[1])]),
             text=[""],
             scales={"x": self.unit_x, "y": self.unit_y},
             colors=[SELECT_COLOR],
@@ -213,8 +236,8 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
                     tooltip=tip,
                     selected_style={"stroke": SELECT_COLOR, "stroke-width": "4px", "opacity": "1"},
                     unselected_style={},
-                    display_legend=False,  # shown while the mark has dots
-                    labels=[f"{PHASE_LEGEND[phase]} · {bound}"],  # short: the legend stays clear of the dots
+                    display_legend=False,  # the key (self.key) says what shapes and colours mean
+                    labels=[f"{PHASE_LEGEND[phase]} · {bound}-bound"],
                 )
             )
         self.x_axis = bq.Axis(
@@ -246,12 +269,12 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
                 self.notes,
                 self.ridges,
                 *self.dots,
+                self.key,
                 self.selection_note,
             ],
             axes=[self.x_axis, self.y_axis],
             title="Roofline",
             fig_margin={"top": 40, "bottom": 52, "left": 72, "right": 40},
-            legend_location="top-left",
             **kw,
         )
         self.add_class("lr-roofline")
@@ -336,6 +359,26 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
         roofs = sorted(peaks.items(), key=lambda kv: -kv[1])
         ridges = [float(engine_ridge[dt]) if dt in engine_ridge else pk / bw for dt, pk in roofs]
 
+        # notes, in the top-left corner under the key and the "no dot" line (above the bandwidth slope
+        # nothing is drawn): collectives and fused operators listed in the table only, calibrated mode
+        notes = []
+        if new.communication:
+            n = len(new.communication)
+            notes.append(f"{n} collective{'s' if n > 1 else ''} (communication, 0 FLOPs): in the table, no dot")
+        fused = sum(
+            1
+            for r in rows
+            if r.get("dot") is None
+            and r["bound"] != "communication"
+            and (r.get("flops") or 0) > 0
+            and not (r.get("bytes") or 0) > 0
+        )
+        if fused:
+            notes.append(
+                f"{fused} fused operator{'s' if fused > 1 else ''} (no bytes, intensity ∞): in the table, no dot"
+            )
+        if new.headline.get("efficiency_mode", "roofline") == "calibrated":
+            notes.append("calibrated: dots sit below the roofs by small-M efficiency and launch overheads")
         xs, ys = [], []
         per_slot = []
         for groups in new.dots:
@@ -348,7 +391,13 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             ys.extend(y)
         x_lo, x_hi = _decades(min(xs + ridges) / 2, max(xs + ridges) * 3)
         y_top = roofs[0][1]
+        # whole decades, with the top roof at most KEY_TOP of the height up: the key and the "no dot"
+        # note fit above the roofs and their labels
         y_lo, y_hi = _decades(min(ys + [y_top]) / 3, y_top * 4)
+        lo, top = math.log10(y_lo), math.log10(y_top)
+        lines_y = _key_lines(len(notes))
+        key_top = min(KEY_TOP, lines_y[-1] - 0.1)  # the top roof's label (~0.08 high) stays under the last line
+        y_hi = max(y_hi, 10.0 ** math.ceil(lo + (top - lo) / key_top))
         x0 = max(x_lo, y_lo / bw)  # where the bandwidth slope enters the plot
 
         rx = np.array([[x0, rd, x_hi] for rd in ridges], dtype=np.float64)
@@ -400,28 +449,9 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             self.ridges.names = [
                 f"{DTYPE_LABEL.get(dt, dt)}: {rd:.3g} FLOP/B (peak / bandwidth)" for (dt, _), rd in zip(roofs, ridges)
             ]
-        # notes in the bottom-right corner (below the roofs at high intensity: no dot goes there)
-        notes = []
-        if new.communication:
-            n = len(new.communication)
-            notes.append(f"{n} collective{'s' if n > 1 else ''} (communication, 0 FLOPs): in the table, no dot")
-        fused = sum(
-            1
-            for r in rows
-            if r.get("dot") is None
-            and r["bound"] != "communication"
-            and (r.get("flops") or 0) > 0
-            and not (r.get("bytes") or 0) > 0
-        )
-        if fused:
-            notes.append(
-                f"{fused} fused operator{'s' if fused > 1 else ''} (no bytes, intensity ∞): in the table, no dot"
-            )
-        if mode == "calibrated":
-            notes.append("calibrated: dots sit below the roofs by small-M efficiency and launch overheads")
         with self.notes.hold_sync():
-            self.notes.x = np.full(len(notes), 0.985)
-            self.notes.y = np.array([0.03, 0.09, 0.15][: len(notes)])
+            self.notes.x = np.full(len(notes), 0.015)
+            self.notes.y = np.array(lines_y[len(KEY_Y) + 1 :])
             self.notes.text = notes
             self.notes.colors = ([COMM_COLOR] if new.communication else []) + [LABEL_COLOR]
 
@@ -433,7 +463,6 @@ class RooflinePlot(_Closing, StateView, bq.Figure):
             with mark.hold_sync():
                 mark.x, mark.y, mark.names = x, y, names
                 mark.selected = want
-                mark.display_legend = len(x) > 0
         suffix = {"calibrated": " · calibrated", "custom": " · efficiency factors"}.get(mode, "")
         self.title = f"Roofline · {hw.get('name', '')}{suffix}"
 

@@ -65,6 +65,28 @@ CUT_LABELS_JS = f"""() => {{
   }}"""
 
 
+# what a figure's legend box covers: markers (their centres) and text labels (any overlap)
+LEGEND_OVER_JS = f"""() => {{
+    const out = [];
+    for (const fig of document.querySelectorAll('{DASH} .bqplot')) {{
+      const boxes = [...fig.querySelectorAll('g.g_legend')].map(g => g.getBoundingClientRect()).filter(r => r.width > 0);
+      for (const b of boxes) {{
+        for (const d of fig.querySelectorAll('.dot')) {{
+          if (d.closest('g.g_legend')) continue;  // the legend's own samples
+          const r = d.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+          if (r.width && x > b.left && x < b.right && y > b.top && y < b.bottom) out.push('marker ' + ((d.__data__ || {{}}).name || ''));
+        }}
+        for (const t of fig.querySelectorAll('text.label')) {{
+          const r = t.getBoundingClientRect();
+          if (!r.width || !t.textContent.trim()) continue;
+          if (r.left < b.right && r.right > b.left && r.top < b.bottom && r.bottom > b.top) out.push('label ' + t.textContent);
+        }}
+      }}
+    }}
+    return out;
+  }}"""
+
+
 @pytest.fixture(scope="module", params=list(VIEWPORTS), ids=list(VIEWPORTS))
 def dashboard(request, browser, lab, lab_notebook):
     """The quickstart notebook (a copy of its own, so its kernel is this module's) at one viewport,
@@ -108,6 +130,23 @@ def _shot(nb, what: str) -> None:
     nb.page.screenshot(path=str(REPO / "test-artifacts" / f"layout-{nb.viewport}-{what}.png"))
 
 
+def assert_roofline_labels_clear(page, dots=None) -> list[str]:
+    """No text of the roofline (key, notes, roof labels) covers a dot's centre or another text; returns the texts."""
+    dots = page.evaluate(DOT_CENTRES_JS) if dots is None else dots
+    texts = page.evaluate(f"""() => [...document.querySelectorAll('{DASH} .lr-roofline text.label')]
+        .filter(t => t.textContent.trim()).map(t => {{ const r = t.getBoundingClientRect();
+          return [t.textContent, r.left, r.top, r.right, r.bottom]; }})""")
+    for name, left, top, right, bottom in texts:
+        under = [d["name"] for d in dots if left <= d["x"] <= right and top <= d["y"] <= bottom]
+        assert under == [], f"{name!r} covers {under}"
+    for i in range(len(texts)):
+        for j in range(i):
+            a, b = texts[i], texts[j]
+            overlap = a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]
+            assert not overlap, f"labels overlap: {a[0]!r} and {b[0]!r}"
+    return [t[0] for t in texts]
+
+
 def test_table_fits_without_horizontal_scroll(dashboard):
     nb, page = dashboard, dashboard.page
     assert nb.cell_errors() == []
@@ -146,14 +185,9 @@ def test_no_two_roofline_marks_on_the_same_spot(dashboard):
         owners = [d for d in dots if re.search(re.escape(label) + r"(\s|$)", d["name"])]
         assert len(owners) == 1, (label, [d["name"] for d in owners])
     assert any(" + " in d["name"] for d in dots), "the quickstart has coincident operators: one dot must list several"
-    # the legend is clear of the dots
-    boxes = page.evaluate(f"""() => [...document.querySelectorAll('{DASH} .lr-roofline g.g_legend')]
-        .map(g => g.getBoundingClientRect()).filter(r => r.width > 0)
-        .map(r => [r.left, r.top, r.right, r.bottom])""")
-    assert boxes, "the roofline has a legend (colour = bound, shape = phase)"
-    for left, top, right, bottom in boxes:
-        inside = [d["name"] for d in dots if left <= d["x"] <= right and top <= d["y"] <= bottom]
-        assert inside == [], f"dots under the legend: {inside}"
+    # the key (shape = phase, colour = bound) is there, and no label covers a dot or another label
+    shown = assert_roofline_labels_clear(page, dots)
+    assert any("prefill" in t and "decode" in t for t in shown) and "memory-bound" in shown, shown
 
 
 def test_a_shared_dot_selects_all_its_operators(dashboard):
@@ -212,6 +246,7 @@ def test_operator_without_dot_is_flagged_and_formula_does_not_move_the_plots(das
               .map(t => t.textContent).find(t => t.includes('no dot')) || null"""
     )
     assert "embed_tokens" in note and "0 FLOPs" in note
+    assert_roofline_labels_clear(page)
     assert "∅" in row.text_content()  # the table marks rows without a dot too
     assert plots_offset() == before  # the formula panel opened without pushing the plots down
     _shot(nb, "nodot")
@@ -269,6 +304,9 @@ def test_every_section_opens_without_console_errors_including_after_an_error(das
     page.wait_for_selector(f"{DASH} .lr-error", state="detached", timeout=UI_TIMEOUT_MS)
     nb.wait(f"() => document.querySelectorAll('{DASH} .lr-sweep .bqplot .line').length > 0")
     nb.wait(f"() => document.querySelectorAll('{DASH} .lr-mem-table tbody tr').length > 3")
+    # in every figure now drawn (sweep included), the legend covers no marker and no label
+    covered = page.evaluate(LEGEND_OVER_JS)
+    assert covered == [], covered
     # an error while the sweep is shown: the last valid sweep stays, labelled
     nb.run_code("ui.state.w_bits = 3")
     page.wait_for_selector(f"{DASH} .lr-error", timeout=UI_TIMEOUT_MS)
