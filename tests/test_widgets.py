@@ -25,6 +25,7 @@ import llmroof_widgets as lr
 import llmroof_widgets.widgets as lw
 from llmroof_widgets.widgets import _static
 from llmroof_widgets.widgets._data import SAME_POINT_DECADES, SLOTS
+from llmroof_widgets.widgets.plots import MEMORY_PARTS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MODEL = "meta-llama/Llama-3.1-8B"
@@ -147,13 +148,11 @@ def assert_memory_match(ui, m):
     mem = ui.memory
     assert list(mem.bars.x) == ["prefill", "end of decode", "fits check"]
     bars = np.asarray(mem.bars.y)
-    want = {
-        "weights": [m["weights_bytes"]] * 3,
-        "KV cache": [m["kv_cache_prompt_bytes"], m["kv_cache_bytes"], m["kv_cache_bytes"]],
-        "activations": [m["activations_prefill_bytes"], m["activations_decode_bytes"], m["activations_bytes"]],
-        "draft model": [m.get("draft_bytes", 0.0)] * 3,
-    }
+    # every part of MEMORY_PARTS the engine reports as non-zero, with its prefill / decode / fits-check keys
+    want = {label: [m.get(k, 0.0) for k in keys] for label, _, *keys in MEMORY_PARTS}
+    assert want["KV cache"] == [m["kv_cache_prompt_bytes"], m["kv_cache_bytes"], m["kv_cache_bytes"]]
     labels = list(mem.bars.labels)
+    assert labels == [lab for lab, v in want.items() if lab == "weights" or any(x > 0 for x in v)]
     assert labels[:3] == ["weights", "KV cache", "activations"]
     assert ("draft model" in labels) == (m.get("draft_bytes", 0.0) > 0)
     for i, lab in enumerate(labels):
