@@ -4,9 +4,9 @@ import itertools
 import json
 import math
 import re
-import time
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 
 import anywidget
