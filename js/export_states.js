@@ -11,10 +11,17 @@ const NUM = (x) => (typeof x === "string" ? Number(x) : x); // "NaN", "Infinity"
 
 /** base64 → gzip → JSON, with the browser's own DecompressionStream. */
 async function inflate(b64) {
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  let body;
+  try {
+    // the browser's own base64 decoder (a data: URL, read locally: no network)
+    body = (await fetch(`data:application/gzip;base64,${b64}`)).body;
+  } catch (_e) {
+    const bin = atob(b64);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    body = new Blob([bytes]).stream();
+  }
+  const stream = body.pipeThrough(new DecompressionStream("gzip"));
   return JSON.parse(await new Response(stream).text());
 }
 
@@ -67,10 +74,11 @@ async function render({ model, el }) {
   el.append(line, notice);
   const doc = el.ownerDocument || document;
   const body = doc.body;
-  const api = { ready: false, current: -1, switches: [], states: 0 };
+  const api = { ready: false, current: -1, switches: [], states: 0, timings: { render: performance.now() } };
   window.__lrExport = api;
 
   const payload = await inflate(model.get("payload"));
+  api.timings.inflated = performance.now();
   const manager = model.widget_manager;
   const get = async (id) => {
     for (let attempt = 0; attempt < 200; attempt++) {
@@ -171,6 +179,7 @@ async function render({ model, el }) {
   });
   if (current >= 0) body.dataset.lrExportState = String(current);
   api.ready = true;
+  api.timings.ready = performance.now();
   api.apply = apply;
   api.get = get;
   api.describe = describe;
