@@ -355,3 +355,25 @@ def test_grid_errors(tmp_path):
         export_html(ui, tmp_path / "x.html", grid={"w_bits": [16, 3]})
     assert ui.state.w_bits == 16 and not ui.state.error  # restored
     ui.close()
+
+
+def test_export_with_the_lazy_sections_open(tmp_path):
+    """The sweep and serving sections (lazy) are not recomputed per state: their figures stay those
+    of the exported setting, the page says so, and the sections are live again afterwards."""
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(
+        model=dict(TINY), hardware="h100-sxm", prompt_len=64, gen_len=8, sweep_open=True, serving_open=True
+    )
+    assert ui.sweep.active and ui.serving.active
+    calls = []
+    for view in (ui.sweep, ui.serving):
+        view.observe(lambda c: calls.append(c["new"]), names="active")
+    grid = {"batch_size": [1, 2], "w_bits": [16, 4]}
+    cap = es.capture_states(ui, es.check_grid(ui, grid))
+    assert ui.sweep.active and ui.serving.active and calls == [False, False, True, True]
+    serving_ids = {w.model_id for w in es._walk(ui.serving)} | {w.model_id for w in es._walk(ui.sweep)}
+    assert not serving_ids & {mid for mid, _ in cap["payload"]["keys"]}
+    page = render_html(ui, grid=grid)
+    assert "sweep and serving sections are not recomputed" in page
+    ui.close()
