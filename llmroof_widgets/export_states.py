@@ -92,7 +92,8 @@ def default_grid(ui) -> dict[str, list]:
     limit = 1
     if r is not None:
         limit = int(r.memory.get("max_batch_size") or 0)
-    slider_max = int(getattr(getattr(ui, "controls", None), "batch_size", None).max) if hasattr(ui, "controls") else 256
+    slider = getattr(getattr(ui, "controls", None), "batch_size", None)
+    slider_max = int(slider.max) if slider is not None else 256
     grid["batch_size"] = sorted(set(_pow2_upto(max(1, min(limit, slider_max)))) | {b})
     p, g = int(st.prompt_len), int(st.gen_len)
     max_ctx = int(getattr(r.model, "max_positions", 0) or 0) if r is not None else 0
@@ -248,13 +249,6 @@ def _template(v, nums: list):
         nums.append(float(v) if isinstance(v, float) else int(v))
         return 0
     raise TypeError(f"export_html: cannot store a trait value of type {type(v).__name__}")
-
-
-def _display(widget, trait, value) -> str:
-    if trait == "index":
-        labels = widget._options_labels
-        return str(labels[value]) if value is not None and 0 <= value < len(labels) else "—"
-    return str(value)
 
 
 def capture_states(ui, grid: dict[str, list]) -> dict:

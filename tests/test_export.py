@@ -290,6 +290,14 @@ def test_every_state_replays_exactly_what_the_kernel_sends():
             assert es.rebuild(payload, payload["states"][i][j]) == _plain(w.get_state(trait)[trait]), (point, trait)
         hd = ui.table.headline
         assert (hd["batch_size"], hd["prompt_len"]) == point[:2]
+    # the headline of every state agrees with the vectorized sweep over the same grid
+    df = lr.sweep(dict(TINY), "h100-sxm", batch_size=[1, 4], prompt_len=[16, 64], gen_len=8, w_bits=[16, 4])
+    h = keys.index((ui.table.model_id, "headline"))
+    for i, point in enumerate(itertools.product(*grid.values())):
+        hd = es.rebuild(payload, payload["states"][i][h])
+        row = df[(df.batch_size == point[0]) & (df.prompt_len == point[1]) & (df.w_bits == point[2])].iloc[0]
+        for k in ("ttft_s", "tpot_s", "e2e_s", "throughput_tokens_per_s"):
+            assert hd[k] == pytest.approx(row[k], rel=1e-9), (point, k)
     # the controls the page reads: the grid's axes (and only those) vary
     assert [t["label"] for t in payload["sig"]["traits"]] == ["batch size", "prompt tokens", "weights", "phase"]
     # the weights drop-down offers only the grid's two formats; other controls are disabled
