@@ -43,6 +43,7 @@ __all__ = ["ExportStates", "default_grid", "capture_states", "GRID_AXES", "MAX_S
 # the axes a grid may have: the State's inputs the controls edit, the phase filter, every technique knob
 _INPUT_AXES = ("hardware", "batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits", "logits", "attention")
 MAX_STATES = 4096  # a larger grid is refused (it would take minutes and tens of MB)
+DEFAULT_MAX_STATES = 324  # the default grid stays within this (export ≈ 4 s and < 15 MB for an 8B model)
 STALE_NOTE = "needs a live kernel (this page is an offline export)"
 
 
@@ -82,6 +83,9 @@ def default_grid(ui) -> dict[str, list]:
     - ``w_bits``: 16, 8 and 4 bits and the current format; ``kv_bits``: 16 and 8 bits and the current;
     - ``hardware``: the current device (add others with ``grid=``);
     - each technique knob the author enabled (``state.extra``): off (the engine's default) and on.
+
+    It stays within ``DEFAULT_MAX_STATES`` settings: beyond that (several knobs enabled), the
+    generation lengths, then the KV formats, then the prompt lengths keep only the current value.
     """
     from .widgets.state import KNOBS
 
@@ -108,6 +112,11 @@ def default_grid(ui) -> dict[str, list]:
     for name, value in st.extra.items():
         if name in KNOBS:
             grid[name] = [KNOBS[name], value]
+    current = {"gen_len": g, "kv_bits": st.kv_bits, "prompt_len": p}
+    for name in ("gen_len", "kv_bits", "prompt_len"):
+        if math.prod(len(v) for v in grid.values()) <= DEFAULT_MAX_STATES:
+            break
+        grid[name] = [current[name]]
     return grid
 
 
