@@ -267,8 +267,12 @@ def capture_states(ui, grid: dict[str, list]) -> dict:
     Returns ``{"payload": dict (see encode), "manager_patch": {model_id: {trait: value}},
     "figures": [model ids of the views that change], "seconds": float, "states": int}``.
     """
+    from ipywidgets.embed import dependency_state
+
     st = ui.state
     names = list(grid)
+    # only the models the page holds (another view of the same State recomputes too: not recorded)
+    reachable = set(dependency_state(ui, drop_defaults=False))
     points = list(itertools.product(*(grid[n] for n in names)))
     controls = control_traits(ui)
     control_ids = {(w.model_id, t) for w, t in controls}
@@ -303,6 +307,8 @@ def capture_states(ui, grid: dict[str, list]) -> dict:
             st.update(**dict(zip(names, point)))
             errors.append(st.error)
             for mid, (w, keys) in sent.items():
+                if mid not in reachable:
+                    continue
                 for k in keys:
                     if (mid, k) in control_ids or k in ("_property_lock",):
                         continue

@@ -388,3 +388,18 @@ def test_export_with_the_lazy_sections_open(tmp_path):
     page = render_html(ui, grid=grid)
     assert "sweep and serving sections are not recomputed" in page
     ui.close()
+
+
+def test_a_second_view_of_the_same_state_is_left_out(tmp_path):
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(model=dict(TINY), hardware="h100-sxm", prompt_len=64, gen_len=8)
+    other = lr.Dashboard(state=ui.state)  # recomputes too while the grid is evaluated
+    grid = {"batch_size": [1, 2]}
+    cap = es.capture_states(ui, es.check_grid(ui, grid))
+    mine = set(W.embed.dependency_state(ui, drop_defaults=False))
+    assert {mid for mid, _ in cap["payload"]["keys"]} <= mine
+    assert other.table.model_id not in mine
+    assert export_html(ui, tmp_path / "one.html", grid=grid).is_file()
+    other.close()
+    ui.close()
