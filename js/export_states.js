@@ -65,6 +65,14 @@ export function rebuild(payload, vid) {
   return walk(payload.templates[tid], null);
 }
 
+// decompression starts when the model is created (before the page's views render), render awaits it
+let inflating = null;
+let inflatingFor = null;
+function initialize({ model }) {
+  inflatingFor = model.get("payload");
+  inflating = inflate(inflatingFor);
+}
+
 async function render({ model, el }) {
   ensureStyle(el);
   el.classList.add("lr-export-states");
@@ -77,7 +85,8 @@ async function render({ model, el }) {
   const api = { ready: false, current: -1, switches: [], states: 0, timings: { render: performance.now() } };
   window.__lrExport = api;
 
-  const payload = await inflate(model.get("payload"));
+  const b64 = model.get("payload");
+  const payload = await (inflatingFor === b64 && inflating ? inflating : inflate(b64));
   api.timings.inflated = performance.now();
   const manager = model.widget_manager;
   const get = async (id) => {
@@ -187,4 +196,4 @@ async function render({ model, el }) {
   return () => detach.forEach((f) => f());
 }
 
-export default { render };
+export default { initialize, render };
