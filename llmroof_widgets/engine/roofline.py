@@ -13,6 +13,7 @@ import numpy as np
 from . import calibration
 from .hardware import Hardware
 from .ops import Row
+from .terms import Div
 
 
 class Roof:
@@ -161,5 +162,17 @@ def row_dict(r: Row, roof: Roof, phase_time: float) -> dict:
         "share": (count * t / phase_time) if phase_time > 0 else 0.0,
         "params": int(r.params),
         "flops_formula": r.flops_formula,
-        "bytes_formula": r.bytes_formula,
+        "bytes_formula": r.bytes_formula,  # a collective: its message
+        "time_formula": _time_formula(r, roof),  # a collective: its α–β time ("" otherwise)
     }
+
+
+def _time_formula(r: Row, roof: Roof) -> str:
+    """A collective's α–β time with numbers; divided by the communication efficiency when one is set."""
+    if r.kind != "communication" or r.terms is None:
+        return ""
+    if roof.eff_comm == 1.0:
+        return r.time_formula
+    t = r.terms.copy()
+    t.scale("time", Div(("efficiency", roof.eff_comm)))
+    return t.render("time")

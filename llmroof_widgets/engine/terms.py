@@ -65,13 +65,14 @@ QUANTITIES: dict[str, tuple[str, ...]] = {
 
 
 def num(x) -> str:
-    """A number as the formulas show it: integers exactly (thin groups of three), others to 6 significant digits."""
+    """A number as the formulas show it: integers exactly (groups of three), others to 6 significant digits."""
     if isinstance(x, np.ndarray):
         return "…"  # a figure over many decode steps: formulas are shown for one step
     x = float(x)
     if x == int(x) and abs(x) < 1e15:
         return f"{int(x):,}".replace(",", " ")
-    return f"{x:.6g}"
+    s = f"{x:.6g}"
+    return repr(x) if float(s).is_integer() else s  # never show a fraction as a whole number
 
 
 class Div(tuple):

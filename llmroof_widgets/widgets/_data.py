@@ -46,6 +46,7 @@ ROW_FIELDS = (
     "resident_bytes",
     "flops_formula",
     "bytes_formula",
+    "time_formula",
 )
 FORMULA_FIELDS = (
     "index",
@@ -71,6 +72,7 @@ FORMULA_FIELDS = (
     "attained_flops",
     "flops_formula",
     "bytes_formula",
+    "time_formula",
 )
 TOTAL_FIELDS = (
     "tokens",
