@@ -180,8 +180,17 @@ def _find_op(ops: list[dict], op: str, phase: str) -> dict:
     raise ValueError(f"op {op!r} occurs in several layer types ({where}); qualify it as layer_type.name: {options}")
 
 
-def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[float, str, str]:
-    """(engine value, what it is, formula) for one question."""
+def _kv_terms(result, which: str, batch=None, context=None):
+    """The memory engine's KV terms for this analysis (the figure is their sum; MLA caches its latent)."""
+    from .engine import memory
+
+    if which == "token":
+        return memory.kv_bytes_per_token_terms(result.model, result.precision, result.options)
+    return memory.kv_cache_terms(result.model, result.precision, batch, context, result.options)
+
+
+def _expected(data: dict, quantity: str, op: str | None, phase: str, result=None) -> tuple[float, str, str]:
+    """(engine value, what it is, formula) for one question; ``result`` (the Result) for model-level formulas."""
     if op is not None:
         if quantity not in OP_QUANTITIES:
             raise ValueError(
@@ -211,18 +220,15 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[fl
     if quantity == "kv_cache_bytes":
         ctx = mem["kv_context_tokens"]
         formula = (
-            f"KV bytes per token × batch × cached tokens (prompt_len + gen_len − 1) = "
-            f"{_fmt(mem['kv_bytes_per_token'], 'B')} × {s['batch_size']} × {ctx}; per token (MHA/GQA): "
-            f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
-            f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B "
-            "(sliding-window layers keep at most their window)"
+            f"KV cache after the last step ({ctx} = prompt_len + gen_len − 1 tokens per sequence), Σ over layer "
+            "types of layers × cached elements per token × tokens × batch × bytes per element: "
+            + _kv_terms(result, "cache", s["batch_size"], ctx).render("bytes")
         )
         return float(mem["kv_cache_bytes"]), f"KV cache after the last step ({ctx} tokens per sequence)", formula
     if quantity == "kv_bytes_per_token":
-        formula = (
-            f"2 (K and V) × layers × kv_heads × head_dim × kv_bits/8 = 2 × {model.get('num_layers')} × "
-            f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B (MHA/GQA)"
-        )
+        formula = "Σ over layer types of layers × cached elements per token × bytes per element: " + _kv_terms(
+            result, "token"
+        ).render("bytes")
         return float(mem["kv_bytes_per_token"]), QUANTITIES[quantity][1], formula
     if quantity == "weights_bytes":
         formula = (
@@ -445,7 +451,7 @@ def check(
         sc = _pinned
     else:
         sc = _scenario_cached(scenario)
-    expected, what, formula = _expected(sc.data, quantity, op, phase)
+    expected, what, formula = _expected(sc.data, quantity, op, phase, sc.result)
     return Check(
         value=value,
         expected=expected,

@@ -411,4 +411,6 @@ def analyze(
         )
         for k, v in mem.items()
     }
-    return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)
+    res = Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)
+    res.precision, res.options = prec, opts  # what the model-level formulas (lr.check) are rendered with
+    return res
