@@ -203,7 +203,11 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str, result=None
             f"{QUANTITIES[quantity][1]} of {row['layer_type']}.{row['name']} in the {phase}, ONE execution "
             f"(the pass runs it {row['count']}×)"
         )
-        return value, what, _op_formula(data, row, quantity)
+        terms = None
+        if result is not None:  # the engine's Row behind this dict (same order), for a part of its terms
+            i = next(i for i, o in enumerate(data[phase]["ops"]) if o is row)
+            terms = getattr(getattr(result, phase).rows[i], "terms", None)
+        return value, what, _op_formula(data, row, quantity, terms)
     if quantity in PHASE_QUANTITIES:
         ph = data[phase]
         value = float(ph[quantity])
@@ -255,8 +259,12 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str, result=None
     return float(gen["tpot_s"]), QUANTITIES[quantity][1], formula
 
 
-def _op_formula(data: dict, row: dict, quantity: str) -> str:
+def _op_formula(data: dict, row: dict, quantity: str, terms=None) -> str:
+    """The formula of one operator's quantity; ``terms`` (its Row's) give the parts (matmul, weights, KV)."""
     bw = data["hardware"]["memory_bandwidth"]
+    part = {"matmul_flops": "matmul_flops", "weights_bytes": "weight_bytes", "kv_cache_bytes": "kv_bytes"}
+    if terms is not None and quantity in part:
+        return terms.render(part[quantity])
     if quantity in ("flops", "matmul_flops"):
         f = row.get("flops_formula") or ""
         return f + (
@@ -269,6 +277,8 @@ def _op_formula(data: dict, row: dict, quantity: str) -> str:
     if quantity == "arithmetic_intensity":
         return f"FLOPs / bytes, with FLOPs: {row.get('flops_formula')}; bytes: {row.get('bytes_formula')}"
     if quantity == "time_s":
+        if row["kind"] == "communication" and row.get("time_formula"):
+            return row["time_formula"]
         return (
             f"max(FLOPs / peak, bytes / bandwidth) = max({_fmt(row['flops'], 'FLOP')} / "
             f"{_fmt(row['peak_flops'], 'FLOP/s')} ({row['peak_dtype']}), {_fmt(row['bytes'], 'B')} / "

@@ -215,3 +215,31 @@ def test_kv_format_name_and_mla_latent():
     m = lr.load_model("deepseek-ai/DeepSeek-V3")
     latent = m.layer_types[0].attention.kv_lora_rank + m.layer_types[0].attention.qk_rope_head_dim
     assert latent == 576 and "kv_heads" not in f and f"·{latent}·67·1·2" in f  # 64 + 4 − 1 tokens, batch 1
+
+
+@pytest.mark.parametrize(
+    "scenario, op",
+    [
+        (SC, "k_proj"),
+        (SC, "lm_head"),
+        (
+            dict(
+                model="deepseek-ai/DeepSeek-V2-Lite", hardware="h100-sxm", tp=2, mla="naive", prompt_len=32, gen_len=2
+            ),
+            "moe.kv_b_proj",
+        ),
+        (dict(model="Qwen/Qwen2.5-0.5B", hardware="h100-sxm", tp=2, prompt_len=32, gen_len=2), "attn_allreduce"),
+    ],
+)
+def test_operator_formulas_evaluate_to_the_answer(scenario, op):
+    """Each operator quantity's formula (FLOPs, matmul FLOPs, bytes and their weights / KV parts, a collective's
+    time) has numbers that multiply and add to the expected value."""
+    for phase in ("prefill", "decode"):
+        for quantity in ("flops", "matmul_flops", "bytes", "weights_bytes", "kv_cache_bytes", "time_s"):
+            c = check(None, quantity=quantity, op=op, phase=phase, scenario=scenario, show_formula=True)
+            if quantity == "time_s" and "allreduce" not in op:
+                continue  # max(FLOPs / peak, bytes / bandwidth), shown in readable units
+            if quantity == "bytes" and "allreduce" in op:
+                continue  # a collective moves no device-memory bytes; its formula is the message
+            value, _ = evaluate(c.formula.rpartition(" = ")[2])
+            assert value == pytest.approx(c.expected, rel=1e-9, abs=0), (quantity, phase, c.formula)

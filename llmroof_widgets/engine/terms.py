@@ -61,6 +61,11 @@ QUANTITIES: dict[str, tuple[str, ...]] = {
     "bytes": ("weight", "activation", "kv"),
     "message": ("message",),
     "time": ("time",),
+    # one part of a figure (lr.check asks for them one by one)
+    "matmul_flops": ("matmul",),
+    "weight_bytes": ("weight",),
+    "activation_bytes": ("activation",),
+    "kv_bytes": ("kv",),
 }
 
 
