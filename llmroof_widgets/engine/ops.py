@@ -12,6 +12,12 @@ Conventions (see README "What the numbers mean"):
   multiplies and an add), residual add 1, gated activation act+1 (the gate multiply); the
   activation costs are in :data:`models.ACT_FLOPS`.
 
+Figures and formulas come from one source: each operator collects :class:`~.terms.Terms` (symbol, value
+factors per term) and its row's FLOPs and bytes are their sums, so the numbers substituted in the formula
+shown always multiply and add to the figure (``engine/terms.py`` documents the API; ``tests/test_formulas.py``
+checks every operator). New operators: build a ``Terms`` and append it with ``self._push(...)``, or extend
+an existing row with ``row.add_term(...)``; a ``Row(..., formula=closure)`` still works, unchecked.
+
 The builder works on numpy arrays: ``cached`` (tokens already in the KV cache) may be an array
 over decode steps, and every count broadcasts over it — a whole generation is evaluated without a
 Python loop per token.
