@@ -44,6 +44,7 @@ LN_FLOPS = 7  # per element: mean, subtract, square, sum, multiply by 1/std, wei
 SOFTMAX_FLOPS = 5  # per score: max, subtract, exp, sum, divide
 SOFTCAP_FLOPS = 3  # per element: divide by cap, tanh, multiply by cap
 ROPE_FLOPS = 3  # per rotated element: x·cos + rotate(x)·sin
+TWO = (None, 2.0)  # the 2 of a multiply-accumulate (2 FLOPs), as a term factor
 DEFAULT_ONCHIP_BYTES = 64 * 1024  # FlashAttention tile SRAM when a device does not state its per-SM memory
 
 
@@ -153,8 +154,8 @@ class Row:
 
 def ring_allreduce_terms(t: Terms, msg_bytes, n, bw, alpha) -> None:
     """Ring all-reduce of ``msg_bytes`` over n devices: 2(n−1)/n·M/β + 2(n−1)·α (time terms)."""
-    t.add("time", "bandwidth", 2.0, ("(n−1)", n - 1), Div(("n", n)), ("M", msg_bytes), Div(("β", bw)))
-    t.add("time", "latency", 2.0, ("(n−1)", n - 1), ("α", alpha))
+    t.add("time", "bandwidth", TWO, ("(n−1)", n - 1), Div(("n", n)), ("M", msg_bytes), Div(("β", bw)))
+    t.add("time", "latency", TWO, ("(n−1)", n - 1), ("α", alpha))
 
 
 def ring_gather_terms(t: Terms, msg_bytes, n, bw, alpha) -> None:
@@ -264,7 +265,7 @@ class PassBuilder:
         wb = p.hp if hp else p.w
         ib = p.a if in_bytes is None else in_bytes
         t = Terms()
-        t.add("matmul", "", 2.0, (n_label, n_tok), ("in", fin_l), ("out", fout_l))  # one multiply + one add per weight
+        t.add("matmul", "", TWO, (n_label, n_tok), ("in", fin_l), ("out", fout_l))  # one multiply + one add per weight
         if bias:
             t.add("flops", "bias", (n_label, n_tok), ("out", fout_l))  # bias add per output
         if weight_label:
@@ -320,7 +321,7 @@ class PassBuilder:
     def elementwise(self, name, n_elems, flops_per, *, reads=1, writes=1, weight_elems=0, what=""):
         """An element-wise operator over ``n_elems`` elements (norms, activations, adds, softmax)."""
         t = Terms()
-        t.add("flops", "", flops_per, ("elements", n_elems))
+        t.add("flops", "", (None, flops_per), ("elements", n_elems))
         if what:
             t.note("flops", what)
         if self.o.fused:  # fused into a neighbour: no traffic of its own
@@ -448,7 +449,7 @@ class PassBuilder:
             return
         s_f = (("B", B), ("H", H), ("pairs", pairs), self._fa)
         t = Terms()
-        t.add("matmul", "scores", 2.0, ("B", B), ("H", H), ("d", dqk), ("pairs", pairs))  # 2·d FLOPs per pair per head
+        t.add("matmul", "scores", TWO, ("B", B), ("H", H), ("d", dqk), ("pairs", pairs))  # 2·d FLOPs per pair per head
         t.note("flops", pairs_note)
         t.add("activation", "Q", *q_f)
         t.add(kv_cat, "K", *k_f)
@@ -459,7 +460,7 @@ class PassBuilder:
             "attn_softmax", B * H * pairs, sm_per, what="softmax" + (" + tanh soft-cap" if a.softcap else "")
         )
         t = Terms()
-        t.add("matmul", "values", 2.0, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))  # 2·d_v per pair per head
+        t.add("matmul", "values", TWO, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))  # 2·d_v per pair per head
         t.note("flops", pairs_note)
         t.add("activation", "P", *s_f)
         t.add(kv_cat, "V", *v_f)
@@ -479,8 +480,8 @@ class PassBuilder:
         T, p, B = self.T, self.p, self.B
         q_f, k_f, v_f, o_f = io
         t = Terms()
-        t.add("matmul", "scores", 2.0, ("B", B), ("H", H), ("d", dqk), ("pairs", pairs))
-        t.add("matmul", "values", 2.0, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))
+        t.add("matmul", "scores", TWO, ("B", B), ("H", H), ("d", dqk), ("pairs", pairs))
+        t.add("matmul", "values", TWO, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))
         sm_sym = f"({SOFTMAX_FLOPS}+{SOFTCAP_FLOPS})" if a.softcap else str(SOFTMAX_FLOPS)
         t.add("flops", "softmax", (sm_sym, sm_per), ("B", B), ("H", H), ("pairs", pairs))
         t.note("flops", note)
@@ -594,7 +595,7 @@ class PassBuilder:
         """A per-head product of N token vectors with H small ``fin × fout`` matrices (MLA's absorbed weights)."""
         N, p, tp = self.N, self.p, self.tp
         t = Terms()
-        t.add("matmul", "", 2.0, ("N", N), ("H", Hl), fin, fout)  # 2·fin·fout per token per head
+        t.add("matmul", "", TWO, ("N", N), ("H", Hl), fin, fout)  # 2·fin·fout per token per head
         t.add("weight", wname, ("H", Hl), fin, fout, self._fw)
         t.add("activation", "input", ("N", N), ("H", Hl), fin, self._fa)
         t.add("activation", "output", ("N", N), ("H", Hl), fout, self._fa)
@@ -628,7 +629,9 @@ class PassBuilder:
         Il = I / tp
         # router logits (kept in 16-bit) + softmax/top-k selection, replicated on every device
         r = self.linear("router", N, h, E, bias=mlp.router_bias, hp=True)
-        r.add_term("flops", "softmax + top-k", SOFTMAX_FLOPS, ("N", N), ("E", E))  # scoring and top-k over E logits
+        r.add_term(
+            "flops", "softmax + top-k", (None, SOFTMAX_FLOPS), ("N", N), ("E", E)
+        )  # scoring and top-k over E logits
         if mlp.router_score_bias:
             # DeepSeek-V3's e_score_correction_bias: read with the router; a buffer, not a
             # parameter, in transformers, so it is left out of the parameter count
@@ -652,7 +655,7 @@ class PassBuilder:
             fout_l = fout / tp if split == "col" else fout
             bias_l = fout_l if mlp.expert_bias else 0.0
             t = Terms()
-            t.add("matmul", "", 2.0, ("N", N), ("k", k), ("in", fin_l), ("out", fout_l))  # each token runs k experts
+            t.add("matmul", "", TWO, ("N", N), ("k", k), ("in", fin_l), ("out", fout_l))  # each token runs k experts
             if mlp.expert_bias:
                 t.add("flops", "bias", ("N", N), ("k", k), ("out", fout_l))
             # the experts this pass streams (of E/EP resident), each its in×out weights (+ bias)

@@ -2,8 +2,8 @@
 
 Every figure of an operator (FLOPs, bytes of weights, activations and KV cache, a collective's
 message and time) is a **sum of terms**; a term is a **product of factors**; a factor is a
-``(symbol, value)`` pair, ``Div((symbol, value))`` for a divisor, or a bare number (shown as itself on
-both sides). The figure is Σ over terms of Π factors, and the formula displayed is rendered from the
+``(symbol, value)`` pair (symbol None: the number is shown on both sides), ``Div((symbol, value))`` for a
+divisor, or a bare scalar (arrays — a figure over many decode steps — always go in a pair). The figure is Σ over terms of Π factors, and the formula displayed is rendered from the
 very same terms::
 
     "<label> <symbols> + … = <numbers> + …"      e.g.
@@ -81,22 +81,23 @@ def num(x) -> str:
 
 
 class Div(tuple):
-    """A divisor factor: ``Div(("TP", 2))`` divides by 2 and is shown as "/TP", "/2"."""
+    """A divisor factor: ``Div(("TP", 2))`` divides by 2 and is shown as "/TP", "/2".
+
+    Stored as (symbol, 1/value, value): a term's value is then always Π of the factors' second items.
+    """
 
     __slots__ = ()
 
+    def __new__(cls, pair):
+        sym, value = pair
+        return super().__new__(cls, (sym, 1.0 / value, value))
+
 
 def product(factors) -> float:
-    """Π of the factors' values (a :class:`Div` divides), left to right."""
+    """Π of the factors' values (a :class:`Div` divides), left to right; a factor may be a bare number."""
     v = 1.0
     for f in factors:
-        c = f.__class__
-        if c is tuple:
-            v = v * f[1]
-        elif c is Div:
-            v = v / f[1]
-        else:
-            v = v * f
+        v = v * (f[1] if isinstance(f, tuple) else f)
     return v
 
 
@@ -104,9 +105,12 @@ def _render(factors, numbers: bool) -> str:
     out = ""
     for f in factors:
         c = f.__class__
-        if c is tuple or c is Div:
+        if c is tuple:
             s = num(f[1]) if numbers or f[0] is None else f[0]
-            div = c is Div
+            div = False
+        elif c is Div:
+            s = num(f[2]) if numbers or f[0] is None else f[0]
+            div = True
         else:
             s, div = num(f), False
         if div:
@@ -132,14 +136,11 @@ class Terms:
         if cat not in sums:
             raise ValueError(f"term category must be one of {', '.join(FIELDS)}, got {cat!r}")
         v = 1.0
-        for f in factors:  # product(factors), inlined: this runs for every term of every pass
-            c = f.__class__
-            if c is tuple:
+        try:  # product(factors), inlined: this runs for every term of every pass
+            for f in factors:
                 v = v * f[1]
-            elif c is Div:
-                v = v / f[1]
-            else:
-                v = v * f
+        except (TypeError, IndexError):  # a bare number among the factors
+            v = product(factors)
         self.items.append((cat, label, factors, v))
         sums[cat] = sums[cat] + v
         return v
