@@ -136,9 +136,14 @@ def test_bench_latency(quickstart, capsys):
 
 
 if __name__ == "__main__":
-    # the browser tests' fixtures (Lab server, Chromium, the quickstart notebook) as plugins
-    args = [__file__, "-q", "-s", "-p", "no:cacheprovider", "-p", "conftest_root", "-p", "conftest_browser"]
     import importlib.util
+    import os
+
+    # the venv's tools (jupyter, for a bundle rebuild) first on PATH, as in ./test.sh
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    # the browser tests' fixtures (Lab server, Chromium, the quickstart notebook) as plugins
+    args = [__file__, "-q", "-s", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+    args += ["-p", "conftest_root", "-p", "conftest_browser"]
 
     for name, path in (
         ("conftest_root", ROOT / "tests" / "conftest.py"),

@@ -3,8 +3,8 @@
 Every figure of an operator (FLOPs, bytes of weights, activations and KV cache, a collective's
 message and time) is a **sum of terms**; a term is a **product of factors**; a factor is a
 ``(symbol, value)`` pair (symbol None: the number is shown on both sides), ``Div((symbol, value))`` for a
-divisor, or a bare scalar (arrays — a figure over many decode steps — always go in a pair). The figure is Σ over terms of Π factors, and the formula displayed is rendered from the
-very same terms::
+divisor, or a bare scalar (arrays — a figure over many decode steps — always go in a pair). The figure is
+Σ over terms of Π factors, and the formula displayed is rendered from the very same terms::
 
     "<label> <symbols> + … = <numbers> + …"      e.g.
     "2·N·in·out + bias N·out = 2·4 096·4 096·4 096 + 4 096·4 096"
@@ -35,7 +35,9 @@ How an operator is written with terms (see ``PassBuilder.linear`` in ``ops.py``)
     t.note("flops", "per device: out / TP 2")      # shown before the " = "
     row = self._push(name, "matmul", t, dtype, params=..., wclass=...)   # the Row's figures ARE the sums
 
-and a term added after the row exists keeps both in step: ``row.add_term("flops", "softmax", (5,), ("N·E", n))``.
+and a term added after the row exists keeps both in step: ``row.add_term("flops", "softmax", (None, 5), ("N·E", n))``.
+Set a row's figures only through its terms (``add_term``, ``Terms.scale`` + re-summing): a field changed
+directly no longer matches its formula, and ``tests/test_formulas.py`` fails.
 Rows built the older way (``Row(..., formula=closure)``) still work: their closure's strings are shown,
 but nothing then guarantees they match the figures (the formula test reports them).
 """
