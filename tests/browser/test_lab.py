@@ -429,6 +429,7 @@ def test_batch_slider_arrow_keys_recompute(quickstart):
     page.keyboard.press("ArrowRight" if b1 > b0 else "ArrowLeft")
     wait_headline(nb, {"tpot": tpot[b1]})
     assert nb.probe("ui.state.batch_size") == b1
+    handle.focus()  # the probe ran a cell: focus is back on the notebook
     page.keyboard.press("ArrowLeft" if b1 > b0 else "ArrowRight")
     wait_headline(nb, {"tpot": tpot[b0]})
     assert nb.probe("ui.state.batch_size") == b0
