@@ -41,7 +41,7 @@ def _kv_elem_factors(lt, opts: Options) -> tuple:
 
 def _kv_device_factors(model: ModelConfig, opts: Options, on_device: bool) -> tuple:
     """The share of the layers (pipeline stage) and of the cache (offloading) one device holds."""
-    f = ()
+    f: tuple = ()
     if opts.pp > 1:
         f += (("⌈L/pp⌉/L", math.ceil(model.num_layers / opts.pp) / model.num_layers),)
     off = opts.offload.get("kv_cache", 0.0)
