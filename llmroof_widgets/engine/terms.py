@@ -127,7 +127,7 @@ class Terms:
 
     __slots__ = ("items", "notes", "sums")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.items: list[tuple] = []  # (category, label, factors, value)
         self.notes: dict[str, str] = {}
         self.sums: dict[str, float] = _ZERO.copy()  # Σ per category, kept as terms are added
