@@ -181,12 +181,22 @@ def _find_op(ops: list[dict], op: str, phase: str) -> dict:
 
 
 def _kv_terms(result, which: str, batch=None, context=None):
-    """The memory engine's KV terms for this analysis (the figure is their sum; MLA caches its latent)."""
-    from .engine import memory
+    """The memory engine's KV terms for this analysis (the figure is their sum; MLA caches its latent).
 
+    Precision and options are rebuilt from the result's settings, as ``analyze`` built them."""
+    import inspect
+
+    from .engine import memory
+    from .engine.options import make_options
+    from .engine.precision import Precision
+
+    s = result.settings
+    prec = Precision(s["w_bits"], s["a_bits"], s["kv_bits"], s.get("group_size"))
+    knobs = inspect.signature(make_options).parameters
+    opts = make_options(**{k: v for k, v in s.items() if k in knobs})
     if which == "token":
-        return memory.kv_bytes_per_token_terms(result.model, result.precision, result.options)
-    return memory.kv_cache_terms(result.model, result.precision, batch, context, result.options)
+        return memory.kv_bytes_per_token_terms(result.model, prec, opts)
+    return memory.kv_cache_terms(result.model, prec, batch, context, opts)
 
 
 def _expected(data: dict, quantity: str, op: str | None, phase: str, result=None) -> tuple[float, str, str]:

@@ -128,8 +128,6 @@ class Result:
         self.decode_step_times_s = step_times
         self.generation = generation_summary
         self.memory = memory_summary
-        self.precision: Precision | None = None  # set by analyze(): what model-level formulas are rendered with
-        self.options: Options | None = None
 
     @property
     def params_total(self) -> int:
@@ -413,6 +411,4 @@ def analyze(
         )
         for k, v in mem.items()
     }
-    res = Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)
-    res.precision, res.options = prec, opts
-    return res
+    return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)
