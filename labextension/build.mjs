@@ -11,12 +11,14 @@
 //      environment has jupyterlab from [build-system].requires; see findCorePath();
 //   3. run `build-labextension --core-path <core> .` (`jupyter labextension build` needs the
 //      separate jupyter-builder package in JupyterLab 4.6; this does not);
-//   4. add install.json (how `jupyter labextension list` says the package was installed).
+//   4. add install.json (how `jupyter labextension list` says the package was installed) and stamp
+//      the built package.json with the Python package's version (llmroof_widgets/__init__.py is the
+//      one version source; the version fields of the JS package.json files are placeholders).
 //
 // Options: --development (unminified, source maps). Environment: LLMROOF_JUPYTERLAB_CORE_PATH
 // (a folder holding JupyterLab's staging package.json) skips the Python lookup.
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, readFileSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -126,4 +128,10 @@ run(bin, [...args, "."], here);
 // 4. install.json (the builder empties the output folder first, so it goes in afterwards)
 copyFileSync(join(here, "install.json"), join(outDir, "install.json"));
 const built = JSON.parse(readFileSync(join(outDir, "package.json"), "utf8"));
+const pyInit = readFileSync(join(root, "llmroof_widgets", "__init__.py"), "utf8");
+const ver = /^__version__\s*=\s*["']([^"']+)["']/m.exec(pyInit);
+if (!ver) fail("no __version__ in llmroof_widgets/__init__.py");
+// npm versions are semver: a PEP 440 pre-release "0.2.0a1" becomes "0.2.0-a1"
+built.version = ver[1].replace(/^(\d+\.\d+\.\d+)([a-z].*)$/, "$1-$2");
+writeFileSync(join(outDir, "package.json"), JSON.stringify(built, null, 2) + "\n");
 log(`built ${built.name} ${built.version} -> ${outDir} (${built.jupyterlab._build.load})`);

@@ -11,6 +11,7 @@ from .engine import (
     Hardware,
     ModelConfig,
     Result,
+    ServingResult,
     Speculative,
     analyze,
     choose_hardware,
@@ -21,10 +22,12 @@ from .engine import (
     load_hardware,
     load_model,
     parse_config,
+    plan,
+    serve,
     sweep,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name → submodule that defines it (loaded on first access)
 _LAZY = {
@@ -50,6 +53,9 @@ __all__ = [
     "load_hardware",
     "load_model",
     "parse_config",
+    "plan",
+    "serve",
+    "ServingResult",
     "sweep",
     "validate",
     "export_html",

@@ -1,79 +1,25 @@
 """Validation against measured inference: predicted vs measured for every record with a source.
 
-``lr.validate(mode="roofline" | "calibrated")`` maps each record of
-``llmroof_widgets/data/measurements.json`` to engine settings (model, device, precision, batch,
-lengths, devices as tensor parallelism) and to the metric it reports, predicts it, and returns a
-DataFrame with the error of each record. In roofline mode every prediction is a lower bound on
-time (an upper bound on throughput); the calibrated mode is an explained model of real kernels
-(``engine/calibration.py``), not a fit to these records.
+``lr.validate(mode="roofline" | "calibrated", cv=None | "source")`` maps each record of
+``llmroof_widgets/data/measurements.json`` to engine settings (model, device, precision, batch, lengths,
+devices as tensor parallelism, framework family) and to the metric it reports, predicts it, and returns a
+DataFrame with the error of each record.
+
+- roofline mode: every prediction is a lower bound on time (an upper bound on throughput); nothing is fitted.
+- calibrated mode, ``cv=None``: the shipped fit (``data/calibration_fit.json``), fitted on *these* records —
+  in-sample figures, optimistic.
+- calibrated mode, ``cv="source"``: leave one source out — for each source, the kernel model is refitted
+  without its records and predicts them. These out-of-sample figures are the honest error of the mode.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from pathlib import Path
-
 import numpy as np
 
-from .engine import analyze
-from .engine.models import DATA_DIR
+from .engine import analyze, fit
+from .engine.fit import HIGHER_IS_FASTER, METRICS, load_measurements, record_model, record_settings  # noqa: F401
 
-METRICS = (
-    "prefill_tokens_per_s",
-    "decode_tokens_per_s_per_sequence",
-    "output_tokens_per_s_per_gpu",
-    "ttft_s",
-    "tpot_s",
-    "e2e_s",
-)
-HIGHER_IS_FASTER = {"prefill_tokens_per_s", "decode_tokens_per_s_per_sequence", "output_tokens_per_s_per_gpu"}
-
-
-def load_measurements(path: str | Path | None = None) -> list[dict]:
-    data = json.loads(Path(path or DATA_DIR / "measurements.json").read_text())
-    return data["records"] if isinstance(data, dict) else data
-
-
-def _weight_format(precision: str) -> str:
-    """The weight format named in a record's precision text."""
-    p = precision.lower()
-    for fmt in ("q8_0", "q4_0", "q4_k", "q5_k", "q6_k"):
-        if fmt in p:
-            return fmt
-    m = re.match(r"\s*(weights\s+)?(fp16|bf16|fp32|fp8|int8|int4)", p)
-    if m:
-        return m.group(2)
-    raise ValueError(f"unrecognized precision {precision!r}")
-
-
-def record_settings(rec: dict) -> dict:
-    """analyze() arguments for one record.
-
-    - weights: the record's format (GGUF q8_0/q4_0 carry their block scales: 8.5 / 4.5 bits a weight);
-      activations and KV cache: 16-bit (ggml's GPU backends run their matrix products in fp16; the
-      KV cache is fp16 in every record);
-    - ``num_devices`` > 1: tensor parallelism over that many devices;
-    - decode records from an empty context (llama-bench tg128: prompt 0, 128 generated) become a one-token
-      prompt followed by gen_len + 1 tokens, so that exactly gen_len decode steps are timed.
-    """
-    metric = rec["metric"]
-    if metric not in METRICS:
-        raise ValueError(f"record {rec.get('id')}: unknown metric {metric!r}")
-    kw = dict(batch_size=int(rec["batch_size"]), w_bits=_weight_format(rec["precision"]), a_bits=16, kv_bits=16)
-    n = int(rec.get("num_devices", 1) or 1)
-    if n > 1:
-        kw["tp"] = n
-    P, G = int(rec["prompt_len"]), int(rec["gen_len"])
-    if metric == "prefill_tokens_per_s":
-        kw.update(prompt_len=P, gen_len=1)
-    elif metric == "decode_tokens_per_s_per_sequence":
-        kw.update(prompt_len=max(P, 1), gen_len=G + 1)
-    elif metric == "ttft_s":
-        kw.update(prompt_len=P, gen_len=max(G, 1))
-    else:
-        kw.update(prompt_len=P, gen_len=G)
-    return kw
+CV = (None, "source")
 
 
 def predict(rec: dict, result) -> float:
@@ -81,7 +27,9 @@ def predict(rec: dict, result) -> float:
     g = result.generation
     metric = rec["metric"]
     if metric == "prefill_tokens_per_s":
-        return result.settings["batch_size"] * result.settings["prompt_len"] / g["ttft_s"]
+        # the prefill pass alone (llama-bench / mlx_lm time the forward pass, no request overhead)
+        pre = result.prefill.time_s  # the pass alone: TTFT also holds the per-request overhead
+        return result.settings["batch_size"] * result.settings["prompt_len"] / pre
     if metric == "decode_tokens_per_s_per_sequence":
         return (result.settings["gen_len"] - 1) / g["decode_s"]
     if metric == "output_tokens_per_s_per_gpu":
@@ -93,54 +41,152 @@ def predict(rec: dict, result) -> float:
     return g["e2e_s"]
 
 
-def validate(mode: str = "roofline", records: list[dict] | None = None):
+def _row(rec: dict, kw: dict, pred: float, mode: str, scope: str | None) -> dict:
+    meas = float(rec["value"])
+    time_ratio = meas / pred if rec["metric"] in HIGHER_IS_FASTER else pred / meas
+    return {
+        "id": rec["id"],
+        "model": rec["model"],
+        "hardware": rec["hardware"],
+        "framework": kw["framework"],
+        "framework_version": rec.get("framework_version"),
+        "metric": rec["metric"],
+        "batch_size": kw["batch_size"],
+        "prompt_len": rec["prompt_len"],
+        "gen_len": rec["gen_len"],
+        "num_devices": int(rec.get("num_devices", 1) or 1),
+        "w_bits": kw["w_bits"],
+        "kv_bits": kw["kv_bits"],
+        "measured": meas,
+        "predicted": pred,
+        "time_ratio": time_ratio,
+        "error": time_ratio - 1.0,
+        "abs_error": abs(time_ratio - 1.0),
+        "lower_bound_holds": time_ratio <= 1.0 + 1e-9,
+        "fit_scope": scope,
+        "source": rec.get("source", ""),
+    }
+
+
+def validate(mode: str = "roofline", records: list[dict] | None = None, cv: str | None = None):
     """Predicted vs measured for every record; columns include ``error`` = predicted/measured − 1 in time terms.
 
-    ``time_ratio`` = predicted time / measured time (< 1: the prediction is faster than reality). In
-    roofline mode it should be ≤ 1 (a lower bound).
+    ``time_ratio`` = predicted time / measured time (< 1: the prediction is faster than reality). In roofline
+    mode it should be ≤ 1 (a lower bound). ``cv="source"`` (calibrated mode): leave-one-source-out
+    predictions — each source predicted by a fit that never saw it (``fit_scope`` names the fit group used).
+    ``records``: other measurements in the same schema (the shipped ones by default).
     """
     import pandas as pd
 
     if mode not in ("roofline", "calibrated"):
         raise ValueError(f"mode must be 'roofline' or 'calibrated', got {mode!r}")
+    if cv not in CV:
+        raise ValueError(f"cv must be None (in-sample) or 'source' (leave one source out), got {cv!r}")
+    recs = list(load_measurements() if records is None else records)
     rows = []
-    for rec in records if records is not None else load_measurements():
-        kw = record_settings(rec)
-        r = analyze(rec["model"], rec["hardware"], efficiency=mode, **kw)
-        pred = predict(rec, r)
-        meas = float(rec["value"])
-        time_ratio = meas / pred if rec["metric"] in HIGHER_IS_FASTER else pred / meas
-        rows.append(
-            {
-                "id": rec["id"],
-                "model": rec["model"],
-                "hardware": rec["hardware"],
-                "framework": rec["framework"],
-                "metric": rec["metric"],
-                "batch_size": kw["batch_size"],
-                "prompt_len": rec["prompt_len"],
-                "gen_len": rec["gen_len"],
-                "w_bits": kw["w_bits"],
-                "measured": meas,
-                "predicted": pred,
-                "time_ratio": time_ratio,
-                "error": time_ratio - 1.0,
-                "abs_error": abs(time_ratio - 1.0),
-                "lower_bound_holds": time_ratio <= 1.0 + 1e-9,
-                "source": rec.get("source", ""),
-            }
-        )
+    if mode == "calibrated" and cv == "source":
+        if records is None:
+            recs_, feats, times = fit.default_features()
+        else:
+            feats = [fit.features(r) for r in recs]
+            times = np.array([fit.measured_time(r, record_settings(r)) for r in recs])
+        loo = fit.leave_one_source_out(recs, feats, times)
+        for rec, o in zip(recs, loo):
+            kw = record_settings(rec)
+            pred = fit.metric_from_time(rec, kw, o["predicted_time"])
+            rows.append(_row(rec, kw, pred, mode, o["scope"]))
+    else:
+        for rec in recs:
+            kw = record_settings(rec)
+            r = analyze(record_model(rec), rec["hardware"], efficiency=mode, **kw)
+            scope = r.prefill.roof.km.scope if mode == "calibrated" else None
+            rows.append(_row(rec, kw, predict(rec, r), mode, scope))
     df = pd.DataFrame(rows)
     df.attrs["mode"] = mode
+    df.attrs["cv"] = cv
     return df
 
 
 def summary(df) -> dict:
-    """Median and 90th-percentile |error| (in time), and the share of records where the prediction is a lower bound."""
+    """Median and 90th-percentile |error| (in time), the median signed error, and the share of records
+    where the prediction is a lower bound."""
     return {
         "mode": df.attrs.get("mode"),
+        "cv": df.attrs.get("cv"),
         "records": int(len(df)),
         "median_abs_error": float(np.median(df.abs_error)),
         "p90_abs_error": float(np.percentile(df.abs_error, 90)),
+        "median_signed_error": float(np.median(df.error)),
         "lower_bound_share": float(df.lower_bound_holds.mean()),
     }
+
+
+def summary_by(df, by: str = "source"):
+    """:func:`summary` per group (``by``: a column such as "source", "framework", "metric", "hardware")."""
+    import pandas as pd
+
+    rows = []
+    for key, g in df.groupby(by, sort=True):
+        s = summary(g)
+        rows.append(
+            {
+                by: key,
+                "records": s["records"],
+                "median_abs_error": s["median_abs_error"],
+                "p90_abs_error": s["p90_abs_error"],
+                "median_signed_error": s["median_signed_error"],
+                "lower_bound_share": s["lower_bound_share"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def parity_plot(df, title: str = ""):
+    """A log–log bqplot of predicted vs measured time, one colour per source (±15 % band dotted)."""
+    import bqplot as bq
+
+    from .engine.fit import measured_time
+
+    recs = {r["id"]: r for r in load_measurements()}
+    mx, px, src = [], [], []
+    for row in df.itertuples():
+        rec = recs.get(row.id)
+        if rec is None:
+            continue
+        kw = record_settings(rec)
+        t = measured_time(rec, kw)
+        mx.append(t)
+        px.append(t * row.time_ratio)
+        src.append(_short(row.source))
+    groups = sorted(set(src))
+    x_sc, y_sc = bq.LogScale(), bq.LogScale()
+    col = bq.OrdinalColorScale(domain=groups)
+    dots = bq.Scatter(
+        x=mx,
+        y=px,
+        color=src,
+        scales={"x": x_sc, "y": y_sc, "color": col},
+        default_size=40,
+        tooltip=bq.Tooltip(fields=["x", "y", "color"], labels=["measured s", "predicted s", "source"]),
+    )
+    lo, hi = min(mx + px) / 1.5, max(mx + px) * 1.5
+    sc = {"x": x_sc, "y": y_sc}
+    marks = [bq.Lines(x=[lo, hi], y=[lo, hi], scales=sc, colors=["gray"], line_style="dashed")]
+    for f in (1.15, 1 / 1.15):
+        marks.append(bq.Lines(x=[lo, hi], y=[lo * f, hi * f], scales=sc, colors=["#bbb"], line_style="dotted"))
+    axes = [
+        bq.Axis(scale=x_sc, label="measured time (s)", tick_format=".2g"),
+        bq.Axis(scale=y_sc, label="predicted time (s)", side="left", tick_format=".2g"),
+        bq.ColorAxis(scale=col, side="right", label="source"),
+    ]
+    return bq.Figure(marks=marks + [dots], axes=axes, title=title, layout={"width": "640px", "height": "480px"})
+
+
+def _short(url: str) -> str:
+    """A short label for a source URL: owner/repo and the kind of page."""
+    parts = url.split("/")
+    if "github.com" in url and len(parts) > 4:
+        tail = parts[-1] if parts[-1] else parts[-2]
+        at = f" @{parts[6][:7]}" if len(parts) > 7 and parts[5] == "blob" else ""
+        return f"{parts[3]}/{parts[4]} {tail}{at}"
+    return url

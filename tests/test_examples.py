@@ -6,7 +6,7 @@ import nbformat
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-NOTEBOOKS = ["quickstart", "course_assignment", "choose_hardware", "validation"]
+NOTEBOOKS = ["quickstart", "course_assignment", "choose_hardware", "validation", "serving"]
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
@@ -118,5 +118,17 @@ def test_choose_hardware(run):
 def test_validation_notebook(run):
     nb, _ = run("validation")
     everything = "\n".join(texts(c) for c in code_cells(nb))
-    assert "calibrated median |error|" in everything and "lower bound in 100% of records" in everything
+    assert "calibrated, out of sample" in everything and "in sample (optimistic)" in everything
+    assert "lower bound in 100% of records" in everything
+    assert "calibrated estimate" in everything and "measured" in everything  # the trust labels
     assert any(WIDGET_VIEW in o.get("data", {}) for c in code_cells(nb) for o in c.outputs)  # the parity plots
+
+
+def test_serving(run):
+    nb, _ = run("serving")
+    cells = code_cells(nb)
+    assert any(WIDGET_VIEW in o.get("data", {}) for c in cells for o in c.outputs)  # the ServingView
+    everything = "\n".join(texts(c) for c in cells)
+    assert "max stable rate of one TP-4 replica" in everything
+    assert "Answer:" in everything and "H100s" in everything and "per million generated tokens" in everything
+    assert "meets_slo" in everything  # the plan table

@@ -278,6 +278,12 @@ def test_collectives_show_their_alpha_beta_time_with_numbers():
     assert evaluate(rhs(op["time_formula"]))[0] == pytest.approx(op["communication_time_s"], rel=1e-9)
     plain = next(o for o in res.to_dict()["decode"]["ops"] if o["name"] == "o_proj")
     assert plain["time_formula"] == ""
+    # calibrated: the bandwidth terms at the fitted bus factor plus the fitted latency of each direct hop
+    res = lr.analyze("meta-llama/Llama-3.1-8B", HW, tp=2, pp=2, efficiency="calibrated", prompt_len=48, gen_len=3)
+    for op in (o for o in res.to_dict()["decode"]["ops"] if o["kind"] == "communication"):
+        value, rounded = evaluate(rhs(op["time_formula"]))
+        assert "bus factor" in op["time_formula"] and "direct hops" in op["time_formula"]
+        assert value == pytest.approx(op["communication_time_s"], rel=1e-9 + rounded * 5.01e-6), op["name"]
 
 
 def test_sparse_storage_factor_is_a_term():

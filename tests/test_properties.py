@@ -137,7 +137,8 @@ def _assert_consistent(d: dict, bounds=("compute", "memory")) -> None:
             assert o["matmul_flops"] <= o["flops"] + 1e-6
         assert math.isclose(ph["flops"], sum(o["count"] * o["flops"] for o in ph["ops"]), rel_tol=1e-9, abs_tol=1e-9)
         assert math.isclose(ph["bytes"], sum(o["count"] * o["bytes"] for o in ph["ops"]), rel_tol=1e-9, abs_tol=1e-9)
-        assert math.isclose(ph["time_s"], sum(o["count"] * o["time_s"] for o in ph["ops"]), rel_tol=1e-9, abs_tol=1e-18)
+        ops_t = sum(o["count"] * o["time_s"] for o in ph["ops"]) + ph.get("host_overhead_s", 0.0)
+        assert math.isclose(ph["time_s"], ops_t, rel_tol=1e-9, abs_tol=1e-18)
     g = d["generation"]
     assert all(_finite_nonneg(x) for x in g["decode_step_times_s"])
     for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "throughput_tokens_per_s"):

@@ -5,6 +5,7 @@ from .explore import Comparison, choose_hardware, compare, sweep
 from .generation import Speculative
 from .hardware import Hardware, hardware_catalog, list_hardware, load_hardware
 from .models import ModelConfig, list_models, load_model, parse_config
+from .serving import ServingResult, plan, serve
 
 __all__ = [
     "Comparison",
@@ -22,4 +23,7 @@ __all__ = [
     "load_hardware",
     "load_model",
     "parse_config",
+    "plan",
+    "serve",
+    "ServingResult",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import generation, memory
+from . import calibration, generation, memory, trust
 from .generation import Speculative
 from .hardware import Hardware, load_hardware
 from .models import ModelConfig, load_model
@@ -87,6 +87,8 @@ class Phase:
             "communication_time_s": float(sum(o["count"] * o["communication_time_s"] for o in ops)),
             "arithmetic_intensity": fl / by if by else 0.0,
             "time_s": self.time_s,
+            # calibrated mode: host work of the pass (per-step overhead) outside every operator's time
+            "host_overhead_s": float(self.roof.step_overhead),
             # a phase is compute-bound when most of its time is spent in compute-bound operators
             "bound": "compute" if compute_t >= 0.5 * self.time_s else "memory",
             "ops": ops,
@@ -150,6 +152,7 @@ class Result:
         gen = dict(self.generation)
         gen["decode_step_times_s"] = [float(x) for x in self.decode_step_times_s]
         gen["decode_contexts"] = [int(x) for x in self.decode_contexts]
+        gen["trust"] = trust.label(self)
         return {
             "model": {
                 **m.to_dict(),
@@ -225,6 +228,7 @@ def analyze(
     pp: int = 1,
     ep: int = 1,
     efficiency: dict | None = None,
+    framework: str = "generic",
 ) -> Result:
     """Roofline and memory analysis of generating ``gen_len`` tokens after a ``prompt_len`` prompt.
 
@@ -268,6 +272,10 @@ def analyze(
         model of real kernels: achievable bandwidth and GEMM efficiency per device family, small-M GEMM
         efficiency, dequantization and launch overheads — see ``engine/calibration.py``), or
         {"compute": f, "memory": f, "communication": f}: achievable shares of the peaks
+    framework : the serving framework whose kernels the calibrated mode models: "generic" (default: the
+        pooled fit), "llama.cpp", "MLX", "vLLM", "SGLang", "TensorRT-LLM". Its fitted constants for this
+        device family come from ``data/calibration_fit.json``; other modes ignore it. Its attention kernel
+        and fusion are not implied: pass ``flash_attention=`` and ``fused=`` (``calibration.FRAMEWORKS``)
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -300,7 +308,8 @@ def analyze(
         spec = speculative.validated()
         if spec.gamma > 0:
             draft = _mtp_draft(m) if spec.draft == "mtp" else load_model(spec.draft)
-    roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16)
+    fw = calibration.framework(framework).name
+    roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16, framework=fw)
     settings = {
         "model": m.name,
         "hardware": hw.name,
@@ -332,6 +341,7 @@ def analyze(
         "pp": opts.pp,
         "ep": opts.ep,
         "efficiency": opts.efficiency if isinstance(opts.efficiency, str) else dict(opts.efficiency),
+        "framework": fw,
     }
 
     pre_rows = PassBuilder(
@@ -377,7 +387,12 @@ def analyze(
         m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
     )
     gen = generation.summarize(
-        pre.time_s + draft_prefill, steps, batch=B, gen_len=G, first_step_time=dec.time_s, devices=opts.devices
+        pre.time_s + roof.request_overhead + draft_prefill,
+        steps,
+        batch=B,
+        gen_len=G,
+        first_step_time=dec.time_s,
+        devices=opts.devices,
     )
     if spec is not None:
         gen["speculative_tokens_per_round"] = spec.tokens_per_round

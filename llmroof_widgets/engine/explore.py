@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import memory
+from . import calibration, memory
 from .analysis import ATTENTION, LOGITS, MLA, Result, _check_choice, _check_count, analyze
 from .hardware import Hardware, list_hardware, load_hardware
 from .models import load_model
@@ -67,6 +67,7 @@ DEFAULTS = dict(
     pp=1,
     ep=1,
     efficiency=None,
+    framework="generic",
 )
 
 
@@ -151,7 +152,9 @@ def _sweep_group(m, hw: Hardware, kw: dict, batches, prompts, gens):
             )
         }
     )
-    roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16)
+    roof = Roof(
+        hw, opts.efficiency, quantized_weights=prec.w_bits < 16, framework=calibration.framework(kw["framework"]).name
+    )
     P = np.array(sorted(set(prompts)), dtype=np.float64)
     G = np.array(sorted(set(gens)), dtype=np.float64)
     out = []
@@ -169,7 +172,7 @@ def _sweep_group(m, hw: Hardware, kw: dict, batches, prompts, gens):
             options=opts,
             hardware=hw,
         ).build()
-        ttft = np.broadcast_to(pass_time(pre_rows, roof), P.shape)
+        ttft = np.broadcast_to(pass_time(pre_rows, roof, request=True), P.shape)
         c_lo, c_hi = P.min(), P.max() + max(G.max() - 1, 1)
         cached = np.arange(c_lo, c_hi, dtype=np.float64)
         dec_rows = PassBuilder(

@@ -39,6 +39,10 @@ class Hardware:
     interconnect_latency_s: float | None = None
     host_link_bandwidth: float | None = None  # per direction, bytes/s
     structured_sparsity: bool = False  # 2:4 sparse matrix units (2× the dense peak on 2:4 weights)
+    tdp_watts: float | None = None  # board power limit (TDP/TBP), W: the serving power model's maximum
+    idle_watts: float | None = None  # idle board power, W (None: a stated share of the TDP, see engine/serving.py)
+    # GeForce: dense peaks of fp16/fp8 products accumulated in fp16, twice the fp32-accumulate peak_flops
+    fp16_accumulate_flops: dict = field(default_factory=dict)
     id: str | None = None
     vendor: str | None = None
     kind: str | None = None
@@ -65,6 +69,16 @@ class Hardware:
         if not clean:
             raise ValueError("hardware field 'peak_flops' has no positive peak")
         object.__setattr__(self, "peak_flops", clean)
+        fast = self.fp16_accumulate_flops or {}
+        if not isinstance(fast, dict) or any(
+            k not in DTYPES or isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+            for k, v in fast.items()
+        ):
+            raise ValueError(
+                "hardware field 'fp16_accumulate_flops' must map a dtype "
+                f"({', '.join(DTYPES)}) to a positive FLOP/s, got {fast!r}"
+            )
+        object.__setattr__(self, "fp16_accumulate_flops", {k: float(v) for k, v in fast.items()})
         for f in (
             "vector_flops",
             "onchip_bytes_per_sm",
@@ -72,6 +86,8 @@ class Hardware:
             "interconnect_bandwidth",
             "interconnect_latency_s",
             "host_link_bandwidth",
+            "tdp_watts",
+            "idle_watts",
         ):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
@@ -99,6 +115,11 @@ class Hardware:
                 return d, self.peak_flops[d]
         raise AssertionError("unreachable: peak_flops is never empty")  # pragma: no cover
 
+    def fast_matrix_peak(self, dtype: str) -> tuple[str, float]:
+        """Like :meth:`matrix_peak`, with the fp16-accumulate peak where the device has a faster one (GeForce)."""
+        d, pk = self.matrix_peak(dtype)
+        return d, max(pk, self.fp16_accumulate_flops.get(d, 0.0))
+
     @property
     def vector_peak(self) -> float:
         """FLOP/s for element-wise operators (non-tensor units)."""
@@ -121,6 +142,9 @@ class Hardware:
             "interconnect_bandwidth": self.interconnect_bandwidth,
             "host_link_bandwidth": self.host_link_bandwidth,
             "structured_sparsity": self.structured_sparsity,
+            "tdp_watts": self.tdp_watts,
+            "idle_watts": self.idle_watts,
+            "fp16_accumulate_flops": dict(self.fp16_accumulate_flops),
             "source": self.source,
         }
 
@@ -171,6 +195,9 @@ def _from_entry(d: dict) -> Hardware:
         interconnect_latency_s=ic.get("latency_s"),
         host_link_bandwidth=host.get("bandwidth_per_direction"),
         structured_sparsity=bool(d.get("structured_sparsity", False)),
+        tdp_watts=d.get("tdp_watts"),
+        idle_watts=d.get("idle_watts"),
+        fp16_accumulate_flops=dict(d.get("peak_flops_fp16_accumulate") or {}),
         source=(d.get("sources") or {}).get("spec"),
     )
 

@@ -12,7 +12,7 @@ import copy
 import difflib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -211,6 +211,7 @@ class LayerType:
     norms: int  # number of hidden-size norms in the layer
     post_norms: bool = False
     parallel: bool = False  # attention and MLP read the same normed input; one residual add of both
+    layers: tuple[int, ...] = ()  # indices (0-based) of the layers of this type
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,16 @@ class ModelConfig:
         return self.layer_types[0].attention.head_dim
 
     @property
+    def layer_plan(self) -> list[str]:
+        """The layer type name of every layer, in order."""
+        plan = [""] * self.num_layers
+        for lt in self.layer_types:
+            for i in lt.layers:
+                if 0 <= i < self.num_layers:
+                    plan[i] = lt.name
+        return plan
+
+    @property
     def is_moe(self) -> bool:
         return any(lt.mlp.kind == "moe" for lt in self.layer_types)
 
@@ -271,6 +282,7 @@ class ModelConfig:
                     "mlp": lt.mlp.kind,
                     "num_experts": lt.mlp.num_experts,
                     "top_k": lt.mlp.top_k,
+                    "layers": list(lt.layers),
                 }
                 for lt in self.layer_types
             ],
@@ -283,10 +295,12 @@ class ModelConfig:
 
 @lru_cache(maxsize=1)
 def _catalog_index() -> dict:
-    path = MODELS_DIR / "index.json"
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())["models"]
+    """Catalog key → entry (hf_id, aliases, file, family, source_url, provenance), from index.json."""
+    out: dict = {}
+    # index.json, then index_*.json fragments (sorted) while new entries are being added
+    for path in sorted(MODELS_DIR.glob("index*.json"), key=lambda p: (p.name != "index.json", p.name)):
+        out.update(json.loads(path.read_text())["models"])
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -432,6 +446,59 @@ def _flag(cfg: dict, spec: Any, default: bool = False) -> bool:
     return default
 
 
+# transformers' ALLOWED_LAYER_TYPES (configuration_utils) and what this engine does with each
+LAYER_KINDS_SUPPORTED = ("full_attention", "sliding_attention")
+LAYER_KINDS_KNOWN = (
+    "full_attention",
+    "sliding_attention",
+    "chunked_attention",
+    "linear_attention",
+    "hybrid",
+    "conv",
+    "moe",
+    "deepseek_sparse_attention",
+    "compressed_sparse_attention",
+)
+
+
+def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> list[str]:
+    """The mixer kind of every layer, named as transformers' ``layer_types`` names them.
+
+    Read from ``layer_types`` when the config lists it, else from the family's convention
+    (gemma-2 alternation, gemma-3 ``sliding_window_pattern``, windows on every layer).
+    Without a window every layer is full attention.
+    """
+    n = n_layers
+    given = cfg.get("layer_types")
+    if given is not None:
+        if not isinstance(given, list) or len(given) != n:
+            raise ValueError(f"config field 'layer_types' must list {n} entries (one per layer)")
+        for t in given:
+            if t not in LAYER_KINDS_SUPPORTED:
+                known = "" if t in LAYER_KINDS_KNOWN else " (not a transformers layer type)"
+                raise ValueError(
+                    f"config field 'layer_types' has {t!r}{known}; supported: {', '.join(LAYER_KINDS_SUPPORTED)}"
+                )
+        kinds = list(given)
+    elif fam.get("alternate_sliding"):
+        kinds = [
+            "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)
+        ]  # gemma-2: even layers slide
+    elif fam.get("layer_types"):
+        pattern = _opt_int(cfg, "sliding_window_pattern", 6, minimum=1)  # gemma-3: every pattern-th layer is full
+        kinds = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)]
+    elif fam.get("sliding_all"):
+        kinds = ["sliding_attention"] * n
+    else:
+        kinds = ["full_attention"] * n
+    if window is None:
+        kinds = ["full_attention" if k == "sliding_attention" else k for k in kinds]
+    elif fam.get("qwen_sliding") and "sliding_attention" in kinds:
+        mwl = _opt_int(cfg, "max_window_layers", n)  # Qwen: layers below max_window_layers attend fully
+        kinds = ["full_attention" if (k == "sliding_attention" and i < mwl) else k for i, k in enumerate(kinds)]
+    return kinds
+
+
 def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use."""
     if not isinstance(cfg, dict):
@@ -496,34 +563,12 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         if cfg.get("layer_norm_elementwise_affine") is False:
             raise ValueError("config field 'layer_norm_elementwise_affine' = false is not supported")
 
-    # --- which layers slide -------------------------------------------------------------
+    # --- per-layer plan: the mixer kind of every layer (transformers' `layer_types` names) -----
     window = _opt_int(cfg, "sliding_window", None, minimum=1)
     if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
         window = None
-    sliding = [False] * n_layers
-    layer_types_cfg = cfg.get("layer_types")
-    if layer_types_cfg is not None:
-        if not isinstance(layer_types_cfg, list) or len(layer_types_cfg) != n_layers:
-            raise ValueError(f"config field 'layer_types' must list {n_layers} entries")
-        for i, t in enumerate(layer_types_cfg):
-            if t == "sliding_attention":
-                sliding[i] = True
-            elif t not in ("full_attention",):
-                raise ValueError(
-                    f"config field 'layer_types' has {t!r}; supported: 'full_attention', 'sliding_attention'"
-                )
-    elif fam.get("alternate_sliding"):
-        sliding = [i % 2 == 0 for i in range(n_layers)]  # gemma-2: even layers use the window
-    elif fam.get("layer_types"):
-        pattern = _opt_int(cfg, "sliding_window_pattern", 6, minimum=1)
-        sliding = [bool((i + 1) % pattern) for i in range(n_layers)]
-    elif fam.get("sliding_all"):
-        sliding = [True] * n_layers
-    if window is None:
-        sliding = [False] * n_layers
-    elif any(sliding) and mt in ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe"):
-        mwl = _opt_int(cfg, "max_window_layers", n_layers)
-        sliding = [s and i >= mwl for i, s in enumerate(sliding)]
+    kinds = _layer_kinds(cfg, fam, n_layers, window)
+    sliding = [k == "sliding_attention" for k in kinds]
 
     # --- attention per layer ----------------------------------------------------------------
     rope = fam["pos"] == "rope"
@@ -646,32 +691,41 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     norms_per_layer = 4 if post else (1 if parallel else 2)
     if mt == "phi" and cfg.get("qk_layernorm"):
         raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
-    groups: dict[tuple, int] = {}
-    for i in range(n_layers):
-        key = (sliding[i], is_moe[i])
-        groups[key] = groups.get(key, 0) + 1
+    # each layer's (attention, MLP) spec; identical layers form one LayerType counted once and multiplied
+    per_layer = [(attn(window if sliding[i] else None), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)]
     any_sliding = any(sliding)
     any_moe = any(is_moe)
     any_full = not all(sliding)
+    groups: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(per_layer):
+        groups.setdefault(spec, []).append(i)
     layer_types = []
-    for (sl, moe), count in groups.items():
+    for (a_spec, m_spec), idx in groups.items():
         parts = []
         if any_moe:
-            parts.append("moe" if moe else "dense")
+            parts.append("moe" if m_spec.kind == "moe" else "dense")
         if any_sliding and any_full:
-            parts.append("sliding" if sl else "full")
+            parts.append("sliding" if a_spec.window is not None else "full")
         lt_name = "+".join(parts) if parts else "decoder"
         layer_types.append(
             LayerType(
                 name=lt_name,
-                count=count,
-                attention=attn(window if sl else None),
-                mlp=moe_mlp if moe else dense_mlp,
+                count=len(idx),
+                attention=a_spec,
+                mlp=m_spec,
                 norms=norms_per_layer,
                 post_norms=post,
                 parallel=parallel,
+                layers=tuple(idx),
             )
         )
+    names = [lt.name for lt in layer_types]
+    if len(set(names)) != len(names):  # two different specs under one name: number them
+        seen: dict[str, int] = {}
+        for j, lt in enumerate(layer_types):
+            if names.count(lt.name) > 1:
+                seen[lt.name] = seen.get(lt.name, 0) + 1
+                layer_types[j] = replace(lt, name=f"{lt.name}#{seen[lt.name]}")
     layer_types.sort(key=lambda lt: lt.name)
 
     if fam["pos"] == "learned":

@@ -73,8 +73,11 @@ class Row:
         "host_resident",
         "comm_s",
         "comm_bytes",
+        "comm_hops",
+        "comm_direct_hops",
         "speedup",
         "m_dim",
+        "n_dim",
         "terms",
     )
 
@@ -116,8 +119,13 @@ class Row:
         self.host_resident = 0.0  # parameter bytes held in host memory instead (offloading)
         self.comm_s = 0.0  # communication time of a collective (kind "communication")
         self.comm_bytes = 0.0  # bytes a collective moves over the interconnect per device
+        self.comm_hops = 0.0  # sequential link steps of a collective (each costs the latency α)
+        # the same on a fully connected topology (NVSwitch, xGMI mesh) with the one-/two-shot kernels serving
+        # frameworks use for small messages: all-reduce 2 (reduce-scatter + all-gather), others 1
+        self.comm_direct_hops = 0.0
         self.speedup = 1.0  # compute-peak multiplier (2:4 sparse tensor cores)
         self.m_dim = None  # rows of the matrix product (tokens), for the calibrated GEMM efficiency
+        self.n_dim = None  # output columns of a linear layer on this device (wave quantization)
         self.terms = terms  # engine.terms.Terms the figures were summed from (None: a ``formula`` closure)
 
     @property
@@ -294,6 +302,7 @@ class PassBuilder:
         params = fin * fout + (fout if bias else 0)
         r = self._push(name, "matmul", t, dt, params=params, wclass=wclass or ("hp" if hp else "linear"))
         r.m_dim = n_tok
+        r.n_dim = fout_l
         return r
 
     def _push(self, name, kind, t: Terms, dtype, **kw) -> Row:
@@ -346,7 +355,7 @@ class PassBuilder:
     def norm_rms(self, name, rows, width):
         self.elementwise(name, rows * width, RMS_FLOPS, weight_elems=width, what="RMSNorm")
 
-    def collective(self, name, seconds, msg_bytes, what, *, terms: Terms | None = None):
+    def collective(self, name, seconds, msg_bytes, what, hops=0, direct_hops=1, *, terms: Terms | None = None):
         """A communication operator: no FLOPs; ``msg_bytes`` cross the interconnect in ``seconds``.
 
         ``terms``: its "message" and "time" terms (then ``seconds``/``msg_bytes`` are their sums and the
@@ -356,6 +365,8 @@ class PassBuilder:
             terms.note("flops", "data movement only")
             terms.note("time", what)
             r = self._push(name, "communication", terms, "link")
+            r.comm_hops = hops  # of ``seconds``, hops · α is latency, the rest bytes over the bus bandwidth
+            r.comm_direct_hops = direct_hops
             return r
         r = Row(
             name,
@@ -372,6 +383,8 @@ class PassBuilder:
         )
         r.comm_s = seconds
         r.comm_bytes = msg_bytes
+        r.comm_hops = hops  # of ``seconds``, hops · α is latency, the rest bytes over the bus bandwidth
+        r.comm_direct_hops = direct_hops
         self.rows.append(r)
         return r
 
@@ -390,7 +403,15 @@ class PassBuilder:
             # the layer output, every device holds a partial sum
             t, msg = self._message("layer output", ("N", n_tok), ("h", self.m.hidden_size), self._fa)
             ring_allreduce_terms(t, msg, self.tp, bw, alpha)
-            self.collective(name, t.total("time"), msg, f"ring all-reduce over TP {self.tp}", terms=t)
+            self.collective(
+                name,
+                t.total("time"),
+                msg,
+                f"ring all-reduce over TP {self.tp}",
+                hops=2 * (self.tp - 1),
+                direct_hops=2,
+                terms=t,
+            )
 
     # -- attention -------------------------------------------------------------------------
     def _pairs(self, window):
@@ -640,11 +661,10 @@ class PassBuilder:
         a_f = self._fa
         if ep > 1:
             bw, alpha = self._link()
-            t, msg = self._message(
-                "tokens to experts", ("N", N), ("k", k), ("h", h), a_f
-            )  # each token goes to k experts
+            # each token goes to k experts
+            t, msg = self._message("tokens to experts", ("N", N), ("k", k), ("h", h), a_f)
             ring_gather_terms(t, msg, ep, bw, alpha)
-            self.collective("ep_dispatch", t.total("time"), msg, f"all-to-all over EP {ep}", terms=t)
+            self.collective("ep_dispatch", t.total("time"), msg, f"all-to-all over EP {ep}", hops=ep - 1, terms=t)
         # expected distinct experts the whole batch touches under uniform routing; this device holds E/ep
         n_total = N * ep
         e_eff = E * (1.0 - (1.0 - k / E) ** n_total) / ep
@@ -691,7 +711,7 @@ class PassBuilder:
             bw, alpha = self._link()
             t, msg = self._message("expert outputs back", ("N", N), ("k", k), ("h", h), a_f)
             ring_gather_terms(t, msg, ep, bw, alpha)
-            self.collective("ep_combine", t.total("time"), msg, f"all-to-all over EP {ep}", terms=t)
+            self.collective("ep_combine", t.total("time"), msg, f"all-to-all over EP {ep}", hops=ep - 1, terms=t)
         r = self.elementwise(
             "experts_combine", N * k * h, 2, reads=1, writes=0, what="weighted sum of k expert outputs"
         )
@@ -794,7 +814,12 @@ class PassBuilder:
             t, msg = self._message("logits", ("B·positions", nl), ("V", m.vocab_size), self._fa)
             ring_gather_terms(t, msg, tp, bw, alpha)
             self.collective(
-                "logits_allgather", t.total("time"), msg, f"all-gather of the vocabulary shards over TP {tp}", terms=t
+                "logits_allgather",
+                t.total("time"),
+                msg,
+                f"all-gather of the vocabulary shards over TP {tp}",
+                hops=tp - 1,
+                terms=t,
             )
         if m.final_softcap:
             self.elementwise("logit_softcap", nl * m.vocab_size / tp, SOFTCAP_FLOPS, what="tanh soft-cap of logits")
@@ -805,7 +830,12 @@ class PassBuilder:
             t.add("time", "bandwidth", ("M", msg), Div(("β", bw)))
             t.add("time", "latency", ("α", alpha))
             self.collective(
-                "pp_send", t.total("time"), msg, f"point-to-point between {self.o.pp} pipeline stages", terms=t
+                "pp_send",
+                t.total("time"),
+                msg,
+                f"point-to-point between {self.o.pp} pipeline stages",
+                hops=1,
+                terms=t,
             )
             self.rows[-1].count = self.o.pp - 1
         self._apply_storage()

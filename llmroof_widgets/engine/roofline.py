@@ -1,7 +1,9 @@
 """The roofline: time of each operator = max(FLOPs / peak, bytes / bandwidth).
 
 A roofline time is a *lower bound*: it assumes every operator reaches the device's peak
-compute rate or its peak memory bandwidth, whichever limits it. Efficiency factors (default 1)
+compute rate (the fp16-accumulate peak where a GeForce card has a faster one) or its peak memory
+bandwidth, whichever limits it. The calibrated mode (``efficiency="calibrated"``) applies the fitted
+kernel model of :mod:`calibration` instead. Efficiency factors (default 1)
 scale the peaks; offloaded bytes stream over the host link concurrently with device memory
 reads; collectives take their α–β time on the interconnect.
 """
@@ -13,22 +15,32 @@ import numpy as np
 from . import calibration
 from .hardware import Hardware
 from .ops import Row
-from .terms import Div
+from .terms import Div, Terms
 
 
 class Roof:
-    """The device's roofs after efficiency factors."""
+    """The device's roofs after efficiency factors, and the calibrated kernel model when asked for."""
 
-    __slots__ = ("hw", "bw", "host_bw", "eff_c", "eff_comm", "_peaks", "calibrated", "fam", "quant_gemm")
+    __slots__ = ("hw", "bw", "host_bw", "eff_c", "eff_comm", "_peaks", "calibrated", "km", "quantized")
 
-    def __init__(self, hw: Hardware, efficiency: dict | str | None = None, *, quantized_weights: bool = False):
+    def __init__(
+        self,
+        hw: Hardware,
+        efficiency: dict | str | None = None,
+        *,
+        quantized_weights: bool = False,
+        framework: str = "generic",
+        kernel_model: calibration.KernelModel | None = None,
+    ):
         self.calibrated = efficiency == "calibrated"
-        self.fam = calibration.family(hw.kind)
+        self.km = None
         if self.calibrated:
-            eff = {"memory": self.fam.mem, "compute": self.fam.mm, "communication": 1.0}
+            self.km = kernel_model or calibration.kernel_model(framework, hw)
+            # the achieved shares of the peaks, for the plotted roofs and the per-operator peaks
+            eff = {"memory": 1.0 / self.km.memory, "compute": 1.0 / self.km.compute, "communication": 1.0}
         else:
             eff = efficiency if isinstance(efficiency, dict) else {}
-        self.quant_gemm = calibration.QUANT_GEMM if (self.calibrated and quantized_weights) else 1.0
+        self.quantized = quantized_weights  # linear/expert weights stored below 16 bits (dequantizing GEMMs)
         self.hw = hw
         self.eff_c = eff.get("compute", 1.0)
         self.bw = hw.memory_bandwidth * eff.get("memory", 1.0)  # achievable device-memory bytes/s
@@ -36,8 +48,15 @@ class Roof:
         self.eff_comm = eff.get("communication", 1.0)
         self._peaks: dict = {}
 
+    def _matrix_peak(self, key: str) -> tuple[str, float]:
+        """The matrix peak a kernel can use: the roofline takes the fp16-accumulate peak where it is
+        higher (GeForce), so that it stays a bound; the calibrated mode only for frameworks that use it."""
+        if self.calibrated and not self.km.framework.fp16_accumulate:
+            return self.hw.matrix_peak(key)
+        return self.hw.fast_matrix_peak(key)
+
     def peak(self, row: Row) -> tuple[str, float]:
-        """(dtype whose peak applies, FLOP/s) for one operator."""
+        """(dtype whose peak applies, FLOP/s) for one operator, after efficiency factors."""
         key = row.dtype
         if key not in self._peaks:
             if key == "vector":
@@ -45,29 +64,61 @@ class Roof:
             elif key == "link":
                 self._peaks[key] = ("link", float("inf"))
             else:
-                d, pk = self.hw.matrix_peak(key)
+                d, pk = self._matrix_peak(key)
                 self._peaks[key] = (d, pk * self.eff_c)
         d, pk = self._peaks[key]
         return d, pk * row.speedup
 
+    def unit_times(self, r: Row):
+        """Calibrated mode, before the fitted multipliers: (compute time at the shape-efficient peak,
+        its kernel class — 0 float GEMM or other, 1 dequantizing GEMM, 2 MoE expert GEMM, 3 fp8/int8 GEMM —,
+        FLOPs / (SMs ·
+        1 TFLOP/s), device-memory time at the datasheet bandwidth, host-link time)."""
+        d, peak = self.peak(r)
+        peak = peak * self.km.compute  # back to the datasheet peak (peak() applies 1 / compute)
+        vec = self.hw.vector_peak
+        if r.m_dim is not None:
+            # tile fill and wave quantization; a matrix–vector kernel still has the vector units
+            peak = np.maximum(peak * calibration.shape_efficiency(r.m_dim, r.n_dim, self.hw.sm_count), vec)
+        # dequantizing: narrow stored weights multiplied in a ≥ 16-bit float format (W8A8 / fp8 × fp8 is not)
+        dequant = self.quantized and r.wclass == "linear" and r.dtype in ("fp16", "bf16", "fp32", "tf32")
+        narrow = r.kind == "matmul" and d in ("fp8", "int8", "int4", "fp4")
+        cls = 2 if r.wclass == "expert" else (1 if dequant else (3 if narrow else 0))
+        per_sm = r.matmul_flops / (self.hw.sm_count * 1e12) if (self.hw.sm_count and r.kind == "matmul") else 0.0
+        mem = (r.bytes - r.host_bytes) / self.hw.memory_bandwidth
+        host = r.host_bytes / self.hw.host_link_bandwidth if self.hw.host_link_bandwidth else 0.0
+        return r.flops / peak, cls, per_sm, mem, host
+
     def times(self, r: Row):
         """(compute time, device-memory time, host-link time, communication time) of one execution."""
         if r.kind == "communication":
+            if self.calibrated:
+                alpha = self.hw.interconnect_latency_s or 0.0
+                km = self.km
+                # bytes over the achieved bus bandwidth (ring: 2(n−1)/n·M/β for an all-reduce), plus the fitted
+                # latency per link step of the direct (one-/two-shot) kernels serving frameworks use for
+                # small messages: the ring's 2(n−1) steps would cost latency the frameworks avoid
+                bus = r.comm_s - r.comm_hops * alpha
+                return 0.0, 0.0, 0.0, km.bus * bus + km.hop_s * r.comm_direct_hops
             return 0.0, 0.0, 0.0, r.comm_s / self.eff_comm
+        if self.calibrated:
+            km = self.km
+            tc, cls, per_sm, mem, host = self.unit_times(r)
+            coef = (km.compute, km.dequant_compute, km.expert_compute, km.narrow_compute)[cls]
+            tc = np.maximum(coef * tc, km.per_sm_compute * per_sm)
+            return tc, km.memory * mem, km.memory * host, 0.0
         peak = self.peak(r)[1]
-        if self.calibrated and r.m_dim is not None:
-            # small-M products leave the matrix units idle: η(M) = M / (M + M_half); a matrix–vector
-            # kernel still runs on the vector units, which bounds the rate from below
-            peak = np.maximum(peak * (r.m_dim / (r.m_dim + calibration.M_HALF)), self.hw.vector_peak * self.eff_c)
-            if r.wclass in ("linear", "expert"):
-                peak = peak * self.quant_gemm
         dev_bytes = r.bytes - r.host_bytes
         host = r.host_bytes / self.host_bw if self.host_bw else 0.0
         return r.flops / peak, dev_bytes / self.bw, host, 0.0
 
     def overhead(self, r: Row):
-        """Calibrated mode only: the kernel's launch overhead."""
-        return self.fam.launch_s if self.calibrated else 0.0
+        """Calibrated mode only: the fitted per-kernel overhead of an operator that launches a kernel."""
+        if not self.calibrated or r.kind == "communication":
+            return 0.0
+        if not is_kernel(r):
+            return 0.0
+        return self.km.graph_kernel_s if self.km.framework.graphs else self.km.kernel_s
 
     def row_time(self, r: Row):
         tc, tm, th, tk = self.times(r)
@@ -75,6 +126,21 @@ class Roof:
             return tk
         t = np.maximum(np.maximum(tc, tm), th)
         return t + self.overhead(r) if self.calibrated else t
+
+    @property
+    def step_overhead(self) -> float:
+        """Calibrated mode: host time per forward pass."""
+        return self.km.step_s if self.calibrated else 0.0
+
+    @property
+    def request_overhead(self) -> float:
+        """Calibrated mode: host time per request, part of the time to first token."""
+        return self.km.request_s if self.calibrated else 0.0
+
+
+def is_kernel(r: Row) -> bool:
+    """An operator that launches work of its own (fused element-wise operators move no bytes and launch nothing)."""
+    return r.kind != "communication" and bool(np.any(r.matmul_flops > 0) or np.any(r.bytes > 0))
 
 
 def roofs(roof: Roof, dtypes, sparse: bool = False) -> dict:
@@ -89,7 +155,7 @@ def roofs(roof: Roof, dtypes, sparse: bool = False) -> dict:
         if d == "vector":
             peaks["vector"] = roof.hw.vector_peak * roof.eff_c
         else:
-            used, pk = roof.hw.matrix_peak(d)
+            used, pk = roof._matrix_peak(d)
             peaks[used] = pk * roof.eff_c
     mode = (
         "calibrated"
@@ -107,15 +173,17 @@ def roofs(roof: Roof, dtypes, sparse: bool = False) -> dict:
         "sparse_peaks": {d: 2 * pk for d, pk in peaks.items() if d != "vector"} if sparse else {},
         "ridge": {d: pk / roof.bw for d, pk in peaks.items()},  # FLOP/byte where compute meets bandwidth
         "mode": mode,
-        "note": "calibrated: per-operator small-M GEMM efficiency and launch overhead are applied on top of these roofs"
+        "note": "calibrated: per-operator GEMM shape efficiency, dequantization, per-SM ceilings and host overheads "
+        "are applied on top of these roofs"
         if roof.calibrated
         else "roofline: a lower bound on time",
     }
 
 
-def pass_time(rows: list[Row], roof: Roof):
-    """Σ count × operator time over the rows; broadcasts over array-valued rows."""
-    total = 0.0
+def pass_time(rows: list[Row], roof: Roof, *, request: bool = False):
+    """Σ count × operator time over the rows (+ the calibrated per-step overhead, and the per-request one
+    when ``request``: the prefill of a new request); broadcasts over array-valued rows."""
+    total = roof.step_overhead + (roof.request_overhead if request else 0.0)
     for r in rows:
         total = total + r.count * roof.row_time(r)
     return total
@@ -168,9 +236,19 @@ def row_dict(r: Row, roof: Roof, phase_time: float) -> dict:
 
 
 def _time_formula(r: Row, roof: Roof) -> str:
-    """A collective's α–β time with numbers; divided by the communication efficiency when one is set."""
+    """A collective's α–β time with numbers, as :meth:`Roof.times` takes it: divided by the communication
+    efficiency when one is set; calibrated, its bandwidth terms at the fitted bus factor plus the fitted
+    latency of each direct-kernel hop."""
     if r.kind != "communication" or r.terms is None:
         return ""
+    if roof.calibrated:
+        t = Terms()
+        for cat, label, factors, _ in r.terms.items:
+            if cat == "time" and label == "bandwidth":  # Σ of these = comm_s − hops·α
+                t.add("time", "bandwidth", *factors, ("bus factor", roof.km.bus))
+        t.add("time", "hops", ("direct hops", r.comm_direct_hops), ("t_hop", roof.km.hop_s))
+        t.note("time", "calibrated: achieved bus bandwidth, latency per step of the one-/two-shot kernels")
+        return t.render("time")
     if roof.eff_comm == 1.0:
         return r.time_formula
     t = r.terms.copy()

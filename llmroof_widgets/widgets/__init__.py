@@ -7,7 +7,7 @@
     ui.state.update(tp=2, flash_attention="tiled")   # technique knobs (stored in ui.state.extra)
 
 Views (each usable alone on a State): LayerTable, FormulaPanel, RooflinePlot, MemoryBreakdown,
-StepTimeline, SweepView, Controls (with TechniqueControls); CompareView for two States. The
+StepTimeline, SweepView, ServingView, Controls (with TechniqueControls); CompareView for two States. The
 anywidget front ends are built from ``js/`` with ``npm install && npm run build``.
 """
 
@@ -17,6 +17,7 @@ from .compare import CompareTable, CompareView
 from .controls import Controls
 from .dashboard import Dashboard, compare_dashboards
 from .plots import MemoryBreakdown, RooflinePlot, StepTimeline
+from .serving import ServingView
 from .state import KNOBS, State
 from .sweep import SweepView
 from .techniques import TechniqueControls
@@ -33,6 +34,7 @@ __all__ = [
     "MemoryShare",
     "MissingBundleError",
     "RooflinePlot",
+    "ServingView",
     "State",
     "StepTimeline",
     "SweepView",

@@ -284,6 +284,7 @@ class ViewData:
             "max_batch_size": _plain(m.get("max_batch_size")),
             "devices": _plain(g.get("devices", m.get("devices", 1))),
             "efficiency_mode": mode,
+            "trust": str((g.get("trust") or {}).get("summary", "")),  # what TTFT/TPOT are (engine/trust.py)
             "techniques": technique_labels(s),
             "notes": notes,
         }

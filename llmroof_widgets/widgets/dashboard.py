@@ -9,10 +9,12 @@ from .anywidgets import FormulaPanel, LayerTable
 from .compare import CompareView
 from .controls import Controls
 from .plots import MemoryBreakdown, RooflinePlot, StepTimeline
+from .serving import ServingView
 from .state import State
 from .sweep import SweepView
 
 SWEEP_TITLE = "Sweep: time and memory against batch size or context"
+SERVING_TITLE = "Serving: latency percentiles against load, throughput per device and per user, energy, cost"
 
 
 class Dashboard(W.VBox):
@@ -42,7 +44,16 @@ class Dashboard(W.VBox):
 
     selected = traitlets.List(traitlets.Int(), help="selected table row: [] or [index]; mirrors the browser")
 
-    def __init__(self, model=None, hardware=None, *, state: State | None = None, sweep_open: bool = False, **inputs):
+    def __init__(
+        self,
+        model=None,
+        hardware=None,
+        *,
+        state: State | None = None,
+        sweep_open: bool = False,
+        serving_open: bool = False,
+        **inputs,
+    ):
         layout = inputs.pop("layout", None)
         if state is not None:
             if model is not None or hardware is not None or inputs:
@@ -82,6 +93,14 @@ class Dashboard(W.VBox):
         )
         self.sweep_section.add_class("lr-sweep-section")
         self.sweep_section.observe(self._sweep_toggled, names="selected_index")
+        # serving under load (lr.serve): computed only while its section is open, like the sweep
+        self.serving = ServingView(state, active=False)
+        self._serving_slot = W.VBox([], layout=W.Layout(width="100%"))
+        self.serving_section = W.Accordion(
+            children=[self._serving_slot], titles=(SERVING_TITLE,), selected_index=None, layout=W.Layout(width="100%")
+        )
+        self.serving_section.add_class("lr-serving-section")
+        self.serving_section.observe(self._serving_toggled, names="selected_index")
         # share a view: one self-contained HTML file that works offline (lr.export_html)
         self.export_path = W.Text(
             value="llmroof-view.html",
@@ -102,12 +121,14 @@ class Dashboard(W.VBox):
         )
         export_bar.add_class("lr-export")
         super().__init__(
-            children=[top, plots, self.timeline, self.sweep_section, export_bar],
+            children=[top, plots, self.timeline, self.sweep_section, self.serving_section, export_bar],
             layout=layout or W.Layout(width="100%"),
         )
         self.add_class("lr-dashboard")
         if sweep_open:
             self.sweep_section.selected_index = 0
+        if serving_open:
+            self.serving_section.selected_index = 0
 
         self.table.observe(self._table_selected, names="selected")
         self.observe(self._dashboard_selected, names="selected")
@@ -181,6 +202,11 @@ class Dashboard(W.VBox):
         self.sweep.active = is_open
         self._sweep_slot.children = (self.sweep,) if is_open else ()
 
+    def _serving_toggled(self, change):
+        is_open = change["new"] == 0
+        self.serving.active = is_open
+        self._serving_slot.children = (self.serving,) if is_open else ()
+
     # -- selection mirror --------------------------------------------------------------------------
     def _table_selected(self, change):
         # the browser (or a recomputation) changed the table's selection: mirror it only; the
@@ -202,7 +228,7 @@ class Dashboard(W.VBox):
         self.roofline.show_row(sel[0] if sel else None)
 
     def close(self):
-        for name in ("controls", "table", "formula", "roofline", "memory", "timeline", "sweep"):
+        for name in ("controls", "table", "formula", "roofline", "memory", "timeline", "sweep", "serving"):
             w = getattr(self, name, None)
             if w is not None:
                 w.close()
