@@ -236,3 +236,12 @@ def test_closed_loop_matches_the_simulation():
     assert r.e2e_s["mean"] == pytest.approx(float(np.mean(sim["e2e"])), rel=0.10)
     # the Poisson view of the others' prompts errs on the safe side: a little more waiting than simulated
     assert float(np.mean(sim["ttft"])) <= r.ttft_s["mean"] <= 1.2 * float(np.mean(sim["ttft"]))
+
+
+def test_calibrated_mode_matches_analyze_at_concurrency_1():
+    # the framework's host overheads (per step, per request) reach the serving step times and TTFT
+    for fw in ("generic", "vLLM"):
+        a = lr.analyze(M, H, prompt_len=1024, gen_len=256, efficiency="calibrated", framework=fw).generation
+        r = lr.serve(M, H, concurrency=1, prompt_len=1024, gen_len=256, efficiency="calibrated", framework=fw)
+        assert r.ttft_s["mean"] == pytest.approx(a["ttft_s"], rel=1e-9)
+        assert r.tpot_s["mean"] == pytest.approx(a["tpot_s"], rel=1e-9)

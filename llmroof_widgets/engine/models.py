@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .families_more import FAMILIES_MORE, family_fields, rotary_dim_of
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MODELS_DIR = DATA_DIR / "models"
 
@@ -134,11 +136,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
         sinks=True,
     ),
 }
+FAMILIES.update(FAMILIES_MORE)
 
 # Fields whose presence changes the math in a way this engine does not represent.
 UNSUPPORTED_FIELDS = {
-    "parallel_attn": "parallel attention/MLP blocks",
-    "use_parallel_residual": "parallel residual blocks",
     "num_nextn_predict_layers": None,  # DeepSeek MTP heads: transformers does not build them; ignored (see docs)
 }
 
@@ -170,6 +171,7 @@ class AttentionSpec:
     sinks: bool = False  # per-head attention-sink logits (gpt-oss)
     softcap: bool = False  # tanh soft-capping of scores (gemma-2)
     rotary_dim: int = 0  # dims rotated per head (0 for learned positions)
+    alibi: bool = False  # ALiBi: a per-head linear bias added to every score (no rotary, no parameters)
     # MLA (DeepSeek-V2/V3)
     q_lora_rank: int | None = None
     kv_lora_rank: int = 0
@@ -211,6 +213,7 @@ class LayerType:
     norms: int  # number of hidden-size norms in the layer
     post_norms: bool = False
     parallel: bool = False  # attention and MLP read the same normed input; one residual add of both
+    pre_norms: bool = True  # a norm before attention and before the MLP (False: OLMo-2 / EXAONE-4 post-norm only)
     layers: tuple[int, ...] = ()  # indices (0-based) of the layers of this type
 
 
@@ -232,6 +235,7 @@ class ModelConfig:
     final_softcap: bool = False
     lm_head_bias: bool = False
     embed_dim: int = 0  # OPT word_embed_proj_dim (== hidden when no projection)
+    embed_norm: bool = False  # a LayerNorm right after the token embedding (Bloom)
     quantization: dict | None = None
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -304,9 +308,27 @@ def _catalog_index() -> dict:
 
 
 @lru_cache(maxsize=1)
+def _variants_of() -> dict[str, list[str]]:
+    """Catalog key → Hub ids of published variants (instruct / chat / base / re-releases) whose config has
+    the same architecture: each entry's ``variants`` list, and a fragment's top-level ``variants_of`` map
+    for entries listed elsewhere."""
+    out: dict[str, list[str]] = {}
+    for key, entry in _catalog_index().items():
+        out.setdefault(key, []).extend(entry.get("variants", []))
+    for path in sorted(MODELS_DIR.glob("index_*.json")):
+        for key, names in json.loads(path.read_text()).get("variants_of", {}).items():
+            out.setdefault(key, []).extend(names)
+    return out
+
+
+@lru_cache(maxsize=1)
 def _name_map() -> dict[str, str]:
-    """lowercase hf id / alias / file stem → catalog key."""
+    """lowercase hf id / alias / file stem / listed variant → catalog key."""
     out: dict[str, str] = {}
+    for key, names in _variants_of().items():
+        if key in _catalog_index():
+            for v in names:
+                out[v.lower()] = key
     for key, entry in _catalog_index().items():
         out[key.lower()] = key
         out[entry["hf_id"].lower()] = key
@@ -315,14 +337,58 @@ def _name_map() -> dict[str, str]:
     return out
 
 
+# the suffix rule: "<org>/<base><suffix>" resolves to the catalog's "<org>/<base><replacement>" when that
+# Hub id is in the catalog (an exact id, never a close match); post-training keeps the architecture
+VARIANT_SUFFIXES = (
+    ("-chat-hf", "-hf"),  # meta-llama/Llama-2-7b-chat-hf → Llama-2-7b-hf
+    ("-instruct-hf", "-hf"),  # codellama/CodeLlama-7b-Instruct-hf → CodeLlama-7b-hf
+    ("-instruct-2507", ""),  # Qwen3 2507 re-releases
+    ("-thinking-2507", ""),
+    ("-instruct", ""),
+    ("-chat", ""),
+    ("-it", ""),  # gemma instruction-tuned
+    ("-base", ""),
+)
+
+
+def _resolve_variant(q: str) -> tuple[str, str] | None:
+    """(catalog key, how) for a variant name, or None. ``q`` is lowercase."""
+    key = _name_map().get(q)
+    if key is not None:
+        entry = _catalog_index()[key]
+        if q in {key.lower(), entry["hf_id"].lower(), *(a.lower() for a in entry.get("aliases", []))}:
+            return None  # the entry itself, not a variant
+        return key, "a variant listed in the catalog"
+    if q.count("/") != 1:
+        return None
+    ids = {e["hf_id"].lower(): k for k, e in _catalog_index().items()}
+    for suffix, repl in VARIANT_SUFFIXES:
+        if q.endswith(suffix) and q[: -len(suffix)] + repl in ids:
+            return ids[q[: -len(suffix)] + repl], f"suffix rule {suffix!r}"
+    return None
+
+
 def list_models() -> list[str]:
     """Hugging Face ids of the built-in model catalog."""
     return sorted(entry["hf_id"] for entry in _catalog_index().values())
 
 
 def catalog_entry(name: str) -> dict | None:
-    key = _name_map().get(name.strip().lower())
-    return None if key is None else dict(_catalog_index()[key], key=key)
+    """The catalog entry of a name (Hub id, alias, or a published variant with the same architecture).
+
+    A variant (``meta-llama/Llama-3.1-405B-Instruct``, ``...-chat-hf``, ``...-Instruct-2507``) resolves,
+    offline, to its base entry: from the entry's explicit ``variants`` list, or by the suffix rule
+    :data:`VARIANT_SUFFIXES` onto an exact catalog id. ``resolved_name`` then says which config is used.
+    """
+    q = name.strip().lower()
+    variant = _resolve_variant(q)
+    key = variant[0] if variant else _name_map().get(q)
+    if key is None:
+        return None
+    entry = dict(_catalog_index()[key], key=key)
+    if variant:
+        entry["resolved_name"] = f"{name.strip()} (config of {entry['hf_id']}: {variant[1]})"
+    return entry
 
 
 @lru_cache(maxsize=256)
@@ -353,7 +419,7 @@ def load_model(x: Any, *, name: str | None = None) -> ModelConfig:
     entry = catalog_entry(text)
     if entry is not None:
         cfg = json.loads(_load_catalog_config(entry["key"]))
-        return parse_config(cfg, name=name or entry["hf_id"])
+        return parse_config(cfg, name=name or entry.get("resolved_name") or entry["hf_id"])
     path = Path(os.path.expanduser(text))
     if path.is_dir():
         path = path / "config.json"
@@ -485,7 +551,8 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
             "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)
         ]  # gemma-2: even layers slide
     elif fam.get("layer_types"):
-        pattern = _opt_int(cfg, "sliding_window_pattern", 6, minimum=1)  # gemma-3: every pattern-th layer is full
+        # every pattern-th layer is full (gemma-3: 6; Cohere-2, OLMo-3, EXAONE-4: 4)
+        pattern = _opt_int(cfg, "sliding_window_pattern", fam.get("sliding_pattern", 6), minimum=1)
         kinds = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)]
     elif fam.get("sliding_all"):
         kinds = ["sliding_attention"] * n
@@ -519,13 +586,14 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             raise ValueError(f"config field {k!r} ({what}) is not supported by this engine")
 
     h = _req_int(cfg, "hidden_size", "n_embd", "d_model")
-    n_layers = _req_int(cfg, "num_hidden_layers", "n_layer")
-    n_heads = _req_int(cfg, "num_attention_heads", "n_head")
-    vocab = _req_int(cfg, "vocab_size")
-    n_kv = _opt_int(cfg, "num_key_value_heads", n_heads, minimum=1)
+    n_layers = _req_int(cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
+    n_heads = _req_int(cfg, "num_attention_heads", "n_head", "n_heads")
+    ext = family_fields(cfg, mt, h=h, n_heads=n_heads)  # families_more: KV heads, MLP, block layout, positions
+    vocab = ext.get("vocab_size") or _req_int(cfg, "vocab_size")
+    n_kv = ext.get("num_kv_heads") or _opt_int(cfg, "num_key_value_heads", n_heads, minimum=1)
     if n_kv > n_heads or n_heads % n_kv:
         raise ValueError(f"config field 'num_key_value_heads' = {n_kv} must divide 'num_attention_heads' = {n_heads}")
-    head_dim = _opt_int(cfg, "head_dim", None, minimum=1)
+    head_dim = ext.get("head_dim") or _opt_int(cfg, "head_dim", None, minimum=1)
     if head_dim is None:
         if h % n_heads:
             raise ValueError(
@@ -542,6 +610,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     elif mt == "gpt_oss":
         inter = _req_int(cfg, "intermediate_size")
         act = "gpt_oss_glu"
+    elif "intermediate_size" in ext:
+        inter, act = ext["intermediate_size"], ext["act"]
     else:
         inter = _req_int(cfg, "intermediate_size")
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
@@ -571,8 +641,10 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     sliding = [k == "sliding_attention" for k in kinds]
 
     # --- attention per layer ----------------------------------------------------------------
-    rope = fam["pos"] == "rope"
-    prf = float(cfg.get("partial_rotary_factor", 1.0) or 1.0)
+    pos = ext.get("pos", fam["pos"])  # "rope", "learned" or "alibi"
+    rope = pos == "rope"
+    rot_dim = rotary_dim_of(cfg, mt, head_dim) if rope else 0
+    nope_full = fam.get("nope_full") == "always" or (fam.get("nope_full") == "with_window" and window is not None)
     softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
 
     def attn(win: int | None) -> AttentionSpec:
@@ -606,10 +678,11 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             qkv_bias=qkv_bias,
             o_bias=o_bias,
             fused_qkv=bool(fam.get("fused_qkv")),
-            qk_norm=fam.get("qk_norm"),
+            qk_norm=fam.get("qk_norm") or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
             sinks=bool(fam.get("sinks")),
             softcap=softcap,
-            rotary_dim=int(head_dim * prf) if rope else 0,
+            rotary_dim=0 if (win is None and nope_full) else rot_dim,  # Cohere-2/EXAONE-4: no rotary on full layers
+            alibi=pos == "alibi",
         )
 
     # --- MLP per layer --------------------------------------------------------------------
@@ -680,15 +753,37 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             first_dense = _opt_int(cfg, "first_k_dense_replace", 0) or 0
             freq = _opt_int(cfg, "moe_layer_freq", 1, minimum=1)
             is_moe = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
+        elif moe_kind == "ernie":
+            E = _req_int(cfg, "moe_num_experts", "num_experts")
+            k = _req_int(cfg, "moe_k", "num_experts_per_tok")
+            moe_inter = _req_int(cfg, "moe_intermediate_size")
+            n_shared = _opt_int(cfg, "moe_num_shared_experts", 0) or 0
+            # router_bias: ERNIE's e_score_correction_bias is a parameter (E values) added to the routing scores
+            moe_mlp = MLPSpec(
+                kind="moe",
+                intermediate_size=moe_inter,
+                gated=True,
+                act=act,
+                num_experts=E,
+                top_k=k,
+                router_bias=True,
+                shared_intermediate_size=moe_inter * n_shared,
+            )
+            start = _opt_int(cfg, "moe_layer_start_index", 1) or 0
+            end = cfg.get("moe_layer_end_index", -1)
+            end = n_layers - 1 if end == -1 else _opt_int(cfg, "moe_layer_end_index", n_layers - 1)
+            every = _opt_int(cfg, "moe_layer_interval", 1, minimum=1)
+            is_moe = [(i + 1) % every == 0 and start <= i <= end for i in range(n_layers)]
         if moe_mlp is not None and moe_mlp.top_k > moe_mlp.num_experts:
             raise ValueError(
                 f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
             )
 
     # --- group identical layers -----------------------------------------------------------
-    post = bool(fam.get("post_norms"))
-    parallel = bool(fam.get("parallel"))
-    norms_per_layer = 4 if post else (1 if parallel else 2)
+    post_only = bool(fam.get("post_only"))  # OLMo-2 / EXAONE-4: a norm after attention and MLP, none before
+    post = bool(fam.get("post_norms")) or post_only
+    parallel = bool(ext.get("parallel", fam.get("parallel")))
+    norms_per_layer = 2 if post_only else (4 if post else (ext.get("parallel_norms", 1) if parallel else 2))
     if mt == "phi" and cfg.get("qk_layernorm"):
         raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
     # each layer's (attention, MLP) spec; identical layers form one LayerType counted once and multiplied
@@ -716,6 +811,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 norms=norms_per_layer,
                 post_norms=post,
                 parallel=parallel,
+                pre_norms=not post_only,
                 layers=tuple(idx),
             )
         )
@@ -728,7 +824,7 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 layer_types[j] = replace(lt, name=f"{lt.name}#{seen[lt.name]}")
     layer_types.sort(key=lambda lt: lt.name)
 
-    if fam["pos"] == "learned":
+    if pos == "learned":
         max_pos = _req_int(cfg, "max_position_embeddings", "n_positions")
         pos_rows = max_pos + (2 if mt == "opt" else 0)  # OPT's learned positions are offset by 2
     else:
@@ -748,13 +844,14 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         layer_types=tuple(layer_types),
         norm=norm,
         tie_embeddings=tie,
-        position=fam["pos"],
+        position=pos,
         max_positions=max_pos,
         position_rows=pos_rows,
         embed_scale=bool(fam.get("embed_scale")),
         final_softcap=bool(fam.get("softcap") and cfg.get("final_logit_softcapping")),
         lm_head_bias=_flag(cfg, fam.get("lm_head_bias", False)),
         embed_dim=embed_dim,
+        embed_norm=bool(fam.get("embed_norm")),
         quantization=quant if isinstance(quant, dict) else None,
         raw=cfg,
     )

@@ -44,6 +44,7 @@ LN_FLOPS = 7  # per element: mean, subtract, square, sum, multiply by 1/std, wei
 SOFTMAX_FLOPS = 5  # per score: max, subtract, exp, sum, divide
 SOFTCAP_FLOPS = 3  # per element: divide by cap, tanh, multiply by cap
 ROPE_FLOPS = 3  # per rotated element: x·cos + rotate(x)·sin
+ALIBI_FLOPS = 1  # per score: add the head's slope × key distance (a precomputed bias)
 TWO = (None, 2.0)  # the 2 of a multiply-accumulate (2 FLOPs), as a term factor
 DEFAULT_ONCHIP_BYTES = 64 * 1024  # FlashAttention tile SRAM when a device does not state its per-SM memory
 
@@ -343,13 +344,14 @@ class PassBuilder:
         return self._push(name, "elementwise", t, "vector", params=weight_elems, wclass="hp" if weight_elems else None)
 
     def norm(self, name, rows, width):
-        ln = self.m.norm == "ln"
+        ln = self.m.norm in ("ln", "ln_nobias")
+        bias = self.m.norm == "ln"  # "ln_nobias": Cohere / MPT LayerNorm with a weight only
         self.elementwise(
             name,
             rows * width,
-            LN_FLOPS if ln else RMS_FLOPS,
-            weight_elems=(2 if ln else 1) * width,
-            what="LayerNorm" if ln else "RMSNorm",
+            (LN_FLOPS if bias else LN_FLOPS - 1) if ln else RMS_FLOPS,  # no bias: one add fewer per element
+            weight_elems=(2 if bias else 1) * width,
+            what=("LayerNorm" if bias else "LayerNorm without bias") if ln else "RMSNorm",
         )
 
     def norm_rms(self, name, rows, width):
@@ -445,7 +447,8 @@ class PassBuilder:
         pairs, keys = self._pairs(a.window)
         p = self.p
         dt = compute_dtype(p.kv_fmt if kv_in_cache else p.a_fmt, p.a_fmt)
-        sm_per = SOFTMAX_FLOPS + (SOFTCAP_FLOPS if a.softcap else 0)
+        # + soft-capping; + 1 add per score for the ALiBi bias
+        sm_per = SOFTMAX_FLOPS + (SOFTCAP_FLOPS if a.softcap else 0) + (ALIBI_FLOPS if a.alibi else 0)
         kv_cat = "kv" if kv_in_cache else "activation"
         q_f = (("B", B), ("T", T), ("H", H), ("d", dqk), self._b(q_bytes))
         k_f = (("B", B), ("Hkv", Hkv), ("keys", keys), ("d", dqk), self._b(k_bytes))
@@ -478,7 +481,10 @@ class PassBuilder:
         r = self._push("attn_score", "attention", t, dt)
         r.m_dim = T * H / Hkv  # queries sharing a KV head form the rows of the product
         self.elementwise(
-            "attn_softmax", B * H * pairs, sm_per, what="softmax" + (" + tanh soft-cap" if a.softcap else "")
+            "attn_softmax",
+            B * H * pairs,
+            sm_per,
+            what="softmax" + (" + tanh soft-cap" if a.softcap else "") + (" + ALiBi bias add" if a.alibi else ""),
         )
         t = Terms()
         t.add("matmul", "values", TWO, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))  # 2·d_v per pair per head
@@ -503,7 +509,9 @@ class PassBuilder:
         t = Terms()
         t.add("matmul", "scores", TWO, ("B", B), ("H", H), ("d", dqk), ("pairs", pairs))
         t.add("matmul", "values", TWO, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))
-        sm_sym = f"({SOFTMAX_FLOPS}+{SOFTCAP_FLOPS})" if a.softcap else str(SOFTMAX_FLOPS)
+        # softmax (+ soft-cap) (+ ALiBi bias) per score
+        parts = [SOFTMAX_FLOPS] + [SOFTCAP_FLOPS] * bool(a.softcap) + [ALIBI_FLOPS] * bool(a.alibi)
+        sm_sym = f"({'+'.join(map(str, parts))})" if len(parts) > 1 else str(sm_per)
         t.add("flops", "softmax", (sm_sym, sm_per), ("B", B), ("H", H), ("pairs", pairs))
         t.note("flops", note)
         t.add("activation", "Q", *q_f)
@@ -736,13 +744,17 @@ class PassBuilder:
     def layer(self, lt: LayerType, count):
         self._lt, self._count = lt.name, count
         h, N = self.m.hidden_size, self.N
-        self.norm("attn_norm", N, h)
+        if lt.pre_norms:
+            self.norm("attn_norm", N, h)
         if lt.attention.kind == "mla":
             self.mla_attention(lt.attention)
         else:
             self.mha(lt.attention)
         if lt.parallel:
-            # x + attn(ln(x)) + mlp(ln(x)): the MLP reads the same normed input
+            # x + attn(ln(x)) + mlp(ln(x)): the MLP reads the same normed input, or its own norm of x
+            # (GPT-NeoX, falcon-40b: x + attn(ln1(x)) + mlp(ln2(x)))
+            if lt.norms == 2:
+                self.norm("mlp_norm", N, h)
             self.moe_mlp(lt.mlp) if lt.mlp.kind == "moe" else self.dense_mlp(lt.mlp)
             self.tp_allreduce("mlp_allreduce", N)
             self.elementwise("residual", N * h, 2, reads=3, writes=1, what="x + attention + MLP")
@@ -750,7 +762,8 @@ class PassBuilder:
         if lt.post_norms:
             self.norm("post_attn_norm", N, h)
         self.elementwise("attn_residual", N * h, 1, reads=2, writes=1, what="residual add")
-        self.norm("mlp_norm", N, h)
+        if lt.pre_norms:
+            self.norm("mlp_norm", N, h)
         if lt.mlp.kind == "moe":
             self.moe_mlp(lt.mlp)
         else:
@@ -785,6 +798,8 @@ class PassBuilder:
             self.tp_allreduce("embed_allreduce", N)
         if m.embed_scale:
             self.elementwise("embed_scale", N * h, 1, what="multiply by √h")
+        if m.embed_norm:
+            self.norm("embed_norm", N, h)  # Bloom: word_embeddings_layernorm
         if m.position == "learned":
             r = self.elementwise("embed_positions", N * h, 1, reads=2, writes=1, what="add learned position rows")
             r.params = m.position_rows * h  # the rows read are counted as one of its two inputs

@@ -72,6 +72,7 @@ _KNOB_KEYS = (
     "ep",
     "efficiency",
     "mla",
+    "framework",
 )
 
 
@@ -165,9 +166,9 @@ def _positive(field: str, v: Any, *, allow_none: bool = True, integer: bool = Fa
 class StepModel:
     """Roofline time (and FLOPs, bytes) of decode and mixed steps, vectorized over batch and context."""
 
-    def __init__(self, model, hardware, prec: Precision, opts, mla: str):
+    def __init__(self, model, hardware, prec: Precision, opts, mla: str, framework: str = "generic"):
         self.m, self.hw, self.p, self.o, self.mla = model, hardware, prec, opts, mla
-        self.roof = Roof(hardware, opts.efficiency, quantized_weights=prec.w_bits < 16)
+        self.roof = Roof(hardware, opts.efficiency, quantized_weights=prec.w_bits < 16, framework=framework)
 
     def _rows(self, batch, tokens, cached, logits_tokens=1):
         return PassBuilder(
@@ -184,7 +185,9 @@ class StepModel:
         ).build(self.o.early_exit_fraction if tokens == 1 else 1.0)
 
     def _totals(self, rows):
-        t = fl = by = 0.0
+        # calibrated mode: every forward pass pays the framework's host work per step
+        t = self.roof.step_overhead
+        fl = by = 0.0
         for r in rows:
             t = t + r.count * self.roof.row_time(r)
             fl = fl + r.count * r.flops
@@ -199,8 +202,10 @@ class StepModel:
         return self._totals(self._rows(b, 1, cached))
 
     def prefill(self, prompt: int):
-        """(time, FLOPs, bytes) of a whole-prompt prefill of one sequence (logits at the last position)."""
-        return self._totals(self._rows(1, int(prompt), 0))
+        """(time, FLOPs, bytes) of a whole-prompt prefill of one sequence (logits at the last position),
+        with the framework's per-request overhead in calibrated mode (as ``analyze``'s TTFT has it)."""
+        t, fl, by = self._totals(self._rows(1, int(prompt), 0))
+        return t + self.roof.request_overhead, fl, by
 
     def mixed(self, b, ctx, chunk: int, chunk_cached: float):
         """(time, FLOPs, bytes) of a step with ``b`` decodes at ``ctx`` and one prefill chunk.
@@ -348,11 +353,17 @@ class _Server:
             knobs.get("w_bits", 16), knobs.get("a_bits", 16), knobs.get("kv_bits", 16), knobs.get("group_size")
         )
         opts = make_options(
-            **{k: v for k, v in knobs.items() if k not in ("w_bits", "a_bits", "kv_bits", "group_size", "mla")}
+            **{
+                k: v
+                for k, v in knobs.items()
+                if k not in ("w_bits", "a_bits", "kv_bits", "group_size", "mla", "framework")
+            }
         )
         self.opts = opts
         self.devices = int(self.base.memory.get("devices", 1))
-        self.steps = StepModel(self.m, self.hw, prec, opts, knobs.get("mla", "absorbed"))
+        self.steps = StepModel(
+            self.m, self.hw, prec, opts, knobs.get("mla", "absorbed"), self.base.settings.get("framework", "generic")
+        )
         # draws: lengths, waiting-time and noise uniforms (fixed seed: the same percentiles every call)
         rng = np.random.default_rng(seed)
         u = rng.random((7, draws))
