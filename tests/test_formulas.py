@@ -1,6 +1,6 @@
 """Every displayed formula evaluates to the figure beside it.
 
-For every catalog model under technique settings (quantized weights and activations, tensor, expert and
+For every catalog model under ten combined technique settings (quantized weights and activations, tensor, expert and
 pipeline parallelism, FlashAttention ideal and tiled, fused element-wise operators, KV bits by width and by
 format name, MLA absorbed and naive, sparsity, offloading, KV eviction), for every operator of the prefill
 and of the first decode step:
@@ -27,27 +27,17 @@ from llmroof_widgets.engine.terms import Div, Terms, num, product, rhs
 
 HW = "h100-sxm"  # has an interconnect (TP/EP/PP collectives) and a per-SM on-chip memory (tiled FlashAttention)
 BASE = dict(batch_size=2, prompt_len=48, gen_len=3)
-SETTINGS = [
+SETTINGS = [  # each technique at least once, combined to keep the sweep short (79 models × these)
     {},
-    {"w_bits": 4},
-    {"w_bits": 8, "a_bits": 8},
-    {"w_bits": 4, "group_size": 128},
-    {"tp": 2},
-    {"tp": 4, "batch_size": 4},
-    {"flash_attention": "tiled"},
-    {"flash_attention": "ideal"},
-    {"fused": True},
-    {"kv_bits": "fp8_e4m3"},
-    {"kv_bits": 8},
-    {"mla": "naive"},
-    {"ep": 2, "batch_size": 4},
-    {"tp": 2, "ep": 2, "batch_size": 4, "flash_attention": "tiled"},
-    {"sparsity": "2:4"},
-    {"sparsity": 0.5, "offload": {"weights": 0.5, "kv_cache": 0.25}},
-    {"pp": 2},
-    {"kv_keep_ratio": 0.5, "kv_budget": 40},
-    {"logits": "all", "attention": "full"},
-    {"tp": 2, "flash_attention": "tiled", "kv_bits": "fp8_e4m3", "fused": True, "w_bits": 4},
+    {"w_bits": 4, "tp": 2},
+    {"w_bits": 8, "a_bits": 8, "tp": 4, "batch_size": 4},
+    {"w_bits": 4, "group_size": 128, "flash_attention": "tiled", "kv_bits": "fp8_e4m3"},
+    {"flash_attention": "ideal", "kv_bits": 8, "fused": True},
+    {"kv_bits": "fp8_e4m3", "logits": "all", "attention": "full"},
+    {"mla": "naive", "ep": 2, "batch_size": 4},  # MoE models only (EP needs experts)
+    {"tp": 2, "ep": 2, "batch_size": 4, "flash_attention": "tiled", "fused": True},
+    {"sparsity": "2:4", "pp": 2},
+    {"sparsity": 0.5, "offload": {"weights": 0.5, "kv_cache": 0.25}, "kv_keep_ratio": 0.5, "kv_budget": 40},
 ]
 MODELS = list_models()
 
@@ -201,8 +191,8 @@ def test_every_formula_evaluates_to_its_figure(setting):
 
 def test_settings_reach_every_catalog_model_and_operator_kind():
     """The sweep above is not vacuous: most (model, setting) pairs run, and every special operator occurs."""
-    ran = sum(res is not None for s in SETTINGS for _, res in analyses(s))
-    assert ran >= 0.85 * len(SETTINGS) * len(MODELS)
+    ran = [sum(res is not None for _, res in analyses(s)) for s in SETTINGS]
+    assert sum(ran) >= 0.75 * len(SETTINGS) * len(MODELS) and min(ran) >= 5, ran
     names = {
         r.name for s in SETTINGS for _, res in analyses(s) if res for ph in (res.prefill, res.decode) for r in ph.rows
     }
