@@ -57,6 +57,8 @@ def kv_bytes_per_token_terms(model: ModelConfig, prec: Precision, opts: Options 
     dev = _kv_device_factors(model, opts, False)
     keep = (("keep ratio", opts.kv_keep_ratio),) if opts.kv_keep_ratio != 1.0 else ()
     for lt in model.layer_types:
+        if lt.attention is None:  # a layer without attention keeps no KV cache
+            continue
         t.add(
             "kv",
             f"{lt.name}:",
@@ -91,6 +93,8 @@ def kv_cache_terms(
     ep = (Div(("EP", opts.ep)),) if opts.ep > 1 else ()
     for lt in model.layer_types:
         a = lt.attention
+        if a is None:  # a layer without attention keeps no KV cache
+            continue
         kept = context if a.window is None else np.minimum(context, a.window - 1)
         if evicting:
             evicted = kept * opts.kv_keep_ratio
