@@ -59,7 +59,7 @@ def tokens(text: str) -> list[tuple[str, str]]:
 
 
 def evaluate(text: str) -> tuple[float, int]:
-    """(value of the arithmetic ``text``, how many of its numbers are not integers)."""
+    """(value of the arithmetic ``text``, how many of its numbers are not plain integers)."""
     toks = tokens(text)
     i = 0
     rounded = 0
@@ -73,7 +73,7 @@ def evaluate(text: str) -> tuple[float, int]:
         i += 1
         if kind == "num":
             x = float(v.replace(" ", ""))
-            rounded += not x.is_integer()
+            rounded += "." in v or "e" in v  # a decimal or exponent: shown to 6 significant digits
             return x
         if v == "(":
             x = expr()
@@ -314,6 +314,7 @@ def test_evaluator_reads_the_rendered_numbers_and_rejects_anything_else():
     )
     assert evaluate("(1 + 2)·3") == (9.0, 0)
     assert evaluate("1.5·2") == (3.0, 1)
+    assert evaluate("1.23457e+15·2") == (2.46914e15, 1)  # an exponent: a rounded display
     for bad in ("__import__('os')", "2 ** 3", "2·", "(2 + 3", "2 3", "x"):
         with pytest.raises(ValueError):
             evaluate(bad)
