@@ -27,7 +27,7 @@ from llmroof_widgets.engine.terms import Div, Terms, num, product, rhs
 
 HW = "h100-sxm"  # has an interconnect (TP/EP/PP collectives) and a per-SM on-chip memory (tiled FlashAttention)
 BASE = dict(batch_size=2, prompt_len=48, gen_len=3)
-SETTINGS = [  # each technique at least once, combined to keep the sweep short (79 models × these)
+SETTINGS = [  # each technique at least once, combined to keep the sweep short (every catalog model × these)
     {},
     {"w_bits": 4, "tp": 2},
     {"w_bits": 8, "a_bits": 8, "tp": 4, "batch_size": 4},
@@ -221,6 +221,10 @@ def test_settings_reach_every_catalog_model_and_operator_kind():
         "fc1",
         "fc2",
         "lm_head",
+        "indexer_scores",  # DeepSeek-V3.2's sparse indexer
+        "altup_predict_mix",  # Gemma-3n
+        "embed_tokens_per_layer",
+        "altup_correct",
     ):
         assert op in names, op
 

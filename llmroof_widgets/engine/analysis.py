@@ -136,6 +136,17 @@ class Result:
         return memory.params_total(self.prefill.rows)
 
     @property
+    def params_mtp(self) -> int:
+        """Parameters of the multi-token-prediction modules the config declares (not in ``params_total``:
+        transformers does not build them, and published totals such as DeepSeek-V3's 671 B leave them out)."""
+        rows = mtp_rows(self.model)
+        return 0 if rows is None else self.model.mtp_layers * memory.params_total(rows)
+
+    @property
+    def params_total_with_mtp(self) -> int:
+        return self.params_total + self.params_mtp
+
+    @property
     def params_active(self) -> int:
         """Parameters one token uses: all but the routed experts it does not visit (top-k of E)."""
         total = 0.0
@@ -158,6 +169,9 @@ class Result:
                 **m.to_dict(),
                 "params_total": self.params_total,
                 "params_active": self.params_active,
+                "params_mtp": self.params_mtp,
+                "params_total_with_mtp": self.params_total_with_mtp,
+                "mtp_layers": m.mtp_layers,
             },
             "hardware": self.hardware.to_dict(),
             "roofs": roofs(
@@ -197,9 +211,43 @@ class Result:
 
 
 def _mtp_draft(m: ModelConfig) -> ModelConfig:
-    """Multi-token-prediction heads as a draft: one more decoder layer of the target and its lm_head."""
-    last = m.layer_types[-1]
-    return replace(m, name=f"{m.name} (MTP head)", num_layers=1, layer_types=(replace(last, count=1),))
+    """One multi-token-prediction module as a draft model (DeepSeek-V3 §2.2, vLLM's DeepSeekMTP).
+
+    enorm and hnorm (RMSNorm of the token embedding and of the target's last hidden state), eh_proj
+    (2h → h), one decoder block, a final norm, and the target's embedding and lm_head (shared, so not
+    counted again). The block has the shapes the config declares for its MTP layers
+    (``num_nextn_predict_layers`` …); a model without MTP layers gets a hypothetical module built like
+    its last layer.
+    """
+    if m.mtp_layer is not None:
+        block = m.mtp_layer
+    else:
+        block = next(lt for lt in m.layer_types if (m.num_layers - 1) in lt.layers or not lt.layers)
+    return replace(
+        m,
+        name=f"{m.name} (MTP head)",
+        num_layers=1,
+        layer_types=(replace(block, name="mtp", count=1, layers=(0,)),),
+        mtp_head=True,
+        mtp_layers=0,
+        mtp_layer=None,
+    )
+
+
+def mtp_rows(m: ModelConfig, prec: Precision | None = None) -> list[Row] | None:
+    """Operator rows of one token through one of the model's MTP modules (None when it declares none)."""
+    if not m.mtp_layers:
+        return None
+    return PassBuilder(
+        _mtp_draft(m),
+        prec or Precision(16, 16, 16),
+        batch=1,
+        tokens=1,
+        cached=0,
+        logits_tokens=1,
+        attention="causal",
+        mla="absorbed",
+    ).build()
 
 
 def analyze(
@@ -255,7 +303,9 @@ def analyze(
         computes before masking (what ``FlopCounterMode`` counts)
     mla : for multi-head latent attention (DeepSeek) decode: ``"absorbed"`` (weights absorbed,
         attention over the cached latent, as FlashMLA does) or ``"naive"`` (the latent re-expanded
-        through ``kv_b_proj`` for every cached token at every step, as ``transformers`` does)
+        through ``kv_b_proj`` for every cached token at every step, as ``transformers`` does); with a
+        sparse-attention indexer (DeepSeek-V3.2, GLM-5) "absorbed" attends the ``index_topk`` selected keys
+        (FlashMLA's sparse kernels) and "naive" every key, the others masked (``transformers``' eager code)
     flash_attention : "off" | "ideal" (Q, K, V read once, O written once, no score matrix) | "tiled"
         (FlashAttention-2: query tiles sized by the device's per-SM on-chip memory re-read K and V)
     fused : element-wise operators fused into their neighbours (no bytes of their own)
@@ -381,6 +431,10 @@ def analyze(
         draft_prefill = float(pass_time(d_rows, roof))
         draft_w = memory.weights_bytes(d_rows, draft, d_opts)
         draft_kv_seq = memory.kv_cache_bytes(draft, prec, 1, P + G - 1 + spec.gamma, d_opts)
+        if draft.mtp_head and m.mtp_layers > 1:
+            # every MTP module is resident (and keeps its own cache); a draft step runs one of them
+            draft_w *= m.mtp_layers
+            draft_kv_seq *= m.mtp_layers
     pre = Phase("prefill", P, P, pre_rows, pre_time, roof)
 
     contexts, steps = generation.decode_step_times(
@@ -416,6 +470,9 @@ def analyze(
         extra_bytes=draft_w,
         extra_per_seq=draft_kv_seq,
     )
+    # the MTP modules' weights (resident only when they serve as the draft, as vLLM / SGLang load them)
+    mtp = mtp_rows(m, prec)
+    mem["mtp_weights_bytes"] = 0.0 if mtp is None else m.mtp_layers * memory.weights_bytes(mtp, m, Options())
     mem = {
         k: (
             bool(v)

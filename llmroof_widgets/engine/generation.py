@@ -23,8 +23,10 @@ from .roofline import Roof, pass_time
 class Speculative:
     """Speculative decoding: a draft proposes ``gamma`` tokens, the target verifies them in one pass.
 
-    - ``draft``: a catalog model / config for the draft, or ``"mtp"`` for multi-token-prediction
-      heads (one extra decoder layer of the target plus its lm_head, as DeepSeek-V3's MTP module).
+    - ``draft``: a catalog model / config for the draft, or ``"mtp"`` for the target's multi-token-prediction
+      module (enorm, hnorm, eh_proj and one decoder block with the shapes the config declares, sharing the
+      target's embedding and lm_head, as DeepSeek-V3's MTP module; shaped like the last layer when the
+      config declares none).
     - ``gamma``: draft length γ (tokens proposed per round); γ = 0 is plain decoding.
     - ``acceptance``: α, the probability each drafted token is accepted (i.i.d., Leviathan et al.).
 

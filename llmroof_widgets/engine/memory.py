@@ -35,7 +35,9 @@ def _kv_elem_factors(lt, opts: Options) -> tuple:
     """Cached elements per token of one layer on one device, as term factors."""
     a = lt.attention
     if a.kind == "mla":
-        return (("(kv_lora + rope)", a.kv_elements_per_token()),)  # the latent is replicated on every TP rank
+        # the latent (+ the sparse indexer's key) is replicated on every TP rank
+        sym = "(kv_lora + rope + index_dim)" if a.index_head_dim else "(kv_lora + rope)"
+        return ((sym, a.kv_elements_per_token()),)
     return (("kv_heads", kv_heads_per_device(a.num_kv_heads, opts.tp)), ("(d_k + d_v)", a.head_dim + a.v_head_dim))
 
 
@@ -57,7 +59,7 @@ def kv_bytes_per_token_terms(model: ModelConfig, prec: Precision, opts: Options 
     dev = _kv_device_factors(model, opts, False)
     keep = (("keep ratio", opts.kv_keep_ratio),) if opts.kv_keep_ratio != 1.0 else ()
     for lt in model.layer_types:
-        if lt.attention is None:  # a layer without attention keeps no KV cache
+        if lt.attention is None or lt.attention.kv_shared:  # no attention, or an earlier layer's KV: none
             continue
         t.add(
             "kv",
@@ -93,15 +95,23 @@ def kv_cache_terms(
     ep = (Div(("EP", opts.ep)),) if opts.ep > 1 else ()
     for lt in model.layer_types:
         a = lt.attention
-        if a is None:  # a layer without attention keeps no KV cache
+        if a is None or a.kv_shared:  # no attention, or an earlier layer's KV: none
             continue
         kept = context if a.window is None else np.minimum(context, a.window - 1)
+        if a.chunk is not None:
+            # chunked attention: the cache keeps the last chunk − 1 tokens (transformers keeps a chunked
+            # layer like a window of attention_chunk_size); the next token attends at most a whole chunk
+            kept = np.minimum(context, a.chunk - 1)
         if evicting:
             evicted = kept * opts.kv_keep_ratio
             if opts.kv_budget is not None:
                 evicted = np.minimum(evicted, opts.kv_budget)
             kept = np.minimum(kept, evicted)
-        sym = "kept tokens" if evicting else ("tokens" if a.window is None else "min(tokens, window − 1)")
+        sym = "kept tokens" if evicting else "tokens"
+        if not evicting and a.chunk is not None:
+            sym = "min(tokens, chunk − 1)"
+        elif not evicting and a.window is not None:
+            sym = "min(tokens, window − 1)"
         t.add(
             "kv",
             f"{lt.name}:",
@@ -127,7 +137,7 @@ def kv_cache_bytes(
 ) -> float:
     """KV cache of ``batch`` sequences holding ``context`` tokens, on one device.
 
-    A sliding-window layer keeps its last window − 1 tokens (with the next token's own key that is
+    A sliding-window (chunked-attention) layer keeps its last window − 1 (chunk − 1) tokens (with the next token's own key that is
     the W it attends, as transformers keeps it); eviction keeps ``kv_keep_ratio`` of the tokens (at
     most ``kv_budget``); EP ranks each hold batch/ep sequences; offloaded KV lives in host memory.
     """

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import families_gemma3n, variants
 from .families_more import FAMILIES_MORE, family_fields, rotary_dim_of
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -135,13 +136,67 @@ FAMILIES: dict[str, dict[str, Any]] = {
         layer_types=True,
         sinks=True,
     ),
+    # attention / MoE / MTP variants (issue 12): see engine/variants.py for the per-layer fields
+    "kimi_k2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),  # DeepseekV3 code
+    "deepseek_v32": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
+    # GLM-5: DeepSeek-V3.2's MLA + indexer layout; `indexer_types` "shared" layers reuse the previous selection
+    "glm_moe_dsa": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
+    # GLM-4.5/4.6: q/k/v bias from attention_bias (o_proj never), optional per-head qk norm, half rotary
+    "glm4_moe": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        qk_norm=("use_qk_norm", "head"),
+        moe="deepseek",
+        rotary_default=0.5,
+    ),
+    # MiniMax-M2: RMSNorm over the whole q and k projections, sigmoid router with a score bias, rotary_dim
+    "minimax_m2": dict(norm="rms", mlp="gated", pos="rope", tie=False, qk_norm="full", moe="minimax"),
+    # SmolLM3: Llama with NoPE layers (no_rope_layers[i] = 0), biases from attention_bias / mlp_bias
+    "smollm3": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=True,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        nope=True,
+        layer_types=True,
+    ),
+    # Gemma-3n text: KV shared by the last layers, per-layer inputs, AltUp, LAuReL (engine/families_gemma3n.py)
+    "gemma3n_text": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=True,
+        embed_scale=True,
+        post_norms=True,
+        qk_norm="head",
+        softcap=True,
+        layer_types=True,
+        sliding_pattern=5,
+        gemma3n=True,
+    ),
+    # Llama-4 text: chunked attention on RoPE layers, NoPE layers with temperature tuning, L2 qk norm,
+    # MoE layers (routed experts + a shared expert) interleaved with dense ones
+    "llama4_text": dict(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=False,
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        nope=True,
+        layer_types=True,
+        moe="llama4",
+    ),
 }
 FAMILIES.update(FAMILIES_MORE)
 
 # Fields whose presence changes the math in a way this engine does not represent.
-UNSUPPORTED_FIELDS = {
-    "num_nextn_predict_layers": None,  # DeepSeek MTP heads: transformers does not build them; ignored (see docs)
-}
+UNSUPPORTED_FIELDS: dict[str, str | None] = {}
 
 # FLOPs per element of each activation function (documented convention, see docs/conventions).
 ACT_FLOPS = {
@@ -170,8 +225,16 @@ class AttentionSpec:
     qk_norm: str | None = None  # None, "head" (per-head RMSNorm of head_dim), "full" (whole projection)
     sinks: bool = False  # per-head attention-sink logits (gpt-oss)
     softcap: bool = False  # tanh soft-capping of scores (gemma-2)
-    rotary_dim: int = 0  # dims rotated per head (0 for learned positions)
+    rotary_dim: int = 0  # dims rotated per head (0 for learned positions, ALiBi and NoPE layers)
     alibi: bool = False  # ALiBi: a per-head linear bias added to every score (no rotary, no parameters)
+    kv_shared: bool = False  # reuses an earlier layer's K/V (Gemma-3n): no k/v projections, no cache of its own
+    v_norm: bool = False  # a weightless RMSNorm of v (Gemma-3n)
+    chunk: int | None = None  # chunked local attention (Llama-4): a query sees the keys of its own chunk only
+    temperature: bool = False  # per-query attention temperature on q (Llama-4 NoPE layers)
+    # sparse attention with an indexer (DeepSeek-V3.2 DSA): indexer heads, head dim, keys kept per query
+    index_heads: int = 0
+    index_head_dim: int = 0
+    index_topk: int = 0
     # MLA (DeepSeek-V2/V3)
     q_lora_rank: int | None = None
     kv_lora_rank: int = 0
@@ -180,9 +243,11 @@ class AttentionSpec:
 
     def kv_elements_per_token(self) -> int:
         """Elements one token adds to this layer's KV cache."""
+        if self.kv_shared:
+            return 0  # the layer attends another layer's cache
         if self.kind == "mla":
             # MLA caches the shared latent c_KV and the decoupled RoPE key, not per-head K and V
-            return self.kv_lora_rank + self.qk_rope_head_dim
+            return self.kv_lora_rank + self.qk_rope_head_dim + self.index_head_dim  # + the indexer's key
         return self.num_kv_heads * (self.head_dim + self.v_head_dim)  # K and V of every KV head
 
 
@@ -202,6 +267,7 @@ class MLPSpec:
     router_score_bias: bool = False  # DeepSeek-V3 e_score_correction_bias
     shared_intermediate_size: int = 0  # total width of the shared expert(s)
     shared_gate: bool = False  # Qwen-MoE sigmoid gate on the shared expert
+    act_sparsity: bool = False  # Gemma-3n gaussian top-k on the gate activations (element-wise)
 
 
 @dataclass(frozen=True)
@@ -237,6 +303,12 @@ class ModelConfig:
     embed_dim: int = 0  # OPT word_embed_proj_dim (== hidden when no projection)
     embed_norm: bool = False  # a LayerNorm right after the token embedding (Bloom)
     quantization: dict | None = None
+    # multi-token prediction: MTP modules the config declares (transformers does not build them), the
+    # decoder block of one; ``mtp_head`` marks a ModelConfig that IS that module (a speculative draft)
+    mtp_layers: int = 0
+    mtp_layer: LayerType | None = None
+    mtp_head: bool = False
+    gemma3n: dict | None = None  # Gemma-3n extras (families_gemma3n.parse)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -513,7 +585,7 @@ def _flag(cfg: dict, spec: Any, default: bool = False) -> bool:
 
 
 # transformers' ALLOWED_LAYER_TYPES (configuration_utils) and what this engine does with each
-LAYER_KINDS_SUPPORTED = ("full_attention", "sliding_attention")
+LAYER_KINDS_SUPPORTED = ("full_attention", "sliding_attention", "chunked_attention")
 LAYER_KINDS_KNOWN = (
     "full_attention",
     "sliding_attention",
@@ -527,6 +599,24 @@ LAYER_KINDS_KNOWN = (
 )
 
 
+def _indexer(cfg: dict, i: int | None, n_layers: int) -> dict:
+    """DeepSeek-V3.2 sparse attention: the lightning indexer's heads and head dim, and keys kept per query.
+
+    A GLM-5 layer whose ``indexer_types`` entry is "shared" has no indexer (it reuses the previous layer's
+    top-k selection) but still attends only the selected keys.
+    """
+    if _opt_int(cfg, "q_lora_rank", None, minimum=1) is None:
+        raise ValueError("config field 'q_lora_rank' is required by the sparse-attention indexer (index_topk)")
+    topk = _opt_int(cfg, "index_topk", 2048, minimum=1)
+    if i is not None and variants.indexer_kind(cfg, n_layers, i) == "shared":
+        return dict(index_topk=topk)
+    return dict(
+        index_heads=_opt_int(cfg, "index_n_heads", 64, minimum=1),
+        index_head_dim=_opt_int(cfg, "index_head_dim", 128, minimum=1),
+        index_topk=topk,
+    )
+
+
 def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> list[str]:
     """The mixer kind of every layer, named as transformers' ``layer_types`` names them.
 
@@ -536,6 +626,9 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
     """
     n = n_layers
     given = cfg.get("layer_types")
+    if given is not None and fam.get("indexer") and isinstance(given, list):
+        # DSA models name every layer after its sparse attention; the per-layer indexer is in indexer_types
+        given = ["full_attention" if t in ("indexed_attention", "deepseek_sparse_attention") else t for t in given]
     if given is not None:
         if not isinstance(given, list) or len(given) != n:
             raise ValueError(f"config field 'layer_types' must list {n} entries (one per layer)")
@@ -546,12 +639,14 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
                     f"config field 'layer_types' has {t!r}{known}; supported: {', '.join(LAYER_KINDS_SUPPORTED)}"
                 )
         kinds = list(given)
+    elif fam.get("nope"):
+        kinds = variants.nope_layer_kinds(cfg, cfg.get("model_type"), n)  # Llama-4 / SmolLM3 defaults
     elif fam.get("alternate_sliding"):
         kinds = [
             "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)
         ]  # gemma-2: even layers slide
     elif fam.get("layer_types"):
-        # every pattern-th layer is full (gemma-3: 6; Cohere-2, OLMo-3, EXAONE-4: 4)
+        # every pattern-th layer is full (gemma-3: 6; Gemma-3n: 5; Cohere-2, OLMo-3, EXAONE-4: 4)
         pattern = _opt_int(cfg, "sliding_window_pattern", fam.get("sliding_pattern", 6), minimum=1)
         kinds = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)]
     elif fam.get("sliding_all"):
@@ -612,6 +707,10 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         act = "gpt_oss_glu"
     elif "intermediate_size" in ext:
         inter, act = ext["intermediate_size"], ext["act"]
+    elif fam.get("gemma3n"):
+        g3n = families_gemma3n.parse(cfg, n_layers, _req_int)
+        inter = g3n["intermediate_sizes"][0]
+        act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
     else:
         inter = _req_int(cfg, "intermediate_size")
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
@@ -638,16 +737,37 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
         window = None
     kinds = _layer_kinds(cfg, fam, n_layers, window)
+    if fam.get("gemma3n"):  # a KV-shared layer reads the cache of the last earlier layer of its own kind
+        first = g3n["first_shared"]
+        orphan = sorted(set(kinds[first:]) - set(kinds[:first]))
+        if orphan:
+            raise ValueError(
+                f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
+            )
     sliding = [k == "sliding_attention" for k in kinds]
 
     # --- attention per layer ----------------------------------------------------------------
     pos = ext.get("pos", fam["pos"])  # "rope", "learned" or "alibi"
     rope = pos == "rope"
-    rot_dim = rotary_dim_of(cfg, mt, head_dim) if rope else 0
+    if not rope:
+        rot_dim = 0
+    elif mt in FAMILIES_MORE:
+        rot_dim = rotary_dim_of(cfg, mt, head_dim)  # GPT-J rotary_dim, GPT-NeoX rotary_pct, GLM's half heads
+    else:
+        rot_dim = variants.rotary_dim(cfg, head_dim, fam.get("rotary_default", 1.0))
     nope_full = fam.get("nope_full") == "always" or (fam.get("nope_full") == "with_window" and window is not None)
+    uses_rope = variants.rope_layers(cfg, n_layers) if fam.get("nope") else [True] * n_layers
     softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
+    qk_norm = fam.get("qk_norm")
+    if isinstance(qk_norm, tuple):  # (config flag, kind): the norm exists only when the flag is set
+        qk_norm = qk_norm[1] if cfg.get(qk_norm[0]) else None
+    chunk = (
+        variants.attention_chunk(cfg, 8192 if mt == "llama4_text" else None) if "chunked_attention" in kinds else None
+    )
+    l4 = mt == "llama4_text"
 
-    def attn(win: int | None) -> AttentionSpec:
+    def attn(win: int | None, i: int | None = None) -> AttentionSpec:
+        """The attention of layer i (None: a layer with RoPE and no window or chunk, e.g. an MTP block)."""
         if fam.get("mla"):
             kv_lora = _req_int(cfg, "kv_lora_rank")
             rope_d = _req_int(cfg, "qk_rope_head_dim")
@@ -667,7 +787,13 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 kv_lora_rank=kv_lora,
                 qk_rope_head_dim=rope_d,
                 qk_nope_head_dim=nope_d,
+                **(_indexer(cfg, i, n_layers) if fam.get("indexer") else {}),
             )
+        has_rope = i is None or uses_rope[i]
+        chunked = i is not None and kinds[i] == "chunked_attention"
+        norm_kind = qk_norm
+        if l4:  # Llama-4: a weightless L2 norm of q and k on RoPE layers only
+            norm_kind = "l2" if (cfg.get("use_qk_norm", True) and has_rope) else None
         return AttentionSpec(
             kind="mha",
             num_heads=n_heads,
@@ -678,11 +804,16 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             qkv_bias=qkv_bias,
             o_bias=o_bias,
             fused_qkv=bool(fam.get("fused_qkv")),
-            qk_norm=fam.get("qk_norm") or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
+            qk_norm=norm_kind or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
             sinks=bool(fam.get("sinks")),
             softcap=softcap,
-            rotary_dim=0 if (win is None and nope_full) else rot_dim,  # Cohere-2/EXAONE-4: no rotary on full layers
+            # NoPE layers (Llama-4, SmolLM3) and Cohere-2/EXAONE-4 full layers rotate nothing
+            rotary_dim=0 if (not has_rope or (win is None and nope_full)) else rot_dim,
             alibi=pos == "alibi",
+            chunk=chunk if chunked else None,
+            kv_shared=bool(fam.get("gemma3n")) and i is not None and i >= g3n["first_shared"],
+            v_norm=bool(fam.get("gemma3n")),
+            temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
         )
 
     # --- MLP per layer --------------------------------------------------------------------
@@ -748,11 +879,13 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 num_experts=E,
                 top_k=k,
                 shared_intermediate_size=moe_inter * n_shared,
-                router_score_bias=(mt == "deepseek_v3"),
+                router_score_bias=(mt != "deepseek_v2"),  # V3-style e_score_correction_bias
             )
             first_dense = _opt_int(cfg, "first_k_dense_replace", 0) or 0
             freq = _opt_int(cfg, "moe_layer_freq", 1, minimum=1)
             is_moe = [i >= first_dense and i % freq == 0 for i in range(n_layers)]
+            if cfg.get("mlp_layer_types") is not None:  # GLM-5: "dense" / "sparse" per layer
+                is_moe = variants.mlp_layer_types(cfg, n_layers)
         elif moe_kind == "ernie":
             E = _req_int(cfg, "moe_num_experts", "num_experts")
             k = _req_int(cfg, "moe_k", "num_experts_per_tok")
@@ -774,6 +907,31 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             end = n_layers - 1 if end == -1 else _opt_int(cfg, "moe_layer_end_index", n_layers - 1)
             every = _opt_int(cfg, "moe_layer_interval", 1, minimum=1)
             is_moe = [(i + 1) % every == 0 and start <= i <= end for i in range(n_layers)]
+        elif moe_kind == "minimax":
+            # MiniMax-M2: every layer MoE; sigmoid router with e_score_correction_bias; no shared expert
+            E = _req_int(cfg, "num_local_experts", "num_experts")
+            k = _req_int(cfg, "num_experts_per_tok")
+            moe_mlp = MLPSpec(
+                kind="moe", intermediate_size=inter, gated=True, act=act, num_experts=E, top_k=k, router_score_bias=True
+            )
+            is_moe = [True] * n_layers
+        elif moe_kind == "llama4":
+            # Llama-4: routed experts of intermediate_size + one shared expert of the same width on MoE
+            # layers; dense layers use intermediate_size_mlp
+            E = _req_int(cfg, "num_local_experts")
+            k = _req_int(cfg, "num_experts_per_tok")
+            moe_mlp = MLPSpec(
+                kind="moe",
+                intermediate_size=inter,
+                gated=True,
+                act=act,
+                num_experts=E,
+                top_k=k,
+                shared_intermediate_size=inter,
+            )
+            dense_mlp = replace(dense_mlp, intermediate_size=_req_int(cfg, "intermediate_size_mlp"))
+            moe_idx = variants.llama4_moe_layers(cfg, n_layers)
+            is_moe = [i in moe_idx for i in range(n_layers)]
         if moe_mlp is not None and moe_mlp.top_k > moe_mlp.num_experts:
             raise ValueError(
                 f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
@@ -787,7 +945,14 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if mt == "phi" and cfg.get("qk_layernorm"):
         raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
     # each layer's (attention, MLP) spec; identical layers form one LayerType counted once and multiplied
-    per_layer = [(attn(window if sliding[i] else None), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)]
+    per_layer = [
+        (attn(window if sliding[i] else None, i), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)
+    ]
+    if fam.get("gemma3n"):  # per-layer MLP widths and activation sparsity
+        per_layer = [
+            (a, replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i]))
+            for i, (a, mlp) in enumerate(per_layer)
+        ]
     any_sliding = any(sliding)
     any_moe = any(is_moe)
     any_full = not all(sliding)
@@ -801,6 +966,17 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             parts.append("moe" if m_spec.kind == "moe" else "dense")
         if any_sliding and any_full:
             parts.append("sliding" if a_spec.window is not None else "full")
+        if a_spec.kv_shared:
+            parts.append("kv-shared")
+        if m_spec.act_sparsity:
+            parts.append("sparse-act")
+        if (fam.get("nope") or chunk) and len(
+            {(a.chunk is not None, rope and not a.rotary_dim) for a, _ in per_layer}
+        ) > 1:
+            # chunked (Llama-4) or NoPE (Llama-4, SmolLM3) layers among full RoPE ones
+            parts.append(
+                "chunked" if a_spec.chunk is not None else ("nope" if rope and not a_spec.rotary_dim else "full")
+            )
         lt_name = "+".join(parts) if parts else "decoder"
         layer_types.append(
             LayerType(
@@ -834,6 +1010,22 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if embed_dim != h:
         raise ValueError("config field 'word_embed_proj_dim' ≠ hidden_size (OPT-350m projections) is not supported")
 
+    # multi-token prediction: a decoder block as the family builds it past the last layer (MoE where the
+    # family has experts: transformers' get_mtp_config sets first_k_dense_replace = 0)
+    n_mtp = variants.mtp_count(cfg)
+    mtp_lt = None
+    if n_mtp:
+        mk = variants.mtp_kind(cfg)
+        mtp_lt = LayerType(
+            name="mtp",
+            count=1,
+            attention=attn(window if mk == "sliding_attention" else None),
+            mlp=moe_mlp if moe_mlp is not None else dense_mlp,
+            norms=norms_per_layer,
+            post_norms=post,
+            parallel=parallel,
+        )
+
     quant = cfg.get("quantization_config")
     return ModelConfig(
         name=str(name),
@@ -853,5 +1045,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         embed_dim=embed_dim,
         embed_norm=bool(fam.get("embed_norm")),
         quantization=quant if isinstance(quant, dict) else None,
+        gemma3n=g3n if fam.get("gemma3n") else None,
+        mtp_layers=n_mtp,
+        mtp_layer=mtp_lt,
         raw=cfg,
     )

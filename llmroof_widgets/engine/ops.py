@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from . import families_gemma3n
 from .models import ACT_FLOPS, AttentionSpec, LayerType, MLPSpec, ModelConfig
 from .options import Options, kv_heads_per_device
 from .precision import Precision, compute_dtype
@@ -45,6 +46,7 @@ SOFTMAX_FLOPS = 5  # per score: max, subtract, exp, sum, divide
 SOFTCAP_FLOPS = 3  # per element: divide by cap, tanh, multiply by cap
 ROPE_FLOPS = 3  # per rotated element: x·cos + rotate(x)·sin
 ALIBI_FLOPS = 1  # per score: add the head's slope × key distance (a precomputed bias)
+L2_FLOPS = 3  # per element of a weightless L2 norm (Llama-4 qk norm): square, sum, multiply by 1/norm
 TWO = (None, 2.0)  # the 2 of a multiply-accumulate (2 FLOPs), as a term factor
 DEFAULT_ONCHIP_BYTES = 64 * 1024  # FlashAttention tile SRAM when a device does not state its per-SM memory
 
@@ -159,6 +161,22 @@ class Row:
     @property
     def bytes(self):
         return self.weight_bytes + self.activation_bytes + self.kv_bytes
+
+
+def _chunk_span(n, chunk):
+    """Σ over positions p < n of (p mod C + 1): keys seen by n queries under chunked attention."""
+    n = np.asarray(n, dtype=np.float64)
+    q, r = np.floor_divide(n, chunk), np.mod(n, chunk)
+    out = q * chunk * (chunk + 1) / 2 + r * (r + 1) / 2  # q full sawtooth periods + a partial one
+    return float(out) if out.ndim == 0 else out
+
+
+def _topk_span(n, k):
+    """Σ over positions p < n of min(p + 1, k): keys attended by n queries under top-k sparse attention."""
+    n = np.asarray(n, dtype=np.float64)
+    m = np.minimum(n, k)
+    out = m * (m + 1) / 2 + (n - m) * k  # a growing triangle, then k keys per query
+    return float(out) if out.ndim == 0 else out
 
 
 def ring_allreduce_terms(t: Terms, msg_bytes, n, bw, alpha) -> None:
@@ -416,18 +434,30 @@ class PassBuilder:
             )
 
     # -- attention -------------------------------------------------------------------------
-    def _pairs(self, window):
-        """Query–key pairs per sequence per head, and keys read from the cache per sequence."""
+    def _pairs(self, window, chunk=None, topk=None):
+        """Query–key pairs per sequence per head, and keys read from the cache per sequence.
+
+        ``chunk``: chunked local attention, the query at position p sees the p mod C + 1 keys of its own
+        chunk (a sawtooth of period C). ``topk``: sparse attention, a query attends min(p + 1, k) keys.
+        """
         T, c0 = self.T, self.c0
         total = c0 + T
         if self.attention == "full" and self.prefill:
             pairs = T * T  # whole score matrix, as eager attention computes it before masking
+        elif chunk is not None:
+            pairs = _chunk_span(total, chunk) - _chunk_span(c0, chunk)
+        elif topk is not None:
+            pairs = _topk_span(total, topk) - _topk_span(c0, topk)
         elif window is None:
             pairs = T * c0 + T * (T + 1) / 2  # query i attends c0 + i keys (causal)
         else:
             m = np.clip(window - c0, 0, T)  # queries whose span still fits in the window
             pairs = m * c0 + m * (m + 1) / 2 + (T - m) * window
         keys = total if window is None else np.minimum(total, window + T - 1)
+        if chunk is not None:
+            keys = total - np.floor_divide(c0, chunk) * chunk  # from the start of the first query's chunk
+        if topk is not None:
+            keys = np.minimum(total, topk * T)  # distinct keys the queries select, at most
         o = self.o
         if not self.prefill and (o.kv_keep_ratio < 1.0 or o.kv_budget is not None):
             # KV eviction (H2O / SnapKV): decode attends only the kept tokens
@@ -440,11 +470,11 @@ class PassBuilder:
         return pairs, keys
 
     def attention_core(
-        self, a: AttentionSpec, *, H, Hkv, dqk, dv, q_bytes, k_bytes, v_bytes, label="", kv_in_cache=True
+        self, a: AttentionSpec, *, H, Hkv, dqk, dv, q_bytes, k_bytes, v_bytes, label="", kv_in_cache=True, topk=None
     ):
         """Scores Q·Kᵀ, softmax, and scores·V for one layer (H, Hkv local to this device)."""
         B, T = self.B, self.T
-        pairs, keys = self._pairs(a.window)
+        pairs, keys = self._pairs(a.window, a.chunk, topk)
         p = self.p
         dt = compute_dtype(p.kv_fmt if kv_in_cache else p.a_fmt, p.a_fmt)
         # + soft-capping; + 1 add per score for the ALiBi bias
@@ -557,18 +587,29 @@ class PassBuilder:
             )
         else:
             self.linear("q_proj", N, h, H * d, bias=a.qkv_bias, split="col")
-            self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
-            self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
-        if a.qk_norm:
-            w = 2 * d if a.qk_norm == "head" else (H + Hkv) * d
+            if not a.kv_shared:  # a KV-shared layer (Gemma-3n) attends an earlier layer's K and V
+                self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
+                self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
+        Hkv_new = 0 if a.kv_shared else Hkvl  # KV heads this layer computes (rotary, norms)
+        if a.qk_norm == "l2":
+            self.elementwise("qk_norm", N * (Hl + Hkvl) * d, L2_FLOPS, what="L2 norm of q and k (no weights)")
+        elif a.qk_norm:
+            w = (1 if a.kv_shared else 2) * d if a.qk_norm == "head" else (H + Hkv) * d
             # per-head norms are replicated; a full-width norm's weights are sharded with the heads
             w_local = w if a.qk_norm == "head" else (Hl + Hkvl) * d
             r = self.elementwise(
-                "qk_norm", N * (Hl + Hkvl) * d, RMS_FLOPS, weight_elems=w_local, what="RMSNorm of q and k"
+                "qk_norm", N * (Hl + Hkv_new) * d, RMS_FLOPS, weight_elems=w_local, what="RMSNorm of q and k"
             )
             r.params = w
+        if a.v_norm and Hkv_new:
+            self.elementwise("v_norm", N * Hkv_new * dv, RMS_FLOPS - 1, what="RMSNorm of v (no weight)")
         if a.rotary_dim:
-            self.elementwise("rotary", N * (Hl + Hkvl) * a.rotary_dim, ROPE_FLOPS, what="rotary embedding of q and k")
+            self.elementwise(
+                "rotary", N * (Hl + Hkv_new) * a.rotary_dim, ROPE_FLOPS, what="rotary embedding of q and k"
+            )
+        if a.temperature:
+            # Llama-4 NoPE layers: q scaled by 1 + attn_scale·log(1 + ⌊(pos + 1)/floor_scale⌋), one multiply
+            self.elementwise("attn_temperature", N * Hl * d, 1, what="per-position temperature of q")
         n_before = len(self.rows)
         self.attention_core(a, H=Hl, Hkv=Hkvl, dqk=d, dv=dv, q_bytes=p.a, k_bytes=p.kv, v_bytes=p.kv)
         if a.sinks:
@@ -600,6 +641,13 @@ class PassBuilder:
         )
         _, keys = self._pairs(None)
         absorbed = self.mla == "absorbed" and not self.prefill and self.T == 1
+        topk = None
+        if a.index_topk:
+            if a.index_heads:  # a GLM-5 "shared" layer reuses the previous layer's selection
+                self.sparse_indexer(a)
+            # serving kernels (FlashMLA sparse) attend the k selected keys; transformers' eager code
+            # (mla="naive") masks the others out of a dense score matrix
+            topk = a.index_topk if self.mla == "absorbed" else None
         if not absorbed:
             # naive: re-expand every attended latent to per-head K_nope and V through kv_b_proj
             n_lat = B * keys
@@ -608,13 +656,22 @@ class PassBuilder:
                 "kv_b_proj", n_lat, kvl, H * (nope + dv), in_bytes=p.kv, in_kv=True, n_label="B·keys", split="col"
             )
             self.attention_core(
-                a, H=Hl, Hkv=Hl, dqk=dqk, dv=dv, q_bytes=p.a, k_bytes=p.a, v_bytes=p.a, kv_in_cache=False
+                a, H=Hl, Hkv=Hl, dqk=dqk, dv=dv, q_bytes=p.a, k_bytes=p.a, v_bytes=p.a, kv_in_cache=False, topk=topk
             )
         else:
             # absorbed: W_UK folded into q, attention runs over the shared latent (MQA-like), W_UV after
             self._absorbed("q_absorb", Hl, H, ("nope", nope), ("kv_lora", kvl), "W_UK")  # per-head q_nope·W_UK
             self.attention_core(
-                a, H=Hl, Hkv=1, dqk=kvl + rope, dv=kvl, q_bytes=p.a, k_bytes=p.kv, v_bytes=p.kv, label=", latent space"
+                a,
+                H=Hl,
+                Hkv=1,
+                dqk=kvl + rope,
+                dv=kvl,
+                q_bytes=p.a,
+                k_bytes=p.kv,
+                v_bytes=p.kv,
+                label=", latent space",
+                topk=topk,
             )
             self._absorbed("v_absorb", Hl, H, ("kv_lora", kvl), ("d_v", dv), "W_UV")  # per-head latent output·W_UV
         self.linear("o_proj", N, H * dv, h, bias=a.o_bias, split="row")
@@ -634,6 +691,34 @@ class PassBuilder:
         r.m_dim = N
         return r
 
+    def sparse_indexer(self, a: AttentionSpec):
+        """DeepSeek-V3.2's lightning indexer: scores every cached key, keeps the top-k per query.
+
+        Its projections (wq_b from the q latent, wk, weights_proj), a LayerNorm of its key, rotary on the
+        first qk_rope_head_dim dims, ReLU(q·k) over all keys per indexer head, weighted by weights_proj and
+        summed over heads (a second product), then a top-k selection. Its key (index_head_dim) is cached.
+        Replicated on every TP rank (it is small).
+        """
+        h, N, B, p = self.m.hidden_size, self.N, self.B, self.p
+        Hi, Di, rope = a.index_heads, a.index_head_dim, a.qk_rope_head_dim
+        self.linear("indexer_wq_b", N, a.q_lora_rank, Hi * Di)
+        self.linear("indexer_wk", N, h, Di, out_kv=True)
+        self.elementwise("indexer_k_norm", N * Di, LN_FLOPS, weight_elems=2 * Di, what="LayerNorm of the indexer key")
+        self.linear("indexer_weights_proj", N, h, Hi)
+        self.elementwise("indexer_rotary", N * (Hi + 1) * rope, ROPE_FLOPS, what="rotary embedding of indexer q and k")
+        pairs, keys = self._pairs(None)  # the indexer scores every causal (query, key) pair
+        t = Terms()
+        t.add("matmul", "q·k", TWO, ("B", B), ("Hi", Hi), ("Di", Di), ("pairs", pairs))  # q·k per indexer head
+        t.add("matmul", "head weights", TWO, ("B", B), ("Hi", Hi), ("pairs", pairs))  # weighted sum over heads
+        t.add("flops", "ReLU", ("B", B), ("Hi", Hi), ("pairs", pairs))  # one per score
+        t.note("flops", "ReLU(q·k) per indexer head, weighted sum over heads")
+        t.add("activation", "q", ("B", B), ("T", self.T), ("Hi", Hi), ("Di", Di), self._fa)  # indexer q in
+        t.add("activation", "index scores", ("B", B), ("pairs", pairs), self._fa)  # index scores out
+        t.add("kv", "cached keys", ("B", B), ("keys", keys), ("Di", Di), self._fkv)
+        r = self._push("indexer_scores", "attention", t, compute_dtype(p.kv_fmt, p.a_fmt))
+        r.m_dim = self.T * Hi
+        self.elementwise("indexer_topk", B * pairs, 1, reads=1, writes=0, what="top-k selection over index scores")
+
     # -- MLP -------------------------------------------------------------------------------
     def dense_mlp(self, mlp: MLPSpec, prefix=""):
         h, N, I, tp = self.m.hidden_size, self.N, mlp.intermediate_size, self.tp
@@ -645,6 +730,9 @@ class PassBuilder:
             else:
                 self.linear(prefix + "gate_proj", N, h, I, bias=mlp.bias, split="col")
                 self.linear(prefix + "up_proj", N, h, I, bias=mlp.bias, split="col")
+            if mlp.act_sparsity:
+                # Gemma-3n: keep gate values above mean + z·std (mean, std, subtract, ReLU per element)
+                self.elementwise(prefix + "act_sparsity", N * Il, 5, what="gaussian top-k of the gate")
             self.elementwise(prefix + "act_mul", N * Il, act + 1, reads=2, writes=1, what=f"{mlp.act}(gate)·up")
             self.linear(prefix + "down_proj", N, I, h, bias=mlp.bias, split="row")
         else:
@@ -744,6 +832,8 @@ class PassBuilder:
     def layer(self, lt: LayerType, count):
         self._lt, self._count = lt.name, count
         h, N = self.m.hidden_size, self.N
+        if self.m.gemma3n:
+            families_gemma3n.layer_pre(self, lt)
         if lt.pre_norms:
             self.norm("attn_norm", N, h)
         if lt.attention.kind == "mla":
@@ -772,6 +862,8 @@ class PassBuilder:
         if lt.post_norms:
             self.norm("post_mlp_norm", N, h)
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
+        if self.m.gemma3n:
+            families_gemma3n.layer_post(self, lt)
 
     def build(self, layer_fraction: float = 1.0) -> list[Row]:
         """All rows of the pass; ``layer_fraction`` < 1 runs that mean share of the layers (early exit)."""
@@ -794,8 +886,18 @@ class PassBuilder:
             resident=m.vocab_size * h * p.hp / tp,
             wclass="hp",
         )
+        if m.mtp_head:
+            # an MTP module shares the target's embedding and head: none of their parameters are its own
+            self.rows[-1].params = 0
+            self.rows[-1].resident = 0.0
         if tp > 1:
             self.tp_allreduce("embed_allreduce", N)
+        if m.mtp_head:
+            # DeepSeek-V3 MTP: RMSNorm of the token embedding and of the previous hidden state, then
+            # eh_proj maps their concatenation (2h) back to h before the module's decoder block
+            self.norm_rms("mtp_enorm", N, h)
+            self.norm_rms("mtp_hnorm", N, h)
+            self.linear("mtp_eh_proj", N, 2 * h, h)
         if m.embed_scale:
             self.elementwise("embed_scale", N * h, 1, what="multiply by √h")
         if m.embed_norm:
@@ -805,9 +907,13 @@ class PassBuilder:
             r.params = m.position_rows * h  # the rows read are counted as one of its two inputs
             r.resident = m.position_rows * h * p.hp
             r.wclass = "hp"
+        if m.gemma3n:
+            families_gemma3n.model_ops(self)
         for lt in m.layer_types:
             self.layer(lt, lt.count * layer_fraction)
         self._lt, self._count = "model", 1
+        if m.gemma3n:
+            families_gemma3n.model_ops_after(self)
         self.norm("final_norm", N, h)
         nl = self.B * self.logits_tokens
         r = self.linear(
@@ -821,7 +927,10 @@ class PassBuilder:
             split="col",
             fout_local=math.ceil(m.vocab_size / tp),
         )
-        if m.tie_embeddings:
+        if m.mtp_head:  # an MTP module runs the target's head: its parameters are the target's
+            r.params = 0
+            r.resident = 0.0
+        elif m.tie_embeddings:
             r.params -= m.vocab_size * h  # tied: the table is counted once, in embed_tokens
             r.resident -= m.vocab_size * h * p.hp / tp
         if tp > 1:

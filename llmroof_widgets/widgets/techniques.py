@@ -45,7 +45,8 @@ SECTIONS = {
         "Speculative decoding",
         "A draft proposes γ tokens, the target verifies them in one pass over γ + 1 tokens; each drafted "
         "token is accepted with probability α, independently: (1 − α^(γ+1)) / (1 − α) tokens per round. "
-        "<i>mtp</i>: one more decoder layer of the target and its lm_head as the draft (DeepSeek-V3's MTP). "
+        "<i>mtp</i>: the target's multi-token-prediction module as the draft (the shapes its config declares, "
+        "e.g. DeepSeek-V3's; one shaped like its last layer when it declares none), sharing its embedding and lm_head. "
         "The draft's weights and KV cache count in memory.",
     ),
     "early_exit": (
