@@ -241,12 +241,13 @@ def _time_formula(r: Row, roof: Roof) -> str:
     latency of each direct-kernel hop."""
     if r.kind != "communication" or r.terms is None:
         return ""
-    if roof.calibrated:
+    km = roof.km
+    if roof.calibrated and km is not None:
         t = Terms()
         for cat, label, factors, _ in r.terms.items:
             if cat == "time" and label == "bandwidth":  # Σ of these = comm_s − hops·α
-                t.add("time", "bandwidth", *factors, ("bus factor", roof.km.bus))
-        t.add("time", "hops", ("direct hops", r.comm_direct_hops), ("t_hop", roof.km.hop_s))
+                t.add("time", "bandwidth", *factors, ("bus factor", km.bus))
+        t.add("time", "hops", ("direct hops", r.comm_direct_hops), ("t_hop", km.hop_s))
         t.note("time", "calibrated: achieved bus bandwidth, latency per step of the one-/two-shot kernels")
         return t.render("time")
     if roof.eff_comm == 1.0:
