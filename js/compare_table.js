@@ -93,9 +93,9 @@ function render({ model, el }) {
             "div",
             { class: `lr-compare-head lr-compare-${i ? "b" : "a"}`, dataset: { label: hd.label } },
             h("span", { class: "lr-compare-label" }, String(hd.label)),
-            h("span", { class: "lr-model-name" }, String(hd.model)),
+            h("bdi", { class: "lr-model-name", dir: "auto" }, String(hd.model)),
             h("span", { class: "lr-on" }, " on "),
-            h("span", { class: "lr-hardware-name" }, String(hd.hardware)),
+            h("bdi", { class: "lr-hardware-name", dir: "auto" }, String(hd.hardware)),
             h("div", { class: "lr-subtitle" }, String(hd.settings || "")),
             hd.techniques && hd.techniques.length
               ? h("div", { class: "lr-techniques-line" }, `techniques: ${hd.techniques.map(String).join(" · ")}`)

@@ -72,6 +72,12 @@ def report(d: dict) -> str:
     return "\n".join(out)
 
 
+def _one_line(text: str) -> str:
+    """A message on one line, cut short (an error may quote hostile input)."""
+    text = " ".join(text.split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="llmroof", description="Roofline analysis of LLM inference")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -139,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 print(_table(rows, ["id", "name", "memory", "bandwidth", "fp16/bf16 peak"]))
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
+    except (OverflowError, RecursionError, OSError, KeyError, MemoryError, TypeError) as e:  # never a traceback
+        print(f"error: {type(e).__name__}: {_one_line(str(e))}", file=sys.stderr)
         return 2
     return 0
 

@@ -458,7 +458,12 @@ def check(
     if op is None and quantity not in PHASE_QUANTITIES and quantity not in MODEL_QUANTITIES:  # pragma: no cover
         raise ValueError(quantity)
     if value is not None and value is not Ellipsis:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or (not isinstance(value, numbers.Integral) and not math.isfinite(float(value)))
+            or (isinstance(value, numbers.Integral) and abs(int(value)) > 10**300)  # beyond a float: no OverflowError
+        ):
             raise TypeError(f"value must be a finite number (or None while unanswered), got {value!r}")
     if not isinstance(tolerance, numbers.Real) or not tolerance >= 0:
         raise ValueError(f"tolerance must be a number ≥ 0, got {tolerance!r}")

@@ -32,6 +32,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
+from .engine.files import write_text_atomic
+
 __all__ = ["export_html", "html_bundle_paths", "MissingEmbedAssetError"]
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -228,12 +230,12 @@ _PAGE = """<!DOCTYPE html>
 body {{ margin: 0; padding: 16px 20px; font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: #1a1a1a; background: #fff; }}
 .lr-export-header {{ font-size: 13px; color: #555; margin: 0 0 12px; }}
-.lr-export-header h1 {{ font-size: 18px; color: #1a1a1a; margin: 0 0 4px; }}
+.lr-export-header h1 {{ font-size: 18px; color: #1a1a1a; margin: 0 0 4px; unicode-bidi: isolate; }}
 .lr-export-view {{ margin-bottom: 16px; }}
 </style>
 </head>
 <body class="lr-export">
-<div class="lr-export-header"><h1>{title}</h1>{note}</div>
+<div class="lr-export-header"><h1 dir="auto">{title}</h1>{note}</div>
 {modules}
 <script>{requirejs}</script>
 <script>
@@ -322,7 +324,8 @@ def _default_title(widgets) -> str:
     result = getattr(state, "result", None)
     if result is not None:
         try:
-            return f"{result.model.name} on {result.hardware.name} — roofline"
+            # each name isolated (U+2068 … U+2069): a right-to-left override in a name cannot reverse the rest
+            return f"\u2068{result.model.name}\u2069 on \u2068{result.hardware.name}\u2069 — roofline"
         except Exception:  # pragma: no cover - any result-like object
             pass
     return "llmroof_widgets export"
@@ -345,5 +348,5 @@ def export_html(widget_or_dashboard, path, title: str | None = None) -> pathlib.
     """
     page = render_html(widget_or_dashboard, title=title)
     path = pathlib.Path(path)
-    path.write_text(page, encoding="utf-8")
+    write_text_atomic(path, page, "export_html")  # a failure leaves no partial page (ValueError naming the path)
     return path

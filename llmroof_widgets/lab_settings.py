@@ -17,12 +17,12 @@ bad value also gives a ``UserWarning``). ``LLMROOF_IGNORE_LAB_SETTINGS=1`` ignor
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
+
+from .engine.models import read_text_file
 
 PLUGIN_ID = "llmroof-widgets:plugin"
 SETTINGS_FILE = Path("llmroof-widgets") / "plugin.jupyterlab-settings"
@@ -54,38 +54,65 @@ def settings_path() -> Path:
     return settings_dir() / SETTINGS_FILE
 
 
-# one pass over the text: strings are kept whole; comments and trailing commas (a comma whose next
-# token is } or ]) are what goes
-_JSON5_TOKENS = re.compile(
-    r""""(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'"""  # double- and single-quoted strings
-    r"|//[^\n]*|/\*.*?(?:\*/|\Z)"  # line and block comments
-    r"|,(?=(?:\s|//[^\n]*|/\*.*?\*/)*[}\]])",  # trailing commas
-    re.S,
-)
+MAX_SETTINGS_BYTES = 1 << 20  # a settings file is a few hundred bytes
 
 
 def strip_json_comments(text: str) -> str:
-    """JSON5-ish → JSON: drop ``//`` and ``/* */`` comments and trailing commas (outside strings)."""
+    """JSON with comments → JSON: drop ``//`` and ``/* */`` comments and trailing commas (outside strings).
 
-    def keep(m: re.Match) -> str:
-        t = m.group(0)
-        if t[0] in "\"'":
-            return t
-        return " " if t.startswith("/*") else ""  # a block comment becomes a space
-
-    return _JSON5_TOKENS.sub(keep, text)
+    One linear scan (no regular expression, so no backtracking on hostile input); the settings
+    themselves are read with a JSON5 parser (:func:`_parse`).
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    pending_comma = -1  # index in ``out`` of a comma that a following } or ] makes trailing
+    while i < n:
+        c = text[i]
+        if c in "\"'":  # a string, kept whole
+            j = i + 1
+            while j < n and text[j] != c:
+                j += 2 if text[j] == "\\" else 1
+            out.append(text[i : j + 1])
+            pending_comma = -1
+            i = j + 1
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            out.append(" ")
+            i = n if j < 0 else j + 2
+        elif c == ",":
+            pending_comma = len(out)
+            out.append(c)
+            i += 1
+        elif c in "}]":
+            if pending_comma >= 0:
+                out[pending_comma] = ""  # a trailing comma
+            pending_comma = -1
+            out.append(c)
+            i += 1
+        else:
+            if not c.isspace():
+                pending_comma = -1
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def _parse(text: str) -> dict:
-    try:
-        data = json.loads(strip_json_comments(text))
-    except ValueError:
-        try:  # full JSON5 (single quotes, unquoted keys ...) when the json5 package is there
-            import json5  # type: ignore[import-not-found]
+    """The settings file (JSON5: comments, trailing commas, single quotes, unquoted keys) as a dict.
 
-            data = json5.loads(text)
-        except Exception:
-            raise ValueError("not JSON") from None
+    ``pyjson5`` (a compiled parser: linear time, bounded nesting) reads it.
+    """
+    import pyjson5
+
+    try:
+        data = pyjson5.decode(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except Exception as e:  # pyjson5's Json5DecoderException and its kin: a malformed file
+        raise ValueError(f"not JSON5 ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
@@ -120,9 +147,11 @@ def read_lab_settings(path: str | os.PathLike | None = None, *, only_set: bool =
     if path is None and os.environ.get("LLMROOF_IGNORE_LAB_SETTINGS", "") not in ("", "0"):
         return out
     p = Path(path) if path is not None else settings_path()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    try:  # a regular file of at most 1 MiB: a pipe or a device is never read
+        text = read_text_file(p, "JupyterLab settings", max_bytes=MAX_SETTINGS_BYTES)
+    except ValueError as e:
+        if os.path.lexists(p):
+            warnings.warn(f"llmroof_widgets: ignoring the JupyterLab settings: {e}", stacklevel=2)
         return out
     try:
         data = _parse(text)

@@ -33,7 +33,11 @@ export function normalizeSettings(composite) {
  * \uXXXX ...), so a hostile model name cannot end the literal and inject code.
  */
 export function pyString(text) {
-  return JSON.stringify(String(text));
+  // bidirectional controls escaped (\u202e ...): the cell's source reads as it runs (no "Trojan Source")
+  return JSON.stringify(String(text)).replace(
+    /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    c => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`
+  );
 }
 
 /** The source of the dashboard cell, with the settings passed explicitly. */

@@ -100,9 +100,9 @@ function renderHeadline(d) {
     h(
       'div',
       { class: 'lr-doc-title' },
-      h('span', { class: 'lr-doc-model-name' }, str(model.name ?? st.model, 'unknown model')),
+      h('bdi', { class: 'lr-doc-model-name', dir: 'auto' }, str(model.name ?? st.model, 'unknown model')),
       h('span', { class: 'lr-doc-on' }, ' on '),
-      h('span', { class: 'lr-doc-hardware-name' }, str(hw.name ?? st.hardware, 'unknown device'))
+      h('bdi', { class: 'lr-doc-hardware-name', dir: 'auto' }, str(hw.name ?? st.hardware, 'unknown device'))
     ),
     h('div', { class: 'lr-doc-subtitle' }, subtitle),
     h(
@@ -129,9 +129,20 @@ const W = 640;
 const H = 360;
 const M = { left: 94, right: 140, top: 14, bottom: 46 };
 
+const MAX_TICKS = 40; // decades labelled at most: beyond, every k-th decade (extreme values stay fast)
+const AXIS_LIMIT = 1e300; // axis ends clamped to [1/AXIS_LIMIT, AXIS_LIMIT]: their logarithms stay finite
+
+function clampAxis(v) {
+  return Math.min(Math.max(Number.isFinite(v) ? v : AXIS_LIMIT, 1 / AXIS_LIMIT), AXIS_LIMIT);
+}
+
 function decades(lo, hi) {
   const out = [];
-  for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) out.push(10 ** e);
+  const e0 = Math.floor(Math.log10(lo));
+  const e1 = Math.ceil(Math.log10(hi));
+  if (!Number.isFinite(e0) || !Number.isFinite(e1) || e1 < e0) return out;
+  const step = Math.max(1, Math.ceil((e1 - e0 + 1) / MAX_TICKS));
+  for (let e = e0; e <= e1; e += step) out.push(10 ** e);
   return out;
 }
 
@@ -166,11 +177,13 @@ function renderRoofline(d, registry) {
   let x1 = Math.max(...xs) * 3;
   let y1 = Math.max(...ys) * 3;
   let y0 = Math.min(...ys, bw > 0 ? bw * x0 : Infinity) / 3;
-  // whole decades at the ends (readable ticks)
-  x0 = 10 ** Math.floor(Math.log10(x0));
-  x1 = 10 ** Math.ceil(Math.log10(x1));
-  y0 = 10 ** Math.floor(Math.log10(y0));
-  y1 = 10 ** Math.ceil(Math.log10(y1));
+  // whole decades at the ends (readable ticks), within finite limits whatever the file holds
+  x0 = clampAxis(10 ** Math.floor(Math.log10(clampAxis(x0))));
+  x1 = clampAxis(10 ** Math.ceil(Math.log10(clampAxis(x1))));
+  y0 = clampAxis(10 ** Math.floor(Math.log10(clampAxis(y0))));
+  y1 = clampAxis(10 ** Math.ceil(Math.log10(clampAxis(y1))));
+  if (x1 <= x0) x1 = x0 * 10;
+  if (y1 <= y0) y1 = y0 * 10;
   const lx0 = Math.log10(x0);
   const lx1 = Math.log10(x1);
   const ly0 = Math.log10(y0);

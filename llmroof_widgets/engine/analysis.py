@@ -3,37 +3,50 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from . import calibration, generation, memory, trust
+from .files import write_text_atomic
 from .generation import Speculative
 from .hardware import Hardware, load_hardware
-from .models import ModelConfig, load_model
+from .models import ModelConfig, _is_number, _short, load_model, read_json_file
 from .ops import PassBuilder, Row
 from .options import Options, make_options, validate_for
 from .precision import Precision
 from .roofline import Roof, pass_time, roofs, row_dict
 
 LOGITS = ("last", "all")
+SAVED_SECTIONS = ("model", "hardware", "settings", "prefill", "decode", "generation", "memory")
+
+
+def _json_scalar(v):
+    """numpy scalars and arrays as plain JSON values (anything else is an error)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
 ATTENTION = ("causal", "full")
 MLA = ("absorbed", "naive")
 
 
-def _check_count(field: str, value, minimum: int = 1) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer, float))
-        or value != value
-        or int(value) != value
+def _check_count(field: str, value, minimum: int = 1, maximum: int = 10**9) -> int:
+    """A whole number in [minimum, maximum]: Python or numpy ints, integral finite floats; else ValueError."""
+    if not _is_number(value) or (
+        isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer())
     ):
-        raise ValueError(f"{field} must be a whole number ≥ {minimum}, got {value!r}")
+        raise ValueError(f"{field} must be a whole number ≥ {minimum}, got {_short(value)}")
     if value < minimum:
-        raise ValueError(f"{field} must be ≥ {minimum}, got {int(value)}")
-    if value > 10**9:
-        raise ValueError(f"{field} must be ≤ 1e9, got {int(value)}")
+        raise ValueError(f"{field} must be ≥ {minimum}, got {_short(value)}")
+    if value > maximum:
+        raise ValueError(f"{field} must be ≤ {maximum:.0e}, got {_short(value)}")
     return int(value)
 
 
@@ -116,8 +129,7 @@ class Result:
         settings: dict,
         prefill: Phase,
         decode: Phase,
-        step_contexts: np.ndarray,
-        step_times: np.ndarray,
+        steps: generation.DecodeSteps,
         generation_summary: dict,
         memory_summary: dict,
     ):
@@ -126,8 +138,11 @@ class Result:
         self.settings = settings
         self.prefill = prefill
         self.decode = decode
-        self.decode_contexts = step_contexts  # tokens attended at each decode step (cached + 1)
-        self.decode_step_times_s = step_times
+        # a sample of at most MAX_TIMELINE_POINTS decode steps (all of them when fewer), exact at the ends
+        # and break points; the generation's totals sum every step
+        self.decode_step_indices = steps.indices  # which step (or speculative round) each entry is
+        self.decode_contexts = steps.contexts  # tokens attended at that step (cached + 1)
+        self.decode_step_times_s = steps.times_s
         self.generation = generation_summary
         self.memory = memory_summary
 
@@ -163,6 +178,7 @@ class Result:
         gen = dict(self.generation)
         gen["decode_step_times_s"] = [float(x) for x in self.decode_step_times_s]
         gen["decode_contexts"] = [int(x) for x in self.decode_contexts]
+        gen["decode_step_indices"] = [int(x) for x in self.decode_step_indices]
         gen["trust"] = trust.label(self)
         return {
             "model": {
@@ -197,9 +213,43 @@ class Result:
         return json.dumps(self.to_dict(), **kw)
 
     def save(self, path) -> None:
-        """Write ``to_dict()`` as JSON (conventionally ``*.llmroof.json``)."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f)
+        """Write ``to_dict()`` as standard JSON (conventionally ``*.llmroof.json``), atomically.
+
+        The whole JSON is serialised first (a non-finite number is refused: nothing is written), then
+        written to a temporary file in the same folder and renamed over ``path``: a failure never leaves
+        a broken or partial file, and an existing good file stays until the new one is complete.
+        """
+        p = os.fspath(path)
+        try:
+            text = json.dumps(self.to_dict(), allow_nan=False, default=_json_scalar)
+        except (ValueError, TypeError) as e:
+            raise ValueError(
+                f"Result.save: the result cannot be written as standard JSON ({e}); {p!r} untouched"
+            ) from None
+        write_text_atomic(p, text, "Result.save")
+
+    @staticmethod
+    def load(path) -> dict:
+        """The plain data a :meth:`save` wrote (``to_dict()``), checked: a truncated, tampered or foreign
+        file gives a ``ValueError`` naming the path and what is wrong."""
+        d = read_json_file(path, "Result.load", finite=True)
+        p = os.fspath(path)
+        if not isinstance(d, dict):
+            raise ValueError(f"Result.load: {p!r} does not hold a JSON object")
+        missing = [k for k in SAVED_SECTIONS if not isinstance(d.get(k), dict)]
+        if missing:
+            raise ValueError(
+                f"Result.load: {p!r} is not a saved analysis: missing or not an object: {', '.join(missing)}"
+            )
+        g = d["generation"]
+        for k in ("ttft_s", "tpot_s", "e2e_s"):
+            v = g.get(k)
+            if not _is_number(v) or v < 0:
+                raise ValueError(f"Result.load: {p!r}: generation.{k} must be a number ≥ 0, got {_short(v)}")
+        for ph in ("prefill", "decode"):
+            if not isinstance(d[ph].get("ops"), list):
+                raise ValueError(f"Result.load: {p!r}: {ph}.ops must be a list")
+        return d
 
     def __repr__(self) -> str:
         g = self.generation
@@ -372,7 +422,7 @@ def analyze(
         "logits": logits,
         "attention": attention,
         "mla": mla,
-        "group_size": group_size,
+        "group_size": prec.group_size,
         "flash_attention": opts.flash_attention,
         "fused": opts.fused,
         "kv_keep_ratio": opts.kv_keep_ratio,
@@ -437,17 +487,18 @@ def analyze(
             draft_kv_seq *= m.mtp_layers
     pre = Phase("prefill", P, P, pre_rows, pre_time, roof)
 
-    contexts, steps = generation.decode_step_times(
+    steps = generation.decode_step_times(
         m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
     )
     gen = generation.summarize(
         pre.time_s + roof.request_overhead + draft_prefill,
-        steps,
+        steps.total_s,
         batch=B,
         gen_len=G,
         first_step_time=dec.time_s,
         devices=opts.devices,
     )
+    gen["decode_steps"] = steps.steps  # decode steps (speculative: rounds) after the first token
     if spec is not None:
         gen["speculative_tokens_per_round"] = spec.tokens_per_round
         gen["draft_prefill_s"] = draft_prefill
@@ -483,4 +534,4 @@ def analyze(
         )
         for k, v in mem.items()
     }
-    return Result(m, hw, settings, pre, dec, contexts, steps, gen, mem)
+    return Result(m, hw, settings, pre, dec, steps, gen, mem)

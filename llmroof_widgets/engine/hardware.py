@@ -12,9 +12,22 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from .models import DATA_DIR
+import numpy as np
+
+from .models import DATA_DIR, _finite, _is_number, _short
 
 DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
+MAX_QUANTITY = 1e21  # bytes, bytes/s or FLOP/s: far above any device (a zetta-unit), finite for every product
+
+
+def _positive(field_name: str, v, alt: str = "") -> float:
+    """A finite positive number (Python or numpy) up to :data:`MAX_QUANTITY`, as a float; else ValueError."""
+    if not _is_number(v) or not _finite(v) or not 0 < v <= MAX_QUANTITY:
+        raise ValueError(
+            f"hardware field {field_name!r} must be a finite positive number ≤ {MAX_QUANTITY:g}"
+            f"{' ' + alt if alt else ''}, got {_short(v)}"
+        )
+    return float(v)
 
 
 @dataclass(frozen=True)
@@ -51,21 +64,23 @@ class Hardware:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError("hardware field 'name' must be a non-empty string")
-        for f in ("memory_bytes", "memory_bandwidth"):
+        for f in ("id", "vendor", "kind", "source"):
             v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
-                raise ValueError(f"hardware field {f!r} must be a positive number, got {v!r}")
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"hardware field {f!r} must be a string or None, got {_short(v)}")
+        for f in ("memory_bytes", "memory_bandwidth"):
+            object.__setattr__(self, f, _positive(f, getattr(self, f)))
         if not isinstance(self.peak_flops, dict) or not self.peak_flops:
             raise ValueError(f"hardware field 'peak_flops' must map a dtype ({', '.join(DTYPES)}) to FLOP/s")
         clean = {}
         for k, v in self.peak_flops.items():
-            if k not in DTYPES:
-                raise ValueError(f"hardware field 'peak_flops' has unknown dtype {k!r}; allowed: {', '.join(DTYPES)}")
+            if not isinstance(k, str) or k not in DTYPES:
+                raise ValueError(
+                    f"hardware field 'peak_flops' has unknown dtype {_short(k)}; allowed: {', '.join(DTYPES)}"
+                )
             if v is None:
                 continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
-                raise ValueError(f"hardware field 'peak_flops[{k!r}]' must be a positive number, got {v!r}")
-            clean[k] = float(v)
+            clean[k] = _positive(f"peak_flops[{k!r}]", v)
         if not clean:
             raise ValueError("hardware field 'peak_flops' has no positive peak")
         object.__setattr__(self, "peak_flops", clean)
@@ -90,8 +105,20 @@ class Hardware:
             "idle_watts",
         ):
             v = getattr(self, f)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0):
-                raise ValueError(f"hardware field {f!r} must be a positive number or None, got {v!r}")
+            if v is not None:
+                object.__setattr__(self, f, _positive(f, v, "or None"))
+        if self.sm_count is not None:
+            v = self.sm_count
+            if not _is_number(v) or not _finite(v) or not 1 <= v <= 10**7 or v != int(v):
+                raise ValueError(
+                    f"hardware field 'sm_count' must be a whole number in [1, 1e7] or None, got {_short(v)}"
+                )
+            object.__setattr__(self, "sm_count", int(v))
+        if not isinstance(self.structured_sparsity, (bool, np.bool_)):
+            raise ValueError(
+                f"hardware field 'structured_sparsity' must be True or False, got {_short(self.structured_sparsity)}"
+            )
+        object.__setattr__(self, "structured_sparsity", bool(self.structured_sparsity))
 
     # -- peaks ------------------------------------------------------------------------------
     def matrix_peak(self, dtype: str) -> tuple[str, float]:

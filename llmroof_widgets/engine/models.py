@@ -11,11 +11,15 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
+import stat
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from . import families_gemma3n, variants
 from .families_more import FAMILIES_MORE, family_fields, rotary_dim_of
@@ -493,15 +497,14 @@ def load_model(x: Any, *, name: str | None = None) -> ModelConfig:
         cfg = json.loads(_load_catalog_config(entry["key"]))
         return parse_config(cfg, name=name or entry.get("resolved_name") or entry["hf_id"])
     path = Path(os.path.expanduser(text))
-    if path.is_dir():
+    kind = _path_kind(path)
+    if kind == "dir":
         path = path / "config.json"
-    if path.suffix == ".json" or path.exists():
-        if not path.exists():
+        kind = _path_kind(path)
+    if path.suffix == ".json" or kind is not None:
+        if kind is None:
             raise ValueError(f"model: no such file {str(path)!r}")
-        try:
-            cfg = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"model: {str(path)!r} is not valid JSON ({e})") from None
+        cfg = read_json_file(path, "model")
         if not isinstance(cfg, dict):
             raise ValueError(f"model: {str(path)!r} does not hold a JSON object")
         return parse_config(cfg, name=name or cfg.get("_name_or_path") or path.parent.name or path.stem)
@@ -515,61 +518,276 @@ def load_model(x: Any, *, name: str | None = None) -> ModelConfig:
     )
 
 
+def _path_kind(path) -> str | None:
+    """ "dir", "file" (anything else that exists) or None (missing, unreachable, or an impossible name)."""
+    try:
+        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "file"
+    except (OSError, ValueError):
+        return None
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text[:40]} overflows a float")
+    return v
+
+
+def read_text_file(path, what: str = "model", *, max_bytes: int | None = None) -> str:
+    """UTF-8 text of a regular file of at most ``max_bytes`` (:data:`MAX_CONFIG_BYTES`); ``ValueError`` naming the path.
+
+    The file is opened without blocking and checked to be a regular file before a byte is read: a FIFO,
+    a device (``/dev/zero``) or a directory is refused, never read until memory runs out or forever.
+    """
+    cap = MAX_CONFIG_BYTES if max_bytes is None else max_bytes
+    p = os.fspath(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{what}: cannot open {p!r} ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{what}: {p!r} is not a regular file (a directory, device or pipe is not read)")
+        if st.st_size > cap:
+            raise ValueError(f"{what}: {p!r} is {st.st_size:,} bytes; at most {cap:,} are read")
+        chunks, size = [], 0
+        while size <= cap:
+            b = os.read(fd, 1 << 20)
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read {p!r} ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if size > cap:
+        raise ValueError(f"{what}: {p!r} is larger than {cap:,} bytes")
+    try:
+        return b"".join(chunks).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what}: {p!r} is not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def read_json_file(path, what: str = "model", *, finite: bool = False) -> Any:
+    """JSON from a regular UTF-8 file (see :func:`read_text_file`); ``ValueError`` naming the path.
+
+    ``finite``: only standard JSON numbers (no NaN, Infinity, or literals that overflow a float).
+    """
+    p = os.fspath(path)
+    text = read_text_file(path, what)
+    try:
+        if finite:
+            return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what}: {p!r} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{what}: {p!r} nests JSON too deeply") from None
+    except ValueError as e:  # e.g. an integer literal of more digits than Python converts
+        raise ValueError(f"{what}: {p!r} is not valid JSON ({_short(str(e))})") from None
+
+
+HUB_TIMEOUT_S = 10.0  # a whole Hub lookup (name resolution, connection, download) ends within this
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (1/true/yes/on)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _fetch_hub_config(repo_id: str) -> dict:
+    how = (
+        "download its config.json yourself and pass its path (lr.load_model('path/to/config.json')) "
+        "or a dict of its contents."
+    )
+    if _hub_offline():  # honoured before any network probe
+        raise ValueError(f"model: {repo_id!r} is not in the catalog and HF_HUB_OFFLINE is set: {how}")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:  # pragma: no cover - optional dependency
         raise ValueError(
-            f"model: {repo_id!r} is not in the catalog and huggingface_hub is not installed to fetch it. "
-            "Download its config.json and pass the file path (lr.load_model('path/to/config.json'))."
+            f"model: {repo_id!r} is not in the catalog and huggingface_hub is not installed to fetch it: {how}"
         ) from None
     import socket
+    import threading
 
-    try:  # fail fast without a network instead of waiting through the client's retries
-        socket.create_connection(("huggingface.co", 443), timeout=2).close()
-        reachable = True
-    except OSError:
-        reachable = False
-    try:
-        if not reachable or os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ConnectionError("huggingface.co is not reachable")
-        path = hf_hub_download(repo_id, "config.json")
-    except Exception as e:  # network, gated repo, missing repo
+    out: dict = {}
+
+    def fetch():  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=2).close()  # fail fast without a network
+            out["path"] = hf_hub_download(repo_id, "config.json")
+        except BaseException as e:  # network, gated repo, missing repo, invalid id
+            out["error"] = e
+
+    worker = threading.Thread(target=fetch, name="llmroof-hub-lookup", daemon=True)
+    worker.start()
+    worker.join(HUB_TIMEOUT_S)
+    if worker.is_alive() or "path" not in out:
+        why = f"no answer within {HUB_TIMEOUT_S:g} s" if worker.is_alive() else type(out.get("error")).__name__
         raise ValueError(
             f"model: {repo_id!r} is not in the catalog and its config.json could not be fetched from the "
-            f"Hugging Face Hub ({type(e).__name__}). Without a network, download config.json yourself and pass "
-            "its path (lr.load_model('path/to/config.json')) or a dict of its contents."
-        ) from None
-    return json.loads(Path(path).read_text())
+            f"Hugging Face Hub ({why}). Without a network, {how}"
+        )
+    cfg = read_json_file(out["path"], "model")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"model: the config.json of {repo_id!r} does not hold a JSON object")
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------
 # parsing
 
+MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; larger files are refused before reading
+MAX_CONFIG_DEPTH = 32  # nesting of objects and lists in a config (real ones nest 3–4 deep)
+MAX_CONFIG_NODES = 1_000_000  # values in one config
+DEFAULT_INT_MAX = 10**9  # any integer field without a tighter physical bound below
+# physical bounds, far above any model published (Llama-3.1-405B: 126 layers, 16 384 wide, 128 256 words)
+INT_MAX = {
+    "num_hidden_layers": 10**4,
+    "n_layer": 10**4,
+    "hidden_size": 10**7,
+    "n_embd": 10**7,
+    "d_model": 10**7,
+    "word_embed_proj_dim": 10**7,
+    "num_attention_heads": 10**5,
+    "n_head": 10**5,
+    "num_key_value_heads": 10**5,
+    "head_dim": 10**5,
+    "kv_lora_rank": 10**7,
+    "q_lora_rank": 10**7,
+    "qk_rope_head_dim": 10**5,
+    "qk_nope_head_dim": 10**5,
+    "v_head_dim": 10**5,
+    "vocab_size": 10**8,
+    "intermediate_size": 10**8,
+    "n_inner": 10**8,
+    "ffn_dim": 10**8,
+    "moe_intermediate_size": 10**8,
+    "shared_expert_intermediate_size": 10**8,
+    "num_local_experts": 10**5,
+    "num_experts": 10**5,
+    "n_routed_experts": 10**5,
+    "n_shared_experts": 10**4,
+    "num_experts_per_tok": 10**5,
+    "experts_per_token": 10**5,
+}
+# integer fields checked whenever present (finite, whole, ≥ minimum, ≤ bound), whoever reads them later
+INT_FIELDS = {
+    **{k: 1 for k in INT_MAX},
+    "n_inner": 1,
+    "n_shared_experts": 0,
+    "sliding_window": 1,
+    "sliding_window_pattern": 1,
+    "max_window_layers": 0,
+    "max_position_embeddings": 0,
+    "n_positions": 0,
+    "decoder_sparse_step": 1,
+    "first_k_dense_replace": 0,
+    "moe_layer_freq": 1,
+    # fields of the families added in 0.2 (falcon, MoE and attention variants, MTP)
+    "num_kv_heads": 1,
+    "n_head_kv": 1,
+    "attention_chunk_size": 1,
+    "index_topk": 1,
+    "index_n_heads": 1,
+    "index_head_dim": 1,
+    "num_nextn_predict_layers": 0,
+    "mtp_num_hidden_layers": 0,
+    "num_kv_shared_layers": 0,
+    "rotary_dim": 0,
+    "interleave_moe_layer_step": 1,
+    "moe_k": 1,
+    "moe_num_experts": 1,
+}
+PER_LAYER_INT_FIELDS = ("intermediate_size",)  # may list one value per layer (Gemma-3n)
+# fields that must be JSON booleans when present ("false" as a string is an error, not True)
+BOOL_FIELDS = (
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "use_sliding_window",
+    "enable_bias",
+    "do_layer_norm_before",
+    "layer_norm_elementwise_affine",
+    "qk_layernorm",
+    "lm_head_bias",
+    "parallel_attn",
+    "use_parallel_residual",
+    "new_decoder_architecture",
+    "multi_query",
+    "alibi",
+    "attn_temperature_tuning",
+)
+# float fields: (low, high, low end open)
+FLOAT_FIELDS: dict[str, tuple[float, float, bool]] = {
+    "partial_rotary_factor": (0.0, 1.0, True),
+    "attn_logit_softcapping": (0.0, 1e6, False),
+    "final_logit_softcapping": (0.0, 1e6, False),
+}
+STR_FIELDS = ("model_type", "hidden_act", "hidden_activation", "activation_function")
 
-def _req_int(cfg: dict, *keys: str, minimum: int = 1) -> int:
+
+def _is_number(v) -> bool:
+    """A real number: Python or numpy ints and floats, never a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _finite(v) -> bool:
+    """A number that is finite (a Python int always is: math.isfinite would overflow converting a huge one)."""
+    return isinstance(v, (int, np.integer)) or math.isfinite(v)
+
+
+def _as_int(field_name: str, v: Any, minimum: int, maximum: int) -> int:
+    """A whole, finite number in [minimum, maximum] (Python or numpy; 4096.0 accepted), else ValueError naming it."""
+    if not _is_number(v) or (isinstance(v, (float, np.floating)) and not (math.isfinite(v) and float(v).is_integer())):
+        raise ValueError(f"config field {field_name!r} must be a whole number, got {_short(v)}")
+    if isinstance(v, (float, np.floating)) and abs(float(v)) > 2.0**62:
+        raise ValueError(f"config field {field_name!r} must be ≤ {maximum}, got {_short(v)}")
+    n = int(v)
+    if n < minimum:
+        raise ValueError(f"config field {field_name!r} must be ≥ {minimum}, got {n}")
+    if n > maximum:
+        raise ValueError(f"config field {field_name!r} must be ≤ {maximum}, got {_short(n)}")
+    return n
+
+
+def _short(v) -> str:
+    """repr of a value, cut short (a hostile value may be huge)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
+        return f"an integer of {v.bit_length()} bits"
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _req_int(cfg: dict, *keys: str, minimum: int = 1, maximum: int | None = None) -> int:
     for k in keys:
         v = cfg.get(k)
         if v is not None:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
-                raise ValueError(f"config field {k!r} must be an integer, got {v!r}")
-            v = int(v)
-            if v < minimum:
-                raise ValueError(f"config field {k!r} must be ≥ {minimum}, got {v}")
-            return v
+            return _as_int(k, v, minimum, maximum if maximum is not None else INT_MAX.get(k, DEFAULT_INT_MAX))
     raise ValueError(
         f"config is missing the field {keys[0]!r}"
         + (f" (or {', '.join(map(repr, keys[1:]))})" if len(keys) > 1 else "")
     )
 
 
-def _opt_int(cfg: dict, key: str, default: int | None, minimum: int = 0) -> int | None:
+def _opt_int(cfg: dict, key: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
     v = cfg.get(key)
     if v is None:
         return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or v < minimum:
-        raise ValueError(f"config field {key!r} must be an integer ≥ {minimum}, got {v!r}")
-    return int(v)
+    return _as_int(key, v, minimum, maximum if maximum is not None else INT_MAX.get(key, DEFAULT_INT_MAX))
+
+
+def _as_bool(field_name: str, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"config field {field_name!r} must be true or false (a JSON boolean), got {_short(v)}")
+    return bool(v)
 
 
 def _flag(cfg: dict, spec: Any, default: bool = False) -> bool:
@@ -580,7 +798,7 @@ def _flag(cfg: dict, spec: Any, default: bool = False) -> bool:
         spec, default = spec
     if isinstance(spec, str):
         v = cfg.get(spec)
-        return default if v is None else bool(v)
+        return default if v is None else _as_bool(spec, v)
     return default
 
 
@@ -661,7 +879,78 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
     return kinds
 
 
+def _check_shape(cfg, what: str = "model config") -> None:
+    """Nesting depth and size of a config (iterative: a hostile one cannot exhaust the stack)."""
+    stack = [(cfg, 1)]
+    nodes = 0
+    while stack:
+        v, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_CONFIG_DEPTH:
+            raise ValueError(f"{what} nests deeper than {MAX_CONFIG_DEPTH} levels")
+        if nodes > MAX_CONFIG_NODES:
+            raise ValueError(f"{what} holds more than {MAX_CONFIG_NODES:,} values")
+        if isinstance(v, dict):
+            if depth == 1:  # the config's own fields are named by strings (a nested id2label may use ints)
+                for k in v:
+                    if not isinstance(k, str):
+                        raise ValueError(f"{what}: keys must be strings, got {_short(k)}")
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend((x, depth + 1) for x in v)
+
+
+def _check_fields(cfg: dict) -> None:
+    """Every field the engine reads, checked where present: types, finiteness, bounds."""
+    for k, least in INT_FIELDS.items():
+        v = cfg.get(k)
+        if isinstance(v, list) and k in PER_LAYER_INT_FIELDS:  # Gemma-3n: one value per layer
+            for x in v:
+                _as_int(f"{k}[]", x, least, INT_MAX.get(k, DEFAULT_INT_MAX))
+        elif v is not None:
+            _as_int(k, v, least, INT_MAX.get(k, DEFAULT_INT_MAX))
+    for k in BOOL_FIELDS:
+        if cfg.get(k) is not None:
+            _as_bool(k, cfg[k])
+    for k, (lo, hi, open_low) in FLOAT_FIELDS.items():
+        v: Any = cfg.get(k)
+        if v is None:
+            continue
+        if not _is_number(v) or not _finite(v) or not (lo < v <= hi if open_low else lo <= v <= hi):
+            interval = f"{'(' if open_low else '['}{lo:g}, {hi:g}]"
+            raise ValueError(f"config field {k!r} must be a number in {interval}, got {_short(v)}")
+    for k in STR_FIELDS:
+        v = cfg.get(k)
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"config field {k!r} must be a string, got {_short(v)}")
+    for k in ("layer_types", "mlp_only_layers"):
+        v = cfg.get(k)
+        if v is not None and not isinstance(v, list):
+            raise ValueError(f"config field {k!r} must be a list, got {_short(v)}")
+    for i in cfg.get("mlp_only_layers") or []:
+        _as_int("mlp_only_layers[]", i, 0, INT_MAX["num_hidden_layers"])
+
+
 def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
+    """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use.
+
+    The config is read as data: its shape (nesting, size) and every field the engine reads are checked
+    first (finite, whole where it must be, within physical bounds, booleans as JSON booleans); no other
+    exception escapes.
+    """
+    if not isinstance(cfg, dict):
+        raise ValueError("model config must be a dict (the contents of config.json)")
+    _check_shape(cfg)
+    _check_fields(cfg)
+    if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:
+        _check_fields(cfg["text_config"])
+    try:
+        return _parse_config(cfg, name=name)
+    except (TypeError, KeyError, AttributeError, OverflowError, RecursionError, ZeroDivisionError) as e:
+        raise ValueError(f"model config could not be read: {type(e).__name__}: {_short(str(e))}") from None
+
+
+def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use."""
     if not isinstance(cfg, dict):
         raise ValueError("model config must be a dict (the contents of config.json)")

@@ -5,13 +5,25 @@ Every option at its default reproduces the plain analysis exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 FLASH = ("off", "ideal", "tiled")
 
 
+def _is_real(v) -> bool:
+    """A finite real number: Python or numpy ints and floats, never a bool."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, (int, np.integer)):
+        return True  # a huge int is finite (math.isfinite would overflow converting it)
+    return isinstance(v, (float, np.floating)) and math.isfinite(v)
+
+
 def _frac(field_name: str, v, *, low_open=True) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+    if not _is_real(v):
         raise ValueError(f"{field_name} must be a number in (0, 1], got {v!r}")
     v = float(v)
     if not (0.0 < v <= 1.0) if low_open else not (0.0 <= v <= 1.0):
@@ -19,10 +31,14 @@ def _frac(field_name: str, v, *, low_open=True) -> float:
     return v
 
 
+def _whole(v) -> bool:
+    return _is_real(v) and float(v).is_integer()
+
+
 def _degree(field_name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{field_name} must be a whole number ≥ 1, got {v!r}")
-    return v
+    if not (isinstance(v, (int, np.integer)) and _whole(v)) or not 1 <= v <= 10**6:
+        raise ValueError(f"{field_name} must be a whole number in [1, 1e6], got {v!r}")
+    return int(v)
 
 
 @dataclass(frozen=True)
@@ -80,14 +96,17 @@ def make_options(
 ) -> Options:
     if flash_attention not in FLASH:
         raise ValueError(f"flash_attention must be one of {', '.join(map(repr, FLASH))}, got {flash_attention!r}")
-    if not isinstance(fused, bool):
+    if not isinstance(fused, (bool, np.bool_)):
         raise ValueError(f"fused must be True or False, got {fused!r}")
+    fused = bool(fused)
     kv_keep_ratio = _frac("kv_keep_ratio", kv_keep_ratio)
-    if kv_budget is not None and (isinstance(kv_budget, bool) or not isinstance(kv_budget, int) or kv_budget < 1):
-        raise ValueError(f"kv_budget must be a whole number of tokens ≥ 1 or None, got {kv_budget!r}")
+    if kv_budget is not None:
+        if not (isinstance(kv_budget, (int, np.integer)) and _whole(kv_budget)) or not 1 <= kv_budget <= 10**9:
+            raise ValueError(f"kv_budget must be a whole number of tokens in [1, 1e9] or None, got {kv_budget!r}")
+        kv_budget = int(kv_budget)
     early_exit_fraction = _frac("early_exit_fraction", early_exit_fraction)
-    if sparsity is not None and sparsity != "2:4":
-        if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not (0.0 <= sparsity < 1.0):
+    if sparsity is not None and not (isinstance(sparsity, str) and sparsity == "2:4"):
+        if not _is_real(sparsity) or not (0.0 <= sparsity < 1.0):
             raise ValueError(f"sparsity must be None, '2:4', or the share of zero weights in [0, 1), got {sparsity!r}")
         sparsity = float(sparsity)
     off = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 ALLOWED_BITS = (4, 8, 16, 32)
 
 # name → (bits per element, family). fp8 = e4m3 unless stated; nf4 = QLoRA NormalFloat4.
@@ -45,7 +47,11 @@ def check_format(field: str, value) -> str:
         v = value.strip().lower()
         if v in FORMATS:
             return v
-    elif not isinstance(value, bool) and isinstance(value, (int, float)) and value in ALLOWED_BITS:
+    elif (
+        not isinstance(value, (bool, np.bool_))
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and value in ALLOWED_BITS
+    ):
         return BITS_TO_FORMAT[int(value)]
     raise ValueError(
         f"{field} must be one of {', '.join(map(str, ALLOWED_BITS))} bits or a format name "
@@ -99,10 +105,14 @@ class Precision:
         self.a_fmt = check_format("a_bits", a_bits)
         self.kv_fmt = check_format("kv_bits", kv_bits)
         if group_size is not None and (
-            isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1
+            isinstance(group_size, (bool, np.bool_))
+            or not isinstance(group_size, (int, np.integer))
+            or not 1 <= group_size <= 2**20
         ):
-            raise ValueError(f"group_size must be a positive integer (e.g. 32, 64, 128) or None, got {group_size!r}")
-        self.group_size = group_size
+            raise ValueError(
+                f"group_size must be a positive integer ≤ 2**20 (e.g. 32, 64, 128) or None, got {group_size!r}"
+            )
+        self.group_size = None if group_size is None else int(group_size)
         self.w_bits = FORMATS[self.w_fmt][0]
         self.a_bits = FORMATS[self.a_fmt][0]
         self.kv_bits = FORMATS[self.kv_fmt][0]

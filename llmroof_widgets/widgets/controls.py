@@ -9,6 +9,8 @@ import ipywidgets as W
 import traitlets
 
 from ..engine import Hardware, list_hardware, list_models
+from ..engine.models import MAX_CONFIG_BYTES
+from ..engine.models import _check_shape as check_config_shape
 from ..engine.precision import FORMATS
 from ._base import as_state
 from .state import PHASES
@@ -288,11 +290,19 @@ class Controls(W.VBox):
         f = files[0]
         name = f.get("name", "config.json") if isinstance(f, dict) else getattr(f, "name", "config.json")
         content = f["content"] if isinstance(f, dict) else f.content
+        name = str(name)[:200]
         try:
-            cfg = json.loads(bytes(content).decode("utf-8"))
+            data = bytes(content)
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ValueError(f"{len(data):,} bytes; at most {MAX_CONFIG_BYTES:,} are read")
+            cfg = json.loads(data.decode("utf-8-sig"))
             if not isinstance(cfg, dict):
                 raise ValueError("it does not hold a JSON object")
-        except (ValueError, UnicodeDecodeError) as e:
+            check_config_shape(cfg)  # nesting and size, before the dict reaches any trait
+        except RecursionError:
+            self.state.error = f"model: the uploaded {name!r} nests JSON too deeply"
+            return
+        except (ValueError, TypeError, UnicodeDecodeError) as e:
             self.state.error = f"model: the uploaded {name!r} is not a valid config.json ({e})"
             return
         cfg.setdefault("_name_or_path", name[:-5] if name.endswith(".json") else name)

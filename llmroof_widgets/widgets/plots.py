@@ -29,10 +29,14 @@ DTYPE_LABEL = {"vector": "vector (non-matrix)"}
 _EMPTY = np.zeros(0)
 
 
+AXIS_LIMIT = 1e300  # log axes stay within [1/AXIS_LIMIT, AXIS_LIMIT]: finite logarithms for any value
+MAX_TICKS = 12  # decades labelled at most (every k-th decade beyond)
+
+
 def _decades(lo: float, hi: float) -> tuple[float, float]:
-    """A range of whole decades around [lo, hi] (log axes read best that way; pitfall P15)."""
-    lo = max(lo, 1e-30)
-    hi = max(hi, lo * 10)
+    """A range of whole decades around [lo, hi] (log axes read best that way; pitfall P15), within finite limits."""
+    lo = min(max(lo, 1e-30), AXIS_LIMIT / 100) if math.isfinite(lo) else 1e-30
+    hi = min(max(hi, lo * 10), AXIS_LIMIT) if not math.isnan(hi) else lo * 100
     a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
     if b - a < 2:
         b = a + 2
@@ -41,7 +45,7 @@ def _decades(lo: float, hi: float) -> tuple[float, float]:
 
 def _decade_ticks(lo: float, hi: float) -> np.ndarray:
     a, b = round(math.log10(lo)), round(math.log10(hi))
-    step = 1 if b - a <= 9 else 2
+    step = 1 if b - a <= 9 else max(2, math.ceil((b - a + 1) / MAX_TICKS))
     return np.array([10.0**k for k in range(a, b + 1, step)])
 
 
@@ -707,7 +711,7 @@ class StepTimeline(_Closing, StateView, bq.Figure):
                 f"TTFT {fmt_time(ttft)} (prefill of {int(p):,} tokens → first token)",
                 f"mean TPOT {fmt_time(tpot / 1e3)}",
             ]
-        n = len(x)
+        n = int(g.get("decode_steps", len(x)))  # every step, though the timeline samples at most a few thousand
         tpr = g.get("speculative_tokens_per_round")
         if tpr and n:  # speculative decoding: each point is one draft-and-verify round
             self.title = f"Decode time per speculative round · {n:,} rounds, {tpr:.3g} tokens per round"
