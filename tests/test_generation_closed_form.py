@@ -52,7 +52,7 @@ def reference_decode_s(m, hw, *, batch, prompt_len, gen_len, w_bits=16, spec=Non
 
 def _prompt_crossing_windows(m) -> int:
     """A prompt whose generation crosses the smallest sliding window (where the pieces break)."""
-    windows = [lt.attention.window for lt in m.layer_types if lt.attention.window]
+    windows = [lt.attention.window for lt in m.layer_types if lt.attention is not None and lt.attention.window]
     return max(1, min(windows) - GEN // 2) if windows else 700
 
 

@@ -271,8 +271,9 @@ def _mtp_draft(m: ModelConfig) -> ModelConfig:
     """
     if m.mtp_layer is not None:
         block = m.mtp_layer
-    else:
-        block = next(lt for lt in m.layer_types if (m.num_layers - 1) in lt.layers or not lt.layers)
+    else:  # the last layer; on a hybrid the last attention layer (an MTP module attends)
+        with_attn = [lt for lt in m.layer_types if lt.attention is not None] or list(m.layer_types)
+        block = max(with_attn, key=lambda lt: max(lt.layers, default=-1))
     return replace(
         m,
         name=f"{m.name} (MTP head)",

@@ -38,6 +38,7 @@ METRICS = (
 MEMORY = (
     "weights_bytes",
     "kv_cache_bytes",
+    "recurrent_state_bytes",
     "activations_bytes",
     "total_bytes",
     "capacity_bytes",

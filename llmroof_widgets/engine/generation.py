@@ -253,7 +253,8 @@ def decode_breakpoints(model: ModelConfig, opts: Options, tokens: int, lo: float
     """Cached lengths in [lo, hi] where a decode pass of ``tokens`` new tokens changes its linear piece.
 
     Sliding windows (the last queries leave the window one by one), attention chunks (keys follow a
-    sawtooth of the chunk's period), KV eviction (the kept share meets the budget or the new tokens).
+    sawtooth of the chunk's period), sparse attention (the attended keys reach the indexer's top-k), KV
+    eviction (the kept share meets the budget or the new tokens).
     An attention spec or layer type may add its own with a ``decode_breakpoints(lo, hi, tokens)`` method.
     """
     T = float(tokens)
@@ -264,9 +265,14 @@ def decode_breakpoints(model: ModelConfig, opts: Options, tokens: int, lo: float
             hook = getattr(obj, "decode_breakpoints", None)
             if callable(hook):
                 out.append(np.asarray(list(hook(lo, hi, tokens)), dtype=np.float64))
+        if a is None:  # a recurrent / MLP-only layer: its decode cost does not follow the cache
+            continue
         w = a.window
         if w:
             out.append(np.arange(w - T - 1.0, w + 2.0))
+        topk = getattr(a, "index_topk", 0)
+        if topk:  # sparse attention: a query attends min(cached + 1, top-k) keys
+            out.append(np.arange(topk - T - 1.0, topk + 2.0))
         for name in ("attention_chunk_size", "chunk_size", "chunk"):
             size = getattr(a, name, None)
             if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:

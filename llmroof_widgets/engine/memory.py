@@ -144,6 +144,24 @@ def kv_cache_bytes(
     return kv_cache_terms(model, prec, batch, context, opts, on_device=on_device).total("kv")
 
 
+def recurrent_state_bytes(model: ModelConfig, prec: Precision, batch, opts: Options | None = None) -> float:
+    """Per-sequence state of the recurrent / convolution layers of ``batch`` sequences, on one device.
+
+    It does not grow with the context: each recurrent layer keeps the last K inputs of its causal convolution
+    (model dtype) and its recurrent state (the config's SSM cache dtype, float32 by default). Heads are sharded
+    over TP; EP ranks each hold batch/ep sequences. It stays in device memory (KV offloading does not move it).
+    """
+    from .ops_recurrent import state_bytes_per_sequence
+
+    opts = opts or Options()
+    per_seq = sum(
+        lt.count * state_bytes_per_sequence(lt.mixer, prec.a, opts.tp) for lt in model.layer_types if lt.mixer
+    )
+    if opts.pp > 1:
+        per_seq *= math.ceil(model.num_layers / opts.pp) / model.num_layers
+    return per_seq * batch / opts.ep
+
+
 def activations_bytes(rows: list[Row], model: ModelConfig, prec: Precision, tokens: float) -> float:
     """Peak activation memory of a pass (documented estimate).
 
@@ -182,16 +200,17 @@ def footprint(
     act_prefill = activations_bytes(prefill_rows, model, prec, local * prompt_len)
     act_decode = activations_bytes(decode_rows, model, prec, local)
     act = np.maximum(act_prefill, act_decode)
+    rec = recurrent_state_bytes(model, prec, batch, opts)  # recurrent layers' state: fixed per sequence
     draft = extra_bytes + extra_per_seq * local
-    prefill_total = w + kv_prompt + act_prefill + draft
-    decode_total = w + kv_final + act_decode + draft
-    total = w + kv_final + act + draft
-    # largest batch that fits: weights are shared, KV and activations grow with the batch
-    per_seq = (kv_final + act + extra_per_seq * local) / batch
+    prefill_total = w + kv_prompt + rec + act_prefill + draft
+    decode_total = w + kv_final + rec + act_decode + draft
+    total = w + kv_final + rec + act + draft
+    # largest batch that fits: weights are shared, KV, recurrent state and activations grow with the batch
+    per_seq = (kv_final + rec + act + extra_per_seq * local) / batch
     free = hw_capacity - w - extra_bytes
     max_batch = np.maximum(0.0, np.floor(free / per_seq))
     per_tok = kv_bytes_per_token(model, prec, opts) * (1.0 - opts.offload.get("kv_cache", 0.0))
-    kv_capacity = np.maximum(0.0, np.floor((hw_capacity - w - act - draft) / per_tok)) if per_tok > 0 else 0.0
+    kv_capacity = np.maximum(0.0, np.floor((hw_capacity - w - act - rec - draft) / per_tok)) if per_tok > 0 else 0.0
     offloaded = kv_cache_bytes(model, prec, batch, final_ctx, opts, on_device=False) - kv_final
     host_weights = float(sum(r.count * r.host_resident for r in prefill_rows))
     return {
@@ -200,6 +219,8 @@ def footprint(
         "kv_cache_prompt_bytes": kv_prompt,
         "kv_bytes_per_token": kv_bytes_per_token(model, prec, opts),
         "kv_context_tokens": final_ctx,
+        "recurrent_state_bytes": rec,
+        "recurrent_state_prompt_bytes": rec,  # after the prompt: the same size (it does not grow)
         "activations_bytes": act,
         "activations_prefill_bytes": act_prefill,
         "activations_decode_bytes": act_decode,

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from . import families_gemma3n, variants
+from . import families_hybrid as hybrid
+from .families_hybrid import HYBRID_FAMILIES, RecurrentSpec
 from .families_more import FAMILIES_MORE, family_fields, rotary_dim_of
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -199,6 +201,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
 }
 FAMILIES.update(FAMILIES_MORE)
 
+FAMILIES.update(HYBRID_FAMILIES)  # hybrid / recurrent families (engine/families_hybrid.py)
+
 # Fields whose presence changes the math in a way this engine does not represent.
 UNSUPPORTED_FIELDS: dict[str, str | None] = {}
 
@@ -211,6 +215,7 @@ ACT_FLOPS = {
     "gelu_pytorch_tanh": 8,
     "gelu_fast": 8,
     "relu": 1,  # max(x, 0)
+    "relu2": 2,  # max(x, 0)², squared ReLU (Nemotron-H)
     "gpt_oss_glu": 6,  # clamp, clamp, mul α, sigmoid (~4) → counted 6 incl. (up+1)
 }
 
@@ -239,6 +244,7 @@ class AttentionSpec:
     index_heads: int = 0
     index_head_dim: int = 0
     index_topk: int = 0
+    out_gate: bool = False  # q_proj also yields a per-head sigmoid gate on the output (Qwen3-Next gated attention)
     # MLA (DeepSeek-V2/V3)
     q_lora_rank: int | None = None
     kv_lora_rank: int = 0
@@ -276,15 +282,16 @@ class MLPSpec:
 
 @dataclass(frozen=True)
 class LayerType:
-    name: str  # e.g. "decoder", "sliding", "full", "moe", "dense"
+    name: str  # e.g. "decoder", "sliding", "full", "moe", "dense", "mamba2", "gated_deltanet+moe"
     count: int
-    attention: AttentionSpec
-    mlp: MLPSpec
+    attention: AttentionSpec | None  # None: a recurrent / convolution mixer, or an MLP-only block
+    mlp: MLPSpec | None  # None: a mixer-only block (Nemotron-H)
     norms: int  # number of hidden-size norms in the layer
     post_norms: bool = False
     parallel: bool = False  # attention and MLP read the same normed input; one residual add of both
     pre_norms: bool = True  # a norm before attention and before the MLP (False: OLMo-2 / EXAONE-4 post-norm only)
     layers: tuple[int, ...] = ()  # indices (0-based) of the layers of this type
+    mixer: RecurrentSpec | None = None  # recurrent / convolution token mixer (Mamba, Gated DeltaNet, short conv)
 
 
 @dataclass(frozen=True)
@@ -316,16 +323,24 @@ class ModelConfig:
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
+    def first_attention(self) -> AttentionSpec | None:
+        """The attention of the first layer type that has one (None for an attention-free model)."""
+        return next((lt.attention for lt in self.layer_types if lt.attention is not None), None)
+
+    @property
     def num_heads(self) -> int:
-        return self.layer_types[0].attention.num_heads
+        a = self.first_attention
+        return a.num_heads if a else 0
 
     @property
     def num_kv_heads(self) -> int:
-        return self.layer_types[0].attention.num_kv_heads
+        a = self.first_attention
+        return a.num_kv_heads if a else 0
 
     @property
     def head_dim(self) -> int:
-        return self.layer_types[0].attention.head_dim
+        a = self.first_attention
+        return a.head_dim if a else 0
 
     @property
     def layer_plan(self) -> list[str]:
@@ -339,7 +354,7 @@ class ModelConfig:
 
     @property
     def is_moe(self) -> bool:
-        return any(lt.mlp.kind == "moe" for lt in self.layer_types)
+        return any(lt.mlp is not None and lt.mlp.kind == "moe" for lt in self.layer_types)
 
     def to_dict(self) -> dict:
         return {
@@ -357,11 +372,12 @@ class ModelConfig:
                 {
                     "name": lt.name,
                     "count": lt.count,
-                    "attention": lt.attention.kind,
-                    "window": lt.attention.window,
-                    "mlp": lt.mlp.kind,
-                    "num_experts": lt.mlp.num_experts,
-                    "top_k": lt.mlp.top_k,
+                    "attention": lt.attention.kind if lt.attention else None,
+                    "window": lt.attention.window if lt.attention else None,
+                    "mixer": lt.mixer.kind if lt.mixer else None,
+                    "mlp": lt.mlp.kind if lt.mlp else None,
+                    "num_experts": lt.mlp.num_experts if lt.mlp else 0,
+                    "top_k": lt.mlp.top_k if lt.mlp else 0,
                     "layers": list(lt.layers),
                 }
                 for lt in self.layer_types
@@ -843,6 +859,8 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
     Without a window every layer is full attention.
     """
     n = n_layers
+    if fam.get("hybrid"):  # recurrent / hybrid families: their own conventions (families_hybrid.py)
+        return hybrid.layer_kinds(cfg, fam, n)
     given = cfg.get("layer_types")
     if given is not None and fam.get("indexer") and isinstance(given, list):
         # DSA models name every layer after its sparse attention; the per-layer indexer is in indexer_types
@@ -970,7 +988,9 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             raise ValueError(f"config field {k!r} ({what}) is not supported by this engine")
 
     h = _req_int(cfg, "hidden_size", "n_embd", "d_model")
-    n_layers = _req_int(cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
+    n_layers = hybrid.num_layers(cfg, fam, _opt_int(cfg, "num_hidden_layers", None)) or _req_int(
+        cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers"
+    )
     n_heads = _req_int(cfg, "num_attention_heads", "n_head", "n_heads")
     ext = family_fields(cfg, mt, h=h, n_heads=n_heads)  # families_more: KV heads, MLP, block layout, positions
     vocab = ext.get("vocab_size") or _req_int(cfg, "vocab_size")
@@ -1001,7 +1021,10 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         inter = g3n["intermediate_sizes"][0]
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "gelu_pytorch_tanh"
     else:
-        inter = _req_int(cfg, "intermediate_size")
+        # hybrid families whose layers are all MoE may omit it (Qwen3.5-MoE); families_hybrid checks it is set when used
+        inter = (
+            (_opt_int(cfg, "intermediate_size", 0) or 0) if fam.get("hybrid") else _req_int(cfg, "intermediate_size")
+        )
         act = cfg.get("hidden_activation") or cfg.get("hidden_act") or "silu"
     if isinstance(act, str) and act.startswith("gelu"):
         act = act if act in ACT_FLOPS else "gelu"
@@ -1055,6 +1078,9 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     )
     l4 = mt == "llama4_text"
 
+    # attention without any rotary: Jamba and Nemotron-H, Granite-4 hybrids (position_embedding_type "nope")
+    nope = bool(fam.get("no_rope")) or (mt == "granitemoehybrid" and cfg.get("position_embedding_type") != "rope")
+
     def attn(win: int | None, i: int | None = None) -> AttentionSpec:
         """The attention of layer i (None: a layer with RoPE and no window or chunk, e.g. an MTP block)."""
         if fam.get("mla"):
@@ -1096,13 +1122,14 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             qk_norm=norm_kind or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
             sinks=bool(fam.get("sinks")),
             softcap=softcap,
-            # NoPE layers (Llama-4, SmolLM3) and Cohere-2/EXAONE-4 full layers rotate nothing
-            rotary_dim=0 if (not has_rope or (win is None and nope_full)) else rot_dim,
+            # NoPE layers (Llama-4, SmolLM3, Granite-4 hybrids) and Cohere-2/EXAONE-4 full layers rotate nothing
+            rotary_dim=0 if (nope or not has_rope or (win is None and nope_full)) else rot_dim,
             alibi=pos == "alibi",
             chunk=chunk if chunked else None,
             kv_shared=bool(fam.get("gemma3n")) and i is not None and i >= g3n["first_shared"],
             v_norm=bool(fam.get("gemma3n")),
             temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
+            out_gate=bool(fam.get("out_gate")),
         )
 
     # --- MLP per layer --------------------------------------------------------------------
@@ -1226,6 +1253,13 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
             )
 
+    mlp_kinds = ["moe" if m else "dense" for m in is_moe]
+    mixer = None
+    if fam.get("hybrid"):  # per-layer MLP / MoE / none and the recurrent mixer (families_hybrid.py)
+        hp = hybrid.plan(cfg, fam, mt, kinds, h, inter, act, dense_mlp, lambda **kw: MLPSpec(kind="moe", **kw))
+        dense_mlp, moe_mlp, mlp_kinds, mixer = hp["dense"], hp["moe"], hp["mlp"], hp["mixer"]
+        is_moe = [k == "moe" for k in mlp_kinds]
+
     # --- group identical layers -----------------------------------------------------------
     post_only = bool(fam.get("post_only"))  # OLMo-2 / EXAONE-4: a norm after attention and MLP, none before
     post = bool(fam.get("post_norms")) or post_only
@@ -1233,14 +1267,24 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     norms_per_layer = 2 if post_only else (4 if post else (ext.get("parallel_norms", 1) if parallel else 2))
     if mt == "phi" and cfg.get("qk_layernorm"):
         raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
-    # each layer's (attention, MLP) spec; identical layers form one LayerType counted once and multiplied
+    # each layer's (attention, recurrent mixer, MLP) specs; identical layers form one LayerType counted once
+    is_hybrid = bool(fam.get("hybrid"))
     per_layer = [
-        (attn(window if sliding[i] else None, i), moe_mlp if is_moe[i] else dense_mlp) for i in range(n_layers)
+        (
+            attn(window if sliding[i] else None, i) if kinds[i] in hybrid.ATTENTION_KINDS else None,
+            mixer if kinds[i] in hybrid.MIXER_KINDS else None,
+            {"moe": moe_mlp, "dense": dense_mlp}.get(mlp_kinds[i]),
+        )
+        for i in range(n_layers)
     ]
     if fam.get("gemma3n"):  # per-layer MLP widths and activation sparsity
         per_layer = [
-            (a, replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i]))
-            for i, (a, mlp) in enumerate(per_layer)
+            (
+                a,
+                mx,
+                replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i]),
+            )
+            for i, (a, mx, mlp) in enumerate(per_layer)
         ]
     any_sliding = any(sliding)
     any_moe = any(is_moe)
@@ -1249,35 +1293,53 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     for i, spec in enumerate(per_layer):
         groups.setdefault(spec, []).append(i)
     layer_types = []
-    for (a_spec, m_spec), idx in groups.items():
+    for (a_spec, r_spec, m_spec), idx in groups.items():
         parts = []
-        if any_moe:
+        if any_moe and m_spec is not None:
             parts.append("moe" if m_spec.kind == "moe" else "dense")
-        if any_sliding and any_full:
+        if any_sliding and any_full and a_spec is not None:
             parts.append("sliding" if a_spec.window is not None else "full")
-        if a_spec.kv_shared:
+        if a_spec is not None and a_spec.kv_shared:
             parts.append("kv-shared")
-        if m_spec.act_sparsity:
+        if m_spec is not None and m_spec.act_sparsity:
             parts.append("sparse-act")
-        if (fam.get("nope") or chunk) and len(
-            {(a.chunk is not None, rope and not a.rotary_dim) for a, _ in per_layer}
-        ) > 1:
+        if (
+            a_spec is not None
+            and (fam.get("nope") or chunk)
+            and len({(a.chunk is not None, rope and not a.rotary_dim) for a, _, _ in per_layer if a is not None}) > 1
+        ):
             # chunked (Llama-4) or NoPE (Llama-4, SmolLM3) layers among full RoPE ones
             parts.append(
                 "chunked" if a_spec.chunk is not None else ("nope" if rope and not a_spec.rotary_dim else "full")
             )
         lt_name = "+".join(parts) if parts else "decoder"
+        if is_hybrid:  # name the mixer kind(s): "attention+moe", "gated_deltanet+moe", "mamba2", "mlp"
+            lt_name = hybrid.layer_name(
+                a_spec is not None,
+                a_spec is not None and a_spec.window is not None,
+                r_spec,
+                m_spec,
+                any_window=any_sliding,
+                any_full=any_full,
+            )
+        # one norm before each of the mixer and the MLP that the layer has
+        norms = (
+            norms_per_layer
+            if not is_hybrid
+            else int(a_spec is not None or r_spec is not None) + int(m_spec is not None)
+        )
         layer_types.append(
             LayerType(
                 name=lt_name,
                 count=len(idx),
                 attention=a_spec,
                 mlp=m_spec,
-                norms=norms_per_layer,
+                norms=norms,
                 post_norms=post,
                 parallel=parallel,
                 pre_norms=not post_only,
                 layers=tuple(idx),
+                mixer=r_spec,
             )
         )
     names = [lt.name for lt in layer_types]

@@ -586,7 +586,8 @@ class PassBuilder:
                 kv_features=Hkvl * (d + dv),
             )
         else:
-            self.linear("q_proj", N, h, H * d, bias=a.qkv_bias, split="col")
+            # gated attention (Qwen3-Next): q_proj also yields one gate per output element
+            self.linear("q_proj", N, h, H * d * (2 if a.out_gate else 1), bias=a.qkv_bias, split="col")
             if not a.kv_shared:  # a KV-shared layer (Gemma-3n) attends an earlier layer's K and V
                 self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
                 self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
@@ -618,6 +619,8 @@ class PassBuilder:
             sm.add_term("weight", "sink logits", ("H", Hl), self._fhp)
             sm.resident += Hl * p.hp
             sm.wclass = sm.wclass or "hp"
+        if a.out_gate:
+            self.elementwise("attn_out_gate", N * Hl * dv, 5, reads=2, what="output·sigmoid(gate)")
         self.linear("o_proj", N, H * dv, h, bias=a.o_bias, split="row")
         self.tp_allreduce("attn_allreduce", N)
 
@@ -766,7 +769,8 @@ class PassBuilder:
         e_eff = E * (1.0 - (1.0 - k / E) ** n_total) / ep
         e_sym = "E·(1−(1−k/E)^(N·EP))/EP" if ep > 1 else "E·(1−(1−k/E)^N)"
         pairs = N * k  # token–expert assignments served by this device (balanced routing)
-        for name, fin, fout, split in (("experts_gate_up", h, 2 * I, "col"), ("experts_down", I, h, "row")):
+        first = "experts_gate_up" if mlp.gated else "experts_up"  # Nemotron-H experts are not gated
+        for name, fin, fout, split in ((first, h, (2 if mlp.gated else 1) * I, "col"), ("experts_down", I, h, "row")):
             fin_l = fin / tp if split == "row" else fin
             fout_l = fout / tp if split == "col" else fout
             bias_l = fout_l if mlp.expert_bias else 0.0
@@ -794,14 +798,17 @@ class PassBuilder:
                 wclass="expert",
             )
             r.m_dim = pairs / np.maximum(e_eff, 1.0)  # tokens per touched expert
-            if name == "experts_gate_up":
+            if name == first:
+                g = 1 if mlp.gated else 0  # the gate multiply of a gated expert
                 self.elementwise(
-                    "experts_act_mul",
+                    "experts_act_mul" if g else "experts_act",
                     pairs * Il,
-                    ACT_FLOPS[mlp.act] + 1,
-                    reads=2,
+                    ACT_FLOPS[mlp.act] + g,
+                    reads=1 + g,
                     writes=1,
-                    what=f"{mlp.act}(gate)·up of N·k token–expert pairs",
+                    what=f"{mlp.act}(gate)·up of N·k token–expert pairs"
+                    if g
+                    else f"{mlp.act} of N·k token–expert pairs",
                 )
         if ep > 1:
             bw, alpha = self._link()
@@ -815,14 +822,15 @@ class PassBuilder:
             r.add_term("activation", "combined output", ("N", N), ("h", h), a_f)
         if mlp.shared_intermediate_size:
             Is = mlp.shared_intermediate_size
-            self.linear("shared_gate_up", N, h, 2 * Is, split="col")
+            g = 1 if mlp.gated else 0
+            self.linear("shared_gate_up" if g else "shared_up", N, h, (1 + g) * Is, split="col")
             self.elementwise(
-                "shared_act_mul",
+                "shared_act_mul" if g else "shared_act",
                 N * Is / tp,
-                ACT_FLOPS[mlp.act] + 1,
-                reads=2,
+                ACT_FLOPS[mlp.act] + g,
+                reads=1 + g,
                 writes=1,
-                what=f"{mlp.act}(gate)·up of the shared expert",
+                what=f"{mlp.act}(gate)·up of the shared expert" if g else f"{mlp.act} of the shared expert",
             )
             self.linear("shared_down", N, Is, h, split="row")
             if mlp.shared_gate:
@@ -832,6 +840,18 @@ class PassBuilder:
     def layer(self, lt: LayerType, count):
         self._lt, self._count = lt.name, count
         h, N = self.m.hidden_size, self.N
+        if lt.attention is None and lt.mixer is None:  # an MLP-only block (Nemotron-H "-" / "E")
+            self._mlp_block(lt)
+            return
+        if lt.mixer is not None and lt.attention is None:
+            from .ops_recurrent import recurrent_mixer  # recurrent / convolution mixer in place of attention
+
+            self.norm("mixer_norm", N, h)
+            recurrent_mixer(self, lt.mixer)
+            self.elementwise("mixer_residual", N * h, 1, reads=2, writes=1, what="residual add")
+            if lt.mlp is not None:
+                self._mlp_block(lt)
+            return
         if self.m.gemma3n:
             families_gemma3n.layer_pre(self, lt)
         if lt.pre_norms:
@@ -840,6 +860,14 @@ class PassBuilder:
             self.mla_attention(lt.attention)
         else:
             self.mha(lt.attention)
+        if lt.mixer is not None:  # Falcon-H1: a recurrent mixer beside attention on the same input; outputs summed
+            from .ops_recurrent import recurrent_mixer
+
+            recurrent_mixer(self, lt.mixer)
+            self.elementwise("mixer_attn_sum", N * h, 1, reads=2, writes=1, what="attention + mixer outputs")
+        if lt.mlp is None:  # an attention-only block (Nemotron-H "*")
+            self.elementwise("attn_residual", N * h, 1, reads=2, writes=1, what="residual add")
+            return
         if lt.parallel:
             # x + attn(ln(x)) + mlp(ln(x)): the MLP reads the same normed input, or its own norm of x
             # (GPT-NeoX, falcon-40b: x + attn(ln1(x)) + mlp(ln2(x)))
@@ -864,6 +892,14 @@ class PassBuilder:
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
         if self.m.gemma3n:
             families_gemma3n.layer_post(self, lt)
+
+    def _mlp_block(self, lt: LayerType):
+        """Norm, MLP or MoE, residual: the second half of a layer, or a whole MLP-only block."""
+        h, N = self.m.hidden_size, self.N
+        self.norm("mlp_norm", N, h)
+        self.moe_mlp(lt.mlp) if lt.mlp.kind == "moe" else self.dense_mlp(lt.mlp)
+        self.tp_allreduce("mlp_allreduce", N)
+        self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
 
     def build(self, layer_fraction: float = 1.0) -> list[Row]:
         """All rows of the pass; ``layer_fraction`` < 1 runs that mean share of the layers (early exit)."""

@@ -154,17 +154,23 @@ def validate_for(opts: Options, model, hardware, batch_size: int) -> None:
     """Checks that need the model or the device."""
     tp = opts.tp
     for lt in model.layer_types:
+        if lt.mixer is not None:
+            _validate_mixer_tp(lt.mixer, tp)
         a = lt.attention
-        if a.num_heads % tp:
+        if a is None:
+            pass
+        elif a.num_heads % tp:
             raise ValueError(
                 f"tp = {tp} does not divide num_attention_heads = {a.num_heads}; allowed tp: "
                 f"{', '.join(str(d) for d in range(1, a.num_heads + 1) if a.num_heads % d == 0)}"
             )
-        if a.kind == "mha" and a.num_kv_heads % tp and tp % a.num_kv_heads:
+        elif a.kind == "mha" and a.num_kv_heads % tp and tp % a.num_kv_heads:
             raise ValueError(
                 f"tp = {tp} and num_key_value_heads = {a.num_kv_heads}: one must divide the other "
                 "(KV heads are sharded, or replicated when tp exceeds them)"
             )
+        if lt.mlp is None:
+            continue
         width = lt.mlp.intermediate_size
         if width % tp:
             raise ValueError(f"tp = {tp} does not divide the MLP intermediate size {width}")
@@ -180,3 +186,20 @@ def validate_for(opts: Options, model, hardware, batch_size: int) -> None:
         raise ValueError(f"hardware {hardware.name!r} has no interconnect_bandwidth: needed for tp/pp/ep > 1")
     if any(opts.offload.values()) and not hardware.host_link_bandwidth:
         raise ValueError(f"hardware {hardware.name!r} has no host_link_bandwidth: needed for offload")
+
+
+def _validate_mixer_tp(r, tp: int) -> None:
+    """Tensor parallelism of a recurrent mixer shards its heads (and its convolution channels with them)."""
+    if tp == 1:
+        return
+    if r.kind == "mamba":
+        raise ValueError(
+            "tp > 1 is not modelled for Mamba (v1) layers (their x_proj needs its own all-reduce); use tp = 1 or pp/ep"
+        )
+    for what, n in (("heads", r.num_heads), ("groups / key heads", r.n_groups), ("channels", r.conv_dim)):
+        if r.kind == "short_conv" and what != "channels":
+            continue
+        if n % tp:
+            raise ValueError(
+                f"tp = {tp} does not divide the {r.kind} mixer's {what} ({n}); allowed tp: divisors of {n}"
+            )

@@ -417,6 +417,7 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
     CATEGORIES = ("weights", "KV cache", "activations")
     COLORS = ("#4c78a8", "#f58518", "#54a24b")
     DRAFT_COLOR = "#b279a2"
+    STATE_COLOR = "#e45756"  # recurrent layers' per-sequence state (Mamba, Gated DeltaNet, conv), when there is one
 
     def __init__(self, state, by: str = "phase", **kwargs):
         if by not in ("phase", "batch"):
@@ -517,21 +518,32 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
         )
         parts = [np.array([w, w]), np.array(kv), np.array(act)]
         draft = float(m.get("draft_bytes", 0.0) or 0.0)
+        rec = float(m.get("recurrent_state_bytes", 0.0) or 0.0)
         totals = np.array(
             [
-                m.get("prefill_total_bytes", sum(p[0] for p in parts) + draft),
-                m.get("decode_total_bytes", sum(p[1] for p in parts) + draft),
+                m.get("prefill_total_bytes", sum(p[0] for p in parts) + draft + rec),
+                m.get("decode_total_bytes", sum(p[1] for p in parts) + draft + rec),
             ],
             dtype=np.float64,
         )
         self._draw(
-            m, ["prefill", "end of decode"], parts, np.array([draft, draft]), totals, [fmt_si(t, "B") for t in totals]
+            m,
+            ["prefill", "end of decode"],
+            parts,
+            np.array([draft, draft]),
+            totals,
+            [fmt_si(t, "B") for t in totals],
+            state=np.array([rec, rec]),
         )
 
-    def _draw(self, m, xs, parts, draft, totals, totals_text):
-        """Stacked bars (weights, KV cache, activations, and the draft model when there is one) at
-        ``xs``, their totals above them, against the capacity line. Bytes in, GB drawn."""
+    def _draw(self, m, xs, parts, draft, totals, totals_text, state=None):
+        """Stacked bars (weights, KV cache, activations, the recurrent state and the draft model when there
+        are some) at ``xs``, their totals above them, against the capacity line. Bytes in, GB drawn."""
         labels, colors = list(self.CATEGORIES), list(self.COLORS)
+        if state is not None and (np.asarray(state) > 0.0).any():  # hybrid / recurrent models
+            parts = [*parts, np.maximum(state, 0.0)]
+            labels.append("recurrent state")
+            colors.append(self.STATE_COLOR)
         if (np.asarray(draft) > 1.0).any():  # speculative decoding: the draft model's weights and KV cache
             parts = [*parts, np.maximum(draft, 0.0)]
             labels.append("draft model")
@@ -579,6 +591,7 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
             return False
         self.batch_sizes = [int(b) for b in df.batch_size]
         parts = [df.weights_bytes.to_numpy(), df.kv_cache_bytes.to_numpy(), df.activations_bytes.to_numpy()]
+        state = df.recurrent_state_bytes.to_numpy() if "recurrent_state_bytes" in df else np.zeros(len(df))
         totals = df.total_bytes.to_numpy()
         current = int(st.batch_size)
         self.x_axis.label = f"batch size (end of decode; ▶ current, fits up to {int(m.get('max_batch_size', 0)):,})"
@@ -586,9 +599,10 @@ class MemoryBreakdown(_Closing, StateView, W.VBox):
             m,
             [f"{b:,}" for b in self.batch_sizes],
             parts,
-            totals - sum(parts),
+            totals - sum(parts) - state,
             totals,
             [("▶ " if b == current else "") + fmt_si(t, "B") for b, t in zip(self.batch_sizes, totals)],
+            state=state,
         )
         return True
 

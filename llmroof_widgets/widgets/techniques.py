@@ -475,7 +475,8 @@ class TechniqueControls:
                 m = r.model
                 self.offload_experts.disabled = not m.is_moe and not off.get("experts")
                 self.mla.disabled = (
-                    not any(lt.attention.kind == "mla" for lt in m.layer_types) and kn["mla"] == "absorbed"
+                    not any(lt.attention is not None and lt.attention.kind == "mla" for lt in m.layer_types)
+                    and kn["mla"] == "absorbed"
                 )
             self.summary.value = self._summary(kn)
         finally:
