@@ -225,6 +225,14 @@ def test_settings_reach_every_catalog_model_and_operator_kind():
         "altup_predict_mix",  # Gemma-3n
         "embed_tokens_per_layer",
         "altup_correct",
+        "conv1d",  # recurrent and convolution mixers of the hybrid models
+        "gdn_chunk_scan",
+        "gdn_recurrent_step",
+        "ssm_chunk_scan",
+        "ssm_recurrent_step",
+        "selective_scan",
+        "lightning_block_scan",
+        "lightning_recurrent_step",
     ):
         assert op in names, op
 

@@ -73,7 +73,7 @@ QUANTITIES: dict[str, tuple[str, ...]] = {
 
 def num(x) -> str:
     """A number as the formulas show it: integers exactly (groups of three), others to 6 significant digits."""
-    if isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray) and x.ndim:
         return "…"  # a figure over many decode steps: formulas are shown for one step
     x = float(x)
     if x == int(x) and abs(x) < 1e15:
