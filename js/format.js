@@ -57,16 +57,26 @@ export function fmtPercent(x) {
 }
 
 /** The per-operator columns shared by the widgets' layer table and the Lab viewer of saved analyses
- * (keys of a to_dict() ops row; ``num`` columns are right-aligned and formatted with ``fmt``). */
+ * (keys of a to_dict() ops row; ``num`` columns are right-aligned and formatted with ``fmt``). The
+ * order is the reading order of a roofline (work, traffic, intensity, time, share, bound); the layer
+ * type is least needed and comes last (``low``: a narrow table folds it into the operator cell). */
 export const OP_COLUMNS = [
-  { key: "layer_type", label: "layer", title: "layer type the operator belongs to (\"model\": embedding, final norm, lm_head)" },
-  { key: "name", label: "operator" },
+  { key: "name", label: "operator", title: "the operator (its layer type in the last column)" },
   { key: "count", label: "count", num: true, fmt: fmtNumber, title: "times the operator runs in one pass (e.g. once per layer of this type)" },
   { key: "flops", label: "FLOPs", num: true, fmt: fmtFlops, title: "floating-point operations of ONE run" },
   { key: "bytes", label: "bytes", num: true, fmt: fmtBytes, title: "bytes moved to and from device memory by ONE run (weights + activations + KV cache)" },
   { key: "arithmetic_intensity", label: "FLOP/B", num: true, fmt: fmtIntensity, title: "arithmetic intensity: FLOPs per byte moved" },
   { key: "time_s", label: "time", num: true, fmt: fmtTime, title: "roofline time of ONE run: max(FLOPs / peak, bytes / bandwidth), a lower bound" },
   { key: "share", label: "share", num: true, fmt: fmtPercent, title: "count × time as a share of the phase's total time" },
-  { key: "bound", label: "bound", title: "memory-bound: bytes / bandwidth dominates; compute-bound: FLOPs / peak dominates" },
+  { key: "bound", label: "bound", fmt: boundLabel, title: "memory-bound: bytes / bandwidth dominates; compute-bound: FLOPs / peak dominates" },
+  { key: "layer_type", label: "layer", low: true, title: "layer type the operator belongs to (\"model\": embedding, final norm, lm_head)" },
 ];
 
+/** The bound as a badge's text ("communication" is shortened to fit a narrow column). */
+export function boundLabel(b) {
+  return b === "communication" ? "comm." : String(b ?? "");
+}
+
+/** One colour meaning in every view: the bound (shared by the widgets' CSS, the bqplot marks of
+ * llmroof_widgets/widgets/plots.py and the Lab viewer); the phase is shown by the marker's shape. */
+export const BOUND_COLORS = { memory: "#1f77b4", compute: "#d95f02", communication: "#7b4fa0" };

@@ -1,13 +1,15 @@
 // FormulaPanel: the FLOPs and bytes formulas of the selected operator, with the numbers
 // substituted (strings from the engine, shown as text) and the resulting values in readable units.
 //
-// Model traits (llmroof_widgets/widgets/formula.py):
+// Model traits (llmroof_widgets/widgets/anywidgets.py, FormulaPanel):
 //   rows       same row index space as the LayerTable (index, phase, layer_type, name, count, flops,
 //              bytes, arithmetic_intensity, time_s, compute_time_s, memory_time_s, host_time_s,
 //              communication_time_s, bound, peak_dtype, peak_flops, flops_formula, bytes_formula,
-//              time_formula: a collective's α–β time with numbers)
+//              time_formula: a collective's α–β time with numbers, dot, no_dot: why an operator has no
+//              roofline dot)
 //   bandwidth  device memory bandwidth in bytes/s
-//   selected   [row index] or []  (linked to the table on the front end)
+//   selected   [row index, ...] or []  (linked to the table on the front end; several when a roofline
+//              dot stands for several operators: the first is shown, the others named)
 //   picker     show a drop-down to choose the operator here
 import {
   asIndices, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtRate, fmtTime, h, opLabel, redrawOn
@@ -41,6 +43,8 @@ function render({ model, el }) {
     const rows = model.get("rows") || [];
     const sel = asIndices(model.get("selected"));
     const row = sel.length ? rows[sel[0]] : null;
+    // a roofline dot that stands for several operators selects them all: the first is shown here
+    const others = sel.slice(1).map((i) => rows[i]).filter(Boolean);
     const parts = [];
     if (model.get("picker")) {
       const select = h(
@@ -56,6 +60,20 @@ function render({ model, el }) {
         h("div", { class: "lr-formula-empty" }, "Select an operator (a table row or a roofline dot) to see its FLOPs and bytes formulas."),
       );
     } else {
+      const notes = [];
+      if (!row.dot && row.no_dot) {
+        notes.push(h("div", { class: "lr-formula-nodot", dataset: { nodot: "1" } }, `No roofline dot: ${row.no_dot}.`));
+      }
+      if (others.length) {
+        notes.push(
+          h(
+            "div",
+            { class: "lr-formula-same", title: "these operators sit at the same roofline point: one dot stands for them all" },
+            `Same roofline dot: ${others.map(opLabel).join("; ")} (selected too).`,
+          ),
+        );
+      }
+      const titleAt = parts.length; // each branch below starts with the operator's title
       const bw = model.get("bandwidth");
       const mode = model.get("mode") || "roofline";
       const hostBw = Number(model.get("host_bandwidth")) || 0;
@@ -131,6 +149,7 @@ function render({ model, el }) {
       parts.push(
         line("per pass", `${fmtNumber(row.count)} × ${fmtTime(row.time_s)}`, fmtTime(row.count * row.time_s), "time of all runs in one pass"),
       );
+      parts.splice(titleAt + 1, 0, ...notes); // right under the operator's name
     }
     el.replaceChildren(h("div", { class: "lr-formula" }, parts));
   }

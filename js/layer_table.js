@@ -3,24 +3,25 @@
 // (formula panel, memory share) on the FRONT END, so the links keep working in a static HTML
 // export where no kernel runs.
 //
-// Model traits (see llmroof_widgets/widgets/table.py):
+// Model traits (see llmroof_widgets/widgets/anywidgets.py, LayerTable):
 //   rows      [{index, key, phase, layer_type, name, count, flops, bytes, arithmetic_intensity,
 //               time_s, share, bound, peak_dtype, dot: [slot, k] | null, ...}]
 //   totals    {prefill: {...}, decode: {...}}   phase totals from the engine
 //   headline  {model, hardware, ttft_s, tpot_s, tokens_per_s, throughput_tokens_per_s, ...}
 //   error     "" or the message of the last failed recomputation (shown as text)
 //   selected  [row index] or []
-//   marks     ["IPY_MODEL_<id>", ...]  bqplot marks; row.dot = [slot, point index], mark j has slot j % mark_slots
+//   marks     ["IPY_MODEL_<id>", ...]  bqplot marks; row.dot = [slot, point index], mark j has slot j % mark_slots;
+//             several rows may share a dot (operators at the same point): clicking it selects them all
 //   peers     ["IPY_MODEL_<id>", ...]  anywidgets whose `selected` uses the row indices
+//   dot_notes ["IPY_MODEL_<id>", ...]  bqplot Labels that say "no dot" when a selected row has none
+//             (row.no_dot: why)
 import {
-  asIndices, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtPercent, fmtRate,
+  asIndices, boundLabel, ensureStyle, fmtBytes, fmtFlops, fmtIntensity, fmtNumber, fmtPercent, fmtRate,
   fmtTime, h, OP_COLUMNS, opLabel, sameIndices, redrawOn
 } from "./common.js";
 
-const COLUMNS = [
-  { key: "phase", label: "phase", title: "prefill: the prompt pass; decode: the first generated token's step" },
-  ...OP_COLUMNS,
-];
+// The phase is the group row above each phase's operators (and each row's data-phase), not a column.
+const COLUMNS = OP_COLUMNS;
 
 // Definitions shown near the times; the engine's own wording (result.notes) wins when present.
 const DEFAULT_NOTES = {
@@ -28,8 +29,12 @@ const DEFAULT_NOTES = {
   ttft: "time to first token = the prefill pass over the whole prompt",
   tpot: "time per output token after the first = mean decode step time",
   tokens_per_s: "generated tokens per second for one sequence, end to end",
-  throughput_tokens_per_s: "generated tokens per second for the whole batch",
+  throughput_tokens_per_s: "generated tokens per second for the whole batch (every sequence together, all devices)",
 };
+
+const FITS_CHECK =
+  "Fits check: weights + the KV cache of the last step + the larger of the prefill and decode activations " +
+  "(the memory chart's \"fits check\" bar), against the device's capacity; \"fits\" and \"max batch\" use it.";
 
 function notesOf(hd) {
   const n = (hd && hd.notes) || {};
@@ -113,6 +118,7 @@ function initialize({ model }) {
   const detach = [];
   let marks = [];
   let peers = [];
+  let notes = [];
   let syncing = false;
 
   const current = () => asIndices(model.get("selected"));
@@ -120,22 +126,41 @@ function initialize({ model }) {
   const slotOf = (j) => j % (model.get("mark_slots") || marks.length || 1);
   const rowsOf = () => model.get("rows") || [];
 
-  // table -> marks and peers
+  // "no dot" in the roofline when a selected operator has none (an embedding lookup, a collective)
+  function noteText(selRows) {
+    const r = selRows.find((x) => x && !x.dot);
+    return r ? `${r.name} (${r.phase}): no dot — ${r.no_dot || "nothing to plot"}` : "";
+  }
+
+  function updateNotes() {
+    const rows = rowsOf();
+    const text = noteText(current().map((i) => rows[i]));
+    for (const n of notes) {
+      const have = Array.from(n.get("text") || []);
+      if (have.length !== 1 || have[0] !== text) n.set("text", [text]); // a view annotation: not sent to the kernel
+    }
+  }
+
+  // table -> marks, notes and peers
   function pushFromTable() {
     const sel = current();
     const rows = rowsOf();
-    const row = sel.length ? rows[sel[0]] : null;
+    const selRows = sel.map((i) => rows[i]).filter(Boolean);
     const changed = [];
     syncing = true;
     try {
       marks.forEach((m, j) => {
         if (!m) return;
-        const want = row && row.dot && row.dot[0] === slotOf(j) ? [row.dot[1]] : [];
+        const want = [];
+        for (const r of selRows) {
+          if (r.dot && r.dot[0] === slotOf(j) && !want.includes(r.dot[1])) want.push(r.dot[1]);
+        }
         if (!sameIndices(want, asIndices(m.get("selected")))) {
           m.set("selected", want.length ? new Uint32Array(want) : null); // restyles the dot now
           changed.push(m);
         }
       });
+      updateNotes();
       for (const p of peers) {
         if (!p) continue;
         if (!sameIndices(sel, asIndices(p.get("selected")))) {
@@ -159,7 +184,7 @@ function initialize({ model }) {
     }
   }
 
-  // a bqplot mark -> table
+  // a bqplot mark -> table: every operator drawn as the clicked dot
   const fromMark = (j) => () => {
     if (syncing) return;
     const slot = slotOf(j);
@@ -167,12 +192,11 @@ function initialize({ model }) {
     const rows = rowsOf();
     if (sel.length) {
       const k = sel[sel.length - 1];
-      const i = rows.findIndex((r) => r.dot && r.dot[0] === slot && r.dot[1] === k);
-      if (i >= 0) setTable([i]);
+      const all = rows.filter((r) => r.dot && r.dot[0] === slot && r.dot[1] === k).map((r) => r.index);
+      if (all.length) setTable(all);
     } else {
       const cur = current();
-      const curRow = cur.length ? rows[cur[0]] : null;
-      if (curRow && curRow.dot && curRow.dot[0] === slot) setTable([]);
+      if (cur.some((i) => rows[i] && rows[i].dot && rows[i].dot[0] === slot)) setTable([]);
     }
   };
 
@@ -191,14 +215,16 @@ function initialize({ model }) {
   let generation = 0;
   async function wire() {
     const gen = ++generation;
-    const [m, p] = await Promise.all([
+    const [m, p, n] = await Promise.all([
       resolveModels(model, model.get("marks"), signal),
       resolveModels(model, model.get("peers"), signal),
+      resolveModels(model, model.get("dot_notes"), signal),
     ]);
     if (signal.aborted || gen !== generation) return; // a newer wiring superseded this one
     for (const f of detach.splice(0)) f();
     marks = m;
     peers = p;
+    notes = n.filter(Boolean);
     marks.forEach((mk, j) => {
       if (!mk) return;
       const cb = fromMark(j);
@@ -215,6 +241,8 @@ function initialize({ model }) {
   }
   model.on("change:marks", wire);
   model.on("change:peers", wire);
+  model.on("change:dot_notes", wire);
+  model.on("change:rows", updateNotes); // a recomputation may give the selected operator a dot, or take it away
   wire();
 
   return () => {
@@ -274,14 +302,22 @@ function renderHeadline(model) {
       { class: "lr-figures" },
       headlineFigure("ttft", "TTFT", fmtTime(hd.ttft_s), `TTFT: ${n.ttft} ${boundWord(hd)}.`),
       headlineFigure("tpot", "TPOT", fmtTime(hd.tpot_s), `TPOT: ${n.tpot} ${boundWord(hd)}.`),
-      headlineFigure("tokens_per_s", "tokens/s", fmtRate(hd.tokens_per_s, ""), `tokens/s: ${n.tokens_per_s} ${boundWord(hd, true)}.`),
-      headlineFigure("throughput", "throughput", `${fmtRate(hd.throughput_tokens_per_s, "")} tok/s`, `Throughput: ${n.throughput_tokens_per_s} ${boundWord(hd, true)}.`),
+      headlineFigure("tokens_per_s", "tokens/s, one sequence", fmtRate(hd.tokens_per_s, ""), `tokens/s: ${n.tokens_per_s} ${boundWord(hd, true)}.`),
+      headlineFigure("throughput", "throughput, whole batch", `${fmtRate(hd.throughput_tokens_per_s, "")} tok/s`, `Throughput: ${n.throughput_tokens_per_s} ${boundWord(hd, true)}.`),
+      hd.devices > 1 && hd.throughput_per_device_tokens_per_s != null
+        ? headlineFigure(
+            "throughput_per_device",
+            "per device",
+            `${fmtRate(hd.throughput_per_device_tokens_per_s, "")} tok/s`,
+            `Throughput per device: the whole batch's throughput divided by the ${fmtNumber(hd.devices)} devices ${boundWord(hd, true)}.`,
+          )
+        : null,
       headlineFigure("e2e", "end to end", fmtTime(hd.e2e_s), `End to end: TTFT + every later decode step ${boundWord(hd)}.`),
       headlineFigure(
         "memory",
-        "memory",
+        hd.devices > 1 ? "memory per device (fits check)" : "memory (fits check)",
         `${fmtBytes(hd.memory_total_bytes)} / ${fmtBytes(hd.capacity_bytes)}`,
-        "Peak memory (weights + KV cache + activations) against the device's capacity.",
+        FITS_CHECK,
       ),
       headlineFigure(
         "fits",
@@ -362,7 +398,7 @@ function render({ model, el }) {
           return h(
             "th",
             {
-              class: `lr-th${c.num ? " lr-num" : ""}${active ? " lr-sorted" : ""}`,
+              class: `lr-th lr-col-${c.key}${c.num ? " lr-num" : ""}${c.low ? " lr-low" : ""}${active ? " lr-sorted" : ""}`,
               dataset: { key: c.key },
               title: c.title ? `${columnTitle(c)} — click to sort` : "click to sort",
               "aria-sort": active ? (sortDir > 0 ? "ascending" : "descending") : "none",
@@ -420,26 +456,42 @@ function render({ model, el }) {
           COLUMNS.map((c) => {
             const v = r[c.key];
             const text = c.fmt ? c.fmt(v) : String(v ?? "");
-            const cls = `lr-cell lr-col-${c.key}${c.num ? " lr-num" : ""}`;
-            if (c.key === "bound") return h("td", { class: cls }, h("span", { class: `lr-badge lr-badge-${v}` }, text));
+            const cls = `lr-cell lr-col-${c.key}${c.num ? " lr-num" : ""}${c.low ? " lr-low" : ""}`;
+            if (c.key === "bound") return h("td", { class: cls, title: v }, h("span", { class: `lr-badge lr-badge-${v}` }, text));
+            if (c.key === "name") {
+              // the layer type inside the operator cell too: shown when a narrow table hides its column
+              return h(
+                "td",
+                { class: cls },
+                h("span", { class: "lr-op-name" }, text),
+                h("span", { class: "lr-op-layer" }, ` ${r.layer_type}`),
+                r.dot ? null : h("span", { class: "lr-nodot", title: `no roofline dot: ${r.no_dot || ""}` }, " ∅"),
+              );
+            }
             return h("td", { class: cls, title: c.key === "flops" || c.key === "bytes" ? `${Number(v).toLocaleString("en-US")}` : null }, text);
           }),
         );
         tbody.appendChild(tr);
       }
+      const totalCell = {
+        name: `${ph} total (Σ count × row)`,
+        flops: fmtFlops(tot.flops),
+        bytes: fmtBytes(tot.bytes),
+        arithmetic_intensity: fmtIntensity(tot.arithmetic_intensity),
+        time_s: fmtTime(tot.time_s),
+        share: fmtPercent(tot.time_s > 0 ? 1 : 0),
+      };
       tbody.appendChild(
         h(
           "tr",
           { class: "lr-total", dataset: { phase: ph } },
-          h("td", { class: "lr-cell" }, ph),
-          h("td", { class: "lr-cell", colspan: 2 }, "total (Σ count × row)"),
-          h("td", { class: "lr-cell lr-num" }, ""),
-          h("td", { class: "lr-cell lr-num" }, fmtFlops(tot.flops)),
-          h("td", { class: "lr-cell lr-num" }, fmtBytes(tot.bytes)),
-          h("td", { class: "lr-cell lr-num" }, fmtIntensity(tot.arithmetic_intensity)),
-          h("td", { class: "lr-cell lr-num" }, fmtTime(tot.time_s)),
-          h("td", { class: "lr-cell lr-num" }, fmtPercent(tot.time_s > 0 ? 1 : 0)),
-          h("td", { class: "lr-cell" }, tot.bound ? h("span", { class: `lr-badge lr-badge-${tot.bound}` }, tot.bound) : ""),
+          COLUMNS.map((c) => {
+            const cls = `lr-cell lr-col-${c.key}${c.num ? " lr-num" : ""}${c.low ? " lr-low" : ""}`;
+            if (c.key === "bound") {
+              return h("td", { class: cls }, tot.bound ? h("span", { class: `lr-badge lr-badge-${tot.bound}` }, boundLabel(tot.bound)) : "");
+            }
+            return h("td", { class: cls }, totalCell[c.key] ?? "");
+          }),
         ),
       );
     }

@@ -338,9 +338,9 @@ def test_memory_view_shows_the_recurrent_state_as_its_own_segment():
     s = lw.State(model=NEMOTRON, hardware=HW, prompt_len=256, gen_len=8)
     mem = lw.MemoryBreakdown(s)
     assert list(mem.bars.labels) == ["weights", "KV cache", "activations", "recurrent state"]
-    assert mem.bars.y.shape == (4, 2)
+    assert mem.bars.y.shape == (4, 3)  # prefill, end of decode, fits check
     rec = s.result.memory["recurrent_state_bytes"] / 1e9
-    assert mem.bars.y[3].tolist() == pytest.approx([rec, rec])
+    assert mem.bars.y[3].tolist() == pytest.approx([rec, rec, rec])
     mem.by.value = "batch"  # per batch size: the state grows with the sequences
     assert list(mem.bars.labels)[3] == "recurrent state" and mem.bars.y[3][-1] > mem.bars.y[3][0]
     dense = lw.MemoryBreakdown(lw.State(model="gpt2", hardware=HW, prompt_len=64, gen_len=4))

@@ -96,6 +96,15 @@ def _build(cfg_dict: dict):
     cfg_dict["model_type"] = _TRANSFORMERS_TYPE.get(cfg_dict.get("model_type"), cfg_dict.get("model_type"))
     config = transformers.AutoConfig.for_model(**cfg_dict)
     kwargs = {"attn_implementation": "eager"}
+    if "vision_config" in cfg_dict:
+        # vision-language models: the whole model (vision encoder included) run on text tokens
+        auto = transformers.AutoModelForImageTextToText
+        with torch.device("meta"):
+            try:
+                model = auto.from_config(config, experts_implementation="batched_mm", **kwargs)
+            except (ValueError, TypeError):
+                model = auto.from_config(config, **kwargs)
+        return model.eval()
     with torch.device("meta"):
         try:
             model = transformers.AutoModelForCausalLM.from_config(config, experts_implementation="batched_mm", **kwargs)

@@ -24,7 +24,8 @@ from ipywidgets.widgets.widget import _instances
 import llmroof_widgets as lr
 import llmroof_widgets.widgets as lw
 from llmroof_widgets.widgets import _static
-from llmroof_widgets.widgets._data import SLOTS
+from llmroof_widgets.widgets._data import SAME_POINT_DECADES, SLOTS
+from llmroof_widgets.widgets.plots import MEMORY_PARTS
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 MODEL = "meta-llama/Llama-3.1-8B"
@@ -108,25 +109,8 @@ def assert_views_match(ui: lw.Dashboard, exp: dict | None = None) -> None:
     assert ui.table.warning == ("" if m["fits"] else ui.table.warning)
     assert bool(ui.table.warning) == (not m["fits"])
 
-    # roofline: one dot per op with FLOPs, in its (phase, bound) mark, at (AI, FLOPs / time)
-    seen = 0
-    for slot, (ph, bound) in enumerate(SLOTS):
-        mark = ui.roofline.dots[slot]
-        ops = [
-            op
-            for p in phases
-            if p == ph
-            for op in exp[p]["ops"]
-            if op["flops"] > 0
-            and op["time_s"] > 0
-            and op["arithmetic_intensity"] > 0
-            and (op["bound"] == "compute") == (bound == "compute")
-        ]
-        assert len(mark.x) == len(mark.y) == len(ops) == len(mark.names)
-        np.testing.assert_allclose(mark.x, [op["arithmetic_intensity"] for op in ops], rtol=1e-12)
-        np.testing.assert_allclose(mark.y, [op["flops"] / op["time_s"] for op in ops], rtol=1e-12)
-        seen += len(ops)
-    assert seen == sum(1 for r in rows if r["dot"] is not None)
+    # roofline: one dot per spot, in its (phase, bound) mark, at (AI, FLOPs / time) of its operators
+    assert_dots_match(ui, exp, phases, y_key=None)
     # roofs: every peak the plotted ops use, with the slope of the device's bandwidth
     bw = exp["hardware"]["memory_bandwidth"]
     used = {r["peak_dtype"]: r["peak_flops"] for r in rows if r["dot"] is not None}
@@ -142,13 +126,7 @@ def assert_views_match(ui: lw.Dashboard, exp: dict | None = None) -> None:
         assert ui.roofline.y_scale.min <= ys.min() and ys.max() <= ui.roofline.y_scale.max
 
     # memory: stacked weights / KV / activations per phase (GB) and the capacity line
-    bars = np.asarray(ui.memory.bars.y)
-    np.testing.assert_allclose(bars[0], [m["weights_bytes"] / 1e9] * 2, rtol=1e-12)
-    np.testing.assert_allclose(bars[1], [m["kv_cache_prompt_bytes"] / 1e9, m["kv_cache_bytes"] / 1e9], rtol=1e-12)
-    np.testing.assert_allclose(
-        bars[2], [m["activations_prefill_bytes"] / 1e9, m["activations_decode_bytes"] / 1e9], rtol=1e-12
-    )
-    np.testing.assert_allclose(ui.memory.capacity.y, [m["capacity_bytes"] / 1e9] * 2, rtol=1e-12)
+    assert_memory_match(ui, m)
     assert ui.memory.share.weights_bytes == pytest.approx(m["weights_bytes"])
 
     # timeline: one point per decode step
@@ -162,6 +140,84 @@ def assert_views_match(ui: lw.Dashboard, exp: dict | None = None) -> None:
     assert [r["flops_formula"] for r in ui.formula.rows] == [r["flops_formula"] for r in rows]
     assert [r["name"] for r in ui.memory.share.rows] == [r["name"] for r in rows]
     assert ui.formula.bandwidth == pytest.approx(bw)
+
+
+def assert_memory_match(ui, m):
+    """Per-phase memory bars: prefill peak, end of decode, and the fits check whose total is the
+    headline's memory figure; the table under the chart has the same figures (every part readable)."""
+    mem = ui.memory
+    assert list(mem.bars.x) == ["prefill", "end of decode", "fits check"]
+    bars = np.asarray(mem.bars.y)
+    # every part of MEMORY_PARTS the engine reports as non-zero, with its prefill / decode / fits-check keys
+    want = {label: [m.get(k, 0.0) for k in keys] for label, _, *keys in MEMORY_PARTS}
+    assert want["KV cache"] == [m["kv_cache_prompt_bytes"], m["kv_cache_bytes"], m["kv_cache_bytes"]]
+    labels = list(mem.bars.labels)
+    assert labels == [lab for lab, v in want.items() if lab == "weights" or any(x > 0 for x in v)]
+    assert labels[:3] == ["weights", "KV cache", "activations"]
+    assert ("draft model" in labels) == (m.get("draft_bytes", 0.0) > 0)
+    for i, lab in enumerate(labels):
+        np.testing.assert_allclose(bars[i], np.array(want[lab]) / 1e9, rtol=1e-12)
+    totals = [m["prefill_total_bytes"], m["decode_total_bytes"], m["total_bytes"]]
+    np.testing.assert_allclose(bars.sum(axis=0), np.array(totals) / 1e9, rtol=1e-9)
+    np.testing.assert_allclose(mem.totals_label.y, np.array(totals) / 1e9, rtol=1e-12)
+    assert ui.table.headline["memory_total_bytes"] == pytest.approx(totals[-1])  # the headline is the fits check
+    np.testing.assert_allclose(mem.capacity.y, [m["capacity_bytes"] / 1e9] * 2, rtol=1e-12)
+    # the exact figures, however thin their segment: one row per bar, one column per part + total
+    table = mem.table.value
+    for lab in labels:
+        assert f">{lab}</th>" in table
+    for t in totals:
+        assert lw._data.fmt_si(t, "B") in table
+    assert "legend" not in str(mem.bars.display_legend).lower() and mem.bars.display_legend is False
+
+
+def assert_dots_match(ui, exp, phases, y_key="attained_flops"):
+    """Every operator with FLOPs, time and intensity is drawn by exactly one dot; a dot stands for the
+    operators at one spot (within SAME_POINT_DECADES on both axes, same bound), sits at its first
+    operator's (intensity, FLOP/s), lists them all in its tooltip and lives in the mark of their phase
+    ("both" when prefill and decode share it); no two dots of one bound share a spot."""
+    rows = ui.table.rows
+    ops = {(p, op["layer_type"], op["name"]): op for p in phases for op in exp[p]["ops"]}
+
+    def point(op):
+        y = op[y_key] if y_key else op["flops"] / op["time_s"]
+        return np.log10(op["arithmetic_intensity"]), np.log10(y)
+
+    drawn = []
+    for slot, (ph, bound) in enumerate(SLOTS):
+        mark = ui.roofline.dots[slot]
+        assert len(mark.x) == len(mark.y) == len(mark.names) == len(ui.roofline._data.dots[slot])
+        for k, members in enumerate(ui.roofline._data.dots[slot]):
+            mops = [ops[(rows[i]["phase"], rows[i]["layer_type"], rows[i]["name"])] for i in members]
+            assert all(rows[i]["dot"] == [slot, k] for i in members)
+            assert {o["bound"] for o in mops} == {bound}
+            assert {rows[i]["phase"] for i in members} == ({"prefill", "decode"} if ph == "both" else {ph})
+            x0, y0 = point(mops[0])
+            assert np.log10(mark.x[k]) == pytest.approx(x0, abs=1e-12) and np.log10(mark.y[k]) == pytest.approx(
+                y0, abs=1e-12
+            )
+            for o in mops:
+                x, y = point(o)
+                assert abs(x - x0) < SAME_POINT_DECADES and abs(y - y0) < SAME_POINT_DECADES
+            for i in members:
+                assert (
+                    f"{rows[i]['phase']} · {rows[i]['layer_type']} · {rows[i]['name']} ×{rows[i]['count']}"
+                    in mark.names[k]
+                )
+            drawn.append((bound, x0, y0))
+    plottable = [
+        r["index"]
+        for r in rows
+        if (r["flops"] or 0) > 0 and (r["time_s"] or 0) > 0 and (r["arithmetic_intensity"] or 0) > 0
+        and r["bound"] in ("memory", "compute")
+    ]  # fmt: skip
+    assert sorted(i for g in sum(ui.roofline._data.dots, []) for i in g) == plottable
+    assert [r["index"] for r in rows if r["dot"] is not None] == plottable
+    assert all(r["no_dot"] for r in rows if r["dot"] is None)
+    for a in range(len(drawn)):
+        for b in range(a):
+            (ba, xa, ya), (bb, xb, yb) = drawn[a], drawn[b]
+            assert ba != bb or abs(xa - xb) >= SAME_POINT_DECADES or abs(ya - yb) >= SAME_POINT_DECADES, (a, b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +314,7 @@ def test_phase_filters_views(ui, phase):
     phases = {"prefill", "decode"} if phase == "both" else {phase}
     assert {r["phase"] for r in ui.table.rows} == phases
     for slot, (ph, _) in enumerate(SLOTS):
-        if ph not in phases:
+        if not ({"prefill", "decode"} if ph == "both" else {ph}) <= phases:
             assert len(ui.roofline.dots[slot].x) == 0
     assert_views_match(ui)
 
@@ -383,7 +439,7 @@ def test_select_from_kernel_sets_every_view(ui):
             assert list(mark.selected) == [k]
         else:
             assert mark.selected is None or len(mark.selected) == 0
-    assert ui.roofline.selected_row() == i
+    assert i in ui.roofline.selected_rows()
     ui.select(None)
     assert ui.selected == [] == ui.formula.selected and ui.roofline.selected_row() is None
     with pytest.raises(ValueError):
@@ -398,7 +454,7 @@ def test_selection_follows_recomputation(ui):
     assert ui.selected_row["name"] == "q_proj" and ui.selected_row["phase"] == "decode"
     i = ui.selected[0]
     assert ui.formula.selected == [i] == ui.memory.share.selected
-    assert ui.roofline.selected_row() == i
+    assert i in ui.roofline.selected_rows()
     ui.state.phase = "prefill"  # the operator is no longer shown: nothing selected
     assert ui.selected == [] and ui.roofline.selected_row() is None and ui.formula.selected == []
 
@@ -536,7 +592,7 @@ def test_views_alone_and_shared_state(built):
         lw.Controls(s),
     ]
     table, roof, mem, tl, formula, controls = views
-    assert table.rows and len(roof.dots[0].x) and mem.bars.y.shape == (3, 2) and len(tl.steps.x) == 31
+    assert table.rows and len(roof.dots[0].x) and mem.bars.y.shape == (3, 3) and len(tl.steps.x) == 31
     assert formula.picker is True  # alone, the formula panel has its own operator picker
     a, b = lw.Dashboard(state=s), lw.Dashboard(state=s)
     s.batch_size = 8

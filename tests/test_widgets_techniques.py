@@ -15,11 +15,11 @@ import ipywidgets as W
 import numpy as np
 import pytest
 from ipywidgets.widgets.widget import _instances
+from test_widgets import assert_dots_match, assert_memory_match
 
 import llmroof_widgets as lr
 import llmroof_widgets.widgets as lw
 from llmroof_widgets.widgets import _static
-from llmroof_widgets.widgets._data import SLOTS
 from llmroof_widgets.widgets.state import KNOBS
 
 MODEL = "meta-llama/Llama-3.1-8B"
@@ -103,21 +103,7 @@ def assert_views_show(ui: lw.Dashboard, exp: dict) -> None:
     assert hd["techniques"] == lw._data.technique_labels(exp["settings"])
     # roofline: dots at (intensity, attained FLOP/s), the engine's post-efficiency roofs
     rf = exp["roofs"]
-    n_dots = 0
-    for slot, (ph, bound) in enumerate(SLOTS):
-        ops = [
-            op
-            for p in phases
-            if p == ph
-            for op in exp[p]["ops"]
-            if op["flops"] > 0 and op["time_s"] > 0 and op["arithmetic_intensity"] > 0 and op["bound"] == bound
-        ]
-        mark = ui.roofline.dots[slot]
-        assert len(mark.x) == len(ops)
-        np.testing.assert_allclose(mark.x, [op["arithmetic_intensity"] for op in ops], rtol=1e-12)
-        np.testing.assert_allclose(mark.y, [op["attained_flops"] for op in ops], rtol=1e-12)
-        n_dots += len(ops)
-    assert n_dots == sum(r["dot"] is not None for r in rows)
+    assert_dots_match(ui, exp, phases)
     rx, ry = np.asarray(ui.roofline.roofs.x), np.asarray(ui.roofline.roofs.y)
     bw = rf["memory_bandwidth"]
     np.testing.assert_allclose(ry[:, 0], bw * rx[:, 0], rtol=1e-12)  # the slope: post-efficiency bandwidth
@@ -129,10 +115,7 @@ def assert_views_show(ui: lw.Dashboard, exp: dict) -> None:
     if len(ys):
         assert ui.roofline.y_scale.min <= ys.min() and ys.max() <= ui.roofline.y_scale.max
     # memory
-    bars = np.asarray(ui.memory.bars.y)
-    np.testing.assert_allclose(bars[0], [m["weights_bytes"] / 1e9] * 2, rtol=1e-12)
-    np.testing.assert_allclose(bars[1], [m["kv_cache_prompt_bytes"] / 1e9, m["kv_cache_bytes"] / 1e9], rtol=1e-12)
-    np.testing.assert_allclose(ui.memory.capacity.y, [m["capacity_bytes"] / 1e9] * 2)
+    assert_memory_match(ui, m)
     # timeline
     np.testing.assert_allclose(ui.timeline.steps.y, np.asarray(g["decode_step_times_s"]) * 1e3, rtol=1e-12)
     np.testing.assert_allclose(ui.timeline.steps.x, g["decode_contexts"])
@@ -548,13 +531,11 @@ def test_speculative_draft_memory_bar(ui):
     m = ui.state.result.memory
     assert m["draft_bytes"] > 0
     bars = np.asarray(ui.memory.bars.y)
-    assert bars.shape == (4, 2) and list(ui.memory.bars.labels)[-1] == "draft model"
-    np.testing.assert_allclose(bars[3], [m["draft_bytes"] / 1e9] * 2)
-    np.testing.assert_allclose(
-        bars.sum(axis=0), [m["prefill_total_bytes"] / 1e9, m["decode_total_bytes"] / 1e9], rtol=1e-9
-    )
+    assert bars.shape == (4, 3) and list(ui.memory.bars.labels)[-1] == "draft model"
+    np.testing.assert_allclose(bars[3], [m["draft_bytes"] / 1e9] * 3)
+    assert_memory_match(ui, m)
     ui.controls.technique_controls.draft.value = "off"
-    assert np.asarray(ui.memory.bars.y).shape == (3, 2)
+    assert np.asarray(ui.memory.bars.y).shape == (3, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -762,7 +743,7 @@ def test_memory_breakdown_per_batch_size_matches_the_engine_sweep():
 
     st = lr.State(model="llama-3.1-8b", hardware="h100-sxm", batch_size=12, prompt_len=2048, gen_len=256)
     mem = lr.MemoryBreakdown(st)
-    assert mem.by.value == "phase" and list(mem.bars.x) == ["prefill", "end of decode"]
+    assert mem.by.value == "phase" and list(mem.bars.x) == ["prefill", "end of decode", "fits check"]
     mem.by.value = "batch"
     sizes = mem.batch_sizes
     assert 12 in sizes and sizes[0] == 1 and len(sizes) <= mem.MAX_BARS
@@ -775,7 +756,7 @@ def test_memory_breakdown_per_batch_size_matches_the_engine_sweep():
     st.batch_size = 64  # follows the state
     assert 64 in mem.batch_sizes
     mem.by.value = "phase"
-    assert list(mem.bars.x) == ["prefill", "end of decode"] and mem.batch_sizes == []
+    assert list(mem.bars.x) == ["prefill", "end of decode", "fits check"] and mem.batch_sizes == []
 
 
 def test_uploaded_config_json_becomes_the_model():

@@ -77,6 +77,23 @@ function figure(key, label, value, title, extra) {
   );
 }
 
+/** What the times are, from settings.efficiency: "roofline" lower bounds, "calibrated" estimates,
+ * or roofline times at given shares of the peaks ("custom"). */
+function efficiencyMode(st) {
+  const e = st.efficiency;
+  if (e === 'calibrated') return 'calibrated';
+  if (e && typeof e === 'object' && Object.values(e).some(v => v !== 1)) return 'custom';
+  return 'roofline';
+}
+
+const TIME_WORD = { roofline: 'a lower bound', custom: 'a lower bound at the given efficiency shares', calibrated: 'a calibrated estimate' };
+const RATE_WORD = { roofline: 'an upper bound', custom: 'an upper bound at the given efficiency shares', calibrated: 'a calibrated estimate' };
+const MODE_NOTE = {
+  roofline: 'Roofline times are lower bounds: every operator at the peak compute rate or the peak bandwidth of the device.',
+  custom: 'Roofline times at the given shares of the peaks (settings.efficiency): lower bounds for kernels that reach those shares.',
+  calibrated: 'Calibrated estimates (achievable bandwidth, GEMM efficiency, launch overheads of real kernels), not lower bounds.'
+};
+
 function renderHeadline(d) {
   const model = obj(d.model);
   const hw = obj(d.hardware);
@@ -84,6 +101,10 @@ function renderHeadline(d) {
   const gen = obj(d.generation);
   const mem = obj(d.memory);
   const fits = mem.fits === true;
+  const mode = efficiencyMode(st);
+  const tw = TIME_WORD[mode];
+  const rw = RATE_WORD[mode];
+  const devices = isNum(gen.devices) ? gen.devices : 1;
   const subtitle = [
     `batch ${fmtNumber(num(st.batch_size))}`,
     `prompt ${fmtNumber(num(st.prompt_len))}`,
@@ -108,18 +129,21 @@ function renderHeadline(d) {
     h(
       'div',
       { class: 'lr-doc-figures' },
-      figure('ttft', 'TTFT', fmtTime(num(gen.ttft_s)), 'Time to first token = the prefill time (a lower bound).'),
-      figure('tpot', 'TPOT', fmtTime(num(gen.tpot_s)), 'Time per output token after the first (a lower bound).'),
-      figure('tokens_per_s', 'tokens/s', fmtRate(num(gen.tokens_per_s), ''), 'Generated tokens per second for one sequence, end to end (an upper bound).'),
-      figure('throughput', 'throughput', `${fmtRate(num(gen.throughput_tokens_per_s), '')} tok/s`, 'Generated tokens per second for the whole batch, per device (an upper bound).'),
-      figure('e2e', 'end to end', fmtTime(num(gen.e2e_s)), 'TTFT + every later decode step (a lower bound).'),
-      figure('memory', 'memory', `${fmtBytes(num(mem.total_bytes))} / ${fmtBytes(num(mem.capacity_bytes))}`, "Peak memory (weights + KV cache + activations) against the device's capacity."),
+      figure('ttft', 'TTFT', fmtTime(num(gen.ttft_s)), `Time to first token = the prefill time (${tw}).`),
+      figure('tpot', 'TPOT', fmtTime(num(gen.tpot_s)), `Time per output token after the first (${tw}).`),
+      figure('tokens_per_s', 'tokens/s, one sequence', fmtRate(num(gen.tokens_per_s), ''), `Generated tokens per second for one sequence, end to end (${rw}).`),
+      figure('throughput', 'throughput, whole batch', `${fmtRate(num(gen.throughput_tokens_per_s), '')} tok/s`, `Generated tokens per second for the whole batch: every sequence together, all devices (${rw}).`),
+      devices > 1 && isNum(gen.throughput_per_device_tokens_per_s)
+        ? figure('throughput_per_device', 'per device', `${fmtRate(gen.throughput_per_device_tokens_per_s, '')} tok/s`, `The whole batch's throughput divided by the ${fmtNumber(devices)} devices (${rw}).`)
+        : null,
+      figure('e2e', 'end to end', fmtTime(num(gen.e2e_s)), `TTFT + every later decode step (${tw}).`),
+      figure('memory', devices > 1 ? 'memory per device (fits check)' : 'memory (fits check)', `${fmtBytes(num(mem.total_bytes))} / ${fmtBytes(num(mem.capacity_bytes))}`, "Weights + the KV cache of the last step + the larger of the prefill and decode activations, against the device's capacity: what \"fits\" and \"max batch\" use."),
       figure('fits', 'fits', fits ? 'yes' : 'no', fits ? 'Fits in device memory.' : 'Does not fit in device memory.', fits ? 'lr-doc-fits' : 'lr-doc-nofit'),
       isNum(mem.max_batch_size)
         ? figure('max_batch', 'max batch', fmtNumber(mem.max_batch_size), 'Largest batch size whose memory fits on the device.')
         : null
     ),
-    h('div', { class: 'lr-doc-note' }, 'Roofline times are lower bounds: every operator at the peak compute rate or the peak bandwidth of the device.')
+    h('div', { class: 'lr-doc-note', dataset: { mode } }, MODE_NOTE[mode])
   );
 }
 
@@ -144,6 +168,18 @@ function decades(lo, hi) {
   const step = Math.max(1, Math.ceil((e1 - e0 + 1) / MAX_TICKS));
   for (let e = e0; e <= e1; e += step) out.push(10 ** e);
   return out;
+}
+
+const BOUNDS = ['memory', 'compute', 'communication'];
+
+/** An operator's marker: the shape says the phase (prefill ●, decode ▲), as in the dashboard. */
+function marker(phase, x, y, attrs, ...children) {
+  if (phase === 'decode') {
+    const r = 5;
+    const d = `M${x.toFixed(2)},${(y - r).toFixed(2)} L${(x + r * 0.9).toFixed(2)},${(y + r * 0.7).toFixed(2)} L${(x - r * 0.9).toFixed(2)},${(y + r * 0.7).toFixed(2)} Z`;
+    return s('path', { ...attrs, d }, ...children);
+  }
+  return s('circle', { ...attrs, cx: x.toFixed(2), cy: y.toFixed(2), r: 4 }, ...children);
 }
 
 /** Points of one phase: every operator that computes (AI > 0 and a positive attained rate). */
@@ -274,14 +310,14 @@ function renderRoofline(d, registry) {
   const dots = s('g', { class: 'lr-doc-dots', 'clip-path': `url(#${clipId})` });
   for (const p of pts) {
     const o = p.op;
-    const dot = s(
-      'circle',
+    const bound = BOUNDS.includes(o.bound) ? o.bound : 'memory';
+    const dot = marker(
+      p.phase,
+      X(p.x),
+      Y(p.y),
       {
-        class: `lr-doc-dot lr-doc-dot-${p.phase}`,
-        cx: X(p.x).toFixed(2),
-        cy: Y(p.y).toFixed(2),
-        r: 4,
-        dataset: { phase: p.phase, index: p.index }
+        class: `lr-doc-dot lr-doc-dot-${p.phase} lr-doc-bound-${bound}`,
+        dataset: { phase: p.phase, index: p.index, bound }
       },
       s(
         'title',
@@ -296,12 +332,16 @@ function renderRoofline(d, registry) {
   }
   svg.appendChild(dots);
 
-  // legend
+  // legend: the colour is the bound (as in the dashboard), the shape the phase
   const legend = s('g', { class: 'lr-doc-legend' });
-  PHASES.forEach((phase, i) => {
-    const y = M.top + 14 + i * 18;
-    legend.appendChild(s('circle', { class: `lr-doc-dot lr-doc-dot-${phase}`, cx: M.left + 14, cy: y - 4, r: 4 }));
-    legend.appendChild(s('text', { class: 'lr-doc-legend-text', x: M.left + 24, y }, phase));
+  const entries = [
+    ...BOUNDS.slice(0, 2).map(b => [`${b}-bound`, 'prefill', `lr-doc-legend-swatch lr-doc-bound-${b}`]),
+    ...PHASES.map(ph => [ph, ph, 'lr-doc-legend-shape'])
+  ];
+  entries.forEach(([text, phase, cls], i) => {
+    const y = M.top + 14 + i * 16;
+    legend.appendChild(marker(phase, M.left + 14, y - 4, { class: `lr-doc-dot ${cls}` }));
+    legend.appendChild(s('text', { class: 'lr-doc-legend-text', x: M.left + 24, y }, text));
   });
   svg.appendChild(legend);
   box.appendChild(svg);
@@ -379,6 +419,17 @@ function phaseSummary(phase, p, st) {
   return bits.filter(Boolean).join(' · ');
 }
 
+/** A column's header tooltip; the time is a lower bound only in roofline mode. */
+function columnTitle(c, mode) {
+  if (c.key === 'time_s' && mode === 'calibrated') {
+    return 'calibrated time of ONE run: max(FLOPs / effective rate, bytes / achievable bandwidth) + launch overhead, an estimate';
+  }
+  if (c.key === 'time_s' && mode === 'custom') {
+    return 'roofline time of ONE run at the given shares of the peaks (settings.efficiency)';
+  }
+  return c.title || '';
+}
+
 function renderTable(d, phase, registry) {
   const p = obj(d[phase]);
   const ops = Array.isArray(p.ops) ? p.ops.map(obj) : [];
@@ -398,7 +449,7 @@ function renderTable(d, phase, registry) {
         'th',
         {
           class: c.num ? 'lr-doc-num' : null,
-          title: c.title ? `${c.title} (click to sort)` : 'click to sort',
+          title: `${columnTitle(c, efficiencyMode(obj(d.settings)))} (click to sort)`,
           dataset: { key: c.key },
           onclick: () => {
             sortDir = sortKey === c.key ? -sortDir : c.num ? -1 : 1;
@@ -439,7 +490,13 @@ function renderTable(d, phase, registry) {
           onmouseenter: () => registry.hover(phase, i, true),
           onmouseleave: () => registry.hover(phase, i, false)
         },
-        COLUMNS.map(c => h('td', { class: c.num ? 'lr-doc-num' : null }, c.fmt ? c.fmt(num(o[c.key])) : str(o[c.key])))
+        COLUMNS.map(c =>
+          h(
+            'td',
+            { class: c.num ? 'lr-doc-num' : `lr-doc-col-${c.key}` },
+            c.num ? c.fmt(num(o[c.key])) : c.fmt ? c.fmt(str(o[c.key])) : str(o[c.key])
+          )
+        )
       );
       registry.rows.set(`${phase}:${i}`, tr);
       tbody.appendChild(tr);

@@ -132,6 +132,8 @@ class Result:
         steps: generation.DecodeSteps,
         generation_summary: dict,
         memory_summary: dict,
+        encode: Phase | None = None,
+        encoder_rows: list[Row] | None = None,
     ):
         self.model = model
         self.hardware = hardware
@@ -145,10 +147,14 @@ class Result:
         self.decode_step_times_s = steps.times_s
         self.generation = generation_summary
         self.memory = memory_summary
+        # vision-language models: the encode phase (None without images) and the encoder's operator rows
+        # (built even without images: its weights are resident and its parameters count)
+        self.encode = encode
+        self.encoder_rows = encoder_rows or []
 
     @property
     def params_total(self) -> int:
-        return memory.params_total(self.prefill.rows)
+        return memory.params_total(self.prefill.rows) + memory.params_total(self.encoder_rows)
 
     @property
     def params_mtp(self) -> int:
@@ -164,7 +170,7 @@ class Result:
     @property
     def params_active(self) -> int:
         """Parameters one token uses: all but the routed experts it does not visit (top-k of E)."""
-        total = 0.0
+        total = float(memory.params_total(self.encoder_rows))  # the vision encoder (dense), if any
         for r in self.prefill.rows:
             if r.wclass == "expert":
                 lt = next(lt for lt in self.model.layer_types if lt.name == r.layer_type)
@@ -192,12 +198,13 @@ class Result:
             "hardware": self.hardware.to_dict(),
             "roofs": roofs(
                 self.prefill.roof,
-                {r.dtype for r in self.prefill.rows + self.decode.rows},
+                {r.dtype for r in self.prefill.rows + self.decode.rows + (self.encode.rows if self.encode else [])},
                 sparse=any(r.speedup > 1 for r in self.prefill.rows),
             ),
             "settings": dict(self.settings),
             "prefill": self.prefill.to_dict(),
             "decode": self.decode.to_dict(),
+            **({"encode": self.encode.to_dict()} if self.encode is not None else {}),
             "generation": gen,
             "memory": dict(self.memory),
             "notes": {
@@ -328,6 +335,8 @@ def analyze(
     ep: int = 1,
     efficiency: dict | None = None,
     framework: str = "generic",
+    images: int = 0,
+    image_size: Any = None,
 ) -> Result:
     """Roofline and memory analysis of generating ``gen_len`` tokens after a ``prompt_len`` prompt.
 
@@ -377,6 +386,12 @@ def analyze(
         pooled fit), "llama.cpp", "MLX", "vLLM", "SGLang", "TensorRT-LLM". Its fitted constants for this
         device family come from ``data/calibration_fit.json``; other modes ignore it. Its attention kernel
         and fusion are not implied: pass ``flash_attention=`` and ``fused=`` (``calibration.FRAMEWORKS``)
+    images : images per sequence, for a vision-language model (an encode phase runs before the prefill;
+        TTFT = encode + prefill). Their image tokens join the prompt: the prefill runs
+        ``prompt_len + images · tokens_per_image`` tokens and the KV cache holds them all
+        (``prompt_len`` counts the text tokens, the image marker tokens included)
+    image_size : (height, width) in pixels of each image (default: the encoder's fixed size, or 448×448);
+        tokens per image = (H/patch)·(W/patch)/merge² (Gemma-3: its fixed ``mm_tokens_per_image``)
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -401,6 +416,13 @@ def analyze(
         efficiency=efficiency,
     )
     validate_for(opts, m, hw, B)
+    if m.traced is not None and speculative is not None:
+        m.traced.validate(opts, speculative)
+    n_img = _check_count("images", images, minimum=0)
+    if n_img and m.vision is None:
+        raise ValueError(f"images = {n_img}: model {m.name!r} has no vision encoder (no vision_config); use images=0")
+    img_size = m.vision.check_image_size(image_size) if m.vision is not None else None
+    img_tokens = n_img * m.vision.tokens_per_image(img_size) if n_img else 0
     spec = None
     draft = None
     if speculative is not None:
@@ -444,6 +466,24 @@ def analyze(
         "efficiency": opts.efficiency if isinstance(opts.efficiency, str) else dict(opts.efficiency),
         "framework": fw,
     }
+    if m.traced is not None:
+        settings["path"] = "traced"  # rows from tracing transformers; see model.trace_notes
+    encode = enc_rows = None
+    enc_act = 0.0
+    if m.vision is not None:
+        from .vision import EncoderBuilder
+
+        settings.update(images=n_img, image_size=list(img_size), image_tokens=img_tokens)
+        enc_rows = EncoderBuilder(
+            m.vision, prec, batch=B, images=max(n_img, 1), image_size=img_size, options=opts, hardware=hw
+        ).build()
+        if n_img:
+            enc_time = float(pass_time(enc_rows, roof))
+            encode = Phase("encode", img_tokens, m.vision.patches_per_image(img_size), enc_rows, enc_time, roof)
+            # residual stream of the patches on this device + the largest operator's tensors
+            n_patch = B / opts.ep * n_img * m.vision.patches_per_image(img_size)
+            enc_act = n_patch * m.vision.hidden_size * prec.a + float(max(r.activation_bytes for r in enc_rows))
+        P = P + img_tokens  # image tokens join the prompt: prefill and KV cache hold them
 
     pre_rows = PassBuilder(
         m,
@@ -491,8 +531,9 @@ def analyze(
     steps = generation.decode_step_times(
         m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
     )
+    enc = encode.time_s if encode is not None else 0.0  # TTFT = encode + prefill
     gen = generation.summarize(
-        pre.time_s + roof.request_overhead + draft_prefill,
+        pre.time_s + roof.request_overhead + draft_prefill + enc,
         steps.total_s,
         batch=B,
         gen_len=G,
@@ -521,6 +562,8 @@ def analyze(
         decode_rows=dec_rows,
         extra_bytes=draft_w,
         extra_per_seq=draft_kv_seq,
+        encoder_rows=enc_rows,
+        encode_activation_bytes=enc_act,
     )
     # the MTP modules' weights (resident only when they serve as the draft, as vLLM / SGLang load them)
     mtp = mtp_rows(m, prec)
@@ -535,4 +578,6 @@ def analyze(
         )
         for k, v in mem.items()
     }
-    return Result(m, hw, settings, pre, dec, steps, gen, mem)
+    if encode is not None:
+        gen["encode_s"] = encode.time_s  # TTFT = encode + prefill
+    return Result(m, hw, settings, pre, dec, steps, gen, mem, encode=encode, encoder_rows=enc_rows)

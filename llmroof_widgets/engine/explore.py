@@ -70,6 +70,8 @@ DEFAULTS = dict(
     ep=1,
     efficiency=None,
     framework="generic",
+    images=0,
+    image_size=None,
 )
 
 
@@ -215,7 +217,8 @@ class _SweepPlan:
             if len(self._prepared) > 64:
                 self._prepared.clear()
             kw = self.combo(i)
-            if kw["speculative"] is not None:
+            # speculative decoding and vision-language models: one analyze per configuration
+            if kw["speculative"] is not None or self.m.vision is not None or kw["images"]:
                 self._prepared[i] = (kw, None, None, None)
             else:
                 prec = Precision(kw["w_bits"], kw["a_bits"], kw["kv_bits"], kw["group_size"])

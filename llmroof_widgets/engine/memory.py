@@ -187,19 +187,26 @@ def footprint(
     decode_rows: list[Row],
     extra_bytes: float = 0.0,
     extra_per_seq: float = 0.0,
+    encoder_rows: list[Row] | None = None,
+    encode_activation_bytes: float = 0.0,
 ) -> dict:
     """``extra_bytes`` / ``extra_per_seq``: a speculative draft's weights / KV cache per sequence.
 
+    ``encoder_rows``: a vision-language model's encoder operators: their weights are resident (with or
+    without images; on the first pipeline stage) and counted in ``weights_bytes``;
+    ``encode_activation_bytes``: the encode pass's peak activations (0 without images).
+
     ``batch``, ``prompt_len`` and ``gen_len`` may be numpy arrays (sweeps): every figure broadcasts.
     """
-    w = weights_bytes(prefill_rows, model, opts)
+    vision_w = float(sum(r.count * r.resident for r in encoder_rows)) if encoder_rows else 0.0
+    w = weights_bytes(prefill_rows, model, opts) + vision_w
     final_ctx = prompt_len + gen_len - 1  # tokens cached after the last decode step writes its own
     kv_final = kv_cache_bytes(model, prec, batch, final_ctx, opts)
     kv_prompt = kv_cache_bytes(model, prec, batch, prompt_len, opts)
     local = batch / opts.ep
     act_prefill = activations_bytes(prefill_rows, model, prec, local * prompt_len)
     act_decode = activations_bytes(decode_rows, model, prec, local)
-    act = np.maximum(act_prefill, act_decode)
+    act = np.maximum(np.maximum(act_prefill, act_decode), encode_activation_bytes)
     rec = recurrent_state_bytes(model, prec, batch, opts)  # recurrent layers' state: fixed per sequence
     draft = extra_bytes + extra_per_seq * local
     prefill_total = w + kv_prompt + rec + act_prefill + draft
@@ -215,6 +222,11 @@ def footprint(
     host_weights = float(sum(r.count * r.host_resident for r in prefill_rows))
     return {
         "weights_bytes": w,
+        **(
+            {"vision_weights_bytes": vision_w, "activations_encode_bytes": encode_activation_bytes}
+            if encoder_rows
+            else {}
+        ),
         "kv_cache_bytes": kv_final,
         "kv_cache_prompt_bytes": kv_prompt,
         "kv_bytes_per_token": kv_bytes_per_token(model, prec, opts),

@@ -321,6 +321,8 @@ class ModelConfig:
     mtp_head: bool = False
     gemma3n: dict | None = None  # Gemma-3n extras (families_gemma3n.parse)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    vision: Any = None  # vision.VisionSpec of a vision-language model (its encoder and projector), else None
+    traced: Any = None  # traced.TracedModel when the rows come from tracing transformers (the traced path)
 
     @property
     def first_attention(self) -> AttentionSpec | None:
@@ -382,6 +384,8 @@ class ModelConfig:
                 }
                 for lt in self.layer_types
             ],
+            **({"vision": self.vision.to_dict()} if self.vision is not None else {}),
+            **({"traced": True, "trace_notes": list(self.traced.notes)} if self.traced is not None else {}),
         }
 
 
@@ -489,14 +493,27 @@ def _load_catalog_config(key: str) -> str:
     return (MODELS_DIR / entry["file"]).read_text()
 
 
-def load_model(x: Any, *, name: str | None = None) -> ModelConfig:
+def load_model(x: Any, *, name: str | None = None, trace: bool = False) -> ModelConfig:
     """Load a model description.
 
     ``x`` is a catalog name (the Hugging Face id, case-insensitive, or a short alias such as
     ``"llama-2-7b"``), a path to a ``config.json`` or to a folder holding one, a dict of a
     config's contents, or an existing :class:`ModelConfig`. A Hub id that is not in the catalog
     is fetched with ``huggingface_hub`` (``config.json`` only) when a network is available.
+
+    A ``model_type`` the analytic parser does not know goes to the traced path (rows counted by tracing
+    ``transformers`` on the meta device, see :mod:`.traced`) when torch and transformers are installed;
+    ``trace=True`` traces a known model too.
     """
+    if trace:
+        from .traced import trace_config
+
+        m = load_model(x, name=name)
+        if m.traced is not None:
+            return m
+        if m.vision is not None:
+            raise ValueError("trace=True: vision-language models are not traced; use the analytic path (trace=False)")
+        return trace_config(m.raw, name=m.name)
     if isinstance(x, ModelConfig):
         return x
     if isinstance(x, dict):
@@ -973,14 +990,23 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
     if not isinstance(cfg, dict):
         raise ValueError("model config must be a dict (the contents of config.json)")
     cfg = copy.deepcopy(cfg)
+    if isinstance(cfg.get("vision_config"), dict):  # a vision-language model: text model + vision encoder
+        from .vision import parse_multimodal
+
+        return parse_multimodal(cfg, name=name, parse_text=parse_config)
     if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], dict):
         cfg = {**cfg["text_config"], "_outer_model_type": cfg.get("model_type")}
     mt = cfg.get("model_type")
     if mt is None:
         raise ValueError(f"config is missing the field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
     if mt not in FAMILIES:
+        from .traced import INSTALL_HINT, available, trace_config
+
+        if available():  # the traced path: transformers builds it on the meta device
+            return trace_config({k: v for k, v in cfg.items() if k != "_outer_model_type"}, name=name)
         raise ValueError(
-            f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}"
+            f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}; "
+            f"others can be traced with transformers: {INSTALL_HINT}"
         )
     fam = FAMILIES[mt]
     for k, what in UNSUPPORTED_FIELDS.items():

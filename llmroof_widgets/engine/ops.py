@@ -903,6 +903,8 @@ class PassBuilder:
 
     def build(self, layer_fraction: float = 1.0) -> list[Row]:
         """All rows of the pass; ``layer_fraction`` < 1 runs that mean share of the layers (early exit)."""
+        if getattr(self.m, "traced", None) is not None:  # the traced path: rows from the model's trace
+            return self.m.traced.build_rows(self, layer_fraction)
         m, p, N, h, tp = self.m, self.p, self.N, self.m.hidden_size, self.tp
         self._lt, self._count = "model", 1
         # token embedding: a lookup reads N rows of the V × h table (vocab-parallel under TP)

@@ -152,6 +152,8 @@ def kv_heads_per_device(num_kv_heads: int, tp: int) -> int:
 
 def validate_for(opts: Options, model, hardware, batch_size: int) -> None:
     """Checks that need the model or the device."""
+    if getattr(model, "traced", None) is not None:
+        model.traced.validate(opts)  # tp/pp/ep do not apply to a traced model
     tp = opts.tp
     for lt in model.layer_types:
         if lt.mixer is not None:

@@ -13,9 +13,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# roofline scatter marks: one per (phase, bound); a row's dot is (slot, index in that mark)
-SLOTS = (("prefill", "memory"), ("prefill", "compute"), ("decode", "memory"), ("decode", "compute"))
-PHASE_ORDER = ("prefill", "decode")
+# roofline scatter marks: one per (phase, bound); a row's dot is (slot, index in that mark). Operators
+# at the same point share one dot (its tooltip lists them all); a dot shared by prefill and decode
+# operators goes to a "both" mark (its own marker shape).
+SLOTS = (
+    ("prefill", "memory"),
+    ("prefill", "compute"),
+    ("decode", "memory"),
+    ("decode", "compute"),
+    ("both", "memory"),
+    ("both", "compute"),
+)
+PHASE_ORDER = ("encode", "prefill", "decode")  # "encode": a vision-language model's encoder, when images are given
+# Two operators whose intensity and attained rate both differ by less than this many decades share a
+# dot: 0.01 decade (2.3 %) is under a pixel on a roofline of 6 decades in 450 px, i.e. the same spot.
+SAME_POINT_DECADES = 0.01
 
 # fields of a table row (the engine's op row plus index/key/phase/dot)
 ROW_FIELDS = (
@@ -73,6 +85,8 @@ FORMULA_FIELDS = (
     "flops_formula",
     "bytes_formula",
     "time_formula",
+    "dot",
+    "no_dot",
 )
 TOTAL_FIELDS = (
     "tokens",
@@ -95,6 +109,12 @@ NOTE_CALIBRATED = (
     "calibrated estimates, not lower bounds: the device family's achievable bandwidth and GEMM "
     "efficiency, small-M GEMM efficiency, dequantization and kernel-launch overheads "
     "(llmroof_widgets/engine/calibration.py)"
+)
+
+
+NOTE_THROUGHPUT = (
+    "generated tokens per second for the whole batch (every sequence together, all devices); "
+    "per device: divided by the devices (tp × pp × ep)"
 )
 
 
@@ -196,6 +216,50 @@ def _plain(v):
     return v
 
 
+def dot_point(row: dict) -> tuple[float, float]:
+    """Where an operator's dot sits: (arithmetic intensity, attained FLOP/s = FLOPs / time), the engine's figures."""
+    y = row.get("attained_flops")
+    return float(row["arithmetic_intensity"]), float(y if y is not None else row["flops"] / row["time_s"])
+
+
+def no_dot_reason(row: dict) -> str:
+    """Why an operator has no roofline dot (shown when it is selected)."""
+    if row.get("bound") == "communication":
+        return "a collective: 0 FLOPs, timed on the interconnect"
+    if not (row.get("flops") or 0) > 0:
+        return "0 FLOPs (a lookup or a copy)"
+    if not (row.get("bytes") or 0) > 0:
+        return "fused: no bytes of its own, intensity ∞"
+    return "zero time"
+
+
+def _group_dots(rows: list[dict]) -> list[list[list[int]]]:
+    """One dot per spot: operators of the same bound within SAME_POINT_DECADES of each other on both
+    axes share a dot (in their phase's mark, or the "both" mark when the phases differ). Sets each
+    row's ``dot`` to ``[slot, k]``; returns, per slot, the row indices of every dot."""
+    groups: list[tuple[str, float, float, list[int]]] = []  # (bound, log x, log y, rows) in engine order
+    for r in rows:
+        if r.get("no_dot") is not None or r["bound"] not in ("memory", "compute"):
+            continue
+        x, y = dot_point(r)
+        lx, ly = math.log10(x), math.log10(y)
+        for b, gx, gy, members in groups:
+            if b == r["bound"] and abs(gx - lx) < SAME_POINT_DECADES and abs(gy - ly) < SAME_POINT_DECADES:
+                members.append(r["index"])
+                break
+        else:
+            groups.append((r["bound"], lx, ly, [r["index"]]))
+    dots: list[list[list[int]]] = [[] for _ in SLOTS]
+    for bound, _, _, members in groups:
+        # the encoder runs before the first token: its dots join the prefill marks
+        phases = {"prefill" if rows[i]["phase"] == "encode" else rows[i]["phase"] for i in members}
+        slot = SLOTS.index((phases.pop() if len(phases) == 1 else "both", bound))
+        for i in members:
+            rows[i]["dot"] = [slot, len(dots[slot])]
+        dots[slot].append(members)
+    return dots
+
+
 @dataclass
 class ViewData:
     """Everything the views show for one State revision."""
@@ -206,7 +270,7 @@ class ViewData:
     keys: dict = field(default_factory=dict)  # row key -> row index
     totals: dict = field(default_factory=dict)  # phase -> totals
     headline: dict = field(default_factory=dict)
-    dots: list = field(default_factory=list)  # per slot: list of row indices
+    dots: list = field(default_factory=list)  # per slot: one list of row indices per dot (operators at one point)
     plotted_dtypes: list = field(default_factory=list)  # peak dtypes used by the plotted operators
     communication: list = field(default_factory=list)  # row indices of collectives (0 FLOPs: no dot)
 
@@ -226,11 +290,12 @@ class ViewData:
         d = result.to_dict()
         rows: list[dict] = []
         keys: dict[str, int] = {}
-        dots: list[list[int]] = [[] for _ in SLOTS]
         totals: dict[str, dict] = {}
         dtypes: list[str] = []
         comm: list[int] = []
         for ph in shown_phases(phase):
+            if ph not in d:
+                continue  # no encode phase without images
             p = d.get(ph) or {}
             totals[ph] = {k: _plain(p.get(k)) for k in TOTAL_FIELDS}
             for op in p.get("ops", []):
@@ -247,20 +312,22 @@ class ViewData:
                 fl, t, ai = row["flops"] or 0.0, row["time_s"] or 0.0, row["arithmetic_intensity"] or 0.0
                 if row["bound"] == "communication":
                     comm.append(row["index"])
+                row["dot"] = None
+                row["no_dot"] = None
                 if fl > 0 and t > 0 and ai > 0 and row["bound"] in ("memory", "compute"):
-                    slot = SLOTS.index((ph, "compute" if row["bound"] == "compute" else "memory"))
-                    row["dot"] = [slot, len(dots[slot])]
-                    dots[slot].append(row["index"])
                     if row["peak_dtype"] not in dtypes:
                         dtypes.append(row["peak_dtype"])
                 else:
-                    row["dot"] = None  # no FLOPs (a lookup, a collective): no point on a log–log roofline
+                    row["no_dot"] = no_dot_reason(row)  # no point on a log–log roofline
                 rows.append(row)
+        dots = _group_dots(rows)
         g = d.get("generation", {})
         m = d.get("memory", {})
         s = d.get("settings", {})
         mode = efficiency_mode(s)
         notes = {str(k): str(v) for k, v in (d.get("notes") or {}).items()}
+        # what the throughput figure is: every sequence of the batch together, over all devices
+        notes["throughput_tokens_per_s"] = NOTE_THROUGHPUT
         if mode == "calibrated":
             notes["time"] = NOTE_CALIBRATED
         elif mode == "custom":
@@ -277,7 +344,18 @@ class ViewData:
                 k: _plain(s.get(k))
                 for k in ("batch_size", "prompt_len", "gen_len", "w_bits", "a_bits", "kv_bits", "logits", "attention")
             },
-            **{k: _plain(g.get(k)) for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "throughput_tokens_per_s")},
+            **{
+                k: _plain(g.get(k))
+                for k in (
+                    "ttft_s",
+                    "tpot_s",
+                    "e2e_s",
+                    "tokens_per_s",
+                    "throughput_tokens_per_s",
+                    "throughput_per_device_tokens_per_s",
+                )
+            },
+            # the memory chart's "fits check" bar: weights + KV cache at the last step + peak activations
             "memory_total_bytes": _plain(m.get("total_bytes")),
             "capacity_bytes": _plain(m.get("capacity_bytes")),
             "fits": bool(m.get("fits", True)),
@@ -310,9 +388,15 @@ class ViewData:
         return None if key is None else self.keys.get(key)
 
     def row_of_dot(self, slot: int, k: int) -> int | None:
+        """The first table row of dot ``k`` of mark ``slot`` (a dot may stand for several operators)."""
+        rows = self.rows_of_dot(slot, k)
+        return rows[0] if rows else None
+
+    def rows_of_dot(self, slot: int, k: int) -> list[int]:
+        """Every table row drawn as dot ``k`` of mark ``slot``."""
         if 0 <= slot < len(self.dots) and 0 <= k < len(self.dots[slot]):
-            return self.dots[slot][k]
-        return None
+            return list(self.dots[slot][k])
+        return []
 
     # -- derived view payloads -----------------------------------------------------------------
     def warning(self) -> str:

@@ -41,6 +41,8 @@ class LayerTable(_Closing, StateView, anywidget.AnyWidget):
     mark_slots = traitlets.Int(len(SLOTS)).tag(sync=True)
     # anywidgets with a `selected` trait in the table's row index space
     peers = traitlets.List(traitlets.Instance(W.Widget)).tag(sync=True, **W.widget_serialization)
+    # bqplot Labels that say "no dot" when the selected operator has none (the roofline's selection_note)
+    dot_notes = traitlets.List(traitlets.Instance(W.Widget)).tag(sync=True, **W.widget_serialization)
 
     def __init__(self, state, **kwargs):
         super().__init__(**kwargs)
@@ -63,32 +65,48 @@ class LayerTable(_Closing, StateView, anywidget.AnyWidget):
             self.headline = new.headline
             self.warning = new.warning()
             self.selected = [] if sel is None else [sel]
+        # the linked roofline shows this selection's dot (a dot may stand for several operators, so
+        # its own remapping could pick another of them)
+        for v in getattr(self, "_shows", ()):
+            v.show_row(sel)
 
     def link(self, *views) -> LayerTable:
         """Link the selection of these views with this table, on the front end.
 
-        Views with ``selection_marks`` (the roofline's four dot marks) and ``selection_peers``
-        (the formula panel, the memory breakdown's share caption) are accepted.
+        Views with ``selection_marks`` (the roofline's dot marks, one per slot), ``selection_note``
+        (the roofline's "no dot" label) and ``selection_peers`` (the formula panel, the memory
+        breakdown's share caption) are accepted. Clicking a dot that stands for several operators
+        selects all of them.
         """
-        marks, peers = list(self.marks), list(self.peers)
+        marks, peers, notes = list(self.marks), list(self.peers), list(self.dot_notes)
         for v in views:
             for m in getattr(v, "selection_marks", ()):
                 if m not in marks:
                     marks.append(m)
+            note = getattr(v, "selection_note", None)
+            if note is not None and note not in notes:
+                notes.append(note)
             for p in getattr(v, "selection_peers", ()):
                 if p not in peers and p is not self:
                     peers.append(p)
         if len(marks) % len(SLOTS):
-            raise ValueError("LayerTable.link: roofline marks come in groups of four (one per phase and bound)")
+            raise ValueError(
+                f"LayerTable.link: roofline marks come in groups of {len(SLOTS)} (one per phase and bound)"
+            )
         with self.hold_sync():
             self.marks = marks
             self.peers = peers
+            self.dot_notes = notes
         # bring the new partners in line with the current selection (the front end does the same)
         for p in peers:
             p.selected = list(self.selected)
+        shows = getattr(self, "_shows", [])
         for v in views:
             if hasattr(v, "show_row"):
+                if v not in shows:
+                    shows.append(v)
                 v.show_row(self.selected[0] if self.selected else None)
+        self._shows = shows
         return self
 
     @property

@@ -20,7 +20,7 @@ import traitlets
 from ..engine import compare
 from ._data import _plain, technique_labels
 from ._static import BundleESM
-from .plots import COMPUTE_COLOR, MEMORY_COLOR, _figure_kwargs
+from .plots import SERIES_COLORS, _figure_kwargs
 from .state import State
 
 # which way is better for each total of lr.compare (None: neither)
@@ -90,7 +90,7 @@ class CompareView(W.VBox):
             y=np.zeros((2, 0)),
             scales={"x": self.x_scale, "y": self.y_scale},
             type="grouped",
-            colors=[MEMORY_COLOR, COMPUTE_COLOR],
+            colors=list(SERIES_COLORS),
             labels=list(labels),
             display_legend=True,
             padding=0.25,

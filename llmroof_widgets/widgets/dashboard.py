@@ -78,9 +78,12 @@ class Dashboard(W.VBox):
         self.formula = FormulaPanel(state, picker=False)
         self.table.link(self.roofline, self.memory, self.formula)
 
-        grow = {"flex": "1 1 0", "min_width": "0"}
-        right = W.VBox([self.table, self.formula], layout=W.Layout(**grow))
-        top = W.HBox([self.controls, right], layout=W.Layout(width="100%", align_items="flex-start"))
+        # the table's column needs ~560 px to show every column without a horizontal scroll: below
+        # that it wraps under the controls (and then has the dashboard's full width)
+        right = W.VBox([self.table, self.formula], layout=W.Layout(flex="1 1 560px", min_width="0"))
+        top = W.HBox(
+            [self.controls, right], layout=W.Layout(width="100%", align_items="flex-start", flex_flow="row wrap")
+        )
         self.roofline.layout.flex = "3 1 0"
         self.memory.layout = W.Layout(flex="2 1 0", min_width="280px")
         plots = W.HBox([self.roofline, self.memory], layout=W.Layout(width="100%", flex_flow="row wrap"))

@@ -8,6 +8,7 @@ control change does not pay for the sweep unless someone is looking at it.
 
 from __future__ import annotations
 
+import html
 import math
 
 import bqplot as bq
@@ -17,7 +18,7 @@ import traitlets
 
 from ._base import StateView
 from ._data import fmt_si, fmt_time, sweep_dropping_invalid
-from .plots import COMPUTE_COLOR, LABEL_COLOR, MEMORY_COLOR, SELECT_COLOR, _figure_kwargs
+from .plots import LABEL_COLOR, SELECT_COLOR, TPOT_COLOR, TTFT_COLOR, _figure_kwargs
 
 AXES = ("batch_size", "prompt_len")
 AXIS_LABEL = {"batch_size": "batch size (sequences)", "prompt_len": "context: prompt length (tokens)"}
@@ -77,7 +78,7 @@ class SweepView(StateView, W.VBox):
             x=_EMPTY,
             y=_EMPTY,
             scales=tsc,
-            colors=[COMPUTE_COLOR],
+            colors=[TTFT_COLOR],
             stroke_width=2,
             marker="circle",
             marker_size=24,
@@ -89,7 +90,7 @@ class SweepView(StateView, W.VBox):
             x=_EMPTY,
             y=_EMPTY,
             scales=tsc,
-            colors=[MEMORY_COLOR],
+            colors=[TPOT_COLOR],
             stroke_width=2,
             marker="circle",
             marker_size=24,
@@ -257,14 +258,20 @@ class SweepView(StateView, W.VBox):
                 "sweep the prompt length at the current batch size",
             ],
         )
-        self.status = W.Label(layout=W.Layout(flex="1 1 auto", min_width="0"))
+        # the status line wraps (a W.Label would cut it); its text is escaped (it may hold a model name)
+        self.status = W.HTML(layout=W.Layout(flex="1 1 240px", min_width="0"))
         self.status.add_class("lr-sweep-status")
+        axis_label = W.HTML("<b>x axis</b>", layout=W.Layout(flex="0 0 auto"))
         head = W.HBox(
-            [W.Label("x axis:"), self.axis, self.status],
-            layout=W.Layout(width="100%", align_items="center", grid_gap="8px"),
+            [axis_label, self.axis, self.status],
+            layout=W.Layout(width="100%", align_items="center", grid_gap="8px", flex_flow="row wrap"),
         )
-        plots = W.HBox([self.time_figure, self.memory_figure], layout=W.Layout(width="100%", flex_flow="row wrap"))
-        super().__init__(children=[head, plots], **kwargs)
+        # the figures are put on the page only once there is a sweep to draw: never empty axes (e.g. after
+        # an error), and never a figure laid out at zero size (display: none gives negative sizes)
+        self.plots = W.HBox([], layout=W.Layout(width="100%", flex_flow="row wrap"))
+        self.placeholder = W.HTML("", layout=W.Layout(width="100%"))
+        self.placeholder.add_class("lr-sweep-message")
+        super().__init__(children=[head, self.plots, self.placeholder], **kwargs)
         self.add_class("lr-sweep")
         with self.hold_trait_notifications():
             self.x = x
@@ -344,13 +351,18 @@ class SweepView(StateView, W.VBox):
         self.data, self.x_values, self.message = df, list(vals), note
         self.stale = False
         self._draw(df)
+        if not self.plots.children:
+            self.plots.children = (self.time_figure, self.memory_figure)
         self._show_status()
 
     def _show_status(self) -> None:
         st = self.state
         parts = []
         if st.error:
-            parts.append("inputs invalid (see the error above): showing the last valid sweep")
+            parts.append(
+                "inputs invalid (see the error above)"
+                + (": showing the last valid sweep" if self.data is not None else "")
+            )
         if self.message:
             parts.append(self.message)
         if not parts and self.data is not None:
@@ -364,7 +376,17 @@ class SweepView(StateView, W.VBox):
                 f"{r.model.name} on {r.hardware.name} · lr.sweep over {len(self.x_values)} values · "
                 f"{other}, generate {r.settings['gen_len']:,} · every other setting as the State's"
             )
-        self.status.value = " · ".join(parts)
+        self.status.value = html.escape(" · ".join(parts))
+        # nothing drawn yet (no valid result, or the sweep failed): a sentence instead of empty axes
+        if self.data is None:
+            self.plots.children = ()
+            self.placeholder.value = html.escape(
+                "No sweep to show: " + (self.message or "the inputs are invalid (see the error above).")
+                if (st.error or self.message)
+                else "The sweep appears here once the inputs give a result."
+            )
+        else:
+            self.placeholder.value = ""
 
     # -- drawing -------------------------------------------------------------------------------
     def fit_limit(self, df=None) -> float | None:
@@ -401,7 +423,7 @@ class SweepView(StateView, W.VBox):
         x_lo, x_hi = float(xs.min()) / 1.3, float(xs.max()) * 1.3
         t_lo = float(min(ttft.min(), tpot.min())) / 2
         t_hi = float(max(ttft.max(), tpot.max())) * 6  # headroom for the legend
-        m_hi = max(cap, float(total.max())) * 1.3
+        m_hi = max(cap, float(total.max())) * 1.6  # the legend (top 1/3) stays above every line and the capacity
         ticks = xs if len(xs) <= 7 else xs[::2]
         label = AXIS_LABEL[self.x]
         fmt = "d" if self.x == "batch_size" else ".3~s"
@@ -451,12 +473,12 @@ class SweepView(StateView, W.VBox):
         with self.t_limit_label.hold_sync():
             if lim:
                 approx = "" if self.x == "batch_size" else "≈ "
-                self.t_limit_label.x, self.t_limit_label.y = np.array([limit]), np.array([0.93])
+                # mid-height, between TTFT (above) and TPOT (below): clear of the legend in the top-left corner
+                self.t_limit_label.x, self.t_limit_label.y = np.array([limit]), np.array([0.45])
                 self.t_limit_label.text = [f"fits up to {approx}{int(limit):,}{unit}"]
             else:
                 self.t_limit_label.x, self.t_limit_label.y, self.t_limit_label.text = _EMPTY, _EMPTY, []
-        name = "batch size" if self.x == "batch_size" else "context"
-        self.time_figure.title = f"Time against {name}"
+        self.time_figure.title = "Time"
         if fits.all():
             fit_text = "everything fits"
         elif not fits.any():
@@ -467,7 +489,7 @@ class SweepView(StateView, W.VBox):
             )
         self.memory_figure.title = f"Memory · capacity {fmt_si(cap * 1e9, 'B')} · {fit_text}"
         i = int(np.argmin(np.abs(xs - cur)))
-        self.time_figure.title += f" · now TTFT {fmt_time(ttft[i] / 1e3)}, TPOT {fmt_time(tpot[i] / 1e3)}"
+        self.time_figure.title += f" · now: TTFT {fmt_time(ttft[i] / 1e3)}, TPOT {fmt_time(tpot[i] / 1e3)}"
 
     def close(self):
         self._detach()

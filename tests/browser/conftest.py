@@ -272,3 +272,9 @@ def quickstart(browser, lab):
         raise
     finally:
         ctx.close()
+
+
+@pytest.fixture(scope="session")
+def lab_notebook():
+    """The :class:`LabNotebook` class, for modules that open notebooks of their own."""
+    return LabNotebook

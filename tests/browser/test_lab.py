@@ -153,32 +153,44 @@ def expected_dots(d: dict) -> list[tuple]:
     return sorted(out)
 
 
-def dot_label(name: str) -> str:
-    """'decode · decoder · q_proj ×32 — …' -> 'decode · decoder · q_proj ×'."""
-    return name.split("×", 1)[0] + "×"
+def dot_members(name: str) -> list[str]:
+    """Every operator a dot stands for: operators at one point share a dot whose name joins them
+    with " + " ('decode · decoder · q_proj ×32 (…) + decode · decoder · o_proj ×32 (…) — …')."""
+    return [m.split("×", 1)[0] + "×" for m in name.split(" — ", 1)[0].split(" + ")]
+
+
+SAME_POINT = (
+    10**0.01
+)  # a shared dot's other operators are within 0.01 decade of its position (_data.SAME_POINT_DECADES)
 
 
 def shown_dots(dots) -> list[tuple]:
-    return sorted((dot_label(d["name"]), d["x"], d["y"]) for d in dots)
+    """(label, x, y, first) for every operator of every dot: the dot sits at its first operator's point."""
+    return sorted((m, d["x"], d["y"], i == 0) for d in dots for i, m in enumerate(dot_members(d["name"])))
 
 
 def assert_same_dots(shown, expected):
     assert [s[0] for s in shown] == [e[0] for e in expected]
     for s, e in zip(shown, expected):
-        assert s[1] == pytest.approx(e[1], rel=1e-9) and s[2] == pytest.approx(e[2], rel=1e-9), (s, e)
+        if s[3]:  # the operator the dot is placed at: exactly its point
+            assert s[1] == pytest.approx(e[1], rel=1e-9) and s[2] == pytest.approx(e[2], rel=1e-9), (s, e)
+        else:  # another operator at the same spot
+            assert 1 / SAME_POINT < s[1] / e[1] < SAME_POINT and 1 / SAME_POINT < s[2] / e[2] < SAME_POINT, (s, e)
 
 
 def wait_dots(nb, expected):
     """Wait until the operators' dots are at ``expected`` (label, intensity, FLOP/s) points."""
     nb.wait(
-        f"""(want) => {{
-        const got = ({DOTS_JS})().map(d => [d.name.split('×')[0] + '×', d.x, d.y])
+        f"""([want, tol]) => {{
+        const got = ({DOTS_JS})().flatMap(d => d.name.split(' — ')[0].split(' + ')
+            .map((m, i) => [m.split('×')[0] + '×', d.x, d.y, i === 0]))
           .sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] - b[1] || a[2] - b[2]);
-        const close = (a, b) => Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b));
+        const close = (a, b, first) => first ? Math.abs(a - b) <= 1e-9 * Math.max(Math.abs(a), Math.abs(b))
+                                             : a / b < tol && b / a < tol;
         return got.length === want.length && got.every((g, i) =>
-          g[0] === want[i][0] && close(g[1], want[i][1]) && close(g[2], want[i][2]));
+          g[0] === want[i][0] && close(g[1], want[i][1], g[3]) && close(g[2], want[i][2], g[3]));
       }}""",
-        arg=[list(e) for e in expected],
+        arg=[[list(e) for e in expected], SAME_POINT],
     )
 
 
@@ -286,7 +298,7 @@ def test_row_and_dot_selection_reach_each_other_and_the_kernel(quickstart):
     nb.wait(
         f"""(label) => {{
         const hl = ({DOTS_JS})().filter(d => d.style.toLowerCase().includes('{SELECT_RGB}'));
-        return hl.length === 1 && hl[0].name.startsWith(label);
+        return hl.length === 1 && hl[0].name.split(' — ')[0].split(' + ').some(m => m.startsWith(label));
       }}""",
         arg=label,
     )
@@ -302,8 +314,10 @@ def test_row_and_dot_selection_reach_each_other_and_the_kernel(quickstart):
     assert js_flops(op["flops"]) in formula and js_bytes(op["bytes"]) in formula and js_time(op["time_s"]) in formula
     assert page.locator(f"{DASH} tr.lr-row.selected").count() == 1
     assert wait_probe(
-        nb, "[ui.selected, ui.selected_row['name'], ui.roofline.selected_row()]", [[index], "gate_proj", index]
-    ) == [[index], "gate_proj", index]
+        nb,
+        "[ui.selected, ui.selected_row['name'], " + str(index) + " in ui.roofline.selected_rows()]",
+        [[index], "gate_proj", True],
+    ) == [[index], "gate_proj", True]
 
     # roofline dot -> its row is selected: a prefill dot that a click at its centre really hits (P7)
     target = page.evaluate(f"""() => {{
@@ -322,11 +336,18 @@ def test_row_and_dot_selection_reach_each_other_and_the_kernel(quickstart):
       }}""")
     assert target is not None, "no prefill dot is clickable at its centre"
     page.mouse.click(target["x"], target["y"])
-    phase, layer2, name2 = dot_label(target["name"])[:-1].strip().split(" · ")
+    # the dot's operators are selected (all of them when several share the dot; the first is shown)
+    members = [m[:-1].strip().split(" · ") for m in dot_members(target["name"])]
+    phase, layer2, name2 = members[0]
     sel = f'{DASH} tr.lr-row.selected[data-phase="{phase}"][data-layer-type="{layer2}"][data-op="{name2}"]'
     page.wait_for_selector(sel, timeout=UI_TIMEOUT_MS)
     index2 = int(page.get_attribute(sel, "data-index"))
-    assert page.locator(f"{DASH} tr.lr-row.selected").count() == 1
+    nb.wait(f"(n) => document.querySelectorAll('{DASH} tr.lr-row.selected').length === n", arg=len(members))
+    selected = page.evaluate(
+        f"""() => [...document.querySelectorAll('{DASH} tr.lr-row.selected')]
+              .map(t => [t.dataset.phase, t.dataset.layerType, t.dataset.op])"""
+    )
+    assert sorted(selected) == sorted(members)
     nb.wait(
         f"""(i) => {{
         const t = document.querySelector('{DASH} .lr-formula-title');
@@ -336,7 +357,10 @@ def test_row_and_dot_selection_reach_each_other_and_the_kernel(quickstart):
     )
     hl = [dt for dt in page.evaluate(DOTS_JS) if is_highlighted(dt)]
     assert [dt["name"] for dt in hl] == [target["name"]]
-    assert wait_probe(nb, "[ui.selected, ui.selected_row['name']]", [[index2], name2]) == [[index2], name2]
+    got = wait_probe(
+        nb, "[ui.selected[:1], ui.selected_row['name'], len(ui.selected)]", [[index2], name2, len(members)]
+    )
+    assert got == [[index2], name2, len(members)]
     nb.assert_no_errors()
 
 
@@ -346,7 +370,7 @@ def test_batch_size_control_moves_dots_and_updates_figures(quickstart):
     inputs = nb.probe("ui.state.inputs()")
     b0 = inputs["batch_size"]
     b1 = 64 if b0 != 64 else 32
-    before = {dt["name"].split("×")[0]: dt["transform"] for dt in page.evaluate(DOTS_JS)}
+    before = {m: dt["transform"] for dt in page.evaluate(DOTS_JS) for m in dot_members(dt["name"])}
 
     r64 = engine(dict(inputs, batch_size=b1))
     readout = control(nb, "batch size", ".widget-slider").locator(".widget-readout")
@@ -360,7 +384,7 @@ def test_batch_size_control_moves_dots_and_updates_figures(quickstart):
     # the dots now sit at the engine's points for the new batch, and the decode ones have moved
     wait_dots(nb, expected_dots(r64.to_dict()))
     assert_same_dots(shown_dots(page.evaluate(DOTS_JS)), expected_dots(r64.to_dict()))
-    after = {dt["name"].split("×")[0]: dt["transform"] for dt in page.evaluate(DOTS_JS)}
+    after = {m: dt["transform"] for dt in page.evaluate(DOTS_JS) for m in dot_members(dt["name"])}
     moved = [k for k in after if k.startswith("decode") and k in before and after[k] != before[k]]
     assert moved, "no decode dot moved"
     rows = page.evaluate(ROWS_JS)

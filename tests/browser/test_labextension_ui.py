@@ -289,6 +289,26 @@ def test_saved_analysis_opens_read_only_in_its_viewer_without_a_kernel(clean, la
     assert view["segments"][:2] == ["weights", "kv"] and "activations" in view["segments"]
     assert view["capacity"] == 1
     assert view["kernel"] is False
+    # one colour meaning with the dashboard: the bound (the dot's fill, the table's bound cell), and the
+    # phase as the marker's shape (prefill ●, decode ▲); the figures say what they are
+    look = page.evaluate(
+        """() => { const n = jupyterapp.shell.currentWidget.node;
+             return {
+               dots: [...n.querySelectorAll('.lr-doc-dot[data-index]')].map(e =>
+                 [e.dataset.phase, e.dataset.bound, e.tagName, getComputedStyle(e).fill]),
+               bounds: [...n.querySelectorAll('.lr-doc-table[data-phase=decode] tbody tr.lr-doc-row')].map(tr =>
+                 [tr.querySelector('.lr-doc-col-bound').textContent, getComputedStyle(tr.querySelector('.lr-doc-col-bound')).color]),
+               labels: Object.fromEntries([...n.querySelectorAll('.lr-doc-figure')].map(
+                 f => [f.dataset.key, f.querySelector('.lr-doc-figure-label').textContent])),
+               note: n.querySelector('.lr-doc-note[data-mode]').textContent,
+             }; }"""
+    )
+    fill = {"memory": "rgb(31, 119, 180)", "compute": "rgb(217, 95, 2)"}
+    assert {(ph, tag) for ph, _, tag, _ in look["dots"]} <= {("prefill", "circle"), ("decode", "path")}
+    assert all(color == fill[b] for _, b, _, color in look["dots"]), look["dots"]
+    assert [b for b, _ in look["bounds"]] == [o["bound"] for o in d["decode"]["ops"]]
+    assert all(color == fill[b] for b, color in look["bounds"])
+    assert look["labels"]["throughput"] == "throughput, whole batch" and "lower bounds" in look["note"]
     sessions = _api(lab, "GET", "/api/sessions")
     assert not [s for s in sessions if s.get("path", "").endswith(SAVED)]
 

@@ -1,0 +1,366 @@
+"""Vision-language models: the encode phase, checked against ``transformers`` (code nobody here wrote).
+
+Reference checks (marked ``reference``; skipped without torch/transformers):
+- ``params_total`` (text model + vision encoder + projector) equals the parameter count of
+  ``AutoModelForImageTextToText`` built on the meta device, exactly, for every VL catalog model;
+- the encoder's matmul FLOPs for one image equal what ``FlopCounterMode`` counts for the model's own
+  ``get_image_features`` (patch-embedding convolution, every block, mergers / projector). Gemma-3's
+  SigLIP tower runs on the meta device at full depth. Qwen's and Pixtral's image code turns grid sizes
+  and window indices into Python lists, which meta tensors cannot give: there the encoder runs a real
+  CPU forward (uninitialized weights, ``to_empty``) on configs with fewer blocks, and the count is
+  scaled exactly per block: FLOPs are linear in the number of blocks of each kind (window / full,
+  DeepStack mergers), so two or three small depths give the per-block counts and the constant part,
+  and the full-depth count is their exact linear combination.
+
+Engine checks (no torch): image tokens per image, the encode phase in ``to_dict()`` only with images,
+TTFT = encode + prefill, the prompt's KV cache holding the image tokens, vision weights resident
+without images, and clear ``ValueError``s.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+import llmroof_widgets as lr
+from llmroof_widgets.engine.models import MODELS_DIR, _catalog_index, load_model
+
+HW = lr.Hardware(name="reference", memory_bytes=1e12, memory_bandwidth=1e12, peak_flops={"fp16": 1e15})
+VL_KEYS = sorted(
+    k for k, e in _catalog_index().items() if "vision_config" in json.loads((MODELS_DIR / e["file"]).read_text())
+)
+# one image per model: Qwen2.5-VL at 280×168 leaves partial windows (a 10 × 6 merged grid, windows of 4)
+IMAGE = {"qwen2_5_vl": (280, 168), "qwen3_vl": (256, 320), "qwen3_vl_moe": (256, 320), "mistral3": (336, 252)}
+
+
+def _cfg(key: str) -> dict:
+    return json.loads((MODELS_DIR / _catalog_index()[key]["file"]).read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# engine
+
+
+def test_vl_catalog_has_the_models():
+    assert {"Qwen2.5-VL-7B-Instruct", "Qwen3-VL-8B-Instruct", "Qwen3-VL-30B-A3B-Instruct"} <= set(VL_KEYS)
+    assert {"Mistral-Small-3.1-24B-Instruct-2503", "gemma-3-4b-it", "gemma-3-12b-it", "gemma-3-27b-it"} <= set(VL_KEYS)
+    for k in VL_KEYS:
+        assert load_model(k).vision is not None, k
+
+
+@pytest.mark.parametrize(
+    "key,size,tokens",
+    [
+        ("Qwen2.5-VL-7B-Instruct", (448, 448), (448 // 14) ** 2 // 4),  # 32×32 patches, merge 2 → 256
+        ("Qwen2.5-VL-7B-Instruct", (364, 252), 26 * 18 // 4),
+        ("Qwen3-VL-8B-Instruct", (512, 256), (512 // 16) * (256 // 16) // 4),
+        ("Mistral-Small-3.1-24B-Instruct-2503", (1540, 1540), (1540 // 14) ** 2 // 4),
+        ("gemma-3-4b-it", None, 256),
+    ],
+)
+def test_tokens_per_image(key, size, tokens):
+    v = load_model(key).vision
+    assert v.tokens_per_image(size) == tokens
+
+
+def test_encode_phase_and_prompt():
+    key = "Qwen2.5-VL-7B-Instruct"
+    plain = lr.analyze(key, HW, prompt_len=100, gen_len=4)
+    r = lr.analyze(key, HW, prompt_len=100, gen_len=4, images=2, image_size=(448, 448))
+    d, d0 = r.to_dict(), plain.to_dict()
+    assert "encode" in d and "encode" not in d0
+    assert d["settings"]["image_tokens"] == 2 * 256 and d0["settings"]["image_tokens"] == 0
+    # image tokens join the prompt: the prefill runs 100 + 512 tokens; the KV cache holds them
+    assert d["prefill"]["tokens"] == 612 and d["settings"]["prompt_len"] == 100
+    text_only = lr.analyze(key, HW, prompt_len=612, gen_len=4)
+    assert r.memory["kv_cache_prompt_bytes"] == text_only.memory["kv_cache_prompt_bytes"]
+    assert r.prefill.time_s == pytest.approx(text_only.prefill.time_s, rel=1e-12)
+    # TTFT = encode + prefill
+    assert r.generation["ttft_s"] == pytest.approx(r.encode.time_s + r.prefill.time_s, rel=1e-12)
+    assert r.generation["encode_s"] == r.encode.time_s > 0
+    # vision weights resident with or without images; parameters counted either way
+    assert plain.memory["weights_bytes"] == r.memory["weights_bytes"]
+    assert plain.memory["vision_weights_bytes"] == pytest.approx(2 * 676_550_144)  # 16-bit weights
+    assert plain.params_total == r.params_total == 8_292_166_656
+    # the encode phase's totals are the sums of its operators; names of every block kind appear
+    e = d["encode"]
+    assert e["matmul_flops"] == pytest.approx(sum(o["count"] * o["matmul_flops"] for o in e["ops"]))
+    assert {"vision", "vision window", "vision full"} <= {o["layer_type"] for o in e["ops"]}
+    assert np.isfinite(e["time_s"]) and e["time_s"] > 0
+
+
+def test_encode_scales_with_batch_and_images():
+    key = "gemma-3-4b-it"
+    one = lr.analyze(key, HW, prompt_len=64, gen_len=2, images=1).encode
+    four = lr.analyze(key, HW, batch_size=2, prompt_len=64, gen_len=2, images=2).encode
+    assert four.matmul_flops == pytest.approx(4 * one.matmul_flops, rel=1e-12)
+
+
+def test_window_attention_pairs_exact():
+    v = load_model("Qwen2.5-VL-7B-Instruct").vision
+    # 364×252 → 26×18 patches, 13×9 merged units; windows of 4 units: rows 4,4,4,1 × cols 4,4,1
+    sides_h, sides_w = [4, 4, 4, 1], [4, 4, 1]
+    want = sum((a * b * 4) ** 2 for a in sides_h for b in sides_w)
+    assert v.attention_pairs((364, 252), window=True) == want
+    assert v.attention_pairs((364, 252), window=False) == (26 * 18) ** 2
+
+
+def test_techniques_apply_to_the_encoder():
+    key = "Qwen3-VL-8B-Instruct"
+    base = lr.analyze(key, HW, prompt_len=64, gen_len=2, images=1)
+    flash = lr.analyze(key, HW, prompt_len=64, gen_len=2, images=1, flash_attention="ideal")
+    assert flash.encode.bytes < base.encode.bytes
+    assert flash.encode.matmul_flops == pytest.approx(base.encode.matmul_flops)
+    hw = lr.load_hardware("h100-sxm")
+    tp = lr.analyze(key, hw, prompt_len=64, gen_len=2, images=1, tp=2)
+    # per device: sharded encoder matmuls (patch embedding and mergers replicated) + all-reduces
+    assert tp.encode.matmul_flops < base.encode.matmul_flops
+    assert any(r.kind == "communication" for r in tp.encode.rows)
+    assert tp.params_total == base.params_total
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="images"):
+        lr.analyze("Llama-3.1-8B", HW, images=1)
+    with pytest.raises(ValueError, match="images"):
+        lr.analyze("gemma-3-4b-it", HW, images=-1)
+    with pytest.raises(ValueError, match="image_size.*multiples of .*28"):
+        lr.analyze("Qwen2.5-VL-7B-Instruct", HW, images=1, image_size=(450, 448))
+    with pytest.raises(ValueError, match="image_size.*896"):
+        lr.analyze("gemma-3-4b-it", HW, images=1, image_size=(448, 448))
+    with pytest.raises(ValueError, match="image_size"):
+        lr.analyze("gemma-3-4b-it", HW, images=1, image_size="big")
+    with pytest.raises(ValueError, match="tp = 32 must divide the vision encoder's heads"):
+        lr.analyze("Mistral-Small-3.1-24B-Instruct-2503", lr.load_hardware("h100-sxm"), tp=32)  # 16 vision heads
+    bad = _cfg("Qwen2.5-VL-7B-Instruct")
+    bad["vision_config"]["out_hidden_size"] = 1000
+    with pytest.raises(ValueError, match="out_hidden_size"):
+        load_model(bad)
+    bad = _cfg("gemma-3-4b-it")
+    bad["model_type"] = "llava_next"
+    with pytest.raises(ValueError, match="vision_config"):
+        load_model(bad)
+
+
+def test_sweep_matches_analyze_for_vl():
+    df = lr.sweep("gemma-3-4b-it", HW, prompt_len=[64, 128], gen_len=4, images=[0, 1])
+    for _, row in df.iterrows():
+        r = lr.analyze("gemma-3-4b-it", HW, prompt_len=int(row.prompt_len), gen_len=4, images=int(row.images))
+        assert row.ttft_s == pytest.approx(r.generation["ttft_s"], rel=1e-9)
+        assert row.weights_bytes == pytest.approx(r.memory["weights_bytes"], rel=1e-12)
+
+
+def test_views_show_the_encode_phase():
+    from llmroof_widgets.widgets._data import ViewData
+
+    with_images = ViewData.build(lr.analyze("Qwen2.5-VL-7B-Instruct", HW, images=1), "both")
+    assert list(with_images.totals) == ["encode", "prefill", "decode"]
+    enc = [r for r in with_images.rows if r["phase"] == "encode"]
+    assert enc and all(r["dot"] is not None for r in enc if r["flops"])
+    without = ViewData.build(lr.analyze("Qwen2.5-VL-7B-Instruct", HW), "both")
+    assert list(without.totals) == ["prefill", "decode"]
+
+
+# ---------------------------------------------------------------------------------------------
+# reference: transformers
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    return torch, transformers
+
+
+def _build(cfg: dict, device: str):
+    torch, transformers = _torch()
+    config = transformers.AutoConfig.for_model(**cfg)
+    with torch.device(device):
+        # float32: CPU matmuls in bfloat16 (the configs' dtype) are emulated and slow
+        model = transformers.AutoModelForImageTextToText.from_config(
+            config, attn_implementation="eager", dtype=torch.float32
+        )
+    return model.eval()
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("key", VL_KEYS)
+def test_params_exact(key):
+    torch, _ = _torch()
+    model = _build(_cfg(key), "meta")
+    want = sum(p.numel() for p in model.parameters())
+    assert lr.analyze(key, HW, prompt_len=16, gen_len=2).params_total == want, key
+
+
+def _count_image_features(cfg: dict, size) -> int:
+    """FlopCounterMode's count of ``get_image_features`` for one image (vision tower + projector)."""
+    torch, _ = _torch()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = copy.deepcopy(cfg)
+    mt = cfg["model_type"]
+    vc = cfg["vision_config"]
+    if mt == "gemma3":
+        device = "meta"  # SigLIP runs on meta at full depth
+        model = _build(cfg, device)
+    else:
+        # text model cut to one layer (it does not run here); the vision modules made real on the CPU
+        (cfg["text_config"] if "text_config" in cfg else cfg)["num_hidden_layers"] = 1
+        device = "cpu"
+        model = _build(cfg, "meta")
+        for name in ("visual", "vision_tower", "multi_modal_projector"):
+            mod = getattr(model.model, name, None)
+            if mod is not None:
+                mod.to_empty(device="cpu")
+                for t in [*mod.parameters(), *mod.buffers()]:
+                    t.data.zero_()  # uninitialized memory may hold denormals, which make CPU math crawl
+    H, W = size
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        if mt.startswith("qwen"):
+            p, t = vc["patch_size"], vc.get("temporal_patch_size", 2)
+            gh, gw = H // p, W // p
+            pix = torch.zeros(gh * gw, 3 * t * p * p)
+            model.model.get_image_features(pixel_values=pix, image_grid_thw=torch.tensor([[1, gh, gw]]))
+        elif mt == "mistral3":
+            model.model.get_image_features(pixel_values=torch.zeros(1, 3, H, W), image_sizes=torch.tensor([[H, W]]))
+        else:
+            model.model.get_image_features(pixel_values=torch.zeros(1, 3, H, W, device=device))
+    return int(fc.get_total_flops())
+
+
+def _with_vision(cfg: dict, **fields) -> dict:
+    out = copy.deepcopy(cfg)
+    out["vision_config"].update(fields)
+    return out
+
+
+def _reference_encoder_flops(key: str, size) -> float:
+    """Full-depth encoder matmul FLOPs from counts at small depths (exact: linear in the block counts)."""
+    cfg = _cfg(key)
+    mt = cfg["model_type"]
+    vc = cfg["vision_config"]
+    if mt == "gemma3":
+        return _count_image_features(cfg, size)
+    if mt == "qwen2_5_vl":
+        # c0 + n_window·w + n_full·f: (1 window, 1 full), (2, 1), (1, 2)
+        a = _count_image_features(_with_vision(cfg, depth=2, fullatt_block_indexes=[1]), size)
+        b = _count_image_features(_with_vision(cfg, depth=3, fullatt_block_indexes=[1]), size)
+        c = _count_image_features(_with_vision(cfg, depth=3, fullatt_block_indexes=[1, 2]), size)
+        w, f = b - a, c - a
+        c0 = a - w - f
+        n_full = len([i for i in vc["fullatt_block_indexes"] if i < vc["depth"]])
+        return c0 + (vc["depth"] - n_full) * w + n_full * f
+    if mt in ("qwen3_vl", "qwen3_vl_moe"):
+        # c0 + depth·blk + n_deepstack·ds: (1 block, 1 merger), (2, 1), (2, 2)
+        a = _count_image_features(_with_vision(cfg, depth=1, deepstack_visual_indexes=[0]), size)
+        b = _count_image_features(_with_vision(cfg, depth=2, deepstack_visual_indexes=[0]), size)
+        c = _count_image_features(_with_vision(cfg, depth=2, deepstack_visual_indexes=[0, 1]), size)
+        blk, ds = b - a, c - b
+        c0 = a - blk - ds
+        return c0 + vc["depth"] * blk + len(vc["deepstack_visual_indexes"]) * ds
+    # pixtral: c0 + layers·blk
+    a = _count_image_features(_with_vision(cfg, num_hidden_layers=1), size)
+    b = _count_image_features(_with_vision(cfg, num_hidden_layers=2), size)
+    return a + (vc["num_hidden_layers"] - 1) * (b - a)
+
+
+REF_KEYS = ["Qwen2.5-VL-7B-Instruct", "Qwen3-VL-8B-Instruct", "Mistral-Small-3.1-24B-Instruct-2503", "gemma-3-4b-it"]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("key", REF_KEYS)
+def test_encoder_matmul_flops_one_image(key):
+    mt = _cfg(key)["model_type"]
+    size = IMAGE.get(mt)
+    want = _reference_encoder_flops(key, size or (896, 896))
+    r = lr.analyze(key, HW, prompt_len=16, gen_len=2, images=1, image_size=size)
+    got = r.encode.matmul_flops
+    print(f"{key}: engine {got:.10g} vs FlopCounterMode {want:.10g} ({got / want - 1:+.2e})")
+    assert got == pytest.approx(want, rel=5e-3), f"{key}: engine {got:.6g} vs FlopCounterMode {want:.6g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# property: random encoders give finite, consistent results or a ValueError
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _vl_case(draw):
+    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3"]))
+    cfg = _cfg(
+        {
+            "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct",
+            "qwen3_vl": "Qwen3-VL-8B-Instruct",
+            "mistral3": "Mistral-Small-3.1-24B-Instruct-2503",
+            "gemma3": "gemma-3-4b-it",
+        }[kind]
+    )
+    vc = cfg["vision_config"]
+    heads = draw(st.sampled_from([1, 2, 4, 16]))
+    vc["hidden_size"] = heads * draw(st.sampled_from([8, 16, 64]))
+    vc["intermediate_size"] = draw(st.integers(1, 512))
+    patch = draw(st.sampled_from([2, 7, 14, 16]))
+    vc["patch_size"] = patch
+    if kind.startswith("qwen"):
+        vc["num_heads"] = heads
+        vc["depth"] = draw(st.integers(1, 40))
+        merge = draw(st.sampled_from([1, 2, 3]))
+        vc["spatial_merge_size"] = merge
+        if kind == "qwen2_5_vl":
+            vc["window_size"] = patch * merge * draw(st.integers(1, 6))
+            vc["fullatt_block_indexes"] = draw(st.lists(st.integers(0, 45), max_size=5))
+        else:
+            vc["deepstack_visual_indexes"] = draw(st.lists(st.integers(0, 40), max_size=4))
+    else:
+        vc["num_attention_heads"] = heads
+        vc["num_hidden_layers"] = draw(st.integers(1, 40))
+        if kind == "mistral3":
+            vc["head_dim"] = vc["hidden_size"] // heads
+            merge = cfg["spatial_merge_size"] = draw(st.sampled_from([1, 2, 3]))
+        else:
+            vc["image_size"] = patch * draw(st.sampled_from([4, 8, 16]))
+            merge = 1
+    side = patch * merge
+    size = (side * draw(st.integers(1, 12)), side * draw(st.integers(1, 12)) + draw(st.sampled_from([0, 0, 0, 1])))
+    return cfg, size, draw(st.integers(0, 3)), draw(st.integers(1, 8))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_vl_case())
+def test_random_encoders_are_consistent(case):
+    from llmroof_widgets.engine.vision import vision_params
+
+    cfg, size, images, batch = case
+    try:
+        m = load_model(cfg)
+        r = lr.analyze(m, HW, batch_size=batch, prompt_len=16, gen_len=2, images=images, image_size=size)
+    except ValueError:
+        return
+    assert memory_params(r) == vision_params(m.vision)
+    if images:
+        e = r.encode
+        for row in e.rows:
+            for v in (row.flops, row.matmul_flops, row.bytes):
+                assert np.all(np.isfinite(v)) and np.all(np.asarray(v) >= 0)
+        assert e.matmul_flops == pytest.approx(sum(row.count * row.matmul_flops for row in e.rows))
+        assert r.generation["ttft_s"] == pytest.approx(r.encode.time_s + r.prefill.time_s)
+        assert r.settings["image_tokens"] == images * m.vision.tokens_per_image(size)
+    else:
+        assert r.encode is None
+
+
+def memory_params(r) -> int:
+    return int(sum(row.count * row.params for row in r.encoder_rows))
+
+
+def test_cli_images(capsys):
+    from llmroof_widgets.cli import main
+
+    assert main(["analyze", "--model", "qwen2.5-vl-7b", "--hardware", "h100-sxm", "--images", "2",
+                 "--image-size", "448x448", "--prompt-len", "100", "--gen-len", "4", "--json"]) == 0  # fmt: skip
+    d = json.loads(capsys.readouterr().out)
+    assert d["settings"]["image_tokens"] == 512 and d["prefill"]["tokens"] == 612 and "encode" in d
