@@ -43,11 +43,12 @@ MODELS = list_models()
 
 
 # -- a tiny safe evaluator for the substituted right-hand side -------------------------------------
-_TOKEN = re.compile(r"\s*(?:(?P<num>\d{1,3}(?: \d{3})+(?![\d.e])|\d+(?:\.\d+)?(?:e[+-]?\d+)?)|(?P<op>[+·×/()]))")
+_TOKEN = re.compile(r"\s*(?:(?P<num>-?(?:\d{1,3}(?: \d{3})+(?![\d.e])|\d+(?:\.\d+)?(?:e[+-]?\d+)?))|(?P<op>[+·×/()]))")
 
 
 def tokens(text: str) -> list[tuple[str, str]]:
-    """Numbers (thousands grouped by spaces, decimals, exponents) and the operators + · × / ( )."""
+    """Numbers (thousands grouped by spaces, decimals, exponents, a sign: a fitted coefficient may be negative)
+    and the operators + · × / ( )."""
     out, pos, text = [], 0, text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
@@ -325,6 +326,7 @@ def test_evaluator_reads_the_rendered_numbers_and_rejects_anything_else():
         1,
     )
     assert evaluate("(1 + 2)·3") == (9.0, 0)
+    assert evaluate("2·-1.5 + 4") == (1.0, 1)
     assert evaluate("1.5·2") == (3.0, 1)
     assert evaluate("1.23457e+15·2") == (2.46914e15, 1)  # an exponent: a rounded display
     for bad in ("__import__('os')", "2 ** 3", "2·", "(2 + 3", "2 3", "x"):
@@ -341,3 +343,37 @@ def test_a_row_built_with_a_formula_closure_still_shows_it():
     assert row_problems(r, "custom") and "evaluates to 6.0" in row_problems(r, "custom")[0]
     r.add_term("flops", "extra", 2.0)  # without terms the field still moves
     assert r.flops == 9.0
+
+
+def test_vision_encoder_formulas_evaluate_to_their_figures():
+    """The encode phase of every vision-language catalog model (one image, plain and tiled FlashAttention)."""
+    from llmroof_widgets.engine.models import load_model
+
+    vlms = [name for name in MODELS if getattr(load_model(name), "vision", None) is not None]
+    assert vlms
+    bad = []
+    for name in vlms:
+        for setting in ({}, {"flash_attention": "tiled", "fused": True}):
+            res = lr.analyze(name, HW, images=1, **{**BASE, **setting})
+            assert res.encode is not None and res.encode.rows
+            for r in res.encode.rows:
+                bad += row_problems(r, f"{name} encode {r.layer_type}.{r.name}")
+    assert not bad, "\n".join(bad[:25])
+
+
+def test_traced_model_formulas_evaluate_to_their_figures():
+    """A model_type the analytic parser does not know is traced with FlopCounterMode: its rows have terms too."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from test_traced import STABLELM
+
+    cfg = {**STABLELM, "num_hidden_layers": 2}
+    bad = []
+    for setting in ({}, {"flash_attention": "ideal", "fused": True, "kv_bits": 8}):
+        res = lr.analyze(cfg, HW, **{**BASE, **setting})
+        assert res.model.traced is not None
+        for ph in (res.prefill, res.decode):
+            for r in ph.rows:
+                assert r.terms is not None
+                bad += row_problems(r, f"traced {ph.name} {r.layer_type}.{r.name}")
+    assert not bad, "\n".join(bad[:25])
