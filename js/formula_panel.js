@@ -5,7 +5,8 @@
 //   rows       same row index space as the LayerTable (index, phase, layer_type, name, count, flops,
 //              bytes, arithmetic_intensity, time_s, compute_time_s, memory_time_s, host_time_s,
 //              communication_time_s, bound, peak_dtype, peak_flops, flops_formula, bytes_formula,
-//              dot, no_dot: why an operator has no roofline dot)
+//              time_formula: a collective's α–β time with numbers, dot, no_dot: why an operator has no
+//              roofline dot)
 //   bandwidth  device memory bandwidth in bytes/s
 //   selected   [row index, ...] or []  (linked to the table on the front end; several when a roofline
 //              dot stands for several operators: the first is shown, the others named)
@@ -90,7 +91,7 @@ function render({ model, el }) {
           ),
           line("FLOPs", row.flops_formula, fmtFlops(row.flops), "a collective computes nothing"),
           line("message", row.bytes_formula, fmtBytes(row.comm_bytes), "bytes each device sends and receives, and the α–β cost model"),
-          line("time", "α–β time on the interconnect", fmtTime(row.communication_time_s), "latency α per step + message / link bandwidth β"),
+          line("time", row.time_formula || "α–β time on the interconnect", fmtTime(row.communication_time_s), "latency α per step + message / link bandwidth β"),
         );
       } else {
         parts.push(

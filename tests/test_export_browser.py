@@ -1,8 +1,6 @@
 """Static HTML export in a real browser: opened from file:// in Debian's Chromium with every
 http(s) request aborted, the widgets must render with zero page errors and nothing injected may run."""
 
-import time
-
 import anywidget
 import bqplot as bq
 import ipywidgets as W
@@ -57,12 +55,10 @@ def offline_page(browser):
     ctx.close()
 
 
-def open_rendered(page, path, ready_js: str) -> float:
-    """Open ``path`` through file:// and wait until ``ready_js`` is true; returns seconds taken."""
-    t0 = time.perf_counter()
+def open_rendered(page, path, ready_js: str) -> None:
+    """Open ``path`` through file:// and wait until ``ready_js`` is true."""
     page.goto(path.resolve().as_uri())
     page.wait_for_function(ready_js, timeout=RENDER_TIMEOUT_MS)
-    return time.perf_counter() - t0
 
 
 def assert_clean(page):
@@ -87,10 +83,9 @@ def test_anywidget_and_bqplot_render_offline(offline_page, tmp_path):
     W.jslink((scatter, "selected"), (echo, "selected"))  # a front-end link: must survive the export
     path = export_html([W.VBox([echo, W.Label(EVIL2)]), fig], tmp_path / "pair.html", title=EVIL)
 
-    took = open_rendered(
+    open_rendered(
         page, path, "document.querySelector('.t-any') && document.querySelectorAll('.bqplot .dot').length === 3"
     )
-    print(f"\nanywidget + bqplot export ({path.stat().st_size / 1e6:.2f} MB): open → rendered {took * 1000:.0f} ms")
     assert page.inner_text(".t-any").startswith(EVIL)  # shown as text, never run
     assert EVIL2 in page.inner_text("body")
     page.locator(".bqplot .dot").nth(1).dispatch_event("click")
@@ -116,13 +111,12 @@ def test_dashboard_renders_offline_and_links_table_and_roofline(offline_page, tm
 
     n = len(rows)
     n_dots = len({tuple(r["dot"]) for r in rows if r.get("dot") is not None})  # operators at one point share a dot
-    took = open_rendered(
+    open_rendered(
         page,
         path,
         f"document.querySelectorAll('tr.lr-row').length === {n} && "
         f"document.querySelectorAll('.lr-roofline .dot').length >= {n_dots}",
     )
-    print(f"\ndashboard export ({path.stat().st_size / 1e6:.2f} MB): open → rendered {took * 1000:.0f} ms")
 
     def selected_dots():
         return page.evaluate("""() => Array.from(document.querySelectorAll('.lr-roofline .dot'))
