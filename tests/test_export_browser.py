@@ -175,10 +175,10 @@ def test_exported_dashboard_switches_states_offline(offline_page, tmp_path):
     grid = {"batch_size": [1, 2, 4, 8], "prompt_len": [512, 2048], "w_bits": [16, 4]}
     path = export_html(ui, tmp_path / "states.html", grid=grid)
     table_id = ui.table.model_id
-    took = open_rendered(
+    # (the time to open and to switch is measured in benchmarks/bench_export.py, not here)
+    open_rendered(
         page, path, "document.body.dataset.lrExportReady === '1' && document.querySelectorAll('tr.lr-row').length > 10"
     )
-    print(f"\nexport with 16 states ({path.stat().st_size / 1e6:.2f} MB): open → ready {took * 1000:.0f} ms")
     assert [a["name"] for a in page.evaluate("() => window.__lrExport.payload.axes")] == list(grid)
 
     def control(desc, kind):
@@ -232,7 +232,8 @@ def test_exported_dashboard_switches_states_offline(offline_page, tmp_path):
         xs = page.evaluate("""() => Array.from(document.querySelectorAll('.lr-roofline .dot'))
             .map(d => d.__data__ && d.__data__.x).filter(x => x != null)""")
         ais = [r["arithmetic_intensity"] for r in ui.table.rows if r.get("dot") is not None]
-        assert ais and all(any(_close(x, a, 1e-6) for x in xs) for a in ais)
+        # operators within 0.01 decade of each other share one dot (widgets/_data.py SAME_POINT_DECADES)
+        assert ais and all(any(_close(x, a, 10**0.01 - 1) for x in xs) for a in ais)
     ui.close()
     # a value outside the grid: a notice, the figures dimmed, never silently stale
     set_slider(3)
