@@ -5,7 +5,8 @@
 //   rows       same row index space as the LayerTable (index, phase, layer_type, name, count, flops,
 //              bytes, arithmetic_intensity, time_s, compute_time_s, memory_time_s, host_time_s,
 //              communication_time_s, bound, peak_dtype, peak_flops, flops_formula, bytes_formula,
-//              dot, no_dot: why an operator has no roofline dot)
+//              time_formula: a collective's α–β time with numbers, dot, no_dot: why an operator has no
+//              roofline dot)
 //   bandwidth  device memory bandwidth in bytes/s
 //   host_bandwidth  host-link bandwidth in bytes/s after efficiency factors (offloaded bytes)
 //   mode       "roofline" | "calibrated" | "custom" (efficiency factors): how the times were charged
@@ -92,7 +93,7 @@ function render({ model, el }) {
           ),
           line("FLOPs", row.flops_formula, fmtFlops(row.flops), "a collective computes nothing"),
           line("message", row.bytes_formula, fmtBytes(row.comm_bytes), "bytes each device sends and receives, and the α–β cost model"),
-          line("time", "α–β time on the interconnect", fmtTime(row.communication_time_s), "latency α per step + message / link bandwidth β"),
+          line("time", row.time_formula || "α–β time on the interconnect", fmtTime(row.communication_time_s), "latency α per step + message / link bandwidth β"),
         );
       } else {
         parts.push(

@@ -36,7 +36,7 @@ _LAZY = {
     "check": "course",
     "Scenario": "course",
 }
-_SUBMODULES = {"widgets", "validation", "export", "course", "engine", "cli", "format"}
+_SUBMODULES = {"widgets", "validation", "export", "export_states", "app", "course", "engine", "cli", "format"}
 
 __all__ = [
     "Comparison",

@@ -1,4 +1,4 @@
-"""Command line: ``llmroof analyze | models | hardware``.
+"""Command line: ``llmroof analyze | models | hardware | app``.
 
 ``analyze`` has one flag per :func:`llmroof_widgets.analyze` argument, taking the same values
 (``--w-bits 8`` or ``--w-bits fp8_e4m3``; ``--sparsity 2:4`` or ``--sparsity 0.5``; ``--offload
@@ -272,6 +272,15 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     h = sub.add_parser("hardware", help="list the device catalog")
     h.add_argument("--json", action="store_true")
+    p = sub.add_parser("app", help="serve the dashboard as a web page (Voilà; the optional extra 'app')")
+    p.add_argument("--model", default=None, help="catalog name or hf id (default: the settings' or Llama-3.1-8B)")
+    p.add_argument("--hardware", default=None, help="device id (default: the settings' or h100-sxm)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--prompt-len", type=int, default=None)
+    p.add_argument("--gen-len", type=int, default=None)
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--ip", default="localhost", help="address to listen on (default: localhost only)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     return ap
 
 
@@ -302,6 +311,17 @@ def hardware_table() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.cmd == "app":
+            from .app import MissingExtraError, run_app
+
+            inputs = {k: getattr(args, k) for k in ("batch_size", "prompt_len", "gen_len")}
+            try:
+                return run_app(
+                    args.model, args.hardware, port=args.port, open_browser=not args.no_browser, ip=args.ip, **inputs
+                )
+            except MissingExtraError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
         if args.cmd == "analyze":
             d = analyze(args.model, args.hardware, **analyze_kwargs(args)).to_dict()
             print(json.dumps(d) if args.json else report(d))

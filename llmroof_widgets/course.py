@@ -180,8 +180,27 @@ def _find_op(ops: list[dict], op: str, phase: str) -> dict:
     raise ValueError(f"op {op!r} occurs in several layer types ({where}); qualify it as layer_type.name: {options}")
 
 
-def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[float, str, str]:
-    """(engine value, what it is, formula) for one question."""
+def _kv_terms(result, which: str, batch=None, context=None):
+    """The memory engine's KV terms for this analysis (the figure is their sum; MLA caches its latent).
+
+    Precision and options are rebuilt from the result's settings, as ``analyze`` built them."""
+    import inspect
+
+    from .engine import memory
+    from .engine.options import make_options
+    from .engine.precision import Precision
+
+    s = result.settings
+    prec = Precision(s["w_bits"], s["a_bits"], s["kv_bits"], s.get("group_size"))
+    knobs = inspect.signature(make_options).parameters
+    opts = make_options(**{k: v for k, v in s.items() if k in knobs})
+    if which == "token":
+        return memory.kv_bytes_per_token_terms(result.model, prec, opts)
+    return memory.kv_cache_terms(result.model, prec, batch, context, opts)
+
+
+def _expected(data: dict, quantity: str, op: str | None, phase: str, result=None) -> tuple[float, str, str]:
+    """(engine value, what it is, formula) for one question; ``result`` (the Result) for model-level formulas."""
     if op is not None:
         if quantity not in OP_QUANTITIES:
             raise ValueError(
@@ -194,7 +213,11 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[fl
             f"{QUANTITIES[quantity][1]} of {row['layer_type']}.{row['name']} in the {phase}, ONE execution "
             f"(the pass runs it {row['count']}×)"
         )
-        return value, what, _op_formula(data, row, quantity)
+        terms = None
+        if result is not None:  # the engine's Row behind this dict (same order), for a part of its terms
+            i = next(i for i, o in enumerate(data[phase]["ops"]) if o is row)
+            terms = getattr(getattr(result, phase).rows[i], "terms", None)
+        return value, what, _op_formula(data, row, quantity, terms)
     if quantity in PHASE_QUANTITIES:
         ph = data[phase]
         value = float(ph[quantity])
@@ -208,23 +231,18 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[fl
     if quantity not in MODEL_QUANTITIES:  # pragma: no cover - guarded by check()
         raise ValueError(quantity)
     s, mem, gen, model = data["settings"], data["memory"], data["generation"], data["model"]
-    # layers that keep K and V: all of them, but the recurrent / MLP-only layers of a hybrid (they keep a state)
-    kv_layers = sum(t["count"] for t in model.get("layer_types", []) if t.get("attention")) or model.get("num_layers")
     if quantity == "kv_cache_bytes":
         ctx = mem["kv_context_tokens"]
         formula = (
-            f"KV bytes per token × batch × cached tokens (prompt_len + gen_len − 1) = "
-            f"{_fmt(mem['kv_bytes_per_token'], 'B')} × {s['batch_size']} × {ctx}; per token (MHA/GQA): "
-            f"2 (K and V) × attention layers × kv_heads × head_dim × kv_bits/8 = 2 × {kv_layers} × "
-            f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B "
-            "(sliding-window layers keep at most their window)"
+            f"KV cache after the last step ({ctx} = prompt_len + gen_len − 1 tokens per sequence), Σ over layer "
+            "types of layers × cached elements per token × tokens × batch × bytes per element: "
+            + _kv_terms(result, "cache", s["batch_size"], ctx).render("bytes")
         )
         return float(mem["kv_cache_bytes"]), f"KV cache after the last step ({ctx} tokens per sequence)", formula
     if quantity == "kv_bytes_per_token":
-        formula = (
-            f"2 (K and V) × attention layers × kv_heads × head_dim × kv_bits/8 = 2 × {kv_layers} × "
-            f"{model.get('num_kv_heads')} × {model.get('head_dim')} × {s['kv_bits'] / 8:g} B (MHA/GQA)"
-        )
+        formula = "Σ over layer types of layers × cached elements per token × bytes per element: " + _kv_terms(
+            result, "token"
+        ).render("bytes")
         return float(mem["kv_bytes_per_token"]), QUANTITIES[quantity][1], formula
     if quantity == "weights_bytes":
         formula = (
@@ -251,8 +269,12 @@ def _expected(data: dict, quantity: str, op: str | None, phase: str) -> tuple[fl
     return float(gen["tpot_s"]), QUANTITIES[quantity][1], formula
 
 
-def _op_formula(data: dict, row: dict, quantity: str) -> str:
+def _op_formula(data: dict, row: dict, quantity: str, terms=None) -> str:
+    """The formula of one operator's quantity; ``terms`` (its Row's) give the parts (matmul, weights, KV)."""
     bw = data["hardware"]["memory_bandwidth"]
+    part = {"matmul_flops": "matmul_flops", "weights_bytes": "weight_bytes", "kv_cache_bytes": "kv_bytes"}
+    if terms is not None and quantity in part:
+        return terms.render(part[quantity])
     if quantity in ("flops", "matmul_flops"):
         f = row.get("flops_formula") or ""
         return f + (
@@ -265,6 +287,8 @@ def _op_formula(data: dict, row: dict, quantity: str) -> str:
     if quantity == "arithmetic_intensity":
         return f"FLOPs / bytes, with FLOPs: {row.get('flops_formula')}; bytes: {row.get('bytes_formula')}"
     if quantity == "time_s":
+        if row["kind"] == "communication" and row.get("time_formula"):
+            return row["time_formula"]
         return (
             f"max(FLOPs / peak, bytes / bandwidth) = max({_fmt(row['flops'], 'FLOP')} / "
             f"{_fmt(row['peak_flops'], 'FLOP/s')} ({row['peak_dtype']}), {_fmt(row['bytes'], 'B')} / "
@@ -452,7 +476,7 @@ def check(
         sc = _pinned
     else:
         sc = _scenario_cached(scenario)
-    expected, what, formula = _expected(sc.data, quantity, op, phase)
+    expected, what, formula = _expected(sc.data, quantity, op, phase, sc.result)
     return Check(
         value=value,
         expected=expected,

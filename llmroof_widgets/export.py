@@ -17,8 +17,10 @@ The page holds everything it needs (widgets recipe §2.5):
 Every inlined text is escaped for a ``<script>`` element (``</script`` and ``<!--`` cannot end or
 confuse it), so no text from a model name or a config can become markup.
 
-What a static page cannot do: anything that needs the kernel (a control that recomputes). Selections
-linked on the front end (table row ↔ roofline dot ↔ formula) keep working.
+A dashboard's page also carries precomputed states (``grid=``, :mod:`llmroof_widgets.export_states`):
+its controls switch between the settings of a grid around the exported one with no kernel; values
+outside the grid are offered nowhere or flagged as needing a live kernel. Selections linked on the
+front end (table row ↔ roofline dot ↔ formula) keep working.
 """
 
 from __future__ import annotations
@@ -232,6 +234,12 @@ body {{ margin: 0; padding: 16px 20px; font-family: system-ui, -apple-system, "S
 .lr-export-header {{ font-size: 13px; color: #555; margin: 0 0 12px; }}
 .lr-export-header h1 {{ font-size: 18px; color: #1a1a1a; margin: 0 0 4px; unicode-bidi: isolate; }}
 .lr-export-view {{ margin-bottom: 16px; }}
+.lr-export-states {{ font-size: 13px; color: #444; }}
+.lr-export-states .lr-export-notice {{ margin-top: 6px; padding: 6px 10px; border: 1px solid #d08700;
+       background: #fff4d6; color: #5a3b00; border-radius: 4px; }}
+.lr-export-view:has(.lr-export-view-states) {{ position: sticky; top: 0; z-index: 20; background: #fff; padding: 4px 0; }}
+body.lr-offgrid .lr-export-figure {{ opacity: 0.35; }}
+body.lr-export .lr-export-view .widget-hbox.lr-export {{ display: none; }}
 </style>
 </head>
 <body class="lr-export">
@@ -262,13 +270,69 @@ NOTE = (
     "Exported from a notebook with llmroof_widgets: the figures are those of the last computation; "
     "selections work, controls that recompute need a live kernel."
 )
+NOTE_STATES = (
+    "Exported from a notebook with llmroof_widgets. Every figure was computed by the engine in the notebook: "
+    "the controls switch between the precomputed settings listed below, with no kernel; greyed-out controls "
+    "and values outside the grid need a live kernel. Selections work."
+)
 
 
-def render_html(widgets, title: str | None = None) -> str:
+def _is_dashboard(obj) -> bool:
+    return hasattr(obj, "state") and hasattr(obj, "controls") and hasattr(getattr(obj, "state", None), "update")
+
+
+def _with_states(widgets, grid):
+    """(views to export, ExportStates widget or None, capture) for ``grid`` (see export_states)."""
+    if grid is False:
+        return widgets, None, None
+    if not _is_dashboard(widgets):
+        if grid is None:
+            return widgets, None, None
+        raise ValueError("export_html: grid= needs an lr.Dashboard (its State and controls); pass grid=None")
+    from . import export_states as es
+
+    axes = es.default_grid(widgets) if grid is None else es.check_grid(widgets, grid)
+    cap = es.capture_states(widgets, axes)
+    switcher = es.ExportStates(payload=es.encode(cap["payload"]), summary=es.summary(axes, cap["states"]))
+    switcher.add_class("lr-export-view-states")
+    return [switcher, widgets], switcher, cap
+
+
+def _patch_state(manager_state: dict, cap: dict, switcher_id: str) -> None:
+    """Put the capture's control patches into the exported models and mark the changing views."""
+    models = manager_state["state"]
+    for mid, traits in cap["manager_patch"].items():
+        if mid in models:
+            models[mid]["state"].update(traits)
+    changed = set(cap["figures"])
+    missing = sorted(changed - set(models))
+    if missing:
+        raise RuntimeError(f"export_html: a recomputation changed models that the page does not hold: {missing}")
+    # the views whose figures change get a class (dimmed while a control is off the grid)
+    for mid, m in models.items():
+        st = m["state"]
+        if "_dom_classes" not in st or mid == switcher_id:
+            continue
+        refs = json.dumps({k: st.get(k) for k in ("marks", "axes", "children")})
+        if mid in changed or any(f"IPY_MODEL_{c}" in refs for c in changed):
+            if m.get("model_name") in ("HBoxModel", "VBoxModel", "BoxModel", "AccordionModel"):
+                continue
+            if "lr-export-figure" not in st["_dom_classes"]:
+                st["_dom_classes"] = [*st["_dom_classes"], "lr-export-figure"]
+
+
+def render_html(widgets, title: str | None = None, grid=None) -> str:
     """The page as a string (see :func:`export_html`)."""
     from . import __version__
 
-    data = widget_data(widgets)
+    views, switcher, cap = _with_states(widgets, grid)
+    try:
+        data = widget_data(views)
+        if cap is not None:
+            _patch_state(data["manager_state"], cap, switcher.model_id)
+    finally:
+        if switcher is not None:
+            switcher.close()
     modules = []
     for m in data["modules"]:
         src = _read_script(module_bundle_path(m))
@@ -285,7 +349,7 @@ def render_html(widgets, title: str | None = None) -> str:
     return _PAGE.format(
         version=html.escape(__version__),
         title=html.escape(str(title)),
-        note=html.escape(NOTE),
+        note=html.escape(NOTE if cap is None else NOTE_STATES),
         modules="\n".join(modules),
         requirejs=escape_js(_read_script(embed_asset_path("require.js"))),
         state=escape_json(data["manager_state"]),
@@ -331,7 +395,7 @@ def _default_title(widgets) -> str:
     return "llmroof_widgets export"
 
 
-def export_html(widget_or_dashboard, path, title: str | None = None) -> pathlib.Path:
+def export_html(widget_or_dashboard, path, title: str | None = None, grid=None) -> pathlib.Path:
     """Write ONE self-contained HTML file that shows the widget(s) with no kernel and no network.
 
     Parameters
@@ -340,13 +404,23 @@ def export_html(widget_or_dashboard, path, title: str | None = None) -> pathlib.
         Figure, a box of them), or a list of those (shown one below the other)
     path : file to write (``.html``)
     title : page title; by default "<model> on <device> — roofline" for a dashboard
+    grid : for a dashboard, the settings its page can switch between with no kernel: ``None`` (the
+        default grid around the current setting, :func:`llmroof_widgets.export_states.default_grid`:
+        batch sizes 1, 2, 4, … up to the largest that fits, three prompt lengths, two generation
+        lengths, weights 16/8/4 bits, KV cache 16/8 bits, each enabled technique knob off and on), a
+        dict ``{axis: [values]}`` (axes: the State's inputs such as ``batch_size``, ``prompt_len``,
+        ``gen_len``, ``w_bits``, ``kv_bits``, ``a_bits``, ``hardware``, ``logits``, ``attention``,
+        ``phase`` and the technique knobs such as ``tp``; every combination is computed; axes left
+        out stay at the current value) or ``False`` (figures of the current setting only).
 
     Returns the path written. The file is a few MB (the widget manager and the plotting library are
-    inlined) and opens from disk (``file://``), from any static web server or as an e-mail attachment.
-    Front-end links (table row ↔ roofline dot ↔ formula) work in it; controls that recompute need a
-    live kernel and do nothing there.
+    inlined; the default grid adds a few MB) and opens from disk (``file://``), from any static web
+    server or as an e-mail attachment. Front-end links (table row ↔ roofline dot ↔ formula) work in
+    it; a dashboard's controls switch between the grid's settings (drop-downs offer only those,
+    other controls are greyed out, a value typed outside the grid shows a notice and dims the
+    figures). The dashboard's sweep and serving sections are not recomputed per setting.
     """
-    page = render_html(widget_or_dashboard, title=title)
+    page = render_html(widget_or_dashboard, title=title, grid=grid)
     path = pathlib.Path(path)
     write_text_atomic(path, page, "export_html")  # a failure leaves no partial page (ValueError naming the path)
     return path

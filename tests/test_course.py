@@ -3,7 +3,9 @@
 import math
 
 import pytest
+from test_formulas import evaluate
 
+import llmroof_widgets as lr
 from llmroof_widgets import Hardware
 from llmroof_widgets.course import QUANTITIES, Check, Scenario, check, pinned_scenario, unpin
 
@@ -122,7 +124,9 @@ def test_formula_only_when_asked():
     shown = check(1, quantity="flops", op="q_proj", scenario=SC, show_formula=True)
     assert "2·N·in·out = 2·16·64·64" in repr(shown)
     assert "2·N·in·out" in shown._repr_html_()
-    assert "2 × 2 × 2 × 16" in check(None, quantity="kv_cache_bytes", scenario=SC, show_formula=True).formula
+    # the KV cache's formula: layers · kv_heads · (d_k + d_v) · tokens · batch · bytes, with numbers
+    kv = check(None, quantity="kv_cache_bytes", scenario=SC, show_formula=True).formula
+    assert "decoder: layers·kv_heads·(d_k + d_v)·tokens·batch·2 B = 2·2·32·11·2·2" in kv
 
 
 def test_pinned_scenario_and_qualified_op():
@@ -170,3 +174,72 @@ def test_html_repr_is_escaped():
     h = c._repr_html_()
     assert "<script>" not in h and "<img" not in h and "<b>f" not in h
     assert "&lt;script&gt;" in h and "&lt;img" in h
+
+
+KV_SCENARIOS = [
+    # (scenario, what the formula must show): a format name, a bit width, MLA's latent, sliding windows,
+    # tensor / expert / pipeline parallelism, eviction and offloading
+    (dict(model=TINY, hardware=TOY, kv_bits="fp8_e4m3", prompt_len=8, gen_len=4), "·1 B"),
+    (dict(model=TINY, hardware=TOY, kv_bits=8, prompt_len=8, gen_len=4), "·1 B"),
+    (dict(model="deepseek-ai/DeepSeek-V3", hardware="h100-sxm", prompt_len=64, gen_len=4), "(kv_lora + rope)"),
+    (dict(model="deepseek-ai/DeepSeek-V2-Lite", hardware="h100-sxm", kv_bits="fp8_e4m3", tp=2), "(kv_lora + rope)"),
+    (dict(model="google/gemma-2-9b", hardware="h100-sxm", prompt_len=5000, gen_len=4), "min(tokens, window − 1)"),
+    (dict(model="meta-llama/Llama-3.1-8B", hardware="h100-sxm", tp=4, pp=2, batch_size=4), "⌈L/pp⌉/L"),
+    (dict(model="Qwen/Qwen1.5-MoE-A2.7B", hardware="h100-sxm", ep=2, batch_size=4), "/EP"),
+    (
+        dict(model="meta-llama/Llama-3.1-8B", hardware="h100-sxm", kv_keep_ratio=0.5, offload={"kv_cache": 0.25}),
+        "kept tokens",
+    ),
+]
+
+
+@pytest.mark.parametrize("scenario, shows", KV_SCENARIOS, ids=[str(i) for i in range(len(KV_SCENARIOS))])
+def test_kv_formulas_evaluate_to_the_answer(scenario, shows):
+    """kv_cache_bytes / kv_bytes_per_token: any KV format, MLA's latent, windows, parallelism; the numbers
+    substituted in the formula multiply and add to the expected value."""
+    for quantity in ("kv_cache_bytes", "kv_bytes_per_token"):
+        c = check(None, quantity=quantity, scenario=scenario, show_formula=True)
+        if quantity == "kv_cache_bytes":
+            assert shows in c.formula
+        value, _ = evaluate(c.formula.rpartition(" = ")[2])
+        assert value == pytest.approx(c.expected, rel=1e-9), c.formula
+        assert check(value, quantity=quantity, scenario=scenario, tolerance=1e-9).ok
+
+
+def test_kv_format_name_and_mla_latent():
+    """Issue 13: a format name for kv_bits raised TypeError; DeepSeek's latent cache showed the MHA formula."""
+    c = check(None, quantity="kv_cache_bytes", scenario=dict(SC, kv_bits="fp8_e4m3"), show_formula=True)
+    assert c.expected == KV_CACHE / 2 and "·1 B = 2·2·32·11·2·1" in c.formula
+    d = dict(model="deepseek-ai/DeepSeek-V3", hardware="h100-sxm", prompt_len=64, gen_len=4)
+    f = check(None, quantity="kv_cache_bytes", scenario=d, show_formula=True).formula
+    m = lr.load_model("deepseek-ai/DeepSeek-V3")
+    latent = m.layer_types[0].attention.kv_lora_rank + m.layer_types[0].attention.qk_rope_head_dim
+    assert latent == 576 and "kv_heads" not in f and f"·{latent}·67·1·2" in f  # 64 + 4 − 1 tokens, batch 1
+
+
+@pytest.mark.parametrize(
+    "scenario, op",
+    [
+        (SC, "k_proj"),
+        (SC, "lm_head"),
+        (
+            dict(
+                model="deepseek-ai/DeepSeek-V2-Lite", hardware="h100-sxm", tp=2, mla="naive", prompt_len=32, gen_len=2
+            ),
+            "moe.kv_b_proj",
+        ),
+        (dict(model="Qwen/Qwen2.5-0.5B", hardware="h100-sxm", tp=2, prompt_len=32, gen_len=2), "attn_allreduce"),
+    ],
+)
+def test_operator_formulas_evaluate_to_the_answer(scenario, op):
+    """Each operator quantity's formula (FLOPs, matmul FLOPs, bytes and their weights / KV parts, a collective's
+    time) has numbers that multiply and add to the expected value."""
+    for phase in ("prefill", "decode"):
+        for quantity in ("flops", "matmul_flops", "bytes", "weights_bytes", "kv_cache_bytes", "time_s"):
+            c = check(None, quantity=quantity, op=op, phase=phase, scenario=scenario, show_formula=True)
+            if quantity == "time_s" and "allreduce" not in op:
+                continue  # max(FLOPs / peak, bytes / bandwidth), shown in readable units
+            if quantity == "bytes" and "allreduce" in op:
+                continue  # a collective moves no device-memory bytes; its formula is the message
+            value, _ = evaluate(c.formula.rpartition(" = ")[2])
+            assert value == pytest.approx(c.expected, rel=1e-9, abs=0), (quantity, phase, c.formula)

@@ -1,9 +1,12 @@
 """Static HTML export, kernel side: the page holds the full widget state and every script, escaped."""
 
+import itertools
 import json
+import math
 import re
 import shutil
 import subprocess
+import time
 from html.parser import HTMLParser
 
 import anywidget
@@ -110,7 +113,9 @@ def test_dashboard_page_is_self_contained(dashboard_page, tmp_path, dashboard):
     assert any('define("@jupyter-widgets/html-manager/dist/libembed-amd"' in t for t in inline)  # embed-amd.js
     assert any("createObjectURL" in t and "require.config" in t for t in inline)  # Blob-URL registration
     views = [json.loads(t) for a, t in scripts if a.get("type") == "application/vnd.jupyter.widget-view+json"]
-    assert views == [{"version_major": 2, "version_minor": 0, "model_id": dashboard.model_id}]
+    # the state switcher (precomputed states) first, then the dashboard
+    assert len(views) == 2 and views[1] == {"version_major": 2, "version_minor": 0, "model_id": dashboard.model_id}
+    assert state_of(page)[views[0]["model_id"]]["state"]["payload"]
     path = export_html(dashboard, tmp_path / "dash.html", title="Llama")
     size = path.stat().st_size
     print(f"\nexported dashboard: {size / 1e6:.2f} MB")
@@ -240,3 +245,161 @@ def test_dashboard_export_button_writes_the_file(tmp_path):
     ui.export_path.value = str(tmp_path / "no-such-dir" / "x.html")
     ui.export_button.click()
     assert ui.export_status.value.startswith("export failed")
+
+
+# -- precomputed states (export_states) --------------------------------------------------------------
+from llmroof_widgets import export_states as es  # noqa: E402
+
+
+def _plain(v):
+    """A kernel trait value as the page rebuilds it: binary arrays as number lists."""
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if isinstance(x, (bytes, memoryview)) and isinstance(v.get("dtype"), str):
+                import numpy as np
+
+                out[k] = np.frombuffer(bytes(x), dtype=v["dtype"]).tolist()
+            else:
+                out[k] = _plain(x)
+        return out
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def test_every_state_replays_exactly_what_the_kernel_sends():
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(model=dict(TINY), hardware="h100-sxm", prompt_len=64, gen_len=8)
+    grid = {"batch_size": [1, 4], "prompt_len": [16, 64], "w_bits": [16, 4], "phase": ["both", "decode"]}
+    before = {k: ui.table.get_state(k)[k] for k in ("rows", "headline")}
+    cap = es.capture_states(ui, es.check_grid(ui, grid))
+    payload = es.decode(es.encode(cap["payload"]))  # the compressed round trip the page does
+    assert cap["states"] == len(payload["states"]) == 16
+    # the setting is restored afterwards, and the base state is the exported setting
+    assert {k: ui.table.get_state(k)[k] for k in ("rows", "headline")} == before
+    assert payload["base"] == grid_point(grid, batch_size=1, prompt_len=64, w_bits=16, phase="both")
+    widgets = W.widgets.widget._instances
+    keys = [tuple(k) for k in payload["keys"]]
+    assert (ui.table.model_id, "rows") in keys and (ui.table.model_id, "headline") in keys
+    for i, point in enumerate(itertools.product(*grid.values())):
+        ui.state.update(**dict(zip(grid, point)))
+        for j, (mid, trait) in enumerate(keys):
+            w = widgets[mid]
+            assert es.rebuild(payload, payload["states"][i][j]) == _plain(w.get_state(trait)[trait]), (point, trait)
+        hd = ui.table.headline
+        assert (hd["batch_size"], hd["prompt_len"]) == point[:2]
+    # the headline of every state agrees with the vectorized sweep over the same grid
+    df = lr.sweep(dict(TINY), "h100-sxm", batch_size=[1, 4], prompt_len=[16, 64], gen_len=8, w_bits=[16, 4])
+    h = keys.index((ui.table.model_id, "headline"))
+    for i, point in enumerate(itertools.product(*grid.values())):
+        hd = es.rebuild(payload, payload["states"][i][h])
+        row = df[(df.batch_size == point[0]) & (df.prompt_len == point[1]) & (df.w_bits == point[2])].iloc[0]
+        for k in ("ttft_s", "tpot_s", "e2e_s", "throughput_tokens_per_s"):
+            assert hd[k] == pytest.approx(row[k], rel=1e-9), (point, k)
+    # the controls the page reads: the grid's axes (and only those) vary
+    assert [t["label"] for t in payload["sig"]["traits"]] == ["batch size", "prompt tokens", "weights", "phase"]
+    # the weights drop-down offers only the grid's two formats; other controls are disabled
+    patch = cap["manager_patch"]
+    assert patch[ui.controls.w_bits.model_id]["_options_labels"] == ["16 bit (fp16)", "4 bit (int4)"]
+    assert patch[ui.controls.kv_bits.model_id]["disabled"] is True
+    assert patch[ui.controls.model.model_id]["disabled"] is True
+    ui.close()
+
+
+def grid_point(grid, **point):
+    i = 0
+    for name, values in grid.items():
+        i = i * len(values) + values.index(point[name])
+    return i
+
+
+def test_default_grid_and_page(tmp_path):
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(model=dict(TINY), hardware="rtx-4090", prompt_len=64, gen_len=8, batch_size=3, tp=2)
+    g = es.default_grid(ui)
+    fit = ui.state.result.memory["max_batch_size"]
+    assert g["batch_size"][:3] == [1, 2, 3] and max(g["batch_size"]) <= max(ui.controls.batch_size.max, 3)
+    assert all(b & (b - 1) == 0 or b == 3 for b in g["batch_size"]) and 2 * max(g["batch_size"]) > min(fit, 256)
+    # with a knob enabled the full default would be 10 × 3 × 2 × 3 × 2 × 2 = 720 settings: the
+    # generation length, then the KV format keep their current value (≤ DEFAULT_MAX_STATES)
+    assert g["prompt_len"] == [16, 64, 256] and g["gen_len"] == [8] and g["kv_bits"] == [16]
+    assert g["w_bits"] == [16, 8, 4] and g["tp"] == [1, 2]
+    assert math.prod(len(v) for v in g.values()) <= es.DEFAULT_MAX_STATES
+    small = {k: v[:2] for k, v in g.items()}  # the default grid's export is timed in benchmarks/bench_export.py
+    t0 = time.perf_counter()
+    path = export_html(ui, tmp_path / "tiny.html", grid=small)
+    took = time.perf_counter() - t0
+    n = math.prod(len(v) for v in small.values())
+    print(f"\ndefault grid: {n} states, export {took:.2f} s, {path.stat().st_size / 1e6:.2f} MB")
+    assert path.stat().st_size < 15e6
+    page = path.read_text(encoding="utf-8")
+    state = state_of(page)
+    [sw] = [s for s in state.values() if s["state"].get("payload")]
+    payload = es.decode(sw["state"]["payload"])
+    assert len(payload["states"]) == n and "precomputed settings" in sw["state"]["summary"]
+    assert "precomputed settings" in page and "sweep and serving sections are not recomputed" in page
+    # grid=False: the figures of the current setting only (no switcher)
+    static = render_html(ui, grid=False)
+    assert not any(s["state"].get("payload") for s in state_of(static).values())
+    ui.close()
+
+
+def test_grid_errors(tmp_path):
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(model=dict(TINY), hardware="h100-sxm", prompt_len=64, gen_len=8)
+    with pytest.raises(ValueError, match="grid axis 'batch' is not allowed; allowed: hardware, batch_size"):
+        export_html(ui, tmp_path / "x.html", grid={"batch": [1, 2]})
+    with pytest.raises(ValueError, match="at most 4096"):
+        export_html(
+            ui, tmp_path / "x.html", grid={"batch_size": list(range(1, 100)), "prompt_len": list(range(1, 100))}
+        )
+    with pytest.raises(ValueError, match="has no values"):
+        export_html(ui, tmp_path / "x.html", grid={"batch_size": []})
+    with pytest.raises(ValueError, match="grid= needs an lr.Dashboard"):
+        export_html(W.Label("x"), tmp_path / "x.html", grid={"batch_size": [1]})
+    # a value the drop-down cannot show would make two states look alike to the page
+    with pytest.raises(ValueError, match="cannot show"):
+        export_html(ui, tmp_path / "x.html", grid={"w_bits": [16, 3]})
+    assert ui.state.w_bits == 16 and not ui.state.error  # restored
+    ui.close()
+
+
+def test_export_with_the_lazy_sections_open(tmp_path):
+    """The sweep and serving sections (lazy) are not recomputed per state: their figures stay those
+    of the exported setting, the page says so, and the sections are live again afterwards."""
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(
+        model=dict(TINY), hardware="h100-sxm", prompt_len=64, gen_len=8, sweep_open=True, serving_open=True
+    )
+    assert ui.sweep.active and ui.serving.active
+    calls = []
+    for view in (ui.sweep, ui.serving):
+        view.observe(lambda c: calls.append(c["new"]), names="active")
+    grid = {"batch_size": [1, 2], "w_bits": [16, 4]}
+    cap = es.capture_states(ui, es.check_grid(ui, grid))
+    assert ui.sweep.active and ui.serving.active and calls == [False, False, True, True]
+    serving_ids = {w.model_id for w in es._walk(ui.serving)} | {w.model_id for w in es._walk(ui.sweep)}
+    assert not serving_ids & {mid for mid, _ in cap["payload"]["keys"]}
+    page = render_html(ui, grid=grid)
+    assert "sweep and serving sections are not recomputed" in page
+    ui.close()
+
+
+def test_a_second_view_of_the_same_state_is_left_out(tmp_path):
+    import llmroof_widgets as lr
+
+    ui = lr.Dashboard(model=dict(TINY), hardware="h100-sxm", prompt_len=64, gen_len=8)
+    other = lr.Dashboard(state=ui.state)  # recomputes too while the grid is evaluated
+    grid = {"batch_size": [1, 2]}
+    cap = es.capture_states(ui, es.check_grid(ui, grid))
+    mine = set(W.embed.dependency_state(ui, drop_defaults=False))
+    assert {mid for mid, _ in cap["payload"]["keys"]} <= mine
+    assert other.table.model_id not in mine
+    assert export_html(ui, tmp_path / "one.html", grid=grid).is_file()
+    other.close()
+    ui.close()

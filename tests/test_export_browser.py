@@ -1,8 +1,6 @@
 """Static HTML export in a real browser: opened from file:// in Debian's Chromium with every
 http(s) request aborted, the widgets must render with zero page errors and nothing injected may run."""
 
-import time
-
 import anywidget
 import bqplot as bq
 import ipywidgets as W
@@ -57,12 +55,10 @@ def offline_page(browser):
     ctx.close()
 
 
-def open_rendered(page, path, ready_js: str) -> float:
-    """Open ``path`` through file:// and wait until ``ready_js`` is true; returns seconds taken."""
-    t0 = time.perf_counter()
+def open_rendered(page, path, ready_js: str) -> None:
+    """Open ``path`` through file:// and wait until ``ready_js`` is true."""
     page.goto(path.resolve().as_uri())
     page.wait_for_function(ready_js, timeout=RENDER_TIMEOUT_MS)
-    return time.perf_counter() - t0
 
 
 def assert_clean(page):
@@ -87,10 +83,9 @@ def test_anywidget_and_bqplot_render_offline(offline_page, tmp_path):
     W.jslink((scatter, "selected"), (echo, "selected"))  # a front-end link: must survive the export
     path = export_html([W.VBox([echo, W.Label(EVIL2)]), fig], tmp_path / "pair.html", title=EVIL)
 
-    took = open_rendered(
+    open_rendered(
         page, path, "document.querySelector('.t-any') && document.querySelectorAll('.bqplot .dot').length === 3"
     )
-    print(f"\nanywidget + bqplot export ({path.stat().st_size / 1e6:.2f} MB): open → rendered {took * 1000:.0f} ms")
     assert page.inner_text(".t-any").startswith(EVIL)  # shown as text, never run
     assert EVIL2 in page.inner_text("body")
     page.locator(".bqplot .dot").nth(1).dispatch_event("click")
@@ -116,13 +111,12 @@ def test_dashboard_renders_offline_and_links_table_and_roofline(offline_page, tm
 
     n = len(rows)
     n_dots = len({tuple(r["dot"]) for r in rows if r.get("dot") is not None})  # operators at one point share a dot
-    took = open_rendered(
+    open_rendered(
         page,
         path,
         f"document.querySelectorAll('tr.lr-row').length === {n} && "
         f"document.querySelectorAll('.lr-roofline .dot').length >= {n_dots}",
     )
-    print(f"\ndashboard export ({path.stat().st_size / 1e6:.2f} MB): open → rendered {took * 1000:.0f} ms")
 
     def selected_dots():
         return page.evaluate("""() => Array.from(document.querySelectorAll('.lr-roofline .dot'))
@@ -153,4 +147,109 @@ def test_dashboard_renders_offline_and_links_table_and_roofline(offline_page, tm
         f"prefill · {row['layer_type']} · down_proj ",
     )
     page.wait_for_selector(f'tr.lr-row.selected[data-index="{row["index"]}"]', timeout=10_000)
+    assert_clean(page)
+
+
+# -- precomputed states: the page's controls switch settings with no kernel ---------------------------
+def grid_index(grid, **point):
+    """Index of a point in the grid's product (the order of export_states.capture_states)."""
+    i = 0
+    for name, values in grid.items():
+        i = i * len(values) + values.index(point[name])
+    return i
+
+
+def _close(a, b, rel=1e-9):
+    return a == b or abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def test_exported_dashboard_switches_states_offline(offline_page, tmp_path):
+    """Batch size, prompt length and weight format changed in the offline page: every switch shows
+    the engine's figures for the new setting (checked against analyze and against the views built on
+    the kernel for that setting), and a value outside the grid is flagged, never shown as current."""
+    import llmroof_widgets as lr
+
+    page = offline_page
+    model, hw = "meta-llama/Llama-3.1-8B", "h100-sxm"
+    ui = lr.Dashboard(model=model, hardware=hw, prompt_len=2048, gen_len=256)
+    grid = {"batch_size": [1, 2, 4, 8], "prompt_len": [512, 2048], "w_bits": [16, 4]}
+    path = export_html(ui, tmp_path / "states.html", grid=grid)
+    table_id = ui.table.model_id
+    took = open_rendered(
+        page, path, "document.body.dataset.lrExportReady === '1' && document.querySelectorAll('tr.lr-row').length > 10"
+    )
+    print(f"\nexport with 16 states ({path.stat().st_size / 1e6:.2f} MB): open → ready {took * 1000:.0f} ms")
+    assert [a["name"] for a in page.evaluate("() => window.__lrExport.payload.axes")] == list(grid)
+
+    def control(desc, kind):
+        return page.locator(f".widget-{kind}", has=page.locator(f"label:text-is('{desc}')"))
+
+    def set_slider(value):
+        # the IntSlider's readout is editable: type the value as a reader would
+        ro = control("batch size", "slider").locator(".widget-readout")
+        ro.click()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(str(value))
+        page.keyboard.press("Enter")
+
+    def set_prompt(value):
+        box = control("prompt tokens", "inline-hbox").locator("input")
+        box.fill(str(value))
+        box.press("Enter")
+
+    def set_weights(label):
+        control("weights", "dropdown").locator("select").select_option(label=label)
+
+    def table_model(trait):
+        return page.evaluate(
+            "async ([id, t]) => { const m = await window.__lrExport.get(id); return m.get(t); }", [table_id, trait]
+        )
+
+    before = page.inner_text(".lr-headline")
+    labels = {16: "16 bit (fp16)", 4: "4 bit (int4)"}
+    for batch, prompt, w in [(4, 2048, 16), (4, 512, 16), (4, 512, 4), (1, 2048, 4)]:
+        set_slider(batch)
+        set_prompt(prompt)
+        set_weights(labels[w])
+        i = grid_index(grid, batch_size=batch, prompt_len=prompt, w_bits=w)
+        page.wait_for_function("(i) => document.body.dataset.lrExportState === i", arg=str(i), timeout=10_000)
+        gen = lr.analyze(model, hw, batch_size=batch, prompt_len=prompt, gen_len=256, w_bits=w).to_dict()["generation"]
+        hd = table_model("headline")
+        assert (hd["batch_size"], hd["prompt_len"], hd["w_bits"]) == (batch, prompt, w)
+        for k in ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "throughput_tokens_per_s"):
+            assert _close(hd[k], gen[k]), (batch, prompt, w, k, hd[k], gen[k])
+        # every row of the table is the kernel's row for this setting
+        ui.state.update(batch_size=batch, prompt_len=prompt, w_bits=w)
+        rows = table_model("rows")
+        assert len(rows) == len(ui.table.rows)
+        for got, want in zip(rows, ui.table.rows):
+            assert got["name"] == want["name"] and _close(got["time_s"], want["time_s"]), (got["name"], batch)
+            assert _close(got["arithmetic_intensity"], want["arithmetic_intensity"])
+        # and the page shows it: the headline text changed, the roofline dots sit at the rows' intensities
+        shown = page.inner_text(".lr-headline")
+        assert shown != before
+        before = shown
+        xs = page.evaluate("""() => Array.from(document.querySelectorAll('.lr-roofline .dot'))
+            .map(d => d.__data__ && d.__data__.x).filter(x => x != null)""")
+        ais = [r["arithmetic_intensity"] for r in ui.table.rows if r.get("dot") is not None]
+        assert ais and all(any(_close(x, a, 1e-6) for x in xs) for a in ais)
+    ui.close()
+    # a value outside the grid: a notice, the figures dimmed, never silently stale
+    set_slider(3)
+    page.wait_for_function("document.body.dataset.lrExportState === 'offgrid'", timeout=10_000)
+    notice = page.inner_text(".lr-export-notice")
+    assert "batch size = 3" in notice and "live kernel" in notice and "1, 2, 4, 8" in notice, notice
+    assert page.evaluate("document.body.classList.contains('lr-offgrid')")
+    assert page.evaluate("getComputedStyle(document.querySelector('.lr-layer-table')).opacity") == "0.35"
+    set_slider(8)
+    i = grid_index(grid, batch_size=8, prompt_len=2048, w_bits=4)
+    page.wait_for_function("(i) => document.body.dataset.lrExportState === i", arg=str(i), timeout=10_000)
+    assert not page.evaluate("document.body.classList.contains('lr-offgrid')")
+    assert page.locator(".lr-export-notice").is_hidden()
+    # controls outside the grid are disabled; the weight drop-down offers only the grid's formats
+    assert control("KV cache", "dropdown").locator("select").is_disabled()
+    opts = control("weights", "dropdown").locator("select option").all_inner_texts()
+    assert [o.replace("\xa0", " ") for o in opts] == list(labels.values())
+    switches = page.evaluate("window.__lrExport.switches")
+    print(f"state switches: {len(switches)}, median {sorted(switches)[len(switches) // 2]:.1f} ms")
     assert_clean(page)

@@ -307,12 +307,11 @@ def test_tensor_parallel_shards_heads_or_says_why_not():
 
 
 def test_course_kv_formula_counts_only_attention_layers():
-    from llmroof_widgets.course import _expected
-
-    d = lr.analyze(QWEN_NEXT, HW, prompt_len=64, gen_len=2).to_dict()
-    value, _, formula = _expected(d, "kv_bytes_per_token", None, "decode")
-    assert value == 2 * 2 * 2 * 16 * 2  # 2 attention layers of 8, K and V, 2 KV heads of 16, fp16
-    assert "2 × 2 × 2 × 16 × 2 B" in formula
+    scenario = dict(model=QWEN_NEXT, hardware=HW, prompt_len=64, gen_len=2)
+    c = lr.check(None, quantity="kv_bytes_per_token", scenario=scenario, show_formula=True)
+    assert c.expected == 2 * 2 * 2 * 16 * 2  # 2 attention layers of 8, K and V, 2 KV heads of 16, fp16
+    # the memory engine's terms: only the attention layer type, layers · kv_heads · (d_k + d_v) · bytes
+    assert c.formula.endswith("attention+moe: layers·kv_heads·(d_k + d_v)·2 B = 2·2·32·2")
 
 
 def test_mtp_draft_of_a_hybrid_is_an_attention_layer():

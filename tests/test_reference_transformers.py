@@ -223,11 +223,12 @@ def _layer_signatures(model) -> list | None:
     """What transformers built for each decoder layer: its class, parameter names and shapes, per-layer
     attention settings (sliding window, layer type) and the config's layer type. Read from the built model,
     not from the engine, so a layer the engine would group wrongly still shows as different."""
-    n = model.config.num_hidden_layers
+    text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    n = text.num_hidden_layers  # a vision-language model's decoder layers are its text config's
     stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
     if len(stacks) != 1:
         return None
-    types = getattr(model.config, "layer_types", None) or [None] * n
+    types = getattr(text, "layer_types", None) or [None] * n
 
     def signature(i, layer):
         shapes = tuple((name, tuple(p.shape)) for name, p in layer.named_parameters())

@@ -485,7 +485,7 @@ function renderTable(d, phase, registry) {
         {
           class: `lr-doc-row lr-doc-bound-${str(o.bound, 'x').replace(/[^a-z]/g, '')}`,
           dataset: { index: i, phase },
-          title: [o.flops_formula, o.bytes_formula].filter(x => typeof x === 'string' && x).join('\n') || null,
+          title: [o.flops_formula, o.bytes_formula, o.time_formula].filter(x => typeof x === 'string' && x).join('\n') || null,
           onclick: () => registry.select(phase, i, false),
           onmouseenter: () => registry.hover(phase, i, true),
           onmouseleave: () => registry.hover(phase, i, false)

@@ -56,7 +56,7 @@ def model_ops(b) -> None:
     # per-layer input embeddings: one row of L·P values per token from a V_pli × (L·P) table
     r = b.elementwise("embed_tokens_per_layer", N * L * P, 1, reads=1, writes=1, what="lookup and √p scale")
     r.params = g["vocab_size_per_layer_input"] * L * P
-    r.weight_bytes = N * L * P * p.hp  # the rows read
+    r.add_term("weight", "rows read", ("N", N), ("L·P", L * P), b._fhp)  # one L·P row per token
     r.resident = r.params * p.hp
     r.wclass = "hp"
     b.linear("per_layer_model_projection", N, h, L * P)
@@ -96,10 +96,9 @@ def layer_pre(b, lt) -> None:
     _altup_router(b, "altup_predict")
     b.linear("altup_prediction_coefs", N, n, n * n)
     # each token mixes its n streams with its own n × n coefficients: [h × n] @ [n × n]
-    mm = 2.0 * N * h * n * n
     r = b.elementwise("altup_predict_mix", N * h * n, 1, reads=2, writes=1, what="+ the original streams")
-    r.flops += mm  # a product with an inner dimension of n: run on the vector units
-    r.matmul_flops = mm
+    # a product with an inner dimension of n: run on the vector units
+    r.add_term("matmul", "mix [h × n]·[n × n]", (None, 2.0), ("N", N), ("h", h), ("n", n), ("n", n))
     b.linear("laurel_left", N, h, rank)
     b.linear("laurel_right", N, rank, h)
     b.norm_rms("post_laurel_norm", N, h)
@@ -114,7 +113,8 @@ def layer_post(b, lt) -> None:
     b.linear("altup_correction_coefs", N, n, n)
     r = b.elementwise("altup_correct", N * h * n, 3, reads=2, writes=1, what="innovation × coefficient + prediction")
     r.params = h  # correct_output_scale
-    r.weight_bytes = r.resident = h * b.p.hp
+    r.add_term("weight", "correct_output_scale", ("h", h), b._fhp)
+    r.resident = h * b.p.hp
     r.wclass = "hp"
     b.linear("per_layer_input_gate", N, h, P)
     b.elementwise("per_layer_input_act", N * P, 9, reads=2, writes=1, what="gelu(gate)·per-layer input")

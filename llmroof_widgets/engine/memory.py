@@ -12,6 +12,7 @@ from .num import Num
 from .ops import Row
 from .options import Options, kv_heads_per_device
 from .precision import Precision
+from .terms import Div, Terms
 
 
 def weights_bytes(rows: list[Row], model: ModelConfig, opts: Options) -> float:
@@ -31,22 +32,99 @@ def params_total(rows: list[Row]) -> int:
     return int(sum(r.count * r.params for r in rows))
 
 
-def _kv_elems_local(lt, opts: Options) -> float:
+def _kv_elem_factors(lt, opts: Options) -> tuple:
+    """Cached elements per token of one layer on one device, as term factors."""
     a = lt.attention
-    if a is None:
-        return 0.0  # a recurrent / MLP-only layer keeps no KV cache (its state is in recurrent_state_bytes)
-    if a.kind == "mla" or a.kv_shared:
-        return a.kv_elements_per_token()  # the latent is replicated on every TP rank
-    return kv_heads_per_device(a.num_kv_heads, opts.tp) * (a.head_dim + a.v_head_dim)
+    if a.kind == "mla":
+        # the latent (+ the sparse indexer's key) is replicated on every TP rank
+        sym = "(kv_lora + rope + index_dim)" if a.index_head_dim else "(kv_lora + rope)"
+        return ((sym, a.kv_elements_per_token()),)
+    return (("kv_heads", kv_heads_per_device(a.num_kv_heads, opts.tp)), ("(d_k + d_v)", a.head_dim + a.v_head_dim))
+
+
+def _kv_device_factors(model: ModelConfig, opts: Options, on_device: bool) -> tuple:
+    """The share of the layers (pipeline stage) and of the cache (offloading) one device holds."""
+    f: tuple = ()
+    if opts.pp > 1:
+        f += (("⌈L/pp⌉/L", math.ceil(model.num_layers / opts.pp) / model.num_layers),)
+    off = opts.offload.get("kv_cache", 0.0)
+    if on_device and off:
+        f += (("(1 − offloaded)", 1.0 - off),)
+    return f
+
+
+def kv_bytes_per_token_terms(model: ModelConfig, prec: Precision, opts: Options | None = None) -> Terms:
+    """:func:`kv_bytes_per_token` as terms (category "kv"), one per layer type."""
+    opts = opts or Options()
+    t = Terms()
+    dev = _kv_device_factors(model, opts, False)
+    keep = (("keep ratio", opts.kv_keep_ratio),) if opts.kv_keep_ratio != 1.0 else ()
+    for lt in model.layer_types:
+        if lt.attention is None or lt.attention.kv_shared:  # no attention, or an earlier layer's KV: none
+            continue
+        t.add(
+            "kv",
+            f"{lt.name}:",
+            ("layers", lt.count),
+            *_kv_elem_factors(lt, opts),
+            (f"{prec.kv:g} B", prec.kv),
+            *dev,
+            *keep,
+        )
+    return t
 
 
 def kv_bytes_per_token(model: ModelConfig, prec: Precision, opts: Options | None = None) -> float:
     """KV-cache bytes one token of one sequence adds across all layers on one device (before window caps)."""
+    return kv_bytes_per_token_terms(model, prec, opts).total("kv")
+
+
+def kv_cache_terms(
+    model: ModelConfig,
+    prec: Precision,
+    batch,
+    context,
+    opts: Options | None = None,
+    *,
+    on_device: bool = True,
+) -> Terms:
+    """:func:`kv_cache_bytes` as terms (category "kv"), one per layer type: the formula ``lr.check`` shows."""
     opts = opts or Options()
-    total = sum(lt.count * _kv_elems_local(lt, opts) for lt in model.layer_types) * prec.kv
-    if opts.pp > 1:
-        total *= math.ceil(model.num_layers / opts.pp) / model.num_layers
-    return total * opts.kv_keep_ratio
+    t = Terms()
+    dev = _kv_device_factors(model, opts, on_device)
+    evicting = opts.kv_keep_ratio < 1.0 or opts.kv_budget is not None
+    ep = (Div(("EP", opts.ep)),) if opts.ep > 1 else ()
+    for lt in model.layer_types:
+        a = lt.attention
+        if a is None or a.kv_shared:  # no attention, or an earlier layer's KV: none
+            continue
+        kept = context if a.window is None else np.minimum(context, a.window - 1)
+        if a.chunk is not None:
+            # chunked attention: the cache keeps the last chunk − 1 tokens (transformers keeps a chunked
+            # layer like a window of attention_chunk_size); the next token attends at most a whole chunk
+            kept = np.minimum(context, a.chunk - 1)
+        if evicting:
+            evicted = kept * opts.kv_keep_ratio
+            if opts.kv_budget is not None:
+                evicted = np.minimum(evicted, opts.kv_budget)
+            kept = np.minimum(kept, evicted)
+        sym = "kept tokens" if evicting else "tokens"
+        if not evicting and a.chunk is not None:
+            sym = "min(tokens, chunk − 1)"
+        elif not evicting and a.window is not None:
+            sym = "min(tokens, window − 1)"
+        t.add(
+            "kv",
+            f"{lt.name}:",
+            ("layers", lt.count),
+            *_kv_elem_factors(lt, opts),
+            (sym, kept),
+            ("batch", batch),
+            *ep,
+            (f"{prec.kv:g} B", prec.kv),
+            *dev,
+        )
+    return t
 
 
 def kv_cache_bytes(
@@ -64,28 +142,7 @@ def kv_cache_bytes(
     the W it attends, as transformers keeps it); eviction keeps ``kv_keep_ratio`` of the tokens (at
     most ``kv_budget``); EP ranks each hold batch/ep sequences; offloaded KV lives in host memory.
     """
-    opts = opts or Options()
-    total: Num = 0.0
-    for lt in model.layer_types:
-        a = lt.attention
-        if a is None:
-            continue
-        kept = context if a.window is None else np.minimum(context, a.window - 1)
-        if a.chunk is not None:
-            # chunked attention: the cache keeps the last chunk − 1 tokens (transformers keeps a chunked
-            # layer like a window of attention_chunk_size); the next token attends at most a whole chunk
-            kept = np.minimum(context, a.chunk - 1)
-        if opts.kv_keep_ratio < 1.0 or opts.kv_budget is not None:
-            evicted = kept * opts.kv_keep_ratio
-            if opts.kv_budget is not None:
-                evicted = np.minimum(evicted, opts.kv_budget)
-            kept = np.minimum(kept, evicted)
-        total += lt.count * _kv_elems_local(lt, opts) * kept * batch / opts.ep * prec.kv
-    if opts.pp > 1:
-        total *= math.ceil(model.num_layers / opts.pp) / model.num_layers
-    if on_device:
-        total *= 1.0 - opts.offload.get("kv_cache", 0.0)
-    return total
+    return kv_cache_terms(model, prec, batch, context, opts, on_device=on_device).total("kv")
 
 
 def recurrent_state_bytes(model: ModelConfig, prec: Precision, batch: Num, opts: Options | None = None) -> Num:

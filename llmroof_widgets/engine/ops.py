@@ -12,6 +12,12 @@ Conventions (see README "What the numbers mean"):
   multiplies and an add), residual add 1, gated activation act+1 (the gate multiply); the
   activation costs are in :data:`models.ACT_FLOPS`.
 
+Figures and formulas come from one source: each operator collects :class:`~.terms.Terms` (symbol, value
+factors per term) and its row's FLOPs and bytes are their sums, so the numbers substituted in the formula
+shown always multiply and add to the figure (``engine/terms.py`` documents the API; ``tests/test_formulas.py``
+checks every operator). New operators: build a ``Terms`` and append it with ``self._push(...)``, or extend
+an existing row with ``row.add_term(...)``; a ``Row(..., formula=closure)`` still works, unchecked.
+
 The builder works on numpy arrays: ``cached`` (tokens already in the KV cache) may be an array
 over decode steps, and every count broadcasts over it — a whole generation is evaluated without a
 Python loop per token.
@@ -32,6 +38,7 @@ from . import families_gemma3n
 from .models import ACT_FLOPS, AttentionSpec, LayerType, MLPSpec, ModelConfig
 from .options import Options, kv_heads_per_device
 from .precision import Precision, compute_dtype
+from .terms import FIELDS, Div, Terms, num, product
 
 RMS_FLOPS = 4  # per element: square, sum, multiply by 1/rms, multiply by weight
 LN_FLOPS = 7  # per element: mean, subtract, square, sum, multiply by 1/std, weight, bias
@@ -40,17 +47,11 @@ SOFTCAP_FLOPS = 3  # per element: divide by cap, tanh, multiply by cap
 ROPE_FLOPS = 3  # per rotated element: x·cos + rotate(x)·sin
 ALIBI_FLOPS = 1  # per score: add the head's slope × key distance (a precomputed bias)
 L2_FLOPS = 3  # per element of a weightless L2 norm (Llama-4 qk norm): square, sum, multiply by 1/norm
+TWO = (None, 2.0)  # the 2 of a multiply-accumulate (2 FLOPs), as a term factor
 DEFAULT_ONCHIP_BYTES = 64 * 1024  # FlashAttention tile SRAM when a device does not state its per-SM memory
 
 
-def _n(x) -> str:
-    """Compact number for formulas."""
-    if isinstance(x, np.ndarray):
-        return "…"
-    x = float(x)
-    if x == int(x) and abs(x) < 1e15:
-        return f"{int(x):,}".replace(",", " ")
-    return f"{x:.4g}"
+_n = num  # compact number for formulas (kept for operators written with a ``formula=`` closure)
 
 
 class Row:
@@ -80,6 +81,7 @@ class Row:
         "speedup",
         "m_dim",
         "n_dim",
+        "terms",
     )
 
     def __init__(
@@ -98,6 +100,7 @@ class Row:
         params=0,
         resident=None,
         wclass=None,
+        terms=None,
     ):
         self.name = name
         self.layer_type = layer_type
@@ -126,14 +129,34 @@ class Row:
         self.speedup = 1.0  # compute-peak multiplier (2:4 sparse tensor cores)
         self.m_dim = None  # rows of the matrix product (tokens), for the calibrated GEMM efficiency
         self.n_dim = None  # output columns of a linear layer on this device (wave quantization)
+        self.terms = terms  # engine.terms.Terms the figures were summed from (None: a ``formula`` closure)
 
     @property
     def flops_formula(self) -> str:
+        if self.terms is not None:
+            return self.terms.render("flops")
         return self.formula()[0] if self.formula else ""
 
     @property
     def bytes_formula(self) -> str:
+        """Bytes moved (a collective: its message), numbers substituted."""
+        if self.terms is not None:
+            return self.terms.render("message" if self.kind == "communication" else "bytes")
         return self.formula()[1] if self.formula else ""
+
+    @property
+    def time_formula(self) -> str:
+        """A collective's α–β time, numbers substituted ("" for other operators)."""
+        if self.terms is not None and self.kind == "communication":
+            return self.terms.render("time")
+        return ""
+
+    def add_term(self, cat: str, label: str, *factors):
+        """Add one term (see :mod:`.terms`) to this row's figures and to its formula; returns its value."""
+        v = self.terms.add(cat, label, *factors) if self.terms is not None else product(factors)
+        for f in FIELDS[cat]:
+            setattr(self, f, getattr(self, f) + v)
+        return v
 
     @property
     def bytes(self):
@@ -156,19 +179,37 @@ def _topk_span(n, k):
     return float(out) if out.ndim == 0 else out
 
 
+def ring_allreduce_terms(t: Terms, msg_bytes, n, bw, alpha) -> None:
+    """Ring all-reduce of ``msg_bytes`` over n devices: 2(n−1)/n·M/β + 2(n−1)·α (time terms)."""
+    t.add("time", "bandwidth", TWO, ("(n−1)", n - 1), Div(("n", n)), ("M", msg_bytes), Div(("β", bw)))
+    t.add("time", "latency", TWO, ("(n−1)", n - 1), ("α", alpha))
+
+
+def ring_gather_terms(t: Terms, msg_bytes, n, bw, alpha) -> None:
+    """Ring all-gather of an M-byte result, or an all-to-all sending M: (n−1)/n·M/β + (n−1)·α (time terms)."""
+    t.add("time", "bandwidth", ("(n−1)", n - 1), Div(("n", n)), ("M", msg_bytes), Div(("β", bw)))
+    t.add("time", "latency", ("(n−1)", n - 1), ("α", alpha))
+
+
+def _seconds(fill, *args):
+    t = Terms()
+    fill(t, *args)
+    return t.total("time")
+
+
 def ring_allreduce_s(msg_bytes, n, bw, alpha):
     """Ring all-reduce of ``msg_bytes`` over n devices: 2(n−1)/n·M/β + 2(n−1)·α."""
-    return 2.0 * (n - 1) / n * msg_bytes / bw + 2.0 * (n - 1) * alpha
+    return _seconds(ring_allreduce_terms, msg_bytes, n, bw, alpha)
 
 
 def all_gather_s(total_bytes, n, bw, alpha):
     """Ring all-gather of a ``total_bytes`` result: (n−1)/n·M/β + (n−1)·α."""
-    return (n - 1) / n * total_bytes / bw + (n - 1) * alpha
+    return _seconds(ring_gather_terms, total_bytes, n, bw, alpha)
 
 
 def all_to_all_s(send_bytes, n, bw, alpha):
     """All-to-all where each device sends ``send_bytes``, (n−1)/n of it to peers: (n−1)/n·M/β + (n−1)·α."""
-    return (n - 1) / n * send_bytes / bw + (n - 1) * alpha
+    return _seconds(ring_gather_terms, send_bytes, n, bw, alpha)
 
 
 class PassBuilder:
@@ -206,6 +247,16 @@ class PassBuilder:
         self.rows: list[Row] = []
         self._lt = "model"
         self._count = 1
+        self._bfactors: dict = {}
+        # bytes-per-element factors of terms: ("2 B", 2.0)
+        self._fa, self._fw, self._fhp, self._fkv = (self._b(x) for x in (prec.a, prec.w, prec.hp, prec.kv))
+
+    def _b(self, x):
+        """A bytes-per-element factor of a term: ("2 B", 2.0)."""
+        f = self._bfactors.get(x)
+        if f is None:
+            f = self._bfactors[x] = (f"{x:g} B", x)
+        return f
 
     # -- generic operators -----------------------------------------------------------------
     def linear(
@@ -224,106 +275,91 @@ class PassBuilder:
         n_label="N",
         weight_label=None,
         wclass=None,
+        in_kv=False,
+        kv_features=None,
     ):
         """A product of ``n_tok`` token vectors with a ``fin × fout`` weight (global shape).
 
         ``split``: "col" shards the output features over the TP group, "row" the input features
         (its bias is added once, replicated); ``fout_local`` overrides the local width (KV heads
-        replicated when TP exceeds them).
+        replicated when TP exceeds them). ``out_kv``: the whole output goes to the KV cache;
+        ``kv_features``: that many of the local output features do (a fused q|k|v projection);
+        ``in_kv``: the input is read from the KV cache (an MLA latent).
         """
         p, tp = self.p, self.tp
         fin_l = fin / tp if split == "row" else fin
         fout_l = fout_local if fout_local is not None else (fout / tp if split == "col" else fout)
         wb = p.hp if hp else p.w
         ib = p.a if in_bytes is None else in_bytes
-        ob = p.kv if out_kv else p.a
-        welems = fin_l * fout_l
-        bias_l = fout_l if bias else 0.0
-        mm = 2.0 * n_tok * fin_l * fout_l  # one multiply and one add per weight per token
-        fl = mm + n_tok * bias_l  # bias add per output
-        wbytes = welems * wb + bias_l * p.hp
-        act = n_tok * fin_l * ib + (0.0 if out_kv else n_tok * fout_l * ob)
-        kv = n_tok * fout_l * ob if out_kv else 0.0
-
-        def fmt():
-            ff = (
-                f"2·{n_label}·in·out{' + ' + n_label + '·out (bias)' if bias else ''} = "
-                f"2·{_n(n_tok)}·{_n(fin_l)}·{_n(fout_l)}" + (f" + {_n(n_tok)}·{_n(fout_l)}" if bias else "")
-            )
-            wl = weight_label or "in·out"
-            bf = (
-                f"weights {wl}·{wb:g} B{' + bias out·' + format(p.hp, 'g') + ' B' if bias else ''} + input {n_label}·in·{ib:g} B + "
-                f"output {n_label}·out·{ob:g} B{' (to KV cache)' if out_kv else ''} = "
-                f"{_n(welems)}·{wb:g} + {_n(n_tok)}·{_n(fin_l)}·{ib:g} + {_n(n_tok)}·{_n(fout_l)}·{ob:g}"
-            )
-            if tp > 1 and split:
-                ff += f"   (per device: {'out' if split == 'col' else 'in'} / TP {tp})"
-            return ff, bf
-
+        t = Terms()
+        t.add("matmul", "", TWO, (n_label, n_tok), ("in", fin_l), ("out", fout_l))  # one multiply + one add per weight
+        if bias:
+            t.add("flops", "bias", (n_label, n_tok), ("out", fout_l))  # bias add per output
+        if weight_label:
+            t.add("weight", "weights", (weight_label, fin_l * fout_l), self._b(wb))
+        else:
+            t.add("weight", "weights", ("in", fin_l), ("out", fout_l), self._b(wb))
+        if bias:
+            t.add("weight", "bias", ("out", fout_l), self._fhp)
+        t.add(
+            "kv" if in_kv else "activation",
+            "input (KV cache)" if in_kv else "input",
+            (n_label, n_tok),
+            ("in", fin_l),
+            self._b(ib),
+        )
+        if out_kv:
+            t.add("kv", "output (to KV cache)", (n_label, n_tok), ("out", fout_l), self._fkv)
+        elif kv_features:
+            t.add("activation", "output q", (n_label, n_tok), ("out−kv", fout_l - kv_features), self._fa)
+            t.add("kv", "output k, v (to KV cache)", (n_label, n_tok), ("kv", kv_features), self._fkv)
+        else:
+            t.add("activation", "output", (n_label, n_tok), ("out", fout_l), self._fa)
+        if tp > 1 and split:
+            t.note("flops", f"per device: {'out' if split == 'col' else 'in'} / TP {tp}")
         dt = compute_dtype(p.hp_fmt if hp else p.w_fmt, p.a_fmt)
         params = fin * fout + (fout if bias else 0)
-        self.rows.append(
-            Row(
-                name,
-                self._lt,
-                self._count,
-                "matmul",
-                fl,
-                mm,
-                wbytes,
-                act,
-                kv,
-                dt,
-                fmt,
-                params=params,
-                wclass=wclass or ("hp" if hp else "linear"),
-            )
+        r = self._push(name, "matmul", t, dt, params=params, wclass=wclass or ("hp" if hp else "linear"))
+        r.m_dim = n_tok
+        r.n_dim = fout_l
+        return r
+
+    def _push(self, name, kind, t: Terms, dtype, **kw) -> Row:
+        """Append a row whose figures are the sums of the terms ``t`` (see :mod:`.terms`)."""
+        s = t.totals()
+        r = Row(
+            name,
+            self._lt,
+            self._count,
+            kind,
+            s["matmul"] + s["flops"],
+            s["matmul"],
+            s["weight"],
+            s["activation"],
+            s["kv"],
+            dtype,
+            terms=t,
+            **kw,
         )
-        self.rows[-1].m_dim = n_tok
-        self.rows[-1].n_dim = fout_l
-        return self.rows[-1]
+        r.comm_s = s["time"]
+        r.comm_bytes = s["message"]
+        self.rows.append(r)
+        return r
 
     def elementwise(self, name, n_elems, flops_per, *, reads=1, writes=1, weight_elems=0, what=""):
         """An element-wise operator over ``n_elems`` elements (norms, activations, adds, softmax)."""
-        p = self.p
-        fl = n_elems * flops_per
-        fused = self.o.fused
-        act = 0.0 if fused else n_elems * (reads + writes) * p.a  # fused into a neighbour: no traffic of its own
-        wbytes = weight_elems * p.hp
-
-        def fmt():
-            ff = f"{flops_per}·elements = {flops_per}·{_n(n_elems)}" + (f"  ({what})" if what else "")
-            if fused:
-                bf = "fused into the neighbouring operator: its tensors stay on chip" + (
-                    f"; weights {_n(weight_elems)}·{p.hp:g} B" if weight_elems else ""
-                )
-            else:
-                bf = (
-                    f"read {reads}× + write {writes}× elements·{p.a:g} B"
-                    + (f" + weights {_n(weight_elems)}·{p.hp:g} B" if weight_elems else "")
-                    + f" = ({reads}+{writes})·{_n(n_elems)}·{p.a:g}"
-                    + (f" + {_n(weight_elems)}·{p.hp:g}" if weight_elems else "")
-                )
-            return ff, bf
-
-        self.rows.append(
-            Row(
-                name,
-                self._lt,
-                self._count,
-                "elementwise",
-                fl,
-                0.0,
-                wbytes,
-                act,
-                0.0,
-                "vector",
-                fmt,
-                params=weight_elems,
-                wclass="hp" if weight_elems else None,
-            )
-        )
-        return self.rows[-1]
+        t = Terms()
+        t.add("flops", "", (None, flops_per), ("elements", n_elems))
+        if what:
+            t.note("flops", what)
+        if self.o.fused:  # fused into a neighbour: no traffic of its own
+            t.note("bytes", "fused into the neighbouring operator: its tensors stay on chip")
+        else:
+            rw = reads + writes
+            t.add("activation", "", ("elements", n_elems), (f"({reads} read + {writes} write)", rw), self._fa)
+        if weight_elems:
+            t.add("weight", "weights", (None, weight_elems), self._fhp)
+        return self._push(name, "elementwise", t, "vector", params=weight_elems, wclass="hp" if weight_elems else None)
 
     def norm(self, name, rows, width):
         ln = self.m.norm in ("ln", "ln_nobias")
@@ -339,8 +375,19 @@ class PassBuilder:
     def norm_rms(self, name, rows, width):
         self.elementwise(name, rows * width, RMS_FLOPS, weight_elems=width, what="RMSNorm")
 
-    def collective(self, name, seconds, msg_bytes, what, hops=0, direct_hops=1):
-        """A communication operator: no FLOPs; ``msg_bytes`` cross the interconnect in ``seconds``."""
+    def collective(self, name, seconds, msg_bytes, what, hops=0, direct_hops=1, *, terms: Terms | None = None):
+        """A communication operator: no FLOPs; ``msg_bytes`` cross the interconnect in ``seconds``.
+
+        ``terms``: its "message" and "time" terms (then ``seconds``/``msg_bytes`` are their sums and the
+        formulas show them with numbers); without, ``what`` describes it.
+        """
+        if terms is not None:
+            terms.note("flops", "data movement only")
+            terms.note("time", what)
+            r = self._push(name, "communication", terms, "link")
+            r.comm_hops = hops  # of ``seconds``, hops · α is latency, the rest bytes over the bus bandwidth
+            r.comm_direct_hops = direct_hops
+            return r
         r = Row(
             name,
             self._lt,
@@ -365,17 +412,25 @@ class PassBuilder:
         hw = self.hw
         return hw.interconnect_bandwidth, (hw.interconnect_latency_s or 0.0)
 
+    def _message(self, label, *factors) -> tuple[Terms, float]:
+        """The terms of a collective's message, and its bytes."""
+        t = Terms()
+        return t, t.add("message", label, *factors)
+
     def tp_allreduce(self, name, n_tok):
         if self.tp > 1:
             bw, alpha = self._link()
-            msg = n_tok * self.m.hidden_size * self.p.a  # the layer output, every device holds a partial sum
+            # the layer output, every device holds a partial sum
+            t, msg = self._message("layer output", ("N", n_tok), ("h", self.m.hidden_size), self._fa)
+            ring_allreduce_terms(t, msg, self.tp, bw, alpha)
             self.collective(
                 name,
-                ring_allreduce_s(msg, self.tp, bw, alpha),
+                t.total("time"),
                 msg,
-                f"ring all-reduce over TP {self.tp}: 2(n−1)/n·M/β + 2(n−1)·α",
+                f"ring all-reduce over TP {self.tp}",
                 hops=2 * (self.tp - 1),
                 direct_hops=2,
+                terms=t,
             )
 
     # -- attention -------------------------------------------------------------------------
@@ -424,12 +479,12 @@ class PassBuilder:
         dt = compute_dtype(p.kv_fmt if kv_in_cache else p.a_fmt, p.a_fmt)
         # + soft-capping; + 1 add per score for the ALiBi bias
         sm_per = SOFTMAX_FLOPS + (SOFTCAP_FLOPS if a.softcap else 0) + (ALIBI_FLOPS if a.alibi else 0)
-        q_read = B * T * H * dqk * q_bytes
-        k_read = B * Hkv * keys * dqk * k_bytes
-        v_read = B * Hkv * keys * dv * v_bytes
-        o_write = B * T * H * dv * p.a
-        mm_s = 2.0 * B * H * dqk * pairs  # score matrix: 2·d FLOPs per (query, key) pair per head
-        mm_v = 2.0 * B * H * dv * pairs  # weighted sum of values: 2·d_v per pair per head
+        kv_cat = "kv" if kv_in_cache else "activation"
+        q_f = (("B", B), ("T", T), ("H", H), ("d", dqk), self._b(q_bytes))
+        k_f = (("B", B), ("Hkv", Hkv), ("keys", keys), ("d", dqk), self._b(k_bytes))
+        v_f = (("B", B), ("Hkv", Hkv), ("keys", keys), ("d_v", dv), self._b(v_bytes))
+        o_f = (("B", B), ("T", T), ("H", H), ("d_v", dv), self._fa)
+        pairs_note = f"pairs = query–key pairs per head{label}"
         if self.o.flash_attention != "off":
             self._flash(
                 a,
@@ -439,89 +494,58 @@ class PassBuilder:
                 dv=dv,
                 pairs=pairs,
                 keys=keys,
-                q_read=q_read,
-                k_read=k_read,
-                v_read=v_read,
-                o_write=o_write,
-                mm=mm_s + mm_v,
-                sm=B * H * pairs * sm_per,
+                io=(q_f, k_f, v_f, o_f),
+                sm_per=sm_per,
                 dt=dt,
-                kv_in_cache=kv_in_cache,
-                label=label,
+                kv_cat=kv_cat,
+                note=pairs_note,
             )
             return
-        s_write = B * H * pairs * p.a
-
-        def fmt_score():
-            ff = f"2·B·H·d·pairs = 2·{_n(B)}·{_n(H)}·{_n(dqk)}·{_n(pairs)}  (pairs = query–key pairs per head{label})"
-            bf = (
-                f"Q B·T·H·d·{q_bytes:g} + K B·Hkv·keys·d·{k_bytes:g} + scores B·H·pairs·{p.a:g} = "
-                f"{_n(B * T * H * dqk)}·{q_bytes:g} + {_n(B * Hkv * keys * dqk)}·{k_bytes:g} + {_n(B * H * pairs)}·{p.a:g}"
-            )
-            return ff, bf
-
-        self.rows.append(
-            Row(
-                "attn_score",
-                self._lt,
-                self._count,
-                "attention",
-                mm_s,
-                mm_s,
-                0.0,
-                q_read + s_write + (0.0 if kv_in_cache else k_read),
-                k_read if kv_in_cache else 0.0,
-                dt,
-                fmt_score,
-            )
-        )
-        self.rows[-1].m_dim = T * H / Hkv  # queries sharing a KV head form the rows of the product
+        s_f = (("B", B), ("H", H), ("pairs", pairs), self._fa)
+        t = Terms()
+        t.add("matmul", "scores", TWO, ("B", B), ("H", H), ("d", dqk), ("pairs", pairs))  # 2·d FLOPs per pair per head
+        t.note("flops", pairs_note)
+        t.add("activation", "Q", *q_f)
+        t.add(kv_cat, "K", *k_f)
+        t.add("activation", "scores", *s_f)
+        r = self._push("attn_score", "attention", t, dt)
+        r.m_dim = T * H / Hkv  # queries sharing a KV head form the rows of the product
         self.elementwise(
             "attn_softmax",
             B * H * pairs,
             sm_per,
             what="softmax" + (" + tanh soft-cap" if a.softcap else "") + (" + ALiBi bias add" if a.alibi else ""),
         )
-        p_read = B * H * pairs * p.a
+        t = Terms()
+        t.add("matmul", "values", TWO, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))  # 2·d_v per pair per head
+        t.note("flops", pairs_note)
+        t.add("activation", "P", *s_f)
+        t.add(kv_cat, "V", *v_f)
+        t.add("activation", "O", *o_f)
+        r = self._push("attn_value", "attention", t, dt)
+        r.m_dim = T * H / Hkv
 
-        def fmt_value():
-            ff = f"2·B·H·d_v·pairs = 2·{_n(B)}·{_n(H)}·{_n(dv)}·{_n(pairs)}"
-            bf = (
-                f"P B·H·pairs·{p.a:g} + V B·Hkv·keys·d_v·{v_bytes:g} + O B·T·H·d_v·{p.a:g} = "
-                f"{_n(B * H * pairs)}·{p.a:g} + {_n(B * Hkv * keys * dv)}·{v_bytes:g} + {_n(B * T * H * dv)}·{p.a:g}"
-            )
-            return ff, bf
-
-        self.rows.append(
-            Row(
-                "attn_value",
-                self._lt,
-                self._count,
-                "attention",
-                mm_v,
-                mm_v,
-                0.0,
-                p_read + o_write + (0.0 if kv_in_cache else v_read),
-                v_read if kv_in_cache else 0.0,
-                dt,
-                fmt_value,
-            )
-        )
-        self.rows[-1].m_dim = T * H / Hkv
-
-    def _flash(
-        self, a, *, H, Hkv, dqk, dv, pairs, keys, q_read, k_read, v_read, o_write, mm, sm, dt, kv_in_cache, label
-    ):
+    def _flash(self, a, *, H, Hkv, dqk, dv, pairs, keys, io, sm_per, dt, kv_cat, note):
         """FlashAttention: scores, softmax and values in one kernel; no S² score traffic.
 
         ideal: Q, K, V read once and O written once. tiled (FlashAttention-2): the queries are cut
         into tiles of Br rows that fit the per-SM on-chip memory M (Bc = ⌈M/4d⌉, Br = min(Bc, d),
         in elements); query heads sharing a KV head are packed into the same tiles (GQA-aware);
         every query tile re-reads the K/V it can see (on average pairs/T keys per query under a causal mask).
+        ``io``: the factors of Q, K, V and O (bytes).
         """
-        T, p = self.T, self.p
-        factor = 1.0
-        tiles = 1
+        T, p, B = self.T, self.p, self.B
+        q_f, k_f, v_f, o_f = io
+        t = Terms()
+        t.add("matmul", "scores", TWO, ("B", B), ("H", H), ("d", dqk), ("pairs", pairs))
+        t.add("matmul", "values", TWO, ("B", B), ("H", H), ("d_v", dv), ("pairs", pairs))
+        # softmax (+ soft-cap) (+ ALiBi bias) per score
+        parts = [SOFTMAX_FLOPS] + [SOFTCAP_FLOPS] * bool(a.softcap) + [ALIBI_FLOPS] * bool(a.alibi)
+        sm_sym = f"({'+'.join(map(str, parts))})" if len(parts) > 1 else str(sm_per)
+        t.add("flops", "softmax", (sm_sym, sm_per), ("B", B), ("H", H), ("pairs", pairs))
+        t.note("flops", note)
+        t.add("activation", "Q", *q_f)
+        t.add("activation", "O", *o_f)
         if self.o.flash_attention == "tiled":
             sram = (
                 self.hw.onchip_bytes_per_sm
@@ -535,27 +559,15 @@ class PassBuilder:
             tiles = np.ceil(T * g / br)
             # K/V traffic: each tile reads the keys its queries see; never less than one full read
             factor = np.maximum(1.0, tiles * (pairs / T) / keys)
-        kv_traffic = (k_read + v_read) * factor
-        by_act = q_read + o_write + (0.0 if kv_in_cache else kv_traffic)
-        by_kv = kv_traffic if kv_in_cache else 0.0
-
-        def fmt():
-            ff = (
-                f"scores 2·B·H·d·pairs + softmax {SOFTMAX_FLOPS}·B·H·pairs + values 2·B·H·d_v·pairs = "
-                f"{_n(mm + sm)}  (pairs per head = {_n(pairs)}{label})"
-            )
-            how = (
-                "K, V read once"
-                if self.o.flash_attention == "ideal"
-                else f"K, V re-read by {tiles} query tile(s) (×{_n(factor)})"
-            )
-            bf = f"Q + O + K + V, no score matrix ({how}) = {_n(q_read)} + {_n(o_write)} + {_n(kv_traffic)}"
-            return ff, bf
-
-        self.rows.append(
-            Row("flash_attention", self._lt, self._count, "attention", mm + sm, mm, 0.0, by_act, by_kv, dt, fmt)
-        )
-        self.rows[-1].m_dim = T * H / Hkv
+            t.add(kv_cat, "K", *k_f, ("re-reads", factor))
+            t.add(kv_cat, "V", *v_f, ("re-reads", factor))
+            t.note("bytes", f"no score matrix; K, V re-read by {_n(tiles)} query tile(s) of {br} rows")
+        else:
+            t.add(kv_cat, "K", *k_f)
+            t.add(kv_cat, "V", *v_f)
+            t.note("bytes", "no score matrix; K, V read once")
+        r = self._push("flash_attention", "attention", t, dt)
+        r.m_dim = T * H / Hkv
 
     def mha(self, a: AttentionSpec):
         h, N, p, tp = self.m.hidden_size, self.N, self.p, self.tp
@@ -563,7 +575,7 @@ class PassBuilder:
         Hl, Hkvl = H // tp, kv_heads_per_device(Hkv, tp)
         if a.fused_qkv:
             # one projection to [q | k | v]; its k and v parts go to the KV cache
-            r = self.linear(
+            self.linear(
                 "qkv_proj",
                 N,
                 h,
@@ -571,10 +583,8 @@ class PassBuilder:
                 bias=a.qkv_bias,
                 split="col",
                 fout_local=Hl * d + Hkvl * (d + dv),
+                kv_features=Hkvl * (d + dv),
             )
-            kv_out = N * Hkvl * (d + dv)
-            r.activation_bytes -= kv_out * p.a
-            r.kv_bytes += kv_out * p.kv
         else:
             # gated attention (Qwen3-Next): q_proj also yields one gate per output element
             self.linear("q_proj", N, h, H * d * (2 if a.out_gate else 1), bias=a.qkv_bias, split="col")
@@ -586,11 +596,12 @@ class PassBuilder:
             self.elementwise("qk_norm", N * (Hl + Hkvl) * d, L2_FLOPS, what="L2 norm of q and k (no weights)")
         elif a.qk_norm:
             w = (1 if a.kv_shared else 2) * d if a.qk_norm == "head" else (H + Hkv) * d
+            # per-head norms are replicated; a full-width norm's weights are sharded with the heads
+            w_local = w if a.qk_norm == "head" else (Hl + Hkvl) * d
             r = self.elementwise(
-                "qk_norm", N * (Hl + Hkv_new) * d, RMS_FLOPS, weight_elems=w, what="RMSNorm of q and k"
+                "qk_norm", N * (Hl + Hkv_new) * d, RMS_FLOPS, weight_elems=w_local, what="RMSNorm of q and k"
             )
-            if a.qk_norm == "full" and tp > 1:
-                r.weight_bytes = r.resident = (Hl + Hkvl) * d * p.hp
+            r.params = w
         if a.v_norm and Hkv_new:
             self.elementwise("v_norm", N * Hkv_new * dv, RMS_FLOPS - 1, what="RMSNorm of v (no weight)")
         if a.rotary_dim:
@@ -605,7 +616,7 @@ class PassBuilder:
         if a.sinks:
             sm = self.rows[n_before] if self.o.flash_attention != "off" else self.rows[-2]
             sm.params += H  # per-head sink logits join the softmax
-            sm.weight_bytes += Hl * p.hp
+            sm.add_term("weight", "sink logits", ("H", Hl), self._fhp)
             sm.resident += Hl * p.hp
             sm.wclass = sm.wclass or "hp"
         if a.out_gate:
@@ -643,19 +654,16 @@ class PassBuilder:
         if not absorbed:
             # naive: re-expand every attended latent to per-head K_nope and V through kv_b_proj
             n_lat = B * keys
-            r = self.linear("kv_b_proj", n_lat, kvl, H * (nope + dv), in_bytes=p.kv, n_label="B·keys", split="col")
-            r.activation_bytes -= n_lat * kvl * p.kv  # its input is the cached latent: a KV-cache read
-            r.kv_bytes += n_lat * kvl * p.kv
+            # its input is the cached latent: a KV-cache read
+            self.linear(
+                "kv_b_proj", n_lat, kvl, H * (nope + dv), in_bytes=p.kv, in_kv=True, n_label="B·keys", split="col"
+            )
             self.attention_core(
                 a, H=Hl, Hkv=Hl, dqk=dqk, dv=dv, q_bytes=p.a, k_bytes=p.a, v_bytes=p.a, kv_in_cache=False, topk=topk
             )
         else:
             # absorbed: W_UK folded into q, attention runs over the shared latent (MQA-like), W_UV after
-            r = self.linear("q_absorb", N, H * nope, kvl, split="col", weight_label="H·nope·kv_lora")
-            r.params = H * nope * kvl
-            r.weight_bytes = r.resident = Hl * nope * kvl * p.w
-            r.matmul_flops = r.flops = 2.0 * N * Hl * nope * kvl  # per-head q_nope·W_UK
-            r.activation_bytes = N * Hl * nope * p.a + N * Hl * kvl * p.a
+            self._absorbed("q_absorb", Hl, H, ("nope", nope), ("kv_lora", kvl), "W_UK")  # per-head q_nope·W_UK
             self.attention_core(
                 a,
                 H=Hl,
@@ -668,13 +676,23 @@ class PassBuilder:
                 label=", latent space",
                 topk=topk,
             )
-            r = self.linear("v_absorb", N, H * kvl, dv, split="col", weight_label="H·kv_lora·d_v")
-            r.params = H * kvl * dv
-            r.weight_bytes = r.resident = Hl * kvl * dv * p.w
-            r.matmul_flops = r.flops = 2.0 * N * Hl * kvl * dv  # per-head latent output·W_UV
-            r.activation_bytes = N * Hl * kvl * p.a + N * Hl * dv * p.a
+            self._absorbed("v_absorb", Hl, H, ("kv_lora", kvl), ("d_v", dv), "W_UV")  # per-head latent output·W_UV
         self.linear("o_proj", N, H * dv, h, bias=a.o_bias, split="row")
         self.tp_allreduce("attn_allreduce", N)
+
+    def _absorbed(self, name, Hl, H, fin, fout, wname):
+        """A per-head product of N token vectors with H small ``fin × fout`` matrices (MLA's absorbed weights)."""
+        N, p, tp = self.N, self.p, self.tp
+        t = Terms()
+        t.add("matmul", "", TWO, ("N", N), ("H", Hl), fin, fout)  # 2·fin·fout per token per head
+        t.add("weight", wname, ("H", Hl), fin, fout, self._fw)
+        t.add("activation", "input", ("N", N), ("H", Hl), fin, self._fa)
+        t.add("activation", "output", ("N", N), ("H", Hl), fout, self._fa)
+        if tp > 1:
+            t.note("flops", f"per device: H / TP {tp}")
+        r = self._push(name, "matmul", t, compute_dtype(p.w_fmt, p.a_fmt), params=H * fin[1] * fout[1], wclass="linear")
+        r.m_dim = N
+        return r
 
     def sparse_indexer(self, a: AttentionSpec):
         """DeepSeek-V3.2's lightning indexer: scores every cached key, keeps the top-k per query.
@@ -692,34 +710,16 @@ class PassBuilder:
         self.linear("indexer_weights_proj", N, h, Hi)
         self.elementwise("indexer_rotary", N * (Hi + 1) * rope, ROPE_FLOPS, what="rotary embedding of indexer q and k")
         pairs, keys = self._pairs(None)  # the indexer scores every causal (query, key) pair
-        mm = 2.0 * B * Hi * Di * pairs + 2.0 * B * Hi * pairs  # q·k per head, then the weighted sum over heads
-        k_read = B * keys * Di * p.kv
-        act = B * self.T * Hi * Di * p.a + B * pairs * p.a  # indexer q in, index scores out
-
-        def fmt():
-            ff = (
-                f"2·B·Hi·Di·pairs + 2·B·Hi·pairs = 2·{_n(B)}·{Hi}·{Di}·{_n(pairs)} + 2·{_n(B)}·{Hi}·{_n(pairs)}"
-                "  (ReLU(q·k) per indexer head, weighted sum over heads)"
-            )
-            bf = f"q B·T·Hi·Di + scores B·pairs + cached keys B·keys·Di·{p.kv:g} B = {_n(act)} + {_n(k_read)}"
-            return ff, bf
-
-        self.rows.append(
-            Row(
-                "indexer_scores",
-                self._lt,
-                self._count,
-                "attention",
-                mm + B * Hi * pairs,  # + the ReLU per score
-                mm,
-                0.0,
-                act,
-                k_read,
-                compute_dtype(p.kv_fmt, p.a_fmt),
-                fmt,
-            )
-        )
-        self.rows[-1].m_dim = self.T * Hi
+        t = Terms()
+        t.add("matmul", "q·k", TWO, ("B", B), ("Hi", Hi), ("Di", Di), ("pairs", pairs))  # q·k per indexer head
+        t.add("matmul", "head weights", TWO, ("B", B), ("Hi", Hi), ("pairs", pairs))  # weighted sum over heads
+        t.add("flops", "ReLU", ("B", B), ("Hi", Hi), ("pairs", pairs))  # one per score
+        t.note("flops", "ReLU(q·k) per indexer head, weighted sum over heads")
+        t.add("activation", "q", ("B", B), ("T", self.T), ("Hi", Hi), ("Di", Di), self._fa)  # indexer q in
+        t.add("activation", "index scores", ("B", B), ("pairs", pairs), self._fa)  # index scores out
+        t.add("kv", "cached keys", ("B", B), ("keys", keys), ("Di", Di), self._fkv)
+        r = self._push("indexer_scores", "attention", t, compute_dtype(p.kv_fmt, p.a_fmt))
+        r.m_dim = self.T * Hi
         self.elementwise("indexer_topk", B * pairs, 1, reads=1, writes=0, what="top-k selection over index scores")
 
     # -- MLP -------------------------------------------------------------------------------
@@ -749,65 +749,55 @@ class PassBuilder:
         Il = I / tp
         # router logits (kept in 16-bit) + softmax/top-k selection, replicated on every device
         r = self.linear("router", N, h, E, bias=mlp.router_bias, hp=True)
-        r.flops += SOFTMAX_FLOPS * N * E  # scoring and top-k selection over E logits
+        r.add_term(
+            "flops", "softmax + top-k", (None, SOFTMAX_FLOPS), ("N", N), ("E", E)
+        )  # scoring and top-k over E logits
         if mlp.router_score_bias:
             # DeepSeek-V3's e_score_correction_bias: read with the router; a buffer, not a
             # parameter, in transformers, so it is left out of the parameter count
-            r.weight_bytes += E * p.hp
+            r.add_term("weight", "score bias", ("E", E), self._fhp)
             r.resident += E * p.hp
+        a_f = self._fa
         if ep > 1:
             bw, alpha = self._link()
-            msg = N * k * h * p.a  # each local token goes to k experts
-            self.collective(
-                "ep_dispatch",
-                all_to_all_s(msg, ep, bw, alpha),
-                msg,
-                f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α",
-                hops=ep - 1,
-            )
+            # each token goes to k experts
+            t, msg = self._message("tokens to experts", ("N", N), ("k", k), ("h", h), a_f)
+            ring_gather_terms(t, msg, ep, bw, alpha)
+            self.collective("ep_dispatch", t.total("time"), msg, f"all-to-all over EP {ep}", hops=ep - 1, terms=t)
         # expected distinct experts the whole batch touches under uniform routing; this device holds E/ep
         n_total = N * ep
         e_eff = E * (1.0 - (1.0 - k / E) ** n_total) / ep
+        e_sym = "E·(1−(1−k/E)^(N·EP))/EP" if ep > 1 else "E·(1−(1−k/E)^N)"
         pairs = N * k  # token–expert assignments served by this device (balanced routing)
         first = "experts_gate_up" if mlp.gated else "experts_up"  # Nemotron-H experts are not gated
         for name, fin, fout, split in ((first, h, (2 if mlp.gated else 1) * I, "col"), ("experts_down", I, h, "row")):
             fin_l = fin / tp if split == "row" else fin
             fout_l = fout / tp if split == "col" else fout
             bias_l = fout_l if mlp.expert_bias else 0.0
-            mm = 2.0 * pairs * fin_l * fout_l  # each token runs through k experts
-            fl = mm + pairs * bias_l
+            t = Terms()
+            t.add("matmul", "", TWO, ("N", N), ("k", k), ("in", fin_l), ("out", fout_l))  # each token runs k experts
+            if mlp.expert_bias:
+                t.add("flops", "bias", ("N", N), ("k", k), ("out", fout_l))
+            # the experts this pass streams (of E/EP resident), each its in×out weights (+ bias)
+            t.add("weight", "streamed experts", (e_sym, e_eff), ("in", fin_l), ("out", fout_l), self._fw)
+            if mlp.expert_bias:
+                t.add("weight", "their biases", (e_sym, e_eff), ("out", fout_l), self._fhp)
+            t.add("activation", "input", ("N", N), ("k", k), ("in", fin_l), a_f)
+            t.add("activation", "output", ("N", N), ("k", k), ("out", fout_l), a_f)
+            t.note("bytes", f"{_n(e_eff)} of the {_n(E / ep)} resident experts")
+            if tp > 1:
+                t.note("flops", f"per device: {'out' if split == 'col' else 'in'} / TP {tp}")
             per_expert = fin_l * fout_l * p.w + bias_l * p.hp
-            wbytes = e_eff * per_expert
-            act = pairs * (fin_l + fout_l) * p.a
-
-            def fmt(fin_l=fin_l, fout_l=fout_l, per_expert=per_expert):
-                ff = f"2·N·k·in·out = 2·{_n(N)}·{k}·{_n(fin_l)}·{_n(fout_l)}" + (" + bias" if mlp.expert_bias else "")
-                bf = (
-                    f"streamed experts E·(1−(1−k/E)^N){'/EP' if ep > 1 else ''} = {e_eff:.2f} of {E // ep} resident × "
-                    f"{_n(per_expert)} B + tokens N·k·(in+out)·{p.a:g} B = "
-                    f"{e_eff:.2f}·{_n(per_expert)} + {_n(pairs * (fin_l + fout_l))}·{p.a:g}"
-                )
-                return ff, bf
-
-            self.rows.append(
-                Row(
-                    name,
-                    self._lt,
-                    self._count,
-                    "matmul",
-                    fl,
-                    mm,
-                    wbytes,
-                    act,
-                    0.0,
-                    compute_dtype(p.w_fmt, p.a_fmt),
-                    fmt,
-                    params=E * (fin * fout + (fout if mlp.expert_bias else 0)),
-                    resident=E / ep * per_expert,
-                    wclass="expert",
-                )
+            r = self._push(
+                name,
+                "matmul",
+                t,
+                compute_dtype(p.w_fmt, p.a_fmt),
+                params=E * (fin * fout + (fout if mlp.expert_bias else 0)),
+                resident=E / ep * per_expert,
+                wclass="expert",
             )
-            self.rows[-1].m_dim = pairs / np.maximum(e_eff, 1.0)  # tokens per touched expert
+            r.m_dim = pairs / np.maximum(e_eff, 1.0)  # tokens per touched expert
             if name == first:
                 g = 1 if mlp.gated else 0  # the gate multiply of a gated expert
                 self.elementwise(
@@ -822,19 +812,14 @@ class PassBuilder:
                 )
         if ep > 1:
             bw, alpha = self._link()
-            msg = N * k * h * p.a
-            self.collective(
-                "ep_combine",
-                all_to_all_s(msg, ep, bw, alpha),
-                msg,
-                f"all-to-all over EP {ep}: (n−1)/n·M/β + (n−1)·α",
-                hops=ep - 1,
-            )
+            t, msg = self._message("expert outputs back", ("N", N), ("k", k), ("h", h), a_f)
+            ring_gather_terms(t, msg, ep, bw, alpha)
+            self.collective("ep_combine", t.total("time"), msg, f"all-to-all over EP {ep}", hops=ep - 1, terms=t)
         r = self.elementwise(
             "experts_combine", N * k * h, 2, reads=1, writes=0, what="weighted sum of k expert outputs"
         )
         if not self.o.fused:
-            r.activation_bytes += N * h * p.a  # combined output
+            r.add_term("activation", "combined output", ("N", N), ("h", h), a_f)
         if mlp.shared_intermediate_size:
             Is = mlp.shared_intermediate_size
             g = 1 if mlp.gated else 0
@@ -923,26 +908,21 @@ class PassBuilder:
         m, p, N, h, tp = self.m, self.p, self.N, self.m.hidden_size, self.tp
         self._lt, self._count = "model", 1
         # token embedding: a lookup reads N rows of the V × h table (vocab-parallel under TP)
-        self.rows.append(
-            Row(
-                "embed_tokens",
-                "model",
-                1,
-                "lookup",
-                0.0,
-                0.0,
-                N * h * p.hp / tp,
-                N * h * p.a,
-                0.0,
-                "vector",
-                lambda: (
-                    "0 (table lookup)",
-                    f"rows N·h·{p.hp:g} B + output N·h·{p.a:g} B = {_n(N * h)}·{p.hp:g} + {_n(N * h)}·{p.a:g}",
-                ),
-                params=m.vocab_size * h,
-                resident=m.vocab_size * h * p.hp / tp,
-                wclass="hp",
-            )
+        t = Terms()
+        t.note("flops", "table lookup, no arithmetic")
+        rows_f = (("N", N), ("h", h), self._fhp)
+        t.add("weight", "rows", *(rows_f + (Div(("TP", tp)),) if tp > 1 else rows_f))
+        t.add("activation", "output", ("N", N), ("h", h), self._fa)
+        if tp > 1:
+            t.note("bytes", f"vocabulary-parallel: each device reads the rows of its 1/{tp} shard")
+        self._push(
+            "embed_tokens",
+            "lookup",
+            t,
+            "vector",
+            params=m.vocab_size * h,
+            resident=m.vocab_size * h * p.hp / tp,
+            wclass="hp",
         )
         if m.mtp_head:
             # an MTP module shares the target's embedding and head: none of their parameters are its own
@@ -993,21 +973,31 @@ class PassBuilder:
             r.resident -= m.vocab_size * h * p.hp / tp
         if tp > 1:
             bw, alpha = self._link()
-            msg = nl * m.vocab_size * p.a
+            t, msg = self._message("logits", ("B·positions", nl), ("V", m.vocab_size), self._fa)
+            ring_gather_terms(t, msg, tp, bw, alpha)
             self.collective(
                 "logits_allgather",
-                all_gather_s(msg, tp, bw, alpha),
+                t.total("time"),
                 msg,
                 f"all-gather of the vocabulary shards over TP {tp}",
                 hops=tp - 1,
+                terms=t,
             )
         if m.final_softcap:
             self.elementwise("logit_softcap", nl * m.vocab_size / tp, SOFTCAP_FLOPS, what="tanh soft-cap of logits")
         if self.o.pp > 1:
             bw, alpha = self._link()
-            msg = N * h * p.a  # activations handed to the next stage
+            # activations handed to the next stage: M/β + α
+            t, msg = self._message("activations", ("N", N), ("h", h), self._fa)
+            t.add("time", "bandwidth", ("M", msg), Div(("β", bw)))
+            t.add("time", "latency", ("α", alpha))
             self.collective(
-                "pp_send", msg / bw + alpha, msg, f"point-to-point between {self.o.pp} pipeline stages", hops=1
+                "pp_send",
+                t.total("time"),
+                msg,
+                f"point-to-point between {self.o.pp} pipeline stages",
+                hops=1,
+                terms=t,
             )
             self.rows[-1].count = self.o.pp - 1
         self._apply_storage()
@@ -1025,12 +1015,19 @@ class PassBuilder:
                 if sp == "2:4":
                     # half the weights kept + a 2-bit index per kept weight (1 bit per original weight)
                     factor = (0.5 * wb + 1 / 8) / wb
+                    kind = f"2:4 sparse (0.5·{wb:g} + 1/8)/{wb:g}"
                     if self.hw is not None and self.hw.structured_sparsity:
                         r.speedup = 2.0  # sparse tensor cores skip the zeros
                 else:
                     # unstructured: the non-zeros + a 1-bit-per-weight bitmask; no compute speed-up
                     factor = ((1.0 - sp) * wb + 1 / 8) / wb
-                r.weight_bytes *= factor
+                    kind = f"bitmask sparse ({1.0 - sp:g}·{wb:g} + 1/8)/{wb:g}"
+                if r.terms is not None:
+                    r.terms.scale("weight", ("s", factor))
+                    r.terms.note("bytes", f"s = {kind} storage per weight byte {_n(factor)}")
+                    r.weight_bytes = r.terms.total("weight")
+                else:
+                    r.weight_bytes *= factor
                 r.resident *= factor
         off = o.offload
         if off:

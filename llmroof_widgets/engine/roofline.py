@@ -15,6 +15,7 @@ import numpy as np
 from . import calibration
 from .hardware import Hardware
 from .ops import Row
+from .terms import Div, Terms
 
 
 class Roof:
@@ -235,5 +236,28 @@ def row_dict(r: Row, roof: Roof, phase_time: float) -> dict:
         "share": (count * t / phase_time) if phase_time > 0 else 0.0,
         "params": int(r.params),
         "flops_formula": r.flops_formula,
-        "bytes_formula": r.bytes_formula,
+        "bytes_formula": r.bytes_formula,  # a collective: its message
+        "time_formula": _time_formula(r, roof),  # a collective: its α–β time ("" otherwise)
     }
+
+
+def _time_formula(r: Row, roof: Roof) -> str:
+    """A collective's α–β time with numbers, as :meth:`Roof.times` takes it: divided by the communication
+    efficiency when one is set; calibrated, its bandwidth terms at the fitted bus factor plus the fitted
+    latency of each direct-kernel hop."""
+    if r.kind != "communication" or r.terms is None:
+        return ""
+    km = roof.km
+    if roof.calibrated and km is not None:
+        t = Terms()
+        for cat, label, factors, _ in r.terms.items:
+            if cat == "time" and label == "bandwidth":  # Σ of these = comm_s − hops·α
+                t.add("time", "bandwidth", *factors, ("bus factor", km.bus))
+        t.add("time", "hops", ("direct hops", r.comm_direct_hops), ("t_hop", km.hop_s))
+        t.note("time", "calibrated: achieved bus bandwidth, latency per step of the one-/two-shot kernels")
+        return t.render("time")
+    if roof.eff_comm == 1.0:
+        return r.time_formula
+    t = r.terms.copy()
+    t.scale("time", Div(("efficiency", roof.eff_comm)))
+    return t.render("time")

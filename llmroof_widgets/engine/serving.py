@@ -370,14 +370,19 @@ class _Server:
         self.p_draw = self.P.draw(u[0])
         self.g_draw = np.maximum(self.G.draw(u[1]), 1.0)
         self.u_state, self.u_resid, self.u_pick, self.u_queue, self.u_slot = u[2], u[3], u[4], u[5], u[6]
-        z = rng.standard_normal((4, draws))
-        # shares of interleaved work, queue sums, the batch already there, the batch that arrives later
-        self.z, self.z_queue, self.z_batch, self.z_new = z[0], z[1], z[2], z[3]
+        z = rng.standard_normal((5, draws))
+        # shares of interleaved work, queue sums, the batch already there, the batch that arrives later, the
+        # others' mean context
+        self.z, self.z_queue, self.z_batch, self.z_new, self.z_ctx = z[0], z[1], z[2], z[3], z[4]
         gd = self.g_draw - 1.0  # decode steps of each request
         self.e_gd = float(np.mean(gd))
         # time-average context of a running decode: requests weighted by the steps they run
         ctx_r = self.p_draw + gd / 2.0 + 0.5
         self.ctx_run = float(np.sum(gd * ctx_r) / np.sum(gd)) if np.sum(gd) > 0 else float(np.mean(self.p_draw))
+        # its spread: a running decode is at P + U·(g − 1), U uniform, requests weighted by their steps
+        c2 = self.p_draw**2 + self.p_draw * gd + gd**2 / 3.0
+        m2 = float(np.sum(gd * c2) / np.sum(gd)) if np.sum(gd) > 0 else self.ctx_run**2
+        self.ctx_run_sd = math.sqrt(max(m2 - self.ctx_run**2, 0.0))
         # KV tokens a running decode holds on average, rounded up to whole blocks (half a block wasted on average)
         self.kv_tokens_run = self.ctx_run + self.block / 2.0
         kv_cap = float(self.base.memory["kv_token_capacity"])
@@ -517,7 +522,9 @@ class _Server:
             others_r = np.maximum(others + np.sqrt(others / 3.0) * (self.z_batch + z_new), 0.0)
         else:
             others_r = np.full(own_ctx.shape, others)
-        mix_ctx = (own_ctx + others_r * self.ctx_run) / (others_r + 1.0)
+        # the others' mean context: the time average, spread by the sample of others a request lives with
+        ctx_o = np.maximum(self.ctx_run + self.ctx_run_sd / np.sqrt(np.maximum(others_r, 1.0)) * self.z_ctx, 1.0)
+        mix_ctx = (own_ctx + others_r * ctx_o) / (others_r + 1.0)
         t_own = np.broadcast_to(self.own_step(others_r + 1.0, mix_ctx), own_ctx.shape)
         gd = np.maximum(self.g_draw - 1.0, 1.0)
         p_decodes = 1.0 - math.exp(-others)  # P(some decode running) for a Poisson number of running decodes

@@ -40,8 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .models import AttentionSpec, LayerType, MLPSpec, ModelConfig
-from .ops import Row, _n
+from .ops import Row
 from .precision import compute_dtype
+from .terms import Terms
 
 PREFILL_T = (8, 16, 24)  # traced prefill lengths
 DECODE_C = (8, 16, 24)  # cached lengths of the traced one-token decodes (below any realistic sliding window)
@@ -110,9 +111,11 @@ class TracedModel:
         prefill = b.prefill
         c = b.c0
         rows: list[Row] = []
+        fa, fkv, fhp = b._fa, b._fkv, b._fhp
         for g in self.groups:
             count = g.count * (layer_fraction if g.layer_type != "model" else 1.0)
-            kv = 0.0
+            t = Terms()
+            t.note("flops", "traced with FlopCounterMode on the meta device; length dependence fitted")
             if g.kind == "attention":
                 assert g.kv is not None  # an attention group always has its cache geometry
                 Hkv, dk, dv, win = g.kv
@@ -123,57 +126,84 @@ class TracedModel:
                 else:
                     k = g.dec[1]
                     lin = g.dec[0] - g.dec[1]  # d0 = k·1 pair of the token with itself + per-token part
-                mm = B * (k * pairs + lin * T)
-                s_elems = B * k * pairs / (2.0 * (dk + dv))  # score elements: k = 2·H·(d_k + d_v) per pair
-                act = B * T * 2 * g.q_width * p.a  # queries read, outputs written
+                t.add("matmul", "pairs", ("B", B), ("FLOPs per pair", k), ("pairs", pairs))
+                t.add("matmul", "per token", ("B", B), ("FLOPs per token", lin), ("T", T))
+                # queries read, outputs written
+                t.add("activation", "q in, out", ("B", B), ("T", T), (None, 2), ("q width", g.q_width), fa)
                 if o.flash_attention == "off":
-                    act = act + 4 * s_elems * p.a  # scores written, softmax read + written, probabilities read
-                kv = B * Hkv * (keys * (dk + dv) + T * (dk + dv)) * p.kv  # cached K/V read + the new ones written
+                    # score elements (k = 2·H·(d_k + d_v) per pair): scores written, softmax read + written, read
+                    s_elems = B * k * pairs / (2.0 * (dk + dv))
+                    t.add("activation", "scores", (None, 4), ("score elements", s_elems), fa)
+                # cached K/V read + the new ones written
+                t.add("kv", "cached K, V", ("B", B), ("Hkv", Hkv), ("keys", keys), ("(d_k + d_v)", dk + dv), fkv)
+                t.add("kv", "new K, V", ("B", B), ("Hkv", Hkv), ("T", T), ("(d_k + d_v)", dk + dv), fkv)
                 dt = compute_dtype(p.kv_fmt, p.a_fmt)
-                wbytes = 0.0
             else:
-                if g.lm_head:
-                    mm = B * b.logits_tokens * g.pre[1]  # per position that gets logits
+                if g.lm_head:  # per position that gets logits
+                    t.add("matmul", "", ("B", B), ("positions", b.logits_tokens), ("FLOPs per position", g.pre[1]))
                 elif prefill:
-                    mm = B * (g.pre[0] + g.pre[1] * T + g.pre[2] * T * T)
+                    for label, coef, tf in (
+                        ("", g.pre[0], ()),
+                        ("", g.pre[1], (("T", T),)),
+                        ("", g.pre[2], (("T", T), ("T", T))),
+                    ):
+                        if coef:
+                            t.add("matmul", label, ("B", B), (None, coef), *tf)
                 else:
-                    mm = B * T * (g.dec[0] + g.dec[1] * c)
-                if prefill:
-                    act_el = B * T * g.act_pre
+                    t.add("matmul", "", ("B", B), ("T", T), ("FLOPs per token", g.dec[0]))
+                    if g.dec[1]:
+                        t.add("matmul", "", ("B", B), ("T", T), ("FLOPs per cached token", g.dec[1]), ("cached", c))
+                if not (g.kind == "elementwise" and o.fused):
+                    if g.lm_head:
+                        t.add(
+                            "activation",
+                            "in, out",
+                            ("B", B),
+                            ("positions", b.logits_tokens),
+                            ("elements", g.act_pre),
+                            fa,
+                        )
+                    elif prefill:
+                        t.add("activation", "in, out", ("B", B), ("T", T), ("elements per token", g.act_pre), fa)
+                    else:
+                        t.add("activation", "in, out", ("B", B), ("T", T), ("elements per token", g.act_dec[0]), fa)
+                        if g.act_dec[1]:
+                            t.add(
+                                "activation",
+                                "",
+                                ("B", B),
+                                ("T", T),
+                                ("per cached token", g.act_dec[1]),
+                                ("cached", c),
+                                fa,
+                            )
                 else:
-                    act_el = B * T * (g.act_dec[0] + g.act_dec[1] * c)
-                if g.lm_head:
-                    act_el = B * b.logits_tokens * g.act_pre
-                act = 0.0 if (g.kind == "elementwise" and o.fused) else act_el * p.a
-                wb = p.w if g.weight_class == "linear" else p.hp
+                    t.note("bytes", "fused into the neighbouring operator")
+                wb = b._b(p.w if g.weight_class == "linear" else p.hp)
                 if g.kind == "lookup":
-                    wbytes = B * T * g.out_pre * p.hp  # the table rows read (one output row per token)
+                    t.add("weight", "rows read", ("B", B), ("T", T), ("row", g.out_pre), fhp)  # one row per token
                 else:
-                    wbytes = g.params_read * wb
+                    t.add("weight", "weights", ("parameters read", g.params_read), wb)
                 dt = compute_dtype(p.w_fmt if g.weight_class == "linear" else p.hp_fmt, p.a_fmt)
                 if g.kind in ("elementwise", "lookup"):
                     dt = "vector"
             resident = g.params * (p.w if g.weight_class == "linear" else p.hp)  # shared tensors once
-
-            def fmt(g=g, mm=mm):
-                what = "traced with FlopCounterMode on the meta device; length dependence fitted"
-                return (f"{_n(mm)} matmul FLOPs ({what})", f"{g.kind}: weights + traced input/output shapes")
-
+            tot = t.totals()
             r = Row(
                 g.name,
                 g.layer_type,
                 count,
                 g.kind,
-                mm,
-                mm,
-                wbytes,
-                act,
-                kv,
+                tot["matmul"] + tot["flops"],
+                tot["matmul"],
+                tot["weight"],
+                tot["activation"],
+                tot["kv"],
                 dt,
-                fmt,
                 params=g.params,
                 resident=resident,
                 wclass=g.weight_class,
+                terms=t,
             )
             r.m_dim = B * T
             rows.append(r)

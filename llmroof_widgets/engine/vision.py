@@ -609,7 +609,7 @@ class EncoderBuilder(PassBuilder):
             M = self.B * v.fixed_tokens
             r = self.elementwise("avg_pool", N * v.hidden_size, 1, reads=1, writes=0, what="average pooling")
             if not self.o.fused:
-                r.activation_bytes += M * v.hidden_size * p.a  # pooled output
+                r.add_term("activation", "pooled output", ("M", M), ("h", v.hidden_size), self._fa)
             self.norm_rms("mm_soft_emb_norm", M, v.hidden_size)
             self.linear("mm_input_projection", M, v.hidden_size, v.out_hidden_size)
         self._apply_storage()

@@ -58,6 +58,7 @@ ROW_FIELDS = (
     "resident_bytes",
     "flops_formula",
     "bytes_formula",
+    "time_formula",
 )
 FORMULA_FIELDS = (
     "index",
@@ -83,6 +84,7 @@ FORMULA_FIELDS = (
     "attained_flops",
     "flops_formula",
     "bytes_formula",
+    "time_formula",
     "dot",
     "no_dot",
 )

@@ -115,7 +115,7 @@ class Dashboard(W.VBox):
             description="Export HTML",
             icon="download",
             tooltip="Write one self-contained HTML file of this dashboard: it opens with no "
-            "network and keeps selections, tooltips and sorting; recomputing needs a kernel",
+            "network; its controls switch between settings precomputed around this one",
         )
         self.export_status = W.Label(value="")
         self.export_button.on_click(self._export_clicked)
@@ -183,11 +183,12 @@ class Dashboard(W.VBox):
         self.selected = [index]
         return self.selected_row
 
-    def export_html(self, path: str = "llmroof-view.html", title: str | None = None):
-        """Write this dashboard as one self-contained, offline HTML file (see :func:`lr.export_html`)."""
+    def export_html(self, path: str = "llmroof-view.html", title: str | None = None, grid=None):
+        """Write this dashboard as one self-contained, offline HTML file whose controls switch between
+        precomputed settings (``grid``; see :func:`lr.export_html`)."""
         from ..export import export_html
 
-        return export_html(self, path, title=title)
+        return export_html(self, path, title=title, grid=grid)
 
     def _export_clicked(self, _button):
         import os

@@ -9,7 +9,6 @@ resets them afterwards), so the page and its kernels see them as a user's saved 
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -134,7 +133,6 @@ def test_launcher_card_opens_a_running_dashboard_with_the_settings(clean):
     page.evaluate("async () => { await jupyterapp.commands.execute('launcher:create'); }")
     card = page.locator(".jp-Launcher-body .jp-LauncherCard", has_text="LLM Roofline").first
     card.wait_for(timeout=UI_TIMEOUT_MS)
-    t0 = time.perf_counter()
     card.click()
     # a new notebook whose only cell is the dashboard cell, with the settings passed explicitly
     source = page.wait_for_function(
@@ -155,7 +153,6 @@ def test_launcher_card_opens_a_running_dashboard_with_the_settings(clean):
                      && hw && hw.textContent.includes('A100'); }""",
         timeout=KERNEL_TIMEOUT_MS,
     )
-    print(f"\nlauncher click → dashboard rendered: {time.perf_counter() - t0:.2f} s")
     errors = page.evaluate("""() => jupyterapp.shell.currentWidget.content.model.cells.get(0).toJSON()
                                 .outputs.filter(o => o.output_type === 'error').map(o => o.evalue)""")
     assert errors == []
