@@ -752,34 +752,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         raise ValueError(f"model config could not be read: {type(e).__name__}: {_short(str(e))}") from None
 
 
-def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
-    """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use."""
-    if not isinstance(cfg, dict):
-        raise ValueError("model config must be a dict (the contents of config.json)")
-    cfg = copy.deepcopy(cfg)
-    if isinstance(cfg.get("vision_config"), dict):  # a vision-language model: text model + vision encoder
-        from .vision import parse_multimodal
-
-        return parse_multimodal(cfg, name=name, parse_text=parse_config)
-    if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], dict):
-        cfg = {**cfg["text_config"], "_outer_model_type": cfg.get("model_type")}
-    mt = cfg.get("model_type")
-    if mt is None:
-        raise ValueError(f"config is missing the field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
-    if mt not in FAMILIES:
-        from .traced import INSTALL_HINT, available, trace_config
-
-        if available():  # the traced path: transformers builds it on the meta device
-            return trace_config({k: v for k, v in cfg.items() if k != "_outer_model_type"}, name=name)
-        raise ValueError(
-            f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}; "
-            f"others can be traced with transformers: {INSTALL_HINT}"
-        )
-    fam = FAMILIES[mt]
-    for key, what in UNSUPPORTED_FIELDS.items():
-        if what and cfg.get(key):
-            raise ValueError(f"config field {key!r} ({what}) is not supported by this engine")
-
+def _dimensions(cfg: dict, fam: FamilyTraits, mt: str) -> tuple[int, int, int, int, int, int, dict[str, Any]]:
+    """(hidden size, layers, query heads, KV heads, head dim, vocabulary, the family's own field readings)."""
     h = _req_int(cfg, "hidden_size", "n_embd", "d_model")
     n_layers = hybrid.num_layers(cfg, fam, _opt_int(cfg, "num_hidden_layers", None)) or _req_int(
         cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers"
@@ -797,7 +771,14 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 f"config field 'hidden_size' = {h} is not divisible by 'num_attention_heads' = {n_heads}; set 'head_dim'"
             )
         head_dim = h // n_heads
+    return h, n_layers, n_heads, n_kv, head_dim, vocab, ext
 
+
+def _mlp_width(
+    cfg: dict, fam: FamilyTraits, mt: str, ext: dict[str, Any], h: int, n_layers: int
+) -> tuple[int, str, dict | None]:
+    """(MLP intermediate size, activation, Gemma-3n's per-layer fields or None)."""
+    g3n = None
     if mt == "gpt2":
         inter = cfg.get("n_inner") or 4 * h
         act = cfg.get("activation_function", "gelu_new")
@@ -825,107 +806,13 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         raise ValueError(
             f"config field 'hidden_act' = {act!r} is not supported; supported: {', '.join(sorted(ACT_FLOPS))}"
         )
+    return inter, act, g3n
 
-    tie = bool(cfg.get("tie_word_embeddings", fam["tie"]))
-    qkv_bias = _flag(cfg, fam.get("qkv_bias", False))
-    o_bias = _flag(cfg, fam.get("o_bias", False))
-    mlp_bias = _flag(cfg, fam.get("mlp_bias", "mlp_bias"))
-    norm = fam["norm"]
-    if mt == "opt":
-        if not cfg.get("do_layer_norm_before", True):
-            raise ValueError("config field 'do_layer_norm_before' = false (post-norm OPT-350m) is not supported")
-        if cfg.get("layer_norm_elementwise_affine") is False:
-            raise ValueError("config field 'layer_norm_elementwise_affine' = false is not supported")
 
-    # --- per-layer plan: the mixer kind of every layer (transformers' `layer_types` names) -----
-    window = _opt_int(cfg, "sliding_window", None, minimum=1)
-    if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
-        window = None
-    kinds = _layer_kinds(cfg, fam, n_layers, window)
-    if fam.get("gemma3n"):  # a KV-shared layer reads the cache of the last earlier layer of its own kind
-        first = g3n["first_shared"]
-        orphan = sorted(set(kinds[first:]) - set(kinds[:first]))
-        if orphan:
-            raise ValueError(
-                f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
-            )
-    sliding = [k == "sliding_attention" for k in kinds]
-
-    # --- attention per layer ----------------------------------------------------------------
-    pos = ext.get("pos", fam["pos"])  # "rope", "learned" or "alibi"
-    rope = pos == "rope"
-    if not rope:
-        rot_dim = 0
-    elif mt in FAMILIES_MORE:
-        rot_dim = rotary_dim_of(cfg, mt, head_dim)  # GPT-J rotary_dim, GPT-NeoX rotary_pct, GLM's half heads
-    else:
-        rot_dim = variants.rotary_dim(cfg, head_dim, fam.get("rotary_default", 1.0))
-    nope_full = fam.get("nope_full") == "always" or (fam.get("nope_full") == "with_window" and window is not None)
-    uses_rope = variants.rope_layers(cfg, n_layers) if fam.get("nope") else [True] * n_layers
-    softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
-    qk_norm = fam.get("qk_norm")
-    if isinstance(qk_norm, tuple):  # (config flag, kind): the norm exists only when the flag is set
-        qk_norm = qk_norm[1] if cfg.get(qk_norm[0]) else None
-    chunk = (
-        variants.attention_chunk(cfg, 8192 if mt == "llama4_text" else None) if "chunked_attention" in kinds else None
-    )
-    l4 = mt == "llama4_text"
-
-    # attention without any rotary: Jamba and Nemotron-H, Granite-4 hybrids (position_embedding_type "nope")
-    nope = bool(fam.get("no_rope")) or (mt == "granitemoehybrid" and cfg.get("position_embedding_type") != "rope")
-
-    def attn(win: int | None, i: int | None = None) -> AttentionSpec:
-        """The attention of layer i (None: a layer with RoPE and no window or chunk, e.g. an MTP block)."""
-        if fam.get("mla"):
-            kv_lora = _req_int(cfg, "kv_lora_rank")
-            rope_d = _req_int(cfg, "qk_rope_head_dim")
-            nope_d = _req_int(cfg, "qk_nope_head_dim")
-            v_d = _req_int(cfg, "v_head_dim")
-            return AttentionSpec(
-                kind="mla",
-                num_heads=n_heads,
-                num_kv_heads=n_heads,
-                head_dim=nope_d + rope_d,
-                v_head_dim=v_d,
-                window=None,
-                qkv_bias=bool(cfg.get("attention_bias", False)),
-                o_bias=bool(cfg.get("attention_bias", False)),
-                rotary_dim=rope_d,
-                q_lora_rank=_opt_int(cfg, "q_lora_rank", None, minimum=1),
-                kv_lora_rank=kv_lora,
-                qk_rope_head_dim=rope_d,
-                qk_nope_head_dim=nope_d,
-                **(_indexer(cfg, i, n_layers) if fam.get("indexer") else {}),
-            )
-        has_rope = i is None or uses_rope[i]
-        chunked = i is not None and kinds[i] == "chunked_attention"
-        norm_kind = qk_norm
-        if l4:  # Llama-4: a weightless L2 norm of q and k on RoPE layers only
-            norm_kind = "l2" if (cfg.get("use_qk_norm", True) and has_rope) else None
-        return AttentionSpec(
-            kind="mha",
-            num_heads=n_heads,
-            num_kv_heads=n_kv,
-            head_dim=head_dim,
-            v_head_dim=head_dim,
-            window=win,
-            qkv_bias=qkv_bias,
-            o_bias=o_bias,
-            fused_qkv=bool(fam.get("fused_qkv")),
-            qk_norm=norm_kind or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
-            sinks=bool(fam.get("sinks")),
-            softcap=softcap,
-            # NoPE layers (Llama-4, SmolLM3, Granite-4 hybrids) and Cohere-2/EXAONE-4 full layers rotate nothing
-            rotary_dim=0 if (nope or not has_rope or (win is None and nope_full)) else rot_dim,
-            alibi=pos == "alibi",
-            chunk=chunk if chunked else None,
-            kv_shared=bool(fam.get("gemma3n")) and i is not None and i >= g3n["first_shared"],
-            v_norm=bool(fam.get("gemma3n")),
-            temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
-            out_gate=bool(fam.get("out_gate")),
-        )
-
-    # --- MLP per layer --------------------------------------------------------------------
+def _mlp_per_layer(
+    cfg: dict, fam: FamilyTraits, mt: str, n_layers: int, inter: int, act: str, mlp_bias: bool
+) -> tuple[MLPSpec, MLPSpec | None, list[bool]]:
+    """The dense MLP, the MoE MLP (None without experts) and which layers are MoE, by the family's MoE convention."""
     moe_kind = fam.get("moe")
     is_moe = [False] * n_layers
     dense_mlp = MLPSpec(
@@ -1045,42 +932,37 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             raise ValueError(
                 f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
             )
+    return dense_mlp, moe_mlp, is_moe
 
-    mlp_kinds = ["moe" if m else "dense" for m in is_moe]
-    mixer = None
-    if fam.get("hybrid"):  # per-layer MLP / MoE / none and the recurrent mixer (families_hybrid.py)
-        hp = hybrid.plan(cfg, fam, mt, kinds, h, inter, act, dense_mlp, lambda **kw: MLPSpec(kind="moe", **kw))
-        dense_mlp, moe_mlp, mlp_kinds, mixer = hp["dense"], hp["moe"], hp["mlp"], hp["mixer"]
-        is_moe = [k == "moe" for k in mlp_kinds]
 
-    # --- group identical layers -----------------------------------------------------------
-    post_only = bool(fam.get("post_only"))  # OLMo-2 / EXAONE-4: a norm after attention and MLP, none before
-    post = bool(fam.get("post_norms")) or post_only
-    parallel = bool(ext.get("parallel", fam.get("parallel")))
-    norms_per_layer = 2 if post_only else (4 if post else (ext.get("parallel_norms", 1) if parallel else 2))
-    if mt == "phi" and cfg.get("qk_layernorm"):
-        raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
-    # each layer's (attention, recurrent mixer, MLP) specs; identical layers form one LayerType counted once
-    is_hybrid = bool(fam.get("hybrid"))
-    per_layer = [
-        (
-            attn(window if sliding[i] else None, i) if kinds[i] in hybrid.ATTENTION_KINDS else None,
-            mixer if kinds[i] in hybrid.MIXER_KINDS else None,
-            {"moe": moe_mlp, "dense": dense_mlp}.get(mlp_kinds[i]),
-        )
-        for i in range(n_layers)
-    ]
-    if fam.get("gemma3n"):  # per-layer MLP widths and activation sparsity
-        per_layer = [
-            (
-                a,
-                mx,
-                replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i])
-                if mlp is not None  # every Gemma-3n layer has an MLP
-                else None,
-            )
-            for i, (a, mx, mlp) in enumerate(per_layer)
-        ]
+def _positions(cfg: dict, mt: str, pos: str, h: int) -> tuple[int, int, int]:
+    """(max positions, rows of a learned position table, embedding width) of the token and position embeddings."""
+    if pos == "learned":
+        max_pos = _req_int(cfg, "max_position_embeddings", "n_positions")
+        pos_rows = max_pos + (2 if mt == "opt" else 0)  # OPT's learned positions are offset by 2
+    else:
+        max_pos = _opt_int(cfg, "max_position_embeddings", 0) or 0
+        pos_rows = 0
+    embed_dim = _opt_int(cfg, "word_embed_proj_dim", h) if mt == "opt" else h
+    if embed_dim != h:
+        raise ValueError("config field 'word_embed_proj_dim' ≠ hidden_size (OPT-350m projections) is not supported")
+    return max_pos, pos_rows, embed_dim
+
+
+def _group_layers(
+    per_layer: list[tuple[AttentionSpec | None, RecurrentSpec | None, MLPSpec | None]],
+    *,
+    sliding: list[bool],
+    is_moe: list[bool],
+    nope_or_chunk: bool,
+    rope: bool,
+    is_hybrid: bool,
+    norms_per_layer: int,
+    post: bool,
+    post_only: bool,
+    parallel: bool,
+) -> list[LayerType]:
+    """Identical layers (same attention, mixer and MLP specs) as one named :class:`LayerType` with a count."""
     any_sliding = any(sliding)
     any_moe = any(is_moe)
     any_full = not all(sliding)
@@ -1100,7 +982,7 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             parts.append("sparse-act")
         if (
             a_spec is not None
-            and (fam.get("nope") or chunk)
+            and nope_or_chunk
             and len({(a.chunk is not None, rope and not a.rotary_dim) for a, _, _ in per_layer if a is not None}) > 1
         ):
             # chunked (Llama-4) or NoPE (Llama-4, SmolLM3) layers among full RoPE ones
@@ -1145,16 +1027,192 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 seen[lt.name] = seen.get(lt.name, 0) + 1
                 layer_types[j] = replace(lt, name=f"{lt.name}#{seen[lt.name]}")
     layer_types.sort(key=lambda lt: lt.name)
+    return layer_types
 
-    if pos == "learned":
-        max_pos = _req_int(cfg, "max_position_embeddings", "n_positions")
-        pos_rows = max_pos + (2 if mt == "opt" else 0)  # OPT's learned positions are offset by 2
+
+def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
+    """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use."""
+    if not isinstance(cfg, dict):
+        raise ValueError("model config must be a dict (the contents of config.json)")
+    cfg = copy.deepcopy(cfg)
+    if isinstance(cfg.get("vision_config"), dict):  # a vision-language model: text model + vision encoder
+        from .vision import parse_multimodal
+
+        return parse_multimodal(cfg, name=name, parse_text=parse_config)
+    if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], dict):
+        cfg = {**cfg["text_config"], "_outer_model_type": cfg.get("model_type")}
+    mt = cfg.get("model_type")
+    if mt is None:
+        raise ValueError(f"config is missing the field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
+    if mt not in FAMILIES:
+        from .traced import INSTALL_HINT, available, trace_config
+
+        if available():  # the traced path: transformers builds it on the meta device
+            return trace_config({k: v for k, v in cfg.items() if k != "_outer_model_type"}, name=name)
+        raise ValueError(
+            f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}; "
+            f"others can be traced with transformers: {INSTALL_HINT}"
+        )
+    fam = FAMILIES[mt]
+    for key, what in UNSUPPORTED_FIELDS.items():
+        if what and cfg.get(key):
+            raise ValueError(f"config field {key!r} ({what}) is not supported by this engine")
+
+    # --- dimensions ---------------------------------------------------------------------------
+    h, n_layers, n_heads, n_kv, head_dim, vocab, ext = _dimensions(cfg, fam, mt)
+    inter, act, g3n = _mlp_width(cfg, fam, mt, ext, h, n_layers)
+
+    tie = bool(cfg.get("tie_word_embeddings", fam["tie"]))
+    qkv_bias = _flag(cfg, fam.get("qkv_bias", False))
+    o_bias = _flag(cfg, fam.get("o_bias", False))
+    mlp_bias = _flag(cfg, fam.get("mlp_bias", "mlp_bias"))
+    norm = fam["norm"]
+    if mt == "opt":
+        if not cfg.get("do_layer_norm_before", True):
+            raise ValueError("config field 'do_layer_norm_before' = false (post-norm OPT-350m) is not supported")
+        if cfg.get("layer_norm_elementwise_affine") is False:
+            raise ValueError("config field 'layer_norm_elementwise_affine' = false is not supported")
+
+    # --- per-layer plan: the mixer kind of every layer (transformers' `layer_types` names) -----
+    window = _opt_int(cfg, "sliding_window", None, minimum=1)
+    if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
+        window = None
+    kinds = _layer_kinds(cfg, fam, n_layers, window)
+    if g3n is not None:  # Gemma-3n: a KV-shared layer reads the cache of the last earlier layer of its own kind
+        first = g3n["first_shared"]
+        orphan = sorted(set(kinds[first:]) - set(kinds[:first]))
+        if orphan:
+            raise ValueError(
+                f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
+            )
+    sliding = [k == "sliding_attention" for k in kinds]
+
+    # --- attention per layer ----------------------------------------------------------------
+    pos = ext.get("pos", fam["pos"])  # "rope", "learned" or "alibi"
+    rope = pos == "rope"
+    if not rope:
+        rot_dim = 0
+    elif mt in FAMILIES_MORE:
+        rot_dim = rotary_dim_of(cfg, mt, head_dim)  # GPT-J rotary_dim, GPT-NeoX rotary_pct, GLM's half heads
     else:
-        max_pos = _opt_int(cfg, "max_position_embeddings", 0) or 0
-        pos_rows = 0
-    embed_dim = _opt_int(cfg, "word_embed_proj_dim", h) if mt == "opt" else h
-    if embed_dim != h:
-        raise ValueError("config field 'word_embed_proj_dim' ≠ hidden_size (OPT-350m projections) is not supported")
+        rot_dim = variants.rotary_dim(cfg, head_dim, fam.get("rotary_default", 1.0))
+    nope_full = fam.get("nope_full") == "always" or (fam.get("nope_full") == "with_window" and window is not None)
+    uses_rope = variants.rope_layers(cfg, n_layers) if fam.get("nope") else [True] * n_layers
+    softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
+    qk_norm = fam.get("qk_norm")
+    if isinstance(qk_norm, tuple):  # (config flag, kind): the norm exists only when the flag is set
+        qk_norm = qk_norm[1] if cfg.get(qk_norm[0]) else None
+    chunk = (
+        variants.attention_chunk(cfg, 8192 if mt == "llama4_text" else None) if "chunked_attention" in kinds else None
+    )
+    l4 = mt == "llama4_text"
+
+    # attention without any rotary: Jamba and Nemotron-H, Granite-4 hybrids (position_embedding_type "nope")
+    nope = bool(fam.get("no_rope")) or (mt == "granitemoehybrid" and cfg.get("position_embedding_type") != "rope")
+
+    def attn(win: int | None, i: int | None = None) -> AttentionSpec:
+        """The attention of layer i (None: a layer with RoPE and no window or chunk, e.g. an MTP block)."""
+        if fam.get("mla"):
+            kv_lora = _req_int(cfg, "kv_lora_rank")
+            rope_d = _req_int(cfg, "qk_rope_head_dim")
+            nope_d = _req_int(cfg, "qk_nope_head_dim")
+            v_d = _req_int(cfg, "v_head_dim")
+            return AttentionSpec(
+                kind="mla",
+                num_heads=n_heads,
+                num_kv_heads=n_heads,
+                head_dim=nope_d + rope_d,
+                v_head_dim=v_d,
+                window=None,
+                qkv_bias=bool(cfg.get("attention_bias", False)),
+                o_bias=bool(cfg.get("attention_bias", False)),
+                rotary_dim=rope_d,
+                q_lora_rank=_opt_int(cfg, "q_lora_rank", None, minimum=1),
+                kv_lora_rank=kv_lora,
+                qk_rope_head_dim=rope_d,
+                qk_nope_head_dim=nope_d,
+                **(_indexer(cfg, i, n_layers) if fam.get("indexer") else {}),
+            )
+        has_rope = i is None or uses_rope[i]
+        chunked = i is not None and kinds[i] == "chunked_attention"
+        norm_kind = qk_norm
+        if l4:  # Llama-4: a weightless L2 norm of q and k on RoPE layers only
+            norm_kind = "l2" if (cfg.get("use_qk_norm", True) and has_rope) else None
+        return AttentionSpec(
+            kind="mha",
+            num_heads=n_heads,
+            num_kv_heads=n_kv,
+            head_dim=head_dim,
+            v_head_dim=head_dim,
+            window=win,
+            qkv_bias=qkv_bias,
+            o_bias=o_bias,
+            fused_qkv=bool(fam.get("fused_qkv")),
+            qk_norm=norm_kind or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
+            sinks=bool(fam.get("sinks")),
+            softcap=softcap,
+            # NoPE layers (Llama-4, SmolLM3, Granite-4 hybrids) and Cohere-2/EXAONE-4 full layers rotate nothing
+            rotary_dim=0 if (nope or not has_rope or (win is None and nope_full)) else rot_dim,
+            alibi=pos == "alibi",
+            chunk=chunk if chunked else None,
+            kv_shared=g3n is not None and i is not None and i >= g3n["first_shared"],  # Gemma-3n only
+            v_norm=bool(fam.get("gemma3n")),
+            temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
+            out_gate=bool(fam.get("out_gate")),
+        )
+
+    # --- MLP per layer --------------------------------------------------------------------
+    dense_mlp, moe_mlp, is_moe = _mlp_per_layer(cfg, fam, mt, n_layers, inter, act, mlp_bias)
+
+    mlp_kinds = ["moe" if m else "dense" for m in is_moe]
+    mixer = None
+    if fam.get("hybrid"):  # per-layer MLP / MoE / none and the recurrent mixer (families_hybrid.py)
+        hp = hybrid.plan(cfg, fam, mt, kinds, h, inter, act, dense_mlp, lambda **kw: MLPSpec(kind="moe", **kw))
+        dense_mlp, moe_mlp, mlp_kinds, mixer = hp["dense"], hp["moe"], hp["mlp"], hp["mixer"]
+        is_moe = [k == "moe" for k in mlp_kinds]
+
+    # --- group identical layers -----------------------------------------------------------
+    post_only = bool(fam.get("post_only"))  # OLMo-2 / EXAONE-4: a norm after attention and MLP, none before
+    post = bool(fam.get("post_norms")) or post_only
+    parallel = bool(ext.get("parallel", fam.get("parallel")))
+    norms_per_layer = 2 if post_only else (4 if post else (ext.get("parallel_norms", 1) if parallel else 2))
+    if mt == "phi" and cfg.get("qk_layernorm"):
+        raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
+    # each layer's (attention, recurrent mixer, MLP) specs; identical layers form one LayerType counted once
+    is_hybrid = bool(fam.get("hybrid"))
+    per_layer = [
+        (
+            attn(window if sliding[i] else None, i) if kinds[i] in hybrid.ATTENTION_KINDS else None,
+            mixer if kinds[i] in hybrid.MIXER_KINDS else None,
+            {"moe": moe_mlp, "dense": dense_mlp}.get(mlp_kinds[i]),
+        )
+        for i in range(n_layers)
+    ]
+    if g3n is not None:  # Gemma-3n: per-layer MLP widths and activation sparsity
+        per_layer = [
+            (
+                a,
+                mx,
+                replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i])
+                if mlp is not None  # every Gemma-3n layer has an MLP
+                else None,
+            )
+            for i, (a, mx, mlp) in enumerate(per_layer)
+        ]
+    layer_types = _group_layers(
+        per_layer,
+        sliding=sliding,
+        is_moe=is_moe,
+        nope_or_chunk=bool(fam.get("nope") or chunk),
+        rope=rope,
+        is_hybrid=is_hybrid,
+        norms_per_layer=norms_per_layer,
+        post=post,
+        post_only=post_only,
+        parallel=parallel,
+    )
+
+    max_pos, pos_rows, embed_dim = _positions(cfg, mt, pos, h)
 
     # multi-token prediction: a decoder block as the family builds it past the last layer (MoE where the
     # family has experts: transformers' get_mtp_config sets first_k_dense_replace = 0)
@@ -1191,7 +1249,7 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         embed_dim=embed_dim,
         embed_norm=bool(fam.get("embed_norm")),
         quantization=quant if isinstance(quant, dict) else None,
-        gemma3n=g3n if fam.get("gemma3n") else None,
+        gemma3n=g3n,  # None unless Gemma-3n
         mtp_layers=n_mtp,
         mtp_layer=mtp_lt,
         raw=cfg,
