@@ -9,4 +9,9 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${LLMROOF_SKIP_BROWSER:-}" ]; then
   $SUDO apt-get update -qq >/dev/null 2>&1 || true
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# lint, format and the engine's type check first (config in pyproject.toml); any error fails the run
+echo "ruff check, ruff format --check, mypy" >&2
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

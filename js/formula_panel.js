@@ -8,6 +8,8 @@
 //              time_formula: a collective's α–β time with numbers, dot, no_dot: why an operator has no
 //              roofline dot)
 //   bandwidth  device memory bandwidth in bytes/s
+//   host_bandwidth  host-link bandwidth in bytes/s after efficiency factors (offloaded bytes)
+//   mode       "roofline" | "calibrated" | "custom" (efficiency factors): how the times were charged
 //   selected   [row index, ...] or []  (linked to the table on the front end; several when a roofline
 //              dot stands for several operators: the first is shown, the others named)
 //   picker     show a drop-down to choose the operator here

@@ -9,7 +9,9 @@
 //   totals    {prefill: {...}, decode: {...}}   phase totals from the engine
 //   headline  {model, hardware, ttft_s, tpot_s, tokens_per_s, throughput_tokens_per_s, ...}
 //   error     "" or the message of the last failed recomputation (shown as text)
+//   warning   "" or a warning about the current result (shown as text in the banner)
 //   selected  [row index] or []
+//   mark_slots number of dot slots (widgets/_data.py SLOTS: phase × bound)
 //   marks     ["IPY_MODEL_<id>", ...]  bqplot marks; row.dot = [slot, point index], mark j has slot j % mark_slots;
 //             several rows may share a dot (operators at the same point): clicking it selects them all
 //   peers     ["IPY_MODEL_<id>", ...]  anywidgets whose `selected` uses the row indices

@@ -1,7 +1,7 @@
 // MemoryShare: the caption under the memory breakdown that shows the selected operator's
 // weights (weight bytes of one run × count) as a share of all weights.
 //
-// Model traits (llmroof_widgets/widgets/plots.py, MemoryBreakdown):
+// Model traits (llmroof_widgets/widgets/anywidgets.py, MemoryShare; shown by plots.py's MemoryBreakdown):
 //   rows           [{index, phase, layer_type, name, count, weight_bytes}] (the table's row indices)
 //   weights_bytes  all weights resident on the device
 //   selected       [row index] or []  (linked to the table on the front end)

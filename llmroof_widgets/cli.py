@@ -13,7 +13,7 @@ import json
 import sys
 
 from .engine import Speculative, analyze, hardware_catalog, list_models, load_hardware
-from .engine.models import catalog_entry
+from .engine.catalog import catalog_entry
 from .engine.options import FLASH
 from .engine.precision import ALLOWED_BITS, FORMATS
 from .format import fmt_bytes, fmt_flops, fmt_time

@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .engine.models import read_text_file
+from .engine.catalog import read_text_file
 
 PLUGIN_ID = "llmroof-widgets:plugin"
 SETTINGS_FILE = Path("llmroof-widgets") / "plugin.jupyterlab-settings"

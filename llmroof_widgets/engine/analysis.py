@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 
 from . import calibration, generation, memory, trust
+from .catalog import _short, read_json_file
 from .files import write_text_atomic
 from .generation import Speculative
 from .hardware import Hardware, load_hardware
-from .models import ModelConfig, _is_number, _short, load_model, read_json_file
+from .models import ModelConfig, _is_number, load_model
 from .ops import PassBuilder, Row
 from .options import Options, make_options, validate_for
 from .precision import Precision
@@ -173,8 +174,9 @@ class Result:
         total = float(memory.params_total(self.encoder_rows))  # the vision encoder (dense), if any
         for r in self.prefill.rows:
             if r.wclass == "expert":
-                lt = next(lt for lt in self.model.layer_types if lt.name == r.layer_type)
-                total += r.count * r.params * lt.mlp.top_k / lt.mlp.num_experts
+                mlp = next(lt for lt in self.model.layer_types if lt.name == r.layer_type).mlp
+                assert mlp is not None  # an expert row comes from a layer with an MoE MLP
+                total += r.count * r.params * mlp.top_k / mlp.num_experts
             else:
                 total += r.count * r.params
         return int(round(total))
@@ -473,6 +475,7 @@ def analyze(
     if m.vision is not None:
         from .vision import EncoderBuilder
 
+        assert img_size is not None  # checked above when the model has a vision encoder
         settings.update(images=n_img, image_size=list(img_size), image_tokens=img_tokens)
         enc_rows = EncoderBuilder(
             m.vision, prec, batch=B, images=max(n_img, 1), image_size=img_size, options=opts, hardware=hw
@@ -506,6 +509,7 @@ def analyze(
     draft_prefill = 0.0
     draft_w = draft_kv_seq = 0.0
     if draft is not None:
+        assert spec is not None  # a draft model exists only with speculative settings
         d_opts = Options(flash_attention=opts.flash_attention, fused=opts.fused, efficiency=opts.efficiency)
         d_rows = PassBuilder(
             draft,
@@ -521,7 +525,7 @@ def analyze(
         ).build()
         draft_prefill = float(pass_time(d_rows, roof))
         draft_w = memory.weights_bytes(d_rows, draft, d_opts)
-        draft_kv_seq = memory.kv_cache_bytes(draft, prec, 1, P + G - 1 + spec.gamma, d_opts)
+        draft_kv_seq = float(memory.kv_cache_bytes(draft, prec, 1, P + G - 1 + spec.gamma, d_opts))
         if draft.mtp_head and m.mtp_layers > 1:
             # every MTP module is resident (and keeps its own cache); a draft step runs one of them
             draft_w *= m.mtp_layers

@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .models import DATA_DIR
+from .catalog import DATA_DIR
 
 FIT_FILE = DATA_DIR / "calibration_fit.json"
 

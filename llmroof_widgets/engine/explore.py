@@ -18,8 +18,9 @@ import numpy as np
 
 from . import calibration, generation, memory
 from .analysis import ATTENTION, LOGITS, MLA, Result, _check_choice, _check_count, analyze
+from .catalog import _short
 from .hardware import list_hardware, load_hardware
-from .models import _is_number, _short, load_model
+from .models import _is_number, load_model
 from .ops import PassBuilder
 from .options import make_options, validate_for
 from .precision import Precision
@@ -653,7 +654,9 @@ def choose_hardware(
         dev_s_per_tok = n / g["throughput_tokens_per_s"]
         cost = dev_s_per_tok
         if prices is not None and (hw.id in prices or hw.name in prices):
-            cost = float(prices.get(hw.id, prices.get(hw.name))) / 3600 * dev_s_per_tok * 1e6  # $ per million tokens
+            cost = (
+                float(prices[hw.id] if hw.id in prices else prices[hw.name]) / 3600 * dev_s_per_tok * 1e6
+            )  # $ per million tokens
         rows.append(
             {
                 "device": hw.id or hw.name,

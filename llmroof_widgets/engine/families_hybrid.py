@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+from .family_traits import FamilyTraits
 
 # model_type → family traits (same keys as models.FAMILIES) plus ``hybrid``: the layer-plan convention
-HYBRID_FAMILIES: dict[str, dict[str, Any]] = {
-    "qwen3_next": dict(
+HYBRID_FAMILIES: dict[str, FamilyTraits] = {
+    "qwen3_next": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -36,14 +37,14 @@ HYBRID_FAMILIES: dict[str, dict[str, Any]] = {
         out_gate=True,
         hybrid="qwen3_next",
     ),
-    "jamba": dict(norm="rms", mlp="gated", pos="rope", no_rope=True, tie=False, hybrid="jamba"),
-    "granitemoehybrid": dict(norm="rms", mlp="gated", pos="rope", tie=False, hybrid="granitemoehybrid"),
-    "lfm2_moe": dict(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
-    "nemotron_h": dict(norm="rms", mlp="plain", pos="rope", no_rope=True, tie=False, hybrid="nemotron_h"),
-    "lfm2": dict(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
-    "minimax": dict(norm="rms", mlp="gated", pos="rope", tie=False, hybrid="minimax"),
+    "jamba": FamilyTraits(norm="rms", mlp="gated", pos="rope", no_rope=True, tie=False, hybrid="jamba"),
+    "granitemoehybrid": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, hybrid="granitemoehybrid"),
+    "lfm2_moe": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
+    "nemotron_h": FamilyTraits(norm="rms", mlp="plain", pos="rope", no_rope=True, tie=False, hybrid="nemotron_h"),
+    "lfm2": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=True, qk_norm="head", hybrid="lfm2"),
+    "minimax": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, hybrid="minimax"),
     # Falcon-H1: every layer runs attention and a Mamba2 mixer side by side on the same normed input (kind "hybrid")
-    "falcon_h1": dict(
+    "falcon_h1": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -125,7 +126,7 @@ def _ints(cfg: dict, key: str, n: int) -> list[int]:
     return v
 
 
-def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
+def layer_kinds(cfg: dict, fam: FamilyTraits, n: int) -> list[str]:
     """The kind of every layer of a hybrid family (transformers' ``layer_types`` names, plus "moe"/"mlp" blocks)."""
     from .models import _opt_int
 
@@ -183,7 +184,10 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
         raise ValueError(f"config field 'layer_types' must list {n} entries (one per layer)")
     if conv == "granitemoehybrid":  # Granite-4 configs use the legacy names
         kinds = [{"mamba": "linear_attention", "attention": "full_attention"}.get(k, k) for k in kinds]
-    allowed = {"qwen3_next": ("full_attention", "linear_attention"), "jamba": ("full_attention", "linear_attention")}
+    allowed: dict[str, tuple[str, ...]] = {
+        "qwen3_next": ("full_attention", "linear_attention"),
+        "jamba": ("full_attention", "linear_attention"),
+    }
     allowed["granitemoehybrid"] = allowed["minimax"] = ("full_attention", "linear_attention")
     allowed["falcon_h1"] = ("hybrid",)
     allowed["lfm2"] = ("full_attention", "conv")
@@ -194,7 +198,7 @@ def layer_kinds(cfg: dict, fam: dict, n: int) -> list[str]:
     return list(kinds)
 
 
-def num_layers(cfg: dict, fam: dict, default: int | None) -> int | None:
+def num_layers(cfg: dict, fam: FamilyTraits, default: int | None) -> int | None:
     """Nemotron-H takes its depth from the block pattern (``num_hidden_layers`` is deprecated there)."""
     if fam.get("hybrid") == "nemotron_h":
         blocks = cfg.get("layers_block_type") or cfg.get("layer_types") or cfg.get("hybrid_override_pattern")
@@ -203,7 +207,9 @@ def num_layers(cfg: dict, fam: dict, default: int | None) -> int | None:
     return default
 
 
-def plan(cfg: dict, fam: dict, mt: str, kinds: list[str], h: int, inter: int, act: str, dense_mlp, moe_factory) -> dict:
+def plan(
+    cfg: dict, fam: FamilyTraits, mt: str, kinds: list[str], h: int, inter: int, act: str, dense_mlp, moe_factory
+) -> dict:
     """MLP of every layer and the recurrent mixer spec of a hybrid family.
 
     Returns ``dense`` (the dense MLP spec), ``moe`` (MoE spec or None), ``mlp`` (per layer: "dense", "moe" or None)
@@ -218,6 +224,7 @@ def plan(cfg: dict, fam: dict, mt: str, kinds: list[str], h: int, inter: int, ac
     conv = fam["hybrid"]
     moe = None
     dense = dense_mlp
+    mlp: list[str | None]  # per layer: "dense", "moe", or None (a Nemotron-H block without an MLP)
     if conv == "qwen3_next":
         E = _opt_int(cfg, "num_experts", 0) or 0
         if E:

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 from typing import Any
 
-FAMILIES_MORE: dict[str, dict[str, Any]] = {
+from .family_traits import FamilyTraits
+
+FAMILIES_MORE: dict[str, FamilyTraits] = {
     # Falcon: fused query_key_value, one or two LayerNorms feeding attention and MLP in parallel,
     # rotary or ALiBi (falcon-rw), all linear biases from `bias`; tied lm_head
-    "falcon": dict(
+    "falcon": FamilyTraits(
         norm="ln", mlp="plain", pos="rope", tie=True, fused_qkv=True, qkv_bias="bias", o_bias="bias", mlp_bias="bias"
     ),
     # GPT-NeoX / Pythia: fused qkv with bias, partial rotary (rotary_pct), parallel residual with two norms
-    "gpt_neox": dict(
+    "gpt_neox": FamilyTraits(
         norm="ln",
         mlp="plain",
         pos="rope",
@@ -43,9 +45,11 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         mlp_bias=True,
     ),
     # GPT-J: q/k/v/out without bias, fc_in/fc_out with bias, one LayerNorm, parallel block, lm_head bias
-    "gptj": dict(norm="ln", mlp="plain", pos="rope", tie=False, mlp_bias=True, parallel=True, lm_head_bias=True),
+    "gptj": FamilyTraits(
+        norm="ln", mlp="plain", pos="rope", tie=False, mlp_bias=True, parallel=True, lm_head_bias=True
+    ),
     # Bloom: ALiBi, LayerNorm after the embedding, fused qkv, biases everywhere, tied
-    "bloom": dict(
+    "bloom": FamilyTraits(
         norm="ln",
         mlp="plain",
         pos="alibi",
@@ -57,13 +61,13 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         embed_norm=True,
     ),
     # MPT: ALiBi, fused Wqkv, no linear biases, LayerNorms without bias, tied
-    "mpt": dict(norm="ln_nobias", mlp="plain", pos="alibi", tie=True, fused_qkv=True, mlp_bias=False),
+    "mpt": FamilyTraits(norm="ln_nobias", mlp="plain", pos="alibi", tie=True, fused_qkv=True, mlp_bias=False),
     # GPTBigCode (StarCoder 1, SantaCoder): GPT-2 with multi-query attention in one fused c_attn
-    "gpt_bigcode": dict(
+    "gpt_bigcode": FamilyTraits(
         norm="ln", mlp="plain", pos="learned", tie=True, fused_qkv=True, qkv_bias=True, o_bias=True, mlp_bias=True
     ),
     # StarCoder2: LayerNorm with bias, plain GELU MLP, GQA, biases from `use_bias`, window on every layer
-    "starcoder2": dict(
+    "starcoder2": FamilyTraits(
         norm="ln",
         mlp="plain",
         pos="rope",
@@ -75,7 +79,7 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
     ),
     # Cohere (Command-R, Aya): one bias-free LayerNorm feeds attention and MLP in parallel; optional
     # per-head q/k LayerNorms of shape (heads, head_dim)
-    "cohere": dict(
+    "cohere": FamilyTraits(
         norm="ln_nobias",
         mlp="gated",
         pos="rope",
@@ -86,7 +90,7 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         parallel=True,
     ),
     # Cohere-2 (Command-R7B, Command-A): as Cohere, 3 sliding + 1 full layer, no rotary on full layers
-    "cohere2": dict(
+    "cohere2": FamilyTraits(
         norm="ln_nobias",
         mlp="gated",
         pos="rope",
@@ -100,7 +104,7 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         nope_full="always",
     ),
     # OLMo-2: norms after attention and after the MLP only; q/k RMSNorm over the whole projection
-    "olmo2": dict(
+    "olmo2": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -112,7 +116,7 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         post_only=True,
     ),
     # OLMo-3: OLMo-2 with 3 sliding-window layers out of 4
-    "olmo3": dict(
+    "olmo3": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -126,9 +130,11 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         sliding_pattern=4,
     ),
     # Granite: Llama with scalar multipliers (see the module docstring)
-    "granite": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias"),
+    "granite": FamilyTraits(
+        norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias"
+    ),
     # GLM-4 dense (0414): q/k/v bias, fused gate_up, norms before and after attention and MLP, partial rotary
-    "glm4": dict(
+    "glm4": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -139,13 +145,13 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         post_norms=True,
     ),
     # GLM (transformers' port of GLM-4-9B-chat, glm-4-9b-chat-hf): q/k/v bias, fused gate_up, partial rotary
-    "glm": dict(
+    "glm": FamilyTraits(
         norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", mlp_bias=False, fused_gate_up=True
     ),
     # ChatGLM2/3 and GLM-4-9B-chat (remote code, read analytically): the same blocks as `glm` with one fused
     # query_key_value, multi_query_group_num KV heads, dense_h_to_4h = [gate | up]; biases from add_qkv_bias
     # and add_bias_linear; checked against transformers' `glm` class on the mapped config (tests/test_families.py)
-    "chatglm": dict(
+    "chatglm": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -157,7 +163,7 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         mlp_bias="add_bias_linear",
     ),
     # EXAONE-4: post-norm only, per-head q/k RMSNorm, 3 sliding + 1 full layer without rotary
-    "exaone4": dict(
+    "exaone4": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -170,11 +176,11 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         nope_full="with_window",
     ),
     # ERNIE-4.5 dense: Llama-like, every linear (q, k, v, o, MLP) biased by `use_bias`, tied
-    "ernie4_5": dict(
+    "ernie4_5": FamilyTraits(
         norm="rms", mlp="gated", pos="rope", tie=True, qkv_bias="use_bias", o_bias="use_bias", mlp_bias="use_bias"
     ),
     # ERNIE-4.5 MoE: routed + shared experts from moe_layer_start_index every moe_layer_interval layers
-    "ernie4_5_moe": dict(
+    "ernie4_5_moe": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -186,11 +192,11 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         lm_head_bias="use_bias",
     ),
     # Seed-OSS: q/k/v bias (attention_bias), o bias (attention_out_bias), MLP bias (mlp_bias)
-    "seed_oss": dict(
+    "seed_oss": FamilyTraits(
         norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_out_bias"
     ),
     # Hunyuan dense: per-head q/k RMSNorm, attention biases, MLP without bias
-    "hunyuan_v1_dense": dict(
+    "hunyuan_v1_dense": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -201,13 +207,13 @@ FAMILIES_MORE: dict[str, dict[str, Any]] = {
         qk_norm="head",
     ),
     # Ministral (transformers' `ministral`): Mistral with per-layer `layer_types`
-    "ministral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True),
+    "ministral": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True),
     # InternLM3: transformers builds it as Llama; `qkv_bias` biases q, k, v and o, `bias` the MLP
-    "internlm3": dict(
+    "internlm3": FamilyTraits(
         norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="qkv_bias", o_bias="qkv_bias", mlp_bias="bias"
     ),
     # InternLM2 / 2.5 (remote code): Llama with one fused wqkv projection; biases from `bias`
-    "internlm2": dict(
+    "internlm2": FamilyTraits(
         norm="rms", mlp="gated", pos="rope", tie=False, fused_qkv=True, qkv_bias="bias", o_bias="bias", mlp_bias=False
     ),
 }
@@ -312,7 +318,7 @@ def rotary_dim_of(cfg: dict, mt: str, head_dim: int) -> int:
     if mt == "gptj":
         rd = _int(cfg, "rotary_dim", None, 1)
         return head_dim if rd is None else min(rd, head_dim)
-    rp = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
+    rp = cfg["rope_parameters"] if isinstance(cfg.get("rope_parameters"), dict) else {}
     default = {"gpt_neox": 0.25, "glm4": 0.5, "glm": 0.5, "chatglm": 0.5}.get(mt, 1.0)  # ChatGLM: half of each head
     f = cfg.get("partial_rotary_factor", rp.get("partial_rotary_factor"))
     if f is None and mt == "gpt_neox":

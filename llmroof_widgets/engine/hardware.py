@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .models import DATA_DIR, _finite, _is_number, _short
+from .catalog import DATA_DIR, _short
+from .models import _finite, _is_number
 
 DTYPES = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4")
 MAX_QUANTITY = 1e21  # bytes, bytes/s or FLOP/s: far above any device (a zetta-unit), finite for every product

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from .models import ModelConfig
+from .num import Num
 from .ops import Row
 from .options import Options, kv_heads_per_device
 from .precision import Precision
@@ -129,12 +130,12 @@ def kv_cache_terms(
 def kv_cache_bytes(
     model: ModelConfig,
     prec: Precision,
-    batch: int,
-    context: int,
+    batch: Num,
+    context: Num,
     opts: Options | None = None,
     *,
     on_device: bool = True,
-) -> float:
+) -> Num:
     """KV cache of ``batch`` sequences holding ``context`` tokens, on one device.
 
     A sliding-window (chunked-attention) layer keeps its last window − 1 (chunk − 1) tokens (with the next token's own key that is
@@ -144,7 +145,7 @@ def kv_cache_bytes(
     return kv_cache_terms(model, prec, batch, context, opts, on_device=on_device).total("kv")
 
 
-def recurrent_state_bytes(model: ModelConfig, prec: Precision, batch, opts: Options | None = None) -> float:
+def recurrent_state_bytes(model: ModelConfig, prec: Precision, batch: Num, opts: Options | None = None) -> Num:
     """Per-sequence state of the recurrent / convolution layers of ``batch`` sequences, on one device.
 
     It does not grow with the context: each recurrent layer keeps the last K inputs of its causal convolution
@@ -162,7 +163,7 @@ def recurrent_state_bytes(model: ModelConfig, prec: Precision, batch, opts: Opti
     return per_seq * batch / opts.ep
 
 
-def activations_bytes(rows: list[Row], model: ModelConfig, prec: Precision, tokens: float) -> float:
+def activations_bytes(rows: list[Row], model: ModelConfig, prec: Precision, tokens: Num) -> Num:
     """Peak activation memory of a pass (documented estimate).
 
     The residual stream (tokens × hidden) stays live through a layer; on top of it the largest
@@ -180,9 +181,9 @@ def footprint(
     hw_capacity: float,
     opts: Options,
     *,
-    batch: int,
-    prompt_len: int,
-    gen_len: int,
+    batch: Num,
+    prompt_len: Num,
+    gen_len: Num,
     prefill_rows: list[Row],
     decode_rows: list[Row],
     extra_bytes: float = 0.0,

@@ -9,38 +9,53 @@ full-attention, MLA ...) with how many layers of each there are, so the operator
 from __future__ import annotations
 
 import copy
-import difflib
-import json
 import math
 import os
-import stat
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from . import families_gemma3n, variants
 from . import families_hybrid as hybrid
+from .catalog import (  # noqa: F401 - re-exported: the catalog and file reading lived here
+    DATA_DIR,
+    HUB_TIMEOUT_S,
+    MAX_CONFIG_BYTES,
+    MODELS_DIR,
+    VARIANT_SUFFIXES,
+    _catalog_index,
+    _fetch_hub_config,
+    _hub_offline,
+    _load_catalog_config,
+    _name_map,
+    _resolve_variant,
+    _short,
+    _variants_of,
+    catalog_entry,
+    list_models,
+    read_config,
+    read_json_file,
+    read_text_file,
+)
 from .families_hybrid import HYBRID_FAMILIES, RecurrentSpec
 from .families_more import FAMILIES_MORE, family_fields, rotary_dim_of
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-MODELS_DIR = DATA_DIR / "models"
+from .family_traits import FamilyTraits
 
 # model_type → family traits the math depends on. Each entry was checked against the
 # transformers 5.x modeling file of that family (parameter names, biases, norms, ties).
-FAMILIES: dict[str, dict[str, Any]] = {
+FAMILIES: dict[str, FamilyTraits] = {
     # Llama-like: RMSNorm, gated SiLU MLP, RoPE; `attention_bias` → q/k/v/o biases, `mlp_bias` → MLP biases
-    "llama": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias"),
-    "mistral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True),
-    "mixtral": dict(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True, moe="mixtral"),
-    "qwen2": dict(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, qwen_sliding=True),
-    "qwen2_moe": dict(
+    "llama": FamilyTraits(
+        norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias="attention_bias", o_bias="attention_bias"
+    ),
+    "mistral": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True),
+    "mixtral": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, sliding_all=True, moe="mixtral"),
+    "qwen2": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, qwen_sliding=True),
+    "qwen2_moe": FamilyTraits(
         norm="rms", mlp="gated", pos="rope", tie=False, qkv_bias=True, moe="qwen2_moe", qwen_sliding=True
     ),
-    "qwen3": dict(
+    "qwen3": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -50,7 +65,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         qk_norm="head",
         qwen_sliding=True,
     ),
-    "qwen3_moe": dict(
+    "qwen3_moe": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -61,7 +76,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         moe="qwen3_moe",
         qwen_sliding=True,
     ),
-    "olmoe": dict(
+    "olmoe": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -71,8 +86,8 @@ FAMILIES: dict[str, dict[str, Any]] = {
         qk_norm="full",
         moe="olmoe",
     ),
-    "gemma": dict(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True),
-    "gemma2": dict(
+    "gemma": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=True, embed_scale=True),
+    "gemma2": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -82,7 +97,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         softcap=True,
         alternate_sliding=True,
     ),
-    "gemma3_text": dict(
+    "gemma3_text": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -93,8 +108,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
         softcap=True,
         layer_types=True,
     ),
-    "phi3": dict(norm="rms", mlp="gated", pos="rope", tie=False, fused_qkv=True, fused_gate_up=True, sliding_all=True),
-    "phimoe": dict(
+    "phi3": FamilyTraits(
+        norm="rms", mlp="gated", pos="rope", tie=False, fused_qkv=True, fused_gate_up=True, sliding_all=True
+    ),
+    "phimoe": FamilyTraits(
         norm="ln",
         mlp="gated",
         pos="rope",
@@ -106,7 +123,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         lm_head_bias="lm_head_bias",
     ),
     # phi-1/phi-2: one LayerNorm feeds attention and MLP in parallel; partial rotary; biases everywhere
-    "phi": dict(
+    "phi": FamilyTraits(
         norm="ln",
         mlp="plain",
         pos="rope",
@@ -117,10 +134,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
         parallel=True,
         lm_head_bias=True,
     ),
-    "gpt2": dict(
+    "gpt2": FamilyTraits(
         norm="ln", mlp="plain", pos="learned", tie=True, qkv_bias=True, o_bias=True, mlp_bias=True, fused_qkv=True
     ),
-    "opt": dict(
+    "opt": FamilyTraits(
         norm="ln",
         mlp="plain",
         pos="learned",
@@ -129,9 +146,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
         o_bias=("enable_bias", True),
         mlp_bias=("enable_bias", True),
     ),
-    "deepseek_v2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
-    "deepseek_v3": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
-    "gpt_oss": dict(
+    "deepseek_v2": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
+    "deepseek_v3": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
+    "gpt_oss": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -143,12 +160,15 @@ FAMILIES: dict[str, dict[str, Any]] = {
         sinks=True,
     ),
     # attention / MoE / MTP variants (issue 12): see engine/variants.py for the per-layer fields
-    "kimi_k2": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),  # DeepseekV3 code
-    "deepseek_v32": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
+    # Kimi-K2: DeepseekV3's code
+    "kimi_k2": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek"),
+    "deepseek_v32": FamilyTraits(
+        norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True
+    ),
     # GLM-5: DeepSeek-V3.2's MLA + indexer layout; `indexer_types` "shared" layers reuse the previous selection
-    "glm_moe_dsa": dict(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
+    "glm_moe_dsa": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, mla=True, moe="deepseek", indexer=True),
     # GLM-4.5/4.6: q/k/v bias from attention_bias (o_proj never), optional per-head qk norm, half rotary
-    "glm4_moe": dict(
+    "glm4_moe": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -159,9 +179,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
         rotary_default=0.5,
     ),
     # MiniMax-M2: RMSNorm over the whole q and k projections, sigmoid router with a score bias, rotary_dim
-    "minimax_m2": dict(norm="rms", mlp="gated", pos="rope", tie=False, qk_norm="full", moe="minimax"),
+    "minimax_m2": FamilyTraits(norm="rms", mlp="gated", pos="rope", tie=False, qk_norm="full", moe="minimax"),
     # SmolLM3: Llama with NoPE layers (no_rope_layers[i] = 0), biases from attention_bias / mlp_bias
-    "smollm3": dict(
+    "smollm3": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -172,7 +192,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
         layer_types=True,
     ),
     # Gemma-3n text: KV shared by the last layers, per-layer inputs, AltUp, LAuReL (engine/families_gemma3n.py)
-    "gemma3n_text": dict(
+    "gemma3n_text": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -187,7 +207,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     ),
     # Llama-4 text: chunked attention on RoPE layers, NoPE layers with temperature tuning, L2 qk norm,
     # MoE layers (routed experts + a shared expert) interleaved with dense ones
-    "llama4_text": dict(
+    "llama4_text": FamilyTraits(
         norm="rms",
         mlp="gated",
         pos="rope",
@@ -389,110 +409,6 @@ class ModelConfig:
         }
 
 
-# ----------------------------------------------------------------------------------------
-# catalog
-
-
-@lru_cache(maxsize=1)
-def _catalog_index() -> dict:
-    """Catalog key → entry (hf_id, aliases, file, family, source_url, provenance), from index.json."""
-    out: dict = {}
-    # index.json, then index_*.json fragments (sorted) while new entries are being added
-    for path in sorted(MODELS_DIR.glob("index*.json"), key=lambda p: (p.name != "index.json", p.name)):
-        out.update(json.loads(path.read_text())["models"])
-    return out
-
-
-@lru_cache(maxsize=1)
-def _variants_of() -> dict[str, list[str]]:
-    """Catalog key → Hub ids of published variants (instruct / chat / base / re-releases) whose config has
-    the same architecture: each entry's ``variants`` list, and a fragment's top-level ``variants_of`` map
-    for entries listed elsewhere."""
-    out: dict[str, list[str]] = {}
-    for key, entry in _catalog_index().items():
-        out.setdefault(key, []).extend(entry.get("variants", []))
-    for path in sorted(MODELS_DIR.glob("index_*.json")):
-        for key, names in json.loads(path.read_text()).get("variants_of", {}).items():
-            out.setdefault(key, []).extend(names)
-    return out
-
-
-@lru_cache(maxsize=1)
-def _name_map() -> dict[str, str]:
-    """lowercase hf id / alias / file stem / listed variant → catalog key."""
-    out: dict[str, str] = {}
-    for key, names in _variants_of().items():
-        if key in _catalog_index():
-            for v in names:
-                out[v.lower()] = key
-    for key, entry in _catalog_index().items():
-        out[key.lower()] = key
-        out[entry["hf_id"].lower()] = key
-        for alias in entry.get("aliases", []):
-            out[alias.lower()] = key
-    return out
-
-
-# the suffix rule: "<org>/<base><suffix>" resolves to the catalog's "<org>/<base><replacement>" when that
-# Hub id is in the catalog (an exact id, never a close match); post-training keeps the architecture
-VARIANT_SUFFIXES = (
-    ("-chat-hf", "-hf"),  # meta-llama/Llama-2-7b-chat-hf → Llama-2-7b-hf
-    ("-instruct-hf", "-hf"),  # codellama/CodeLlama-7b-Instruct-hf → CodeLlama-7b-hf
-    ("-instruct-2507", ""),  # Qwen3 2507 re-releases
-    ("-thinking-2507", ""),
-    ("-instruct", ""),
-    ("-chat", ""),
-    ("-it", ""),  # gemma instruction-tuned
-    ("-base", ""),
-)
-
-
-def _resolve_variant(q: str) -> tuple[str, str] | None:
-    """(catalog key, how) for a variant name, or None. ``q`` is lowercase."""
-    key = _name_map().get(q)
-    if key is not None:
-        entry = _catalog_index()[key]
-        if q in {key.lower(), entry["hf_id"].lower(), *(a.lower() for a in entry.get("aliases", []))}:
-            return None  # the entry itself, not a variant
-        return key, "a variant listed in the catalog"
-    if q.count("/") != 1:
-        return None
-    ids = {e["hf_id"].lower(): k for k, e in _catalog_index().items()}
-    for suffix, repl in VARIANT_SUFFIXES:
-        if q.endswith(suffix) and q[: -len(suffix)] + repl in ids:
-            return ids[q[: -len(suffix)] + repl], f"suffix rule {suffix!r}"
-    return None
-
-
-def list_models() -> list[str]:
-    """Hugging Face ids of the built-in model catalog."""
-    return sorted(entry["hf_id"] for entry in _catalog_index().values())
-
-
-def catalog_entry(name: str) -> dict | None:
-    """The catalog entry of a name (Hub id, alias, or a published variant with the same architecture).
-
-    A variant (``meta-llama/Llama-3.1-405B-Instruct``, ``...-chat-hf``, ``...-Instruct-2507``) resolves,
-    offline, to its base entry: from the entry's explicit ``variants`` list, or by the suffix rule
-    :data:`VARIANT_SUFFIXES` onto an exact catalog id. ``resolved_name`` then says which config is used.
-    """
-    q = name.strip().lower()
-    variant = _resolve_variant(q)
-    key = variant[0] if variant else _name_map().get(q)
-    if key is None:
-        return None
-    entry = dict(_catalog_index()[key], key=key)
-    if variant:
-        entry["resolved_name"] = f"{name.strip()} (config of {entry['hf_id']}: {variant[1]})"
-    return entry
-
-
-@lru_cache(maxsize=256)
-def _load_catalog_config(key: str) -> str:
-    entry = _catalog_index()[key]
-    return (MODELS_DIR / entry["file"]).read_text()
-
-
 def load_model(x: Any, *, name: str | None = None, trace: bool = False) -> ModelConfig:
     """Load a model description.
 
@@ -525,159 +441,13 @@ def load_model(x: Any, *, name: str | None = None, trace: bool = False) -> Model
     text = x.strip()
     if not text:
         raise ValueError("model: empty name; choose one of lr.list_models() or pass a config.json path or dict")
-    entry = catalog_entry(text)
-    if entry is not None:
-        cfg = json.loads(_load_catalog_config(entry["key"]))
-        return parse_config(cfg, name=name or entry.get("resolved_name") or entry["hf_id"])
-    path = Path(os.path.expanduser(text))
-    kind = _path_kind(path)
-    if kind == "dir":
-        path = path / "config.json"
-        kind = _path_kind(path)
-    if path.suffix == ".json" or kind is not None:
-        if kind is None:
-            raise ValueError(f"model: no such file {str(path)!r}")
-        cfg = read_json_file(path, "model")
-        if not isinstance(cfg, dict):
-            raise ValueError(f"model: {str(path)!r} does not hold a JSON object")
-        return parse_config(cfg, name=name or cfg.get("_name_or_path") or path.parent.name or path.stem)
-    if "/" in text and text.count("/") == 1 and " " not in text:
-        return parse_config(_fetch_hub_config(text), name=name or text)
-    close = difflib.get_close_matches(text.lower(), list(_name_map()), n=5, cutoff=0.5)
-    hint = f" Closest catalog names: {', '.join(close)}." if close else ""
-    raise ValueError(
-        f"model: unknown model {text!r}.{hint} Use lr.list_models() for the catalog, or pass a path to "
-        "a config.json (or a folder holding one), or a dict of its contents."
-    )
-
-
-def _path_kind(path) -> str | None:
-    """ "dir", "file" (anything else that exists) or None (missing, unreachable, or an impossible name)."""
-    try:
-        return "dir" if stat.S_ISDIR(os.stat(path).st_mode) else "file"
-    except (OSError, ValueError):
-        return None
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v):
-        raise ValueError(f"{text[:40]} overflows a float")
-    return v
-
-
-def read_text_file(path, what: str = "model", *, max_bytes: int | None = None) -> str:
-    """UTF-8 text of a regular file of at most ``max_bytes`` (:data:`MAX_CONFIG_BYTES`); ``ValueError`` naming the path.
-
-    The file is opened without blocking and checked to be a regular file before a byte is read: a FIFO,
-    a device (``/dev/zero``) or a directory is refused, never read until memory runs out or forever.
-    """
-    cap = MAX_CONFIG_BYTES if max_bytes is None else max_bytes
-    p = os.fspath(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{what}: cannot open {p!r} ({getattr(e, 'strerror', None) or e})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{what}: {p!r} is not a regular file (a directory, device or pipe is not read)")
-        if st.st_size > cap:
-            raise ValueError(f"{what}: {p!r} is {st.st_size:,} bytes; at most {cap:,} are read")
-        chunks, size = [], 0
-        while size <= cap:
-            b = os.read(fd, 1 << 20)
-            if not b:
-                break
-            chunks.append(b)
-            size += len(b)
-    except OSError as e:
-        raise ValueError(f"{what}: cannot read {p!r} ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-    if size > cap:
-        raise ValueError(f"{what}: {p!r} is larger than {cap:,} bytes")
-    try:
-        return b"".join(chunks).decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{what}: {p!r} is not UTF-8 text (invalid byte at offset {e.start})") from None
-
-
-def read_json_file(path, what: str = "model", *, finite: bool = False) -> Any:
-    """JSON from a regular UTF-8 file (see :func:`read_text_file`); ``ValueError`` naming the path.
-
-    ``finite``: only standard JSON numbers (no NaN, Infinity, or literals that overflow a float).
-    """
-    p = os.fspath(path)
-    text = read_text_file(path, what)
-    try:
-        if finite:
-            return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{what}: {p!r} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise ValueError(f"{what}: {p!r} nests JSON too deeply") from None
-    except ValueError as e:  # e.g. an integer literal of more digits than Python converts
-        raise ValueError(f"{what}: {p!r} is not valid JSON ({_short(str(e))})") from None
-
-
-HUB_TIMEOUT_S = 10.0  # a whole Hub lookup (name resolution, connection, download) ends within this
-
-
-def _hub_offline() -> bool:
-    """HF_HUB_OFFLINE as huggingface_hub reads it (1/true/yes/on)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _fetch_hub_config(repo_id: str) -> dict:
-    how = (
-        "download its config.json yourself and pass its path (lr.load_model('path/to/config.json')) "
-        "or a dict of its contents."
-    )
-    if _hub_offline():  # honoured before any network probe
-        raise ValueError(f"model: {repo_id!r} is not in the catalog and HF_HUB_OFFLINE is set: {how}")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover - optional dependency
-        raise ValueError(
-            f"model: {repo_id!r} is not in the catalog and huggingface_hub is not installed to fetch it: {how}"
-        ) from None
-    import socket
-    import threading
-
-    out: dict = {}
-
-    def fetch():  # in a thread: name resolution has no timeout of its own
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=2).close()  # fail fast without a network
-            out["path"] = hf_hub_download(repo_id, "config.json")
-        except BaseException as e:  # network, gated repo, missing repo, invalid id
-            out["error"] = e
-
-    worker = threading.Thread(target=fetch, name="llmroof-hub-lookup", daemon=True)
-    worker.start()
-    worker.join(HUB_TIMEOUT_S)
-    if worker.is_alive() or "path" not in out:
-        why = f"no answer within {HUB_TIMEOUT_S:g} s" if worker.is_alive() else type(out.get("error")).__name__
-        raise ValueError(
-            f"model: {repo_id!r} is not in the catalog and its config.json could not be fetched from the "
-            f"Hugging Face Hub ({why}). Without a network, {how}"
-        )
-    cfg = read_json_file(out["path"], "model")
-    if not isinstance(cfg, dict):
-        raise ValueError(f"model: the config.json of {repo_id!r} does not hold a JSON object")
-    return cfg
+    cfg, shown = read_config(text, name)
+    return parse_config(cfg, name=shown)
 
 
 # ----------------------------------------------------------------------------------------
 # parsing
 
-MAX_CONFIG_BYTES = 16 * 2**20  # a config.json is a few kB; larger files are refused before reading
 MAX_CONFIG_DEPTH = 32  # nesting of objects and lists in a config (real ones nest 3–4 deep)
 MAX_CONFIG_NODES = 1_000_000  # values in one config
 DEFAULT_INT_MAX = 10**9  # any integer field without a tighter physical bound below
@@ -791,14 +561,6 @@ def _as_int(field_name: str, v: Any, minimum: int, maximum: int) -> int:
     return n
 
 
-def _short(v) -> str:
-    """repr of a value, cut short (a hostile value may be huge)."""
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 200:
-        return f"an integer of {v.bit_length()} bits"
-    s = repr(v)
-    return s if len(s) <= 80 else s[:77] + "..."
-
-
 def _req_int(cfg: dict, *keys: str, minimum: int = 1, maximum: int | None = None) -> int:
     for k in keys:
         v = cfg.get(k)
@@ -810,7 +572,12 @@ def _req_int(cfg: dict, *keys: str, minimum: int = 1, maximum: int | None = None
     )
 
 
+@overload
+def _opt_int(cfg: dict, key: str, default: int, minimum: int = 0, maximum: int | None = None) -> int: ...
+@overload
+def _opt_int(cfg: dict, key: str, default: None, minimum: int = 0, maximum: int | None = None) -> int | None: ...
 def _opt_int(cfg: dict, key: str, default: int | None, minimum: int = 0, maximum: int | None = None) -> int | None:
+    """The integer field ``key`` (bounded), or ``default`` when absent: an int default gives an int."""
     v = cfg.get(key)
     if v is None:
         return default
@@ -868,7 +635,7 @@ def _indexer(cfg: dict, i: int | None, n_layers: int) -> dict:
     )
 
 
-def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> list[str]:
+def _layer_kinds(cfg: dict, fam: FamilyTraits, n_layers: int, window: int | None) -> list[str]:
     """The mixer kind of every layer, named as transformers' ``layer_types`` names them.
 
     Read from ``layer_types`` when the config lists it, else from the family's convention
@@ -893,7 +660,7 @@ def _layer_kinds(cfg: dict, fam: dict, n_layers: int, window: int | None) -> lis
                 )
         kinds = list(given)
     elif fam.get("nope"):
-        kinds = variants.nope_layer_kinds(cfg, cfg.get("model_type"), n)  # Llama-4 / SmolLM3 defaults
+        kinds = variants.nope_layer_kinds(cfg, str(cfg.get("model_type")), n)  # Llama-4 / SmolLM3 defaults
     elif fam.get("alternate_sliding"):
         kinds = [
             "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)
@@ -948,7 +715,7 @@ def _check_fields(cfg: dict) -> None:
         if cfg.get(k) is not None:
             _as_bool(k, cfg[k])
     for k, (lo, hi, open_low) in FLOAT_FIELDS.items():
-        v: Any = cfg.get(k)
+        v = cfg.get(k)
         if v is None:
             continue
         if not _is_number(v) or not _finite(v) or not (lo < v <= hi if open_low else lo <= v <= hi):
@@ -985,34 +752,8 @@ def parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         raise ValueError(f"model config could not be read: {type(e).__name__}: {_short(str(e))}") from None
 
 
-def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
-    """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use."""
-    if not isinstance(cfg, dict):
-        raise ValueError("model config must be a dict (the contents of config.json)")
-    cfg = copy.deepcopy(cfg)
-    if isinstance(cfg.get("vision_config"), dict):  # a vision-language model: text model + vision encoder
-        from .vision import parse_multimodal
-
-        return parse_multimodal(cfg, name=name, parse_text=parse_config)
-    if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], dict):
-        cfg = {**cfg["text_config"], "_outer_model_type": cfg.get("model_type")}
-    mt = cfg.get("model_type")
-    if mt is None:
-        raise ValueError(f"config is missing the field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
-    if mt not in FAMILIES:
-        from .traced import INSTALL_HINT, available, trace_config
-
-        if available():  # the traced path: transformers builds it on the meta device
-            return trace_config({k: v for k, v in cfg.items() if k != "_outer_model_type"}, name=name)
-        raise ValueError(
-            f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}; "
-            f"others can be traced with transformers: {INSTALL_HINT}"
-        )
-    fam = FAMILIES[mt]
-    for k, what in UNSUPPORTED_FIELDS.items():
-        if what and cfg.get(k):
-            raise ValueError(f"config field {k!r} ({what}) is not supported by this engine")
-
+def _dimensions(cfg: dict, fam: FamilyTraits, mt: str) -> tuple[int, int, int, int, int, int, dict[str, Any]]:
+    """(hidden size, layers, query heads, KV heads, head dim, vocabulary, the family's own field readings)."""
     h = _req_int(cfg, "hidden_size", "n_embd", "d_model")
     n_layers = hybrid.num_layers(cfg, fam, _opt_int(cfg, "num_hidden_layers", None)) or _req_int(
         cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers"
@@ -1030,7 +771,14 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 f"config field 'hidden_size' = {h} is not divisible by 'num_attention_heads' = {n_heads}; set 'head_dim'"
             )
         head_dim = h // n_heads
+    return h, n_layers, n_heads, n_kv, head_dim, vocab, ext
 
+
+def _mlp_width(
+    cfg: dict, fam: FamilyTraits, mt: str, ext: dict[str, Any], h: int, n_layers: int
+) -> tuple[int, str, dict | None]:
+    """(MLP intermediate size, activation, Gemma-3n's per-layer fields or None)."""
+    g3n = None
     if mt == "gpt2":
         inter = cfg.get("n_inner") or 4 * h
         act = cfg.get("activation_function", "gelu_new")
@@ -1058,107 +806,13 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         raise ValueError(
             f"config field 'hidden_act' = {act!r} is not supported; supported: {', '.join(sorted(ACT_FLOPS))}"
         )
+    return inter, act, g3n
 
-    tie = bool(cfg.get("tie_word_embeddings", fam["tie"]))
-    qkv_bias = _flag(cfg, fam.get("qkv_bias", False))
-    o_bias = _flag(cfg, fam.get("o_bias", False))
-    mlp_bias = _flag(cfg, fam.get("mlp_bias", "mlp_bias"))
-    norm = fam["norm"]
-    if mt == "opt":
-        if not cfg.get("do_layer_norm_before", True):
-            raise ValueError("config field 'do_layer_norm_before' = false (post-norm OPT-350m) is not supported")
-        if cfg.get("layer_norm_elementwise_affine") is False:
-            raise ValueError("config field 'layer_norm_elementwise_affine' = false is not supported")
 
-    # --- per-layer plan: the mixer kind of every layer (transformers' `layer_types` names) -----
-    window = _opt_int(cfg, "sliding_window", None, minimum=1)
-    if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
-        window = None
-    kinds = _layer_kinds(cfg, fam, n_layers, window)
-    if fam.get("gemma3n"):  # a KV-shared layer reads the cache of the last earlier layer of its own kind
-        first = g3n["first_shared"]
-        orphan = sorted(set(kinds[first:]) - set(kinds[:first]))
-        if orphan:
-            raise ValueError(
-                f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
-            )
-    sliding = [k == "sliding_attention" for k in kinds]
-
-    # --- attention per layer ----------------------------------------------------------------
-    pos = ext.get("pos", fam["pos"])  # "rope", "learned" or "alibi"
-    rope = pos == "rope"
-    if not rope:
-        rot_dim = 0
-    elif mt in FAMILIES_MORE:
-        rot_dim = rotary_dim_of(cfg, mt, head_dim)  # GPT-J rotary_dim, GPT-NeoX rotary_pct, GLM's half heads
-    else:
-        rot_dim = variants.rotary_dim(cfg, head_dim, fam.get("rotary_default", 1.0))
-    nope_full = fam.get("nope_full") == "always" or (fam.get("nope_full") == "with_window" and window is not None)
-    uses_rope = variants.rope_layers(cfg, n_layers) if fam.get("nope") else [True] * n_layers
-    softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
-    qk_norm = fam.get("qk_norm")
-    if isinstance(qk_norm, tuple):  # (config flag, kind): the norm exists only when the flag is set
-        qk_norm = qk_norm[1] if cfg.get(qk_norm[0]) else None
-    chunk = (
-        variants.attention_chunk(cfg, 8192 if mt == "llama4_text" else None) if "chunked_attention" in kinds else None
-    )
-    l4 = mt == "llama4_text"
-
-    # attention without any rotary: Jamba and Nemotron-H, Granite-4 hybrids (position_embedding_type "nope")
-    nope = bool(fam.get("no_rope")) or (mt == "granitemoehybrid" and cfg.get("position_embedding_type") != "rope")
-
-    def attn(win: int | None, i: int | None = None) -> AttentionSpec:
-        """The attention of layer i (None: a layer with RoPE and no window or chunk, e.g. an MTP block)."""
-        if fam.get("mla"):
-            kv_lora = _req_int(cfg, "kv_lora_rank")
-            rope_d = _req_int(cfg, "qk_rope_head_dim")
-            nope_d = _req_int(cfg, "qk_nope_head_dim")
-            v_d = _req_int(cfg, "v_head_dim")
-            return AttentionSpec(
-                kind="mla",
-                num_heads=n_heads,
-                num_kv_heads=n_heads,
-                head_dim=nope_d + rope_d,
-                v_head_dim=v_d,
-                window=None,
-                qkv_bias=bool(cfg.get("attention_bias", False)),
-                o_bias=bool(cfg.get("attention_bias", False)),
-                rotary_dim=rope_d,
-                q_lora_rank=_opt_int(cfg, "q_lora_rank", None, minimum=1),
-                kv_lora_rank=kv_lora,
-                qk_rope_head_dim=rope_d,
-                qk_nope_head_dim=nope_d,
-                **(_indexer(cfg, i, n_layers) if fam.get("indexer") else {}),
-            )
-        has_rope = i is None or uses_rope[i]
-        chunked = i is not None and kinds[i] == "chunked_attention"
-        norm_kind = qk_norm
-        if l4:  # Llama-4: a weightless L2 norm of q and k on RoPE layers only
-            norm_kind = "l2" if (cfg.get("use_qk_norm", True) and has_rope) else None
-        return AttentionSpec(
-            kind="mha",
-            num_heads=n_heads,
-            num_kv_heads=n_kv,
-            head_dim=head_dim,
-            v_head_dim=head_dim,
-            window=win,
-            qkv_bias=qkv_bias,
-            o_bias=o_bias,
-            fused_qkv=bool(fam.get("fused_qkv")),
-            qk_norm=norm_kind or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
-            sinks=bool(fam.get("sinks")),
-            softcap=softcap,
-            # NoPE layers (Llama-4, SmolLM3, Granite-4 hybrids) and Cohere-2/EXAONE-4 full layers rotate nothing
-            rotary_dim=0 if (nope or not has_rope or (win is None and nope_full)) else rot_dim,
-            alibi=pos == "alibi",
-            chunk=chunk if chunked else None,
-            kv_shared=bool(fam.get("gemma3n")) and i is not None and i >= g3n["first_shared"],
-            v_norm=bool(fam.get("gemma3n")),
-            temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
-            out_gate=bool(fam.get("out_gate")),
-        )
-
-    # --- MLP per layer --------------------------------------------------------------------
+def _mlp_per_layer(
+    cfg: dict, fam: FamilyTraits, mt: str, n_layers: int, inter: int, act: str, mlp_bias: bool
+) -> tuple[MLPSpec, MLPSpec | None, list[bool]]:
+    """The dense MLP, the MoE MLP (None without experts) and which layers are MoE, by the family's MoE convention."""
     moe_kind = fam.get("moe")
     is_moe = [False] * n_layers
     dense_mlp = MLPSpec(
@@ -1278,40 +932,37 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             raise ValueError(
                 f"config field 'num_experts_per_tok' = {moe_mlp.top_k} exceeds the number of experts {moe_mlp.num_experts}"
             )
+    return dense_mlp, moe_mlp, is_moe
 
-    mlp_kinds = ["moe" if m else "dense" for m in is_moe]
-    mixer = None
-    if fam.get("hybrid"):  # per-layer MLP / MoE / none and the recurrent mixer (families_hybrid.py)
-        hp = hybrid.plan(cfg, fam, mt, kinds, h, inter, act, dense_mlp, lambda **kw: MLPSpec(kind="moe", **kw))
-        dense_mlp, moe_mlp, mlp_kinds, mixer = hp["dense"], hp["moe"], hp["mlp"], hp["mixer"]
-        is_moe = [k == "moe" for k in mlp_kinds]
 
-    # --- group identical layers -----------------------------------------------------------
-    post_only = bool(fam.get("post_only"))  # OLMo-2 / EXAONE-4: a norm after attention and MLP, none before
-    post = bool(fam.get("post_norms")) or post_only
-    parallel = bool(ext.get("parallel", fam.get("parallel")))
-    norms_per_layer = 2 if post_only else (4 if post else (ext.get("parallel_norms", 1) if parallel else 2))
-    if mt == "phi" and cfg.get("qk_layernorm"):
-        raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
-    # each layer's (attention, recurrent mixer, MLP) specs; identical layers form one LayerType counted once
-    is_hybrid = bool(fam.get("hybrid"))
-    per_layer = [
-        (
-            attn(window if sliding[i] else None, i) if kinds[i] in hybrid.ATTENTION_KINDS else None,
-            mixer if kinds[i] in hybrid.MIXER_KINDS else None,
-            {"moe": moe_mlp, "dense": dense_mlp}.get(mlp_kinds[i]),
-        )
-        for i in range(n_layers)
-    ]
-    if fam.get("gemma3n"):  # per-layer MLP widths and activation sparsity
-        per_layer = [
-            (
-                a,
-                mx,
-                replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i]),
-            )
-            for i, (a, mx, mlp) in enumerate(per_layer)
-        ]
+def _positions(cfg: dict, mt: str, pos: str, h: int) -> tuple[int, int, int]:
+    """(max positions, rows of a learned position table, embedding width) of the token and position embeddings."""
+    if pos == "learned":
+        max_pos = _req_int(cfg, "max_position_embeddings", "n_positions")
+        pos_rows = max_pos + (2 if mt == "opt" else 0)  # OPT's learned positions are offset by 2
+    else:
+        max_pos = _opt_int(cfg, "max_position_embeddings", 0) or 0
+        pos_rows = 0
+    embed_dim = _opt_int(cfg, "word_embed_proj_dim", h) if mt == "opt" else h
+    if embed_dim != h:
+        raise ValueError("config field 'word_embed_proj_dim' ≠ hidden_size (OPT-350m projections) is not supported")
+    return max_pos, pos_rows, embed_dim
+
+
+def _group_layers(
+    per_layer: list[tuple[AttentionSpec | None, RecurrentSpec | None, MLPSpec | None]],
+    *,
+    sliding: list[bool],
+    is_moe: list[bool],
+    nope_or_chunk: bool,
+    rope: bool,
+    is_hybrid: bool,
+    norms_per_layer: int,
+    post: bool,
+    post_only: bool,
+    parallel: bool,
+) -> list[LayerType]:
+    """Identical layers (same attention, mixer and MLP specs) as one named :class:`LayerType` with a count."""
     any_sliding = any(sliding)
     any_moe = any(is_moe)
     any_full = not all(sliding)
@@ -1331,7 +982,7 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             parts.append("sparse-act")
         if (
             a_spec is not None
-            and (fam.get("nope") or chunk)
+            and nope_or_chunk
             and len({(a.chunk is not None, rope and not a.rotary_dim) for a, _, _ in per_layer if a is not None}) > 1
         ):
             # chunked (Llama-4) or NoPE (Llama-4, SmolLM3) layers among full RoPE ones
@@ -1376,16 +1027,192 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 seen[lt.name] = seen.get(lt.name, 0) + 1
                 layer_types[j] = replace(lt, name=f"{lt.name}#{seen[lt.name]}")
     layer_types.sort(key=lambda lt: lt.name)
+    return layer_types
 
-    if pos == "learned":
-        max_pos = _req_int(cfg, "max_position_embeddings", "n_positions")
-        pos_rows = max_pos + (2 if mt == "opt" else 0)  # OPT's learned positions are offset by 2
+
+def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
+    """Normalize a Hugging Face config dict. Raises ``ValueError`` naming any field it cannot use."""
+    if not isinstance(cfg, dict):
+        raise ValueError("model config must be a dict (the contents of config.json)")
+    cfg = copy.deepcopy(cfg)
+    if isinstance(cfg.get("vision_config"), dict):  # a vision-language model: text model + vision encoder
+        from .vision import parse_multimodal
+
+        return parse_multimodal(cfg, name=name, parse_text=parse_config)
+    if "text_config" in cfg and "hidden_size" not in cfg and isinstance(cfg["text_config"], dict):
+        cfg = {**cfg["text_config"], "_outer_model_type": cfg.get("model_type")}
+    mt = cfg.get("model_type")
+    if mt is None:
+        raise ValueError(f"config is missing the field 'model_type' (supported: {', '.join(sorted(FAMILIES))})")
+    if mt not in FAMILIES:
+        from .traced import INSTALL_HINT, available, trace_config
+
+        if available():  # the traced path: transformers builds it on the meta device
+            return trace_config({k: v for k, v in cfg.items() if k != "_outer_model_type"}, name=name)
+        raise ValueError(
+            f"config field 'model_type' = {mt!r} is not supported; supported: {', '.join(sorted(FAMILIES))}; "
+            f"others can be traced with transformers: {INSTALL_HINT}"
+        )
+    fam = FAMILIES[mt]
+    for key, what in UNSUPPORTED_FIELDS.items():
+        if what and cfg.get(key):
+            raise ValueError(f"config field {key!r} ({what}) is not supported by this engine")
+
+    # --- dimensions ---------------------------------------------------------------------------
+    h, n_layers, n_heads, n_kv, head_dim, vocab, ext = _dimensions(cfg, fam, mt)
+    inter, act, g3n = _mlp_width(cfg, fam, mt, ext, h, n_layers)
+
+    tie = bool(cfg.get("tie_word_embeddings", fam["tie"]))
+    qkv_bias = _flag(cfg, fam.get("qkv_bias", False))
+    o_bias = _flag(cfg, fam.get("o_bias", False))
+    mlp_bias = _flag(cfg, fam.get("mlp_bias", "mlp_bias"))
+    norm = fam["norm"]
+    if mt == "opt":
+        if not cfg.get("do_layer_norm_before", True):
+            raise ValueError("config field 'do_layer_norm_before' = false (post-norm OPT-350m) is not supported")
+        if cfg.get("layer_norm_elementwise_affine") is False:
+            raise ValueError("config field 'layer_norm_elementwise_affine' = false is not supported")
+
+    # --- per-layer plan: the mixer kind of every layer (transformers' `layer_types` names) -----
+    window = _opt_int(cfg, "sliding_window", None, minimum=1)
+    if fam.get("qwen_sliding") and not cfg.get("use_sliding_window", False):
+        window = None
+    kinds = _layer_kinds(cfg, fam, n_layers, window)
+    if g3n is not None:  # Gemma-3n: a KV-shared layer reads the cache of the last earlier layer of its own kind
+        first = g3n["first_shared"]
+        orphan = sorted(set(kinds[first:]) - set(kinds[:first]))
+        if orphan:
+            raise ValueError(
+                f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
+            )
+    sliding = [k == "sliding_attention" for k in kinds]
+
+    # --- attention per layer ----------------------------------------------------------------
+    pos = ext.get("pos", fam["pos"])  # "rope", "learned" or "alibi"
+    rope = pos == "rope"
+    if not rope:
+        rot_dim = 0
+    elif mt in FAMILIES_MORE:
+        rot_dim = rotary_dim_of(cfg, mt, head_dim)  # GPT-J rotary_dim, GPT-NeoX rotary_pct, GLM's half heads
     else:
-        max_pos = _opt_int(cfg, "max_position_embeddings", 0) or 0
-        pos_rows = 0
-    embed_dim = _opt_int(cfg, "word_embed_proj_dim", h) if mt == "opt" else h
-    if embed_dim != h:
-        raise ValueError("config field 'word_embed_proj_dim' ≠ hidden_size (OPT-350m projections) is not supported")
+        rot_dim = variants.rotary_dim(cfg, head_dim, fam.get("rotary_default", 1.0))
+    nope_full = fam.get("nope_full") == "always" or (fam.get("nope_full") == "with_window" and window is not None)
+    uses_rope = variants.rope_layers(cfg, n_layers) if fam.get("nope") else [True] * n_layers
+    softcap = bool(fam.get("softcap") and cfg.get("attn_logit_softcapping"))
+    qk_norm = fam.get("qk_norm")
+    if isinstance(qk_norm, tuple):  # (config flag, kind): the norm exists only when the flag is set
+        qk_norm = qk_norm[1] if cfg.get(qk_norm[0]) else None
+    chunk = (
+        variants.attention_chunk(cfg, 8192 if mt == "llama4_text" else None) if "chunked_attention" in kinds else None
+    )
+    l4 = mt == "llama4_text"
+
+    # attention without any rotary: Jamba and Nemotron-H, Granite-4 hybrids (position_embedding_type "nope")
+    nope = bool(fam.get("no_rope")) or (mt == "granitemoehybrid" and cfg.get("position_embedding_type") != "rope")
+
+    def attn(win: int | None, i: int | None = None) -> AttentionSpec:
+        """The attention of layer i (None: a layer with RoPE and no window or chunk, e.g. an MTP block)."""
+        if fam.get("mla"):
+            kv_lora = _req_int(cfg, "kv_lora_rank")
+            rope_d = _req_int(cfg, "qk_rope_head_dim")
+            nope_d = _req_int(cfg, "qk_nope_head_dim")
+            v_d = _req_int(cfg, "v_head_dim")
+            return AttentionSpec(
+                kind="mla",
+                num_heads=n_heads,
+                num_kv_heads=n_heads,
+                head_dim=nope_d + rope_d,
+                v_head_dim=v_d,
+                window=None,
+                qkv_bias=bool(cfg.get("attention_bias", False)),
+                o_bias=bool(cfg.get("attention_bias", False)),
+                rotary_dim=rope_d,
+                q_lora_rank=_opt_int(cfg, "q_lora_rank", None, minimum=1),
+                kv_lora_rank=kv_lora,
+                qk_rope_head_dim=rope_d,
+                qk_nope_head_dim=nope_d,
+                **(_indexer(cfg, i, n_layers) if fam.get("indexer") else {}),
+            )
+        has_rope = i is None or uses_rope[i]
+        chunked = i is not None and kinds[i] == "chunked_attention"
+        norm_kind = qk_norm
+        if l4:  # Llama-4: a weightless L2 norm of q and k on RoPE layers only
+            norm_kind = "l2" if (cfg.get("use_qk_norm", True) and has_rope) else None
+        return AttentionSpec(
+            kind="mha",
+            num_heads=n_heads,
+            num_kv_heads=n_kv,
+            head_dim=head_dim,
+            v_head_dim=head_dim,
+            window=win,
+            qkv_bias=qkv_bias,
+            o_bias=o_bias,
+            fused_qkv=bool(fam.get("fused_qkv")),
+            qk_norm=norm_kind or ("full" if mt == "cohere" and cfg.get("use_qk_norm") else None),
+            sinks=bool(fam.get("sinks")),
+            softcap=softcap,
+            # NoPE layers (Llama-4, SmolLM3, Granite-4 hybrids) and Cohere-2/EXAONE-4 full layers rotate nothing
+            rotary_dim=0 if (nope or not has_rope or (win is None and nope_full)) else rot_dim,
+            alibi=pos == "alibi",
+            chunk=chunk if chunked else None,
+            kv_shared=g3n is not None and i is not None and i >= g3n["first_shared"],  # Gemma-3n only
+            v_norm=bool(fam.get("gemma3n")),
+            temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
+            out_gate=bool(fam.get("out_gate")),
+        )
+
+    # --- MLP per layer --------------------------------------------------------------------
+    dense_mlp, moe_mlp, is_moe = _mlp_per_layer(cfg, fam, mt, n_layers, inter, act, mlp_bias)
+
+    mlp_kinds = ["moe" if m else "dense" for m in is_moe]
+    mixer = None
+    if fam.get("hybrid"):  # per-layer MLP / MoE / none and the recurrent mixer (families_hybrid.py)
+        hp = hybrid.plan(cfg, fam, mt, kinds, h, inter, act, dense_mlp, lambda **kw: MLPSpec(kind="moe", **kw))
+        dense_mlp, moe_mlp, mlp_kinds, mixer = hp["dense"], hp["moe"], hp["mlp"], hp["mixer"]
+        is_moe = [k == "moe" for k in mlp_kinds]
+
+    # --- group identical layers -----------------------------------------------------------
+    post_only = bool(fam.get("post_only"))  # OLMo-2 / EXAONE-4: a norm after attention and MLP, none before
+    post = bool(fam.get("post_norms")) or post_only
+    parallel = bool(ext.get("parallel", fam.get("parallel")))
+    norms_per_layer = 2 if post_only else (4 if post else (ext.get("parallel_norms", 1) if parallel else 2))
+    if mt == "phi" and cfg.get("qk_layernorm"):
+        raise ValueError("config field 'qk_layernorm' = true is not supported for phi models")
+    # each layer's (attention, recurrent mixer, MLP) specs; identical layers form one LayerType counted once
+    is_hybrid = bool(fam.get("hybrid"))
+    per_layer = [
+        (
+            attn(window if sliding[i] else None, i) if kinds[i] in hybrid.ATTENTION_KINDS else None,
+            mixer if kinds[i] in hybrid.MIXER_KINDS else None,
+            {"moe": moe_mlp, "dense": dense_mlp}.get(mlp_kinds[i]),
+        )
+        for i in range(n_layers)
+    ]
+    if g3n is not None:  # Gemma-3n: per-layer MLP widths and activation sparsity
+        per_layer = [
+            (
+                a,
+                mx,
+                replace(mlp, intermediate_size=g3n["intermediate_sizes"][i], act_sparsity=g3n["sparse_act"][i])
+                if mlp is not None  # every Gemma-3n layer has an MLP
+                else None,
+            )
+            for i, (a, mx, mlp) in enumerate(per_layer)
+        ]
+    layer_types = _group_layers(
+        per_layer,
+        sliding=sliding,
+        is_moe=is_moe,
+        nope_or_chunk=bool(fam.get("nope") or chunk),
+        rope=rope,
+        is_hybrid=is_hybrid,
+        norms_per_layer=norms_per_layer,
+        post=post,
+        post_only=post_only,
+        parallel=parallel,
+    )
+
+    max_pos, pos_rows, embed_dim = _positions(cfg, mt, pos, h)
 
     # multi-token prediction: a decoder block as the family builds it past the last layer (MoE where the
     # family has experts: transformers' get_mtp_config sets first_k_dense_replace = 0)
@@ -1422,7 +1249,7 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         embed_dim=embed_dim,
         embed_norm=bool(fam.get("embed_norm")),
         quantization=quant if isinstance(quant, dict) else None,
-        gemma3n=g3n if fam.get("gemma3n") else None,
+        gemma3n=g3n,  # None unless Gemma-3n
         mtp_layers=n_mtp,
         mtp_layer=mtp_lt,
         raw=cfg,

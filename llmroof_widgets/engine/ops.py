@@ -36,6 +36,7 @@ import numpy as np
 
 from . import families_gemma3n
 from .models import ACT_FLOPS, AttentionSpec, LayerType, MLPSpec, ModelConfig
+from .num import Num
 from .options import Options, kv_heads_per_device
 from .precision import Precision, compute_dtype
 from .terms import FIELDS, Div, Terms, num, product
@@ -220,10 +221,10 @@ class PassBuilder:
         model: ModelConfig,
         prec: Precision,
         *,
-        batch,
-        tokens: int,
-        cached,
-        logits_tokens: int,
+        batch: Num,
+        tokens: Num,
+        cached: Num,
+        logits_tokens: Num,
         attention: str,
         mla: str,
         options: Options | None = None,
@@ -854,12 +855,14 @@ class PassBuilder:
             return
         if self.m.gemma3n:
             families_gemma3n.layer_pre(self, lt)
+        attn = lt.attention
+        assert attn is not None  # neither an MLP-only block nor a recurrent-only layer (both returned above)
         if lt.pre_norms:
             self.norm("attn_norm", N, h)
-        if lt.attention.kind == "mla":
-            self.mla_attention(lt.attention)
+        if attn.kind == "mla":
+            self.mla_attention(attn)
         else:
-            self.mha(lt.attention)
+            self.mha(attn)
         if lt.mixer is not None:  # Falcon-H1: a recurrent mixer beside attention on the same input; outputs summed
             from .ops_recurrent import recurrent_mixer
 
@@ -896,8 +899,10 @@ class PassBuilder:
     def _mlp_block(self, lt: LayerType):
         """Norm, MLP or MoE, residual: the second half of a layer, or a whole MLP-only block."""
         h, N = self.m.hidden_size, self.N
+        mlp = lt.mlp
+        assert mlp is not None  # called only for layers with an MLP or MoE
         self.norm("mlp_norm", N, h)
-        self.moe_mlp(lt.mlp) if lt.mlp.kind == "moe" else self.dense_mlp(lt.mlp)
+        self.moe_mlp(mlp) if mlp.kind == "moe" else self.dense_mlp(mlp)
         self.tp_allreduce("mlp_allreduce", N)
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
 

@@ -73,7 +73,7 @@ class Options:
     tp: int = 1
     pp: int = 1
     ep: int = 1
-    efficiency: object = field(default_factory=dict)  # dict of factors, or "calibrated"
+    efficiency: dict | str = field(default_factory=dict)  # dict of factors, or "calibrated"
 
     @property
     def devices(self) -> int:
@@ -117,7 +117,7 @@ def make_options(
             if k not in ("weights", "kv_cache", "experts"):
                 raise ValueError(f"offload key {k!r} is not one of 'weights', 'kv_cache', 'experts'")
             off[k] = _frac(f"offload[{k!r}]", v, low_open=False)
-    eff = {}
+    eff: dict | str = {}
     if efficiency in ("roofline", "calibrated"):
         eff = {} if efficiency == "roofline" else "calibrated"
     elif efficiency:
@@ -126,6 +126,7 @@ def make_options(
                 "efficiency must be 'roofline', 'calibrated', or a dict like "
                 "{'compute': 0.7, 'memory': 0.85, 'communication': 0.8}"
             )
+        eff = {}
         for k, v in efficiency.items():
             if k not in ("compute", "memory", "communication"):
                 raise ValueError(f"efficiency key {k!r} is not one of 'compute', 'memory', 'communication'")

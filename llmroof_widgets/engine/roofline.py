@@ -33,11 +33,11 @@ class Roof:
         kernel_model: calibration.KernelModel | None = None,
     ):
         self.calibrated = efficiency == "calibrated"
-        self.km = None
+        self.km: calibration.KernelModel | None = None
         if self.calibrated:
-            self.km = kernel_model or calibration.kernel_model(framework, hw)
+            km = self.km = kernel_model or calibration.kernel_model(framework, hw)
             # the achieved shares of the peaks, for the plotted roofs and the per-operator peaks
-            eff = {"memory": 1.0 / self.km.memory, "compute": 1.0 / self.km.compute, "communication": 1.0}
+            eff = {"memory": 1.0 / km.memory, "compute": 1.0 / km.compute, "communication": 1.0}
         else:
             eff = efficiency if isinstance(efficiency, dict) else {}
         self.quantized = quantized_weights  # linear/expert weights stored below 16 bits (dequantizing GEMMs)
@@ -48,10 +48,16 @@ class Roof:
         self.eff_comm = eff.get("communication", 1.0)
         self._peaks: dict = {}
 
+    @property
+    def kernel(self) -> calibration.KernelModel:
+        """The fitted kernel model (calibrated mode only)."""
+        assert self.km is not None, "the kernel model exists in the calibrated mode only"
+        return self.km
+
     def _matrix_peak(self, key: str) -> tuple[str, float]:
         """The matrix peak a kernel can use: the roofline takes the fp16-accumulate peak where it is
         higher (GeForce), so that it stays a bound; the calibrated mode only for frameworks that use it."""
-        if self.calibrated and not self.km.framework.fp16_accumulate:
+        if self.calibrated and not self.kernel.framework.fp16_accumulate:
             return self.hw.matrix_peak(key)
         return self.hw.fast_matrix_peak(key)
 
@@ -75,7 +81,7 @@ class Roof:
         FLOPs / (SMs ·
         1 TFLOP/s), device-memory time at the datasheet bandwidth, host-link time)."""
         d, peak = self.peak(r)
-        peak = peak * self.km.compute  # back to the datasheet peak (peak() applies 1 / compute)
+        peak = peak * self.kernel.compute  # back to the datasheet peak (peak() applies 1 / compute)
         vec = self.hw.vector_peak
         if r.m_dim is not None:
             # tile fill and wave quantization; a matrix–vector kernel still has the vector units
@@ -94,7 +100,7 @@ class Roof:
         if r.kind == "communication":
             if self.calibrated:
                 alpha = self.hw.interconnect_latency_s or 0.0
-                km = self.km
+                km = self.kernel
                 # bytes over the achieved bus bandwidth (ring: 2(n−1)/n·M/β for an all-reduce), plus the fitted
                 # latency per link step of the direct (one-/two-shot) kernels serving frameworks use for
                 # small messages: the ring's 2(n−1) steps would cost latency the frameworks avoid
@@ -102,7 +108,7 @@ class Roof:
                 return 0.0, 0.0, 0.0, km.bus * bus + km.hop_s * r.comm_direct_hops
             return 0.0, 0.0, 0.0, r.comm_s / self.eff_comm
         if self.calibrated:
-            km = self.km
+            km = self.kernel
             tc, cls, per_sm, mem, host = self.unit_times(r)
             coef = (km.compute, km.dequant_compute, km.expert_compute, km.narrow_compute)[cls]
             tc = np.maximum(coef * tc, km.per_sm_compute * per_sm)
@@ -118,7 +124,7 @@ class Roof:
             return 0.0
         if not is_kernel(r):
             return 0.0
-        return self.km.graph_kernel_s if self.km.framework.graphs else self.km.kernel_s
+        return self.kernel.graph_kernel_s if self.kernel.framework.graphs else self.kernel.kernel_s
 
     def row_time(self, r: Row):
         tc, tm, th, tk = self.times(r)
@@ -130,12 +136,12 @@ class Roof:
     @property
     def step_overhead(self) -> float:
         """Calibrated mode: host time per forward pass."""
-        return self.km.step_s if self.calibrated else 0.0
+        return self.kernel.step_s if self.calibrated else 0.0
 
     @property
     def request_overhead(self) -> float:
         """Calibrated mode: host time per request, part of the time to first token."""
-        return self.km.request_s if self.calibrated else 0.0
+        return self.kernel.request_s if self.calibrated else 0.0
 
 
 def is_kernel(r: Row) -> bool:

@@ -117,6 +117,7 @@ class TracedModel:
             t = Terms()
             t.note("flops", "traced with FlopCounterMode on the meta device; length dependence fitted")
             if g.kind == "attention":
+                assert g.kv is not None  # an attention group always has its cache geometry
                 Hkv, dk, dv, win = g.kv
                 pairs, keys = b._pairs(win)
                 if prefill:
@@ -286,7 +287,7 @@ def _trace(cfg: dict, *, name: str) -> ModelConfig:
     """
     key = next((k for k in LAYER_KEYS if isinstance(cfg.get(k), int)), None)
     L = cfg.get(key) if key else None
-    if not L:
+    if not L or key is None:
         return _shell(cfg, _trace_counts(cfg), name)
     lists = [k for k, v in cfg.items() if isinstance(v, list) and len(v) == L]
     if lists:
@@ -393,7 +394,7 @@ def _trace_counts(cfg: dict) -> dict:
 
     try:
         pre, dec, pre_act, dec_act = [], [], [], []
-        cache_geo = None
+        cache_geo: list[tuple | None] | None = None  # per cache layer: (kv heads, key width, value width, window)
         for T, C in zip(PREFILL_T, DECODE_C):
             ids = torch.zeros((1, T), dtype=torch.long, device="meta")
             counts, a, out, o_el = run(ids)
@@ -410,9 +411,11 @@ def _trace_counts(cfg: dict) -> dict:
             if cache_geo is None:
                 cache_geo = []
                 for layer in _cache_layers(cache):
-                    k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
-                    if isinstance(k, torch.Tensor) and k.dim() == 4 and isinstance(v, torch.Tensor):
-                        cache_geo.append((k.shape[1], k.shape[3], v.shape[3], getattr(layer, "sliding_window", None)))
+                    kt, vt = getattr(layer, "keys", None), getattr(layer, "values", None)
+                    if isinstance(kt, torch.Tensor) and kt.dim() == 4 and isinstance(vt, torch.Tensor):
+                        cache_geo.append(
+                            (kt.shape[1], kt.shape[3], vt.shape[3], getattr(layer, "sliding_window", None))
+                        )
                     else:
                         cache_geo.append(None)
             nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
@@ -523,36 +526,36 @@ def _trace_counts(cfg: dict) -> dict:
 
     # group identical modules across layers
     groups: dict[tuple, _Group] = {}
-    for e in raw:
-        key = (
-            e["pattern"],
-            e["kind"],
-            e["params"],
-            tuple(np.round(e["pre"], 3)),
-            tuple(np.round(e["dec"], 3)),
-            round(e["act_pre"], 3),
-            e["params_read"],
-            e.get("kv"),
+    for ent in raw:
+        key: tuple = (
+            ent["pattern"],
+            ent["kind"],
+            ent["params"],
+            tuple(np.round(ent["pre"], 3)),
+            tuple(np.round(ent["dec"], 3)),
+            round(ent["act_pre"], 3),
+            ent["params_read"],
+            ent.get("kv"),
         )
         if key in groups:
             groups[key].count += 1
             continue
         groups[key] = _Group(
-            name=e["pattern"],
-            layer_type="traced" if e["layer"] is not None else "model",
-            kind=e["kind"],
+            name=ent["pattern"],
+            layer_type="traced" if ent["layer"] is not None else "model",
+            kind=ent["kind"],
             count=1,
-            params=e["params"],
-            params_read=e["params_read"],
-            out_pre=e["out_pre"],
-            weight_class=e["weight_class"],
-            pre=e["pre"],
-            dec=e["dec"],
-            act_pre=e["act_pre"],
-            act_dec=e["act_dec"],
-            lm_head=e["lm_head"],
-            kv=e.get("kv"),
-            q_width=e.get("q_width", 0),
+            params=ent["params"],
+            params_read=ent["params_read"],
+            out_pre=ent["out_pre"],
+            weight_class=ent["weight_class"],
+            pre=ent["pre"],
+            dec=ent["dec"],
+            act_pre=ent["act_pre"],
+            act_dec=ent["act_dec"],
+            lm_head=ent["lm_head"],
+            kv=ent.get("kv"),
+            q_width=ent.get("q_width", 0),
         )
     # distinguish layer kinds that share a module pattern (e.g. window and full layers)
     by_name: dict[str, list[_Group]] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _int_field(cfg: dict, key: str, default: int | None, minimum: int = 0) -> int | None:
+def _int_field(cfg: dict, key: str, default: int, minimum: int = 0) -> int:
     from .models import _opt_int  # the shared strict helper (imported late: models imports this module)
 
     return _opt_int(cfg, key, default, minimum)
@@ -34,7 +34,7 @@ def _frac_field(key: str, v: Any) -> float:
 def rotary_dim(cfg: dict, head_dim: int, default_factor: float = 1.0) -> int:
     """Dimensions of each head that RoPE rotates (the rest pass through unrotated)."""
     if cfg.get("rotary_dim") is not None:
-        d = _int_field(cfg, "rotary_dim", None, minimum=0)
+        d = _int_field(cfg, "rotary_dim", 0, minimum=0)  # present (checked above): the default is never used
         if d > head_dim:
             raise ValueError(f"config field 'rotary_dim' = {d} exceeds the head dimension {head_dim}")
         return d
@@ -72,7 +72,7 @@ def attention_chunk(cfg: dict, default: int | None = None) -> int:
     v = cfg.get("attention_chunk_size", default)
     if v is None:
         raise ValueError("config field 'layer_types' has 'chunked_attention' but 'attention_chunk_size' is not set")
-    return _int_field({"attention_chunk_size": v}, "attention_chunk_size", None, minimum=1)
+    return _int_field({"attention_chunk_size": v}, "attention_chunk_size", 1, minimum=1)  # v is not None here
 
 
 def llama4_moe_layers(cfg: dict, n_layers: int) -> set[int]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import types
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .models import ACT_FLOPS, AttentionSpec, MLPSpec, ModelConfig
 from .ops import ROPE_FLOPS, PassBuilder
@@ -277,7 +278,7 @@ def _int(cfg: dict, key: str, where: str, minimum: int = 1) -> int:
     return int(v)
 
 
-def _act(name: str, where: str) -> str:
+def _act(name: Any, where: str) -> str:  # name: the config value, checked here
     a = name if name in ACT_FLOPS else ("gelu" if isinstance(name, str) and name.startswith("gelu") else name)
     if a not in ACT_FLOPS:
         raise ValueError(
@@ -297,7 +298,7 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
         h, heads = _int(v, "hidden_size", w), _int(v, "num_heads", w)
         if h % heads:
             raise ValueError(f"config field 'vision_config.hidden_size' = {h} is not divisible by num_heads = {heads}")
-        common = dict(
+        common: dict[str, Any] = dict(
             depth=_int(v, "depth", w),
             hidden_size=h,
             intermediate_size=_int(v, "intermediate_size", w),
@@ -461,7 +462,7 @@ def parse_multimodal(cfg: dict, *, name: str, parse_text) -> ModelConfig:
     if tmt == mt:
         tmt = text_mt
     text["model_type"] = tmt
-    for k, v in TEXT_DEFAULTS.get(tmt, {}).items():
+    for k, v in TEXT_DEFAULTS.get(tmt or "", {}).items():
         text.setdefault(k, v)
     # transformers 5 ties the lm_head to the embeddings from the outer config's field
     text["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", tie_default))
@@ -481,7 +482,9 @@ class EncoderBuilder(PassBuilder):
         shim = types.SimpleNamespace(hidden_size=vision.hidden_size, norm=vision.norm)
         n = vision.patches_per_image(image_size)
         super().__init__(
-            shim,  # the encoder's width and norm for the generic operators
+            # the encoder's width and norm for the generic operators (PassBuilder reads only these two fields
+            # there; a SimpleNamespace is not a ModelConfig to the checker)
+            shim,  # type: ignore[arg-type]
             prec,
             batch=1,
             tokens=n,

@@ -9,7 +9,7 @@ import ipywidgets as W
 import traitlets
 
 from ..engine import Hardware, list_hardware, list_models
-from ..engine.models import MAX_CONFIG_BYTES
+from ..engine.catalog import MAX_CONFIG_BYTES
 from ..engine.models import _check_shape as check_config_shape
 from ..engine.precision import FORMATS
 from ._base import as_state
