@@ -145,6 +145,10 @@ def hybrid_configs(draw):
             block_auto_adjust_ff_dim=draw(st.booleans()),
             block_multiple_of=draw(st.sampled_from([1, 8, 256])),
         )
+    for e_key in ("num_experts", "num_local_experts", "n_routed_experts"):
+        # mostly a valid top-k (k ≤ experts): the examples should reach the checks, not the refusal
+        if cfg.get(e_key) and cfg.get("num_experts_per_tok", 0) > cfg[e_key] and draw(st.integers(0, 9)):
+            cfg["num_experts_per_tok"] = cfg[e_key]
     if draw(st.integers(0, 9)) == 0:  # sometimes a broken field
         cfg[draw(st.sampled_from(sorted(cfg)))] = draw(st.sampled_from([0, -1, None, "x", 2.5, []]))
     return cfg

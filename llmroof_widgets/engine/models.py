@@ -486,6 +486,10 @@ INT_FIELDS = {
     **{k: 1 for k in INT_MAX},
     "n_inner": 1,
     "n_shared_experts": 0,
+    # 0 is meaningful: no experts (a dense model, Qwen-style), no shared expert
+    "num_experts": 0,
+    "num_local_experts": 0,
+    "shared_expert_intermediate_size": 0,
     "sliding_window": 1,
     "sliding_window_pattern": 1,
     "max_window_layers": 0,
