@@ -59,6 +59,9 @@ class Speculative:
         return (1.0 - a ** (g + 1)) / (1.0 - a)  # expected accepted tokens + the target's own token
 
 
+# generations of at most this many decode steps are evaluated step by step in one vectorized pass (faster than
+# the closed form's pieces below it; the work stays bounded above it)
+DIRECT_STEPS = 2048
 MAX_TIMELINE_POINTS = 2000  # steps the timeline keeps (exact at its ends and break points); the sums use every step
 _BATCH_SEGMENTS = 2048  # segments evaluated per vectorized builder call: bounds the working set
 _LINEAR_RTOL = 1e-11  # a piece is linear when its interior samples sit on its chords to this share of the step time
@@ -394,6 +397,13 @@ def decode_step_times(
     empty = np.zeros(0)
     if steps == 0:
         return DecodeSteps(0, 0.0, np.zeros(0, dtype=np.int64), empty, empty)
+    if (spec is None or spec.gamma == 0) and steps <= DIRECT_STEPS:
+        # a short generation: every step in one vectorized pass (exact by definition; bounded work)
+        cached = prompt_len + np.arange(steps, dtype=np.float64)
+        times = decode_times(model, prec, roof, opts, batch=batch, tokens=1, cached=cached, mla=mla)
+        br = decode_breakpoints(model, opts, 1, prompt_len, prompt_len + steps - 1) - prompt_len
+        idx = timeline_indices(steps, br)
+        return DecodeSteps(steps, float(np.sum(times)), idx, prompt_len + idx + 1.0, times[idx])
     if spec is None or spec.gamma == 0:
         series, br = plain_series(model, prec, roof, opts, batch=batch, first_cached=prompt_len, n=steps, mla=mla)
         idx = timeline_indices(steps, br)
