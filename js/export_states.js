@@ -65,12 +65,16 @@ export function rebuild(payload, vid) {
   return walk(payload.templates[tid], null);
 }
 
-// decompression starts when the model is created (before the page's views render), render awaits it
+// decompression starts at page parse (the export's inline script) or when the model is created, render awaits it
 let inflating = null;
 let inflatingFor = null;
+const keyOf = (b64) => `${b64.length}:${b64.slice(0, 64)}${b64.slice(-64)}`;
 function initialize({ model }) {
   inflatingFor = model.get("payload");
-  inflating = inflate(inflatingFor);
+  // the page's inline script (llmroof_widgets/export.py) may have started it already, at parse time
+  const early = typeof window !== "undefined" ? window.__lrInflating : null;
+  inflating =
+    early && early.key === keyOf(inflatingFor) ? early.promise.catch(() => inflate(inflatingFor)) : inflate(inflatingFor);
 }
 
 async function render({ model, el }) {

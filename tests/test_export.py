@@ -173,13 +173,14 @@ def test_widgets_export_escapes_every_text(tmp_path):
     low = page.lower()
     assert "<script>window.pwned" not in low and "<!--<script>" not in low and "</script><script>window" not in low
     scripts = scripts_of(page)
-    # the page's own structure survives: 3 AMD bundles, require.js, registration, state, 2 views, embed-amd.js
+    # the page's own structure survives: 3 AMD bundles, require.js, registration, state, the early inflation of
+    # precomputed states, 2 views, embed-amd.js
     kinds = [
         a.get("type") or ("amd:" + a["data-amd-module"] if "data-amd-module" in a else "inline") for a, _ in scripts
     ]
     assert kinds.count("application/vnd.jupyter.widget-view+json") == 2
     assert kinds.count("application/vnd.jupyter.widget-state+json") == 1
-    assert len(scripts) == 3 + 1 + 1 + 1 + 2 + 1
+    assert len(scripts) == 3 + 1 + 1 + 1 + 1 + 2 + 1
     assert "&lt;/script&gt;" in page.split("<body", 1)[1].split("<script", 1)[0]  # the escaped title in the header
     texts = json.dumps(state_of(page), ensure_ascii=False)
     assert EVIL in texts and EVIL2 in texts  # round trip: same strings after JSON parsing
