@@ -16,6 +16,7 @@ machines; nothing sleeps a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -98,13 +99,29 @@ def lab(tmp_path_factory):
         HF_HUB_OFFLINE="1",
         PYTHONPATH=str(REPO),
     )
-    log_path = base / "lab.log"
+    with jupyter_server(
+        "jupyterlab",
+        ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url="],
+        root=root,
+        env=env,
+        port=port,
+        token=token,
+        log_path=base / "lab.log",
+        timeout_s=LAB_START_TIMEOUT_S,
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def jupyter_server(module, args, *, root, env, port, token, log_path, timeout_s):
+    """``python -m <module>`` (jupyterlab, notebook) on a loopback port with a token, answered on
+    ``/api/status`` before this yields ``{url, token, root, log}``; terminated afterwards."""
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "jupyterlab",
+            module,
             "--no-browser",
             "--allow-root",
             f"--port={port}",
@@ -112,8 +129,7 @@ def lab(tmp_path_factory):
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=",
+            *args,
         ],
         cwd=root,
         env=env,
@@ -122,10 +138,10 @@ def lab(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + LAB_START_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{module} exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
                 req = urllib.request.Request(f"{url}/api/status", headers={"Authorization": f"token {token}"})
                 with urllib.request.urlopen(req, timeout=2) as r:
@@ -134,7 +150,7 @@ def lab(tmp_path_factory):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer in {LAB_START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"{module} did not answer in {timeout_s} s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.1)  # polling interval for the server's port (no event to wait on)
         yield {"url": url, "token": token, "root": root, "log": log_path}
     finally:

@@ -8,13 +8,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
-from conftest import NOTEBOOK, REPO, LabNotebook, _free_port
+from conftest import NOTEBOOK, REPO, LabNotebook, _free_port, jupyter_server
 from test_lab import (
     DOTS_JS,
     HEADLINE_JS,
@@ -51,52 +48,17 @@ def notebook7(tmp_path_factory):
         HF_HUB_OFFLINE="1",
         PYTHONPATH=str(REPO),
     )
-    log_path = base / "notebook.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "notebook",
-            "--no-browser",
-            "--allow-root",
-            f"--port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
-            "--JupyterNotebookApp.expose_app_in_browser=True",
-        ],
-        cwd=root,
+    with jupyter_server(
+        "notebook",
+        ["--JupyterNotebookApp.expose_app_in_browser=True"],
+        root=root,
         env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter notebook exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                req = urllib.request.Request(f"{url}/api/status", headers={"Authorization": f"token {token}"})
-                with urllib.request.urlopen(req, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter notebook did not answer in {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)  # polling interval for the server's port (no event to wait on)
-        yield {"url": url, "token": token, "root": root, "log": log_path}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        port=port,
+        token=token,
+        log_path=base / "notebook.log",
+        timeout_s=START_TIMEOUT_S,
+    ) as server:
+        yield server
 
 
 class Notebook7(LabNotebook):
