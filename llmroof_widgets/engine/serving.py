@@ -487,6 +487,17 @@ class _Server:
             + t[i + 1, j + 1] * wb * wc
         )
 
+    def grid_at(self, B: float):
+        """``at(a)``: a quantity tabulated on the B grid (an array, or a scalar), linearly interpolated at B."""
+        i = min(max(int(np.searchsorted(self.B, B)), 1), len(self.B) - 1)
+        w = (B - self.B[i - 1]) / (self.B[i] - self.B[i - 1]) if self.B[i] > self.B[i - 1] else 0.0
+
+        def at(a) -> float:
+            a = np.broadcast_to(a, self.B.shape)
+            return float(a[i - 1] * (1 - w) + a[i] * w)
+
+        return at
+
     def batch_for(self, lam: float) -> float:
         """Mean running batch B sustaining rate λ (per replica), on the rising part of λ(B)."""
         L = np.maximum.accumulate(self.lam[: self.i_max + 1])
@@ -500,14 +511,7 @@ class _Server:
         mean prefill wait, instead of the Poisson (PASTA) view of the open loop.
         """
         B = self.batch_for(lam)
-        i = int(np.searchsorted(self.B, B))
-        i = min(max(i, 1), len(self.B) - 1)
-        w = (B - self.B[i - 1]) / (self.B[i] - self.B[i - 1]) if self.B[i] > self.B[i - 1] else 0.0
-
-        def at(a):
-            a = np.broadcast_to(a, self.B.shape)
-            return float(a[i - 1] * (1 - w) + a[i] * w)
-
+        at = self.grid_at(B)
         t_step, t_dec, t_mix, rho_p, pi = at(self.t_step), at(self.t_dec), at(self.t_mix), at(self.rho_p), at(self.pi)
         # the others a request sees: B on average (PASTA, open loop) or the closed-loop arrival view
         others = B if closed is None else closed["others"]
@@ -749,13 +753,7 @@ def _closed_loop(srv: _Server, n: float) -> tuple[float, dict]:
 
     def state(lam):
         B = srv.batch_for(lam)
-        i = min(max(int(np.searchsorted(Bg, B)), 1), k - 1)
-        w = (B - Bg[i - 1]) / (Bg[i] - Bg[i - 1]) if Bg[i] > Bg[i - 1] else 0.0
-
-        def at(a):
-            a = np.broadcast_to(a, srv.B.shape)
-            return float(a[i - 1] * (1 - w) + a[i] * w)
-
+        at = srv.grid_at(B)
         rho = min(at(srv.rho_p), 0.999999)
         share = (n - 1) / max(n, 1)  # of the requests in flight, the others
         if srv.chunk is None:
