@@ -211,10 +211,12 @@ class Result:
             "memory": dict(self.memory),
             "notes": {
                 "time": _time_note(self.settings.get("efficiency")),
-                "ttft": "time to first token = prefill time",
+                "ttft": "time to first token = prefill time (+ the vision encode phase when images are given, a "
+                "speculative draft's prefill, and in the calibrated mode the per-request host overhead)",
                 "tpot": "time per output token after the first = (e2e − ttft)/(gen_len − 1)",
                 "tokens_per_s": "generated tokens per second for one sequence (one user), end to end",
-                "throughput_tokens_per_s": "generated tokens per second for the whole batch, per device",
+                "throughput_tokens_per_s": "generated tokens per second for the whole batch, all devices together "
+                "(throughput_per_device_tokens_per_s divides it by the devices: tp × pp × ep)",
             },
         }
 
