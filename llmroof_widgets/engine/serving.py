@@ -517,36 +517,55 @@ class _Server:
         others = B if closed is None else closed["others"]
         # the tagged request's own steps: the others + itself, the others at the time-average context
         own_ctx = self.p_draw + (self.g_draw - 1.0) / 2.0 + 0.5
-        if closed is None:
-            # the others' count averaged over a request's life H (M/G/∞, B = λH): those already there
-            # (Poisson(B), each staying a uniform share of H: variance B/3) and those arriving during it
-            # (Poisson(B), each a uniform share: variance B/3). The arrivals also bring the prefills that
-            # stall (or share steps with) this request: their correlation is E[U]·Var(A)/(sd·sd) = √3/2.
-            z_new = 0.5 * math.sqrt(3.0) * self.z + 0.5 * self.z_new
-            others_r = np.maximum(others + np.sqrt(others / 3.0) * (self.z_batch + z_new), 0.0)
+        gd = np.maximum(self.g_draw - 1.0, 1.0)
+        extra = np.maximum(t_mix - t_dec, 0.0)  # what a prefill chunk adds to a decode step
+        # work that interleaves with the decodes, per other request: a whole prefill that stalls them
+        # (unchunked) or its chunks' extra step time (chunked); rho_i = the share of time it takes
+        if self.chunk is None:
+            s_int, s_int2 = self.e_d, self.e_d2
         else:
+            s_int, s_int2 = self.e_chunks * extra, float(np.mean(self.n_chunks**2)) * extra**2
+        lam_o = lam if closed is None else lam * closed["share"]  # other requests' prompts per second
+        rho_i = min(lam_o * s_int, 0.95)
+        if closed is None:
+            # The running batch is not Poisson(B) (an infinite-server view): (a) each arrival's interleaved
+            # work holds the decodes while more requests arrive, so arrivals per decode step come in
+            # busy-period clusters (variance × 1/(1 − ρ_i)²); (b) steps slow down as the batch grows, so
+            # a larger batch draws more arrivals per step: a processor-sharing queue whose speed falls with
+            # its population, stationary batch negative binomial with variance × 1/(1 − p),
+            # p = λ·E[g − 1]·(∂T/∂b)/(1 − ρ_i). Var(b) = F·B with F the product (checked against the
+            # simulation's batch at 30–90 % load).
+            k_b = max(at(np.gradient(self.t_dec, self.B)), 0.0) if len(self.B) > 2 else 0.0
+            p_fb = min(lam * self.e_gd * k_b / max(1.0 - rho_i, 1e-9), 0.9)
+            amp_s = 1.0 / (1.0 - rho_i) ** 2  # the interleaved work's clusters
+            amp = amp_s / (1.0 - p_fb)  # the batch: clusters × step-time feedback
+            # the others' count averaged over a request's life H (M/G/∞, B = λH): those already there
+            # (each staying a uniform share of H: variance B/3) and those arriving during it (variance
+            # B/3), both × F. The arrivals also bring the interleaved work (stalls or chunks) this request
+            # waits for: their correlation is E[U]·Var(A)/(sd·sd) = √3/2. A request's steps weight the
+            # batch by its size: the mean the others form over its steps is B + Var(b)/B − 1 = B + F − 1.
+            z_new = 0.5 * math.sqrt(3.0) * self.z + 0.5 * self.z_new
+            others_mean = others + (amp - 1.0) * min(others, 1.0)
+            others_r = np.maximum(others_mean + np.sqrt(amp * others / 3.0) * (self.z_batch + z_new), 0.0)
+        else:
+            amp = amp_s = 1.0
             others_r = np.full(own_ctx.shape, others)
         # the others' mean context: the time average, spread by the sample of others a request lives with
         ctx_o = np.maximum(self.ctx_run + self.ctx_run_sd / np.sqrt(np.maximum(others_r, 1.0)) * self.z_ctx, 1.0)
         mix_ctx = (own_ctx + others_r * ctx_o) / (others_r + 1.0)
         t_own = np.broadcast_to(self.own_step(others_r + 1.0, mix_ctx), own_ctx.shape)
-        gd = np.maximum(self.g_draw - 1.0, 1.0)
         p_decodes = 1.0 - math.exp(-others)  # P(some decode running) for a Poisson number of running decodes
+        # the interleaved work during this request's decodes: compound Poisson over its life, spread × F
+        life = gd * t_own / max(1e-12, 1.0 - rho_i)
+        mean_int = lam_o * life * s_int
+        sd_int = np.sqrt(amp_s * lam_o * life * s_int2)
+        tpot = np.maximum(t_own + (mean_int + sd_int * self.z) / gd, t_own)
         if self.chunk is None:
             s = self.d_draw
             es, es2 = self.e_d, self.e_d2
-            # stalls: other prompts' prefills during this request's decode (compound Poisson)
-            lam_o = lam if closed is None else lam * closed["share"]  # other requests' prompts per second
-            life = gd * t_own / max(1e-12, 1.0 - lam_o * es)
-            mean_stall = lam_o * life * es
-            sd_stall = np.sqrt(lam_o * life * es2)
-            tpot = np.maximum(t_own + (mean_stall + sd_stall * self.z) / gd, t_own)
         else:
             s = self.n_chunks * t_mix  # this prompt's chunk steps
             es, es2 = float(np.mean(s)), float(np.mean(s**2))
-            extra = np.maximum(t_mix - t_dec, 0.0)
-            share = np.clip(pi + np.sqrt(max(pi * (1 - pi), 0.0) / gd) * self.z, 0.0, 1.0)
-            tpot = t_own + extra * share
         # the wait for the prefill. Open loop: the prefill server is an M/G/1 queue (service S, a prompt's
         # prefill or its chunk steps) that takes decode steps as vacations when no prompt waits; by the
         # decomposition property (Fuhrmann–Cooper) the wait is the M/G/1 wait plus the residual of a
