@@ -591,7 +591,16 @@ class _Server:
 
         # a step in progress (open loop); a closed-loop request is sent as its predecessor ends, at a step's end
         vac = np.where(self.u_state < p_decodes, self.u_resid * step_resid, 0.0) if closed is None else 0.0
-        n_res = rng.geometric(1.0 - rho_o, size=s.shape) - 1  # residual services ahead
+        # Chunked: a chunk step's time follows the running batch, which wanders slowly (variance F·B, over
+        # a request's life) next to a prompt's wait (a few chunk steps): the queue sees the load of the batch
+        # at hand, ρ(b) = ρ·T_mix(b)/T_mix(B), service times scaled alike (quasi-static: a mixture of M/G/1).
+        scale = np.ones_like(s)
+        if self.chunk is not None and closed is None and B > 0:
+            b_now = np.maximum(B + np.sqrt(amp * B) * self.z_batch, 0.0)
+            scale = np.interp(b_now, self.B, np.broadcast_to(self.t_mix, self.B.shape)) / max(t_mix, 1e-300)
+            vac = vac * scale
+        rho_draw = np.minimum(rho_o * scale, 0.995)
+        n_res = rng.geometric(1.0 - rho_draw) - 1  # residual services ahead
         k_exact = min(int(n_res.max(initial=0)), 6)
         wq = np.zeros_like(s)
         if k_exact:  # the first 6 terms drawn one by one (all at once), the rest by their mean and spread
@@ -602,6 +611,7 @@ class _Server:
             e_r = es2 / (2.0 * es) if es > 0 else 0.0
             sd_r = math.sqrt(max(float(np.mean(s**3)) / (3.0 * es) - e_r**2, 0.0)) if es > 0 else 0.0
             wq += extra * e_r + np.sqrt(extra) * sd_r * self.z_queue
+        wq = wq * scale
         wait = np.maximum(wq, 0.0) + vac
         # share of time the replica has work: always in a closed loop; in the open loop the probability that
         # a Poisson number of requests in the system (mean λ·E[e2e], Little) is not zero
