@@ -76,6 +76,18 @@ _KNOB_KEYS = (
 )
 
 
+def idle_power(hw) -> tuple[float | None, str]:
+    """Idle board power per device (W) and where it comes from: the catalog's ``idle_watts`` (a published
+    figure, its source in the catalog), else ``IDLE_POWER_SHARE`` × TDP (stated assumption), else None."""
+    if getattr(hw, "idle_watts", None):
+        return float(hw.idle_watts), "catalog (published figure)"
+    if getattr(hw, "tdp_watts", None):
+        return IDLE_POWER_SHARE * float(
+            hw.tdp_watts
+        ), f"assumed: {IDLE_POWER_SHARE:.0%} of TDP (no published idle figure)"
+    return None, "unknown (no TDP in the catalog)"
+
+
 # -- lengths -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Lengths:
@@ -314,6 +326,7 @@ NOTES = {
     "tpot_s": "time per output token after the first, per request (mean of its decode steps)",
     "e2e_s": "request latency: TTFT + (generated − 1) × TPOT",
     "energy_j_per_token": "device energy per generated token (board power model × time / tokens)",
+    "idle_power_source": "where the idle power comes from: the catalog's published figure, or an assumed share of TDP",
     "cost_per_million_tokens": "price per device-hour × devices / generated tokens per hour × 10⁶",
     "bound": "roofline times are lower bounds: latencies are optimistic, throughput an upper bound",
 }
@@ -419,6 +432,7 @@ class _Server:
             self.T = np.zeros_like(B)
         td, fd, bd = self.steps.decode(B, self.ctx_run)
         self.t_dec, self.f_dec, self.by_dec = np.broadcast_to(td, B.shape), fd, bd
+        self.dt_dec_dB = np.gradient(self.t_dec, B) if len(B) > 2 else np.zeros_like(B)
         if self.chunk is None:
             # λ(B) = B / (E[g−1]·T_d + B·E[D]): decodes progress only between prefills
             ed = float(np.mean(self.d_draw))
@@ -535,7 +549,7 @@ class _Server:
             # its population, stationary batch negative binomial with variance × 1/(1 − p),
             # p = λ·E[g − 1]·(∂T/∂b)/(1 − ρ_i). Var(b) = F·B with F the product (checked against the
             # simulation's batch at 30–90 % load).
-            k_b = max(at(np.gradient(self.t_dec, self.B)), 0.0) if len(self.B) > 2 else 0.0
+            k_b = max(at(self.dt_dec_dB), 0.0)  # ∂T/∂b: what one more running decode adds to a step
             p_fb = min(lam * self.e_gd * k_b / max(1.0 - rho_i, 1e-9), 0.9)
             amp_s = 1.0 / (1.0 - rho_i) ** 2  # the interleaved work's clusters
             amp = amp_s / (1.0 - p_fb)  # the batch: clusters × step-time feedback
@@ -599,8 +613,10 @@ class _Server:
             b_now = np.maximum(B + np.sqrt(amp * B) * self.z_batch, 0.0)
             scale = np.interp(b_now, self.B, np.broadcast_to(self.t_mix, self.B.shape)) / max(t_mix, 1e-300)
             vac = vac * scale
-        rho_draw = np.minimum(rho_o * scale, 0.995)
-        n_res = rng.geometric(1.0 - rho_draw) - 1  # residual services ahead
+        if self.chunk is not None and closed is None and B > 0:
+            n_res = rng.geometric(1.0 - np.minimum(rho_o * scale, 0.995)) - 1  # residual services ahead
+        else:
+            n_res = rng.geometric(1.0 - rho_o, size=s.shape) - 1
         k_exact = min(int(n_res.max(initial=0)), 6)
         wq = np.zeros_like(s)
         if k_exact:  # the first 6 terms drawn one by one (all at once), the rest by their mean and spread
@@ -640,8 +656,8 @@ class _Server:
         u_c = min(1.0, f_step / dev / (peak * max(t_step, 1e-12))) if t_step > 0 else 0.0
         u_m = min(1.0, by_step / dev / (bw * max(t_step, 1e-12))) if t_step > 0 else 0.0
         p_max = float(self.hw.tdp_watts) if getattr(self.hw, "tdp_watts", None) else None
+        p_idle, idle_src = idle_power(self.hw)
         if p_max:
-            p_idle = float(getattr(self.hw, "idle_watts", None) or IDLE_POWER_SHARE * p_max)
             power = p_idle + (p_max - p_idle) * busy * (COMPUTE_POWER_SHARE * u_c + (1 - COMPUTE_POWER_SHARE) * u_m)
             energy = power * dev / thr if thr > 0 else None
         else:
@@ -655,6 +671,8 @@ class _Server:
             "busy": busy,
             "throughput": thr,
             "power_w_per_device": power,
+            "idle_w_per_device": p_idle,
+            "idle_power_source": idle_src,
             "energy_j_per_token": energy,
             "u_compute": u_c,
             "u_memory": u_m,
@@ -861,6 +879,8 @@ def _result(srv: _Server, lam: float, replicas: int, price, settings: dict, rate
         "e2e_s": e2e,
         "energy_j_per_token": mt["energy_j_per_token"] if lam > 0 else None,
         "power_w_per_device": mt["power_w_per_device"],
+        "idle_w_per_device": mt["idle_w_per_device"],
+        "idle_power_source": mt["idle_power_source"],
         "cost_per_million_tokens": cost,
         "batch": mt["batch"],
         "step_time_s": mt["step_time_s"],
