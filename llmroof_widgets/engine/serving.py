@@ -17,9 +17,14 @@ sustains it; inverting that curve gives B for a rate, and its maximum is the hig
   §3.1's M/D/1 formula is its deterministic case — plus the residual of a step in progress, plus an
   Erlang-C wait for a decode slot when ``max_batch`` binds) + the prefill's own time. The wait is 0 with
   probability 1 − P(busy) and exponential otherwise (the usual heavy-traffic shape of M/G/1 waits).
-- TPOT of a request = the mean of its decode steps: by PASTA a request sees B others on average, at
-  the time-average context; steps that carry another request's chunk (chunked) or stalls for other
-  prompts' prefills (unchunked) are added as a binomial / compound-Poisson share of its steps.
+- TPOT of a request = the mean of its decode steps: the others it shares them with, at the time-average
+  context, plus the work interleaved with its decodes (other prompts' prefills that stall them, or their
+  chunks' extra step time) as a compound-Poisson share over its life. The running batch is not Poisson:
+  the interleaved work comes in busy-period clusters (variance × 1/(1 − ρ_i)²) and steps slow down as the
+  batch grows (a processor-sharing queue whose speed falls with its population: × 1/(1 − p)), so
+  Var(b) = F·B and a request's steps see B + F − 1 others on average (size-biased).
+- Chunked prefill: the prefill queue sees the load of the batch at hand (the batch wanders slowly
+  next to a prompt's wait): a mixture of M/G/1 queues over the batch's spread.
 - Percentiles come from 4,096 deterministic draws (fixed seed) over the length distributions, the
   waiting time and those shares — no per-token loop.
 - Closed loop (``concurrency`` = N requests always in flight, as benchmark tools run): the rate is the
