@@ -647,7 +647,7 @@ class _Server:
             wait = wait + np.where(
                 self.u_slot < pw, -slot_mean * np.log(np.maximum(1.0 - self.u_slot / pw, 1e-300)), 0.0
             )
-        ttft = wait + s
+        ttft = wait + s * scale  # chunked: its own chunk steps also run at the batch at hand
         e2e = ttft + (self.g_draw - 1.0) * tpot
         if busy is None:
             busy = 1.0 - math.exp(-lam * float(np.mean(e2e)))
