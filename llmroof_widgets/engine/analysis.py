@@ -482,7 +482,7 @@ def analyze(
         ).build()
         if n_img:
             enc_time = float(pass_time(enc_rows, roof))
-            encode = Phase("encode", img_tokens, m.vision.patches_per_image(img_size), enc_rows, enc_time, roof)
+            encode = Phase("encode", img_tokens, m.vision.seq_len(img_size), enc_rows, enc_time, roof)
             # residual stream of the patches on this device + the largest operator's tensors
             n_patch = B / opts.ep * n_img * m.vision.patches_per_image(img_size)
             enc_act = n_patch * m.vision.hidden_size * prec.a + float(max(r.activation_bytes for r in enc_rows))
