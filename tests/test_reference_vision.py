@@ -141,6 +141,9 @@ def test_llama4_encode_phase():
     assert rows["adapter_fc1"]["matmul_flops"] == 2 * M * 5632 * 4096
     assert rows["adapter_fc2"]["matmul_flops"] == 2 * M * 4096 * 4096
     assert rows["linear_1"]["matmul_flops"] == 2 * M * 4096 * 5120
+    # the class token: a copy of the positions, no FLOPs, 1408 parameters; the pixel shuffle: two permute copies
+    assert rows["class_embed"]["flops"] == 0 and rows["class_embed"]["params"] == h
+    assert rows["pixel_shuffle"]["flops"] == 0 and rows["pixel_shuffle"]["bytes"] == 4 * seqs * 576 * h * 2
     assert r.generation["ttft_s"] == pytest.approx(r.encode.time_s + r.prefill.time_s, rel=1e-12)
     text_only = lr.analyze(key, HW, prompt_len=2116, gen_len=4)
     assert r.memory["kv_cache_prompt_bytes"] == text_only.memory["kv_cache_prompt_bytes"]
@@ -456,13 +459,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 @st.composite
 def _vl_case(draw):
-    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3"]))
+    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "llama4"]))
     cfg = _cfg(
         {
             "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct",
             "qwen3_vl": "Qwen3-VL-8B-Instruct",
             "mistral3": "Mistral-Small-3.1-24B-Instruct-2503",
             "gemma3": "gemma-3-4b-it",
+            "llama4": "Llama-4-Scout-17B-16E",
         }[kind]
     )
     vc = cfg["vision_config"]
@@ -487,6 +491,15 @@ def _vl_case(draw):
         if kind == "mistral3":
             vc["head_dim"] = vc["hidden_size"] // heads
             merge = cfg["spatial_merge_size"] = draw(st.sampled_from([1, 2, 3]))
+        elif kind == "llama4":
+            merge = draw(st.sampled_from([1, 2, 3]))
+            vc["pixel_shuffle_ratio"] = 1 / merge
+            vc["image_size"] = patch * merge * draw(st.integers(1, 8))  # the tile side
+            # the adapter's fc1 takes hidden·m² (else a ValueError); projector widths equal (else a ValueError)
+            vc["intermediate_size"] = draw(st.sampled_from([vc["hidden_size"] * merge**2, vc["intermediate_size"]]))
+            width = draw(st.sampled_from([16, 256, 4096]))
+            vc["projector_input_dim"] = vc["projector_output_dim"] = width
+            vc["vision_output_dim"] = draw(st.sampled_from([width, width, 7680]))
         else:
             vc["image_size"] = patch * draw(st.sampled_from([4, 8, 16]))
             merge = 1
