@@ -45,6 +45,7 @@ IMAGE = {
     "qwen3_vl_moe": (256, 320),
     "mistral3": (336, 252),
     "llama4": (800, 600),
+    "llava": (336, 336),
 }
 
 
@@ -59,7 +60,7 @@ def _cfg(key: str) -> dict:
 def test_vl_catalog_has_the_models():
     assert {"Qwen2.5-VL-7B-Instruct", "Qwen3-VL-8B-Instruct", "Qwen3-VL-30B-A3B-Instruct"} <= set(VL_KEYS)
     assert {"Mistral-Small-3.1-24B-Instruct-2503", "gemma-3-4b-it", "gemma-3-12b-it", "gemma-3-27b-it"} <= set(VL_KEYS)
-    assert {"Llama-4-Scout-17B-16E", "Llama-4-Maverick-17B-128E"} <= set(VL_KEYS)
+    assert {"Llama-4-Scout-17B-16E", "Llama-4-Maverick-17B-128E", "llava-1.5-7b-hf"} <= set(VL_KEYS)
     for k in VL_KEYS:
         assert load_model(k).vision is not None, k
 
@@ -79,6 +80,7 @@ def test_vl_catalog_has_the_models():
         ("Llama-4-Scout-17B-16E", (800, 600), 7 * 144),
         ("Llama-4-Maverick-17B-128E", (100, 2000), 7 * 144),  # 1×6 (scale 0.336 is the largest below 1) + global
         ("Llama-4-Scout-17B-16E", (5000, 5000), 17 * 144),  # 4×4, downscaled, + global
+        ("llava-1.5-7b-hf", None, 24 * 24),  # CLIP at 336 px: 24×24 patches, the class token dropped ("default")
     ],
 )
 def test_tokens_per_image(key, size, tokens):
@@ -169,6 +171,36 @@ def test_llama4_vision_params_by_hand():
     assert want == 871_932_416
     assert vision_params(load_model("Llama-4-Scout-17B-16E").vision) == want
     assert vision_params(load_model("Llama-4-Maverick-17B-128E").vision) == want
+
+
+def test_llava_encode_phase():
+    key = "llava-1.5-7b-hf"
+    m = load_model("llava-hf/llava-1.5-7b-hf")
+    assert m.model_type == "llava" and m.vision.kind == "clip" and m.num_layers == 32 and m.hidden_size == 4096
+    r = lr.analyze(key, HW, prompt_len=50, gen_len=2, images=1)
+    assert r.settings["image_tokens"] == 576 and r.to_dict()["prefill"]["tokens"] == 626
+    rows = {o.name: o for o in r.encode.rows}
+    # 577 positions (576 patches + the class token), all 24 layers run; the projector sees the 576 patches
+    assert rows["q_proj"].count == 24 and rows["q_proj"].matmul_flops == 2 * 577 * 1024 * 1024
+    assert rows["attn_score"].matmul_flops == 2 * 16 * 64 * 577 * 577
+    assert rows["linear_1"].matmul_flops == 2 * 576 * 1024 * 4096
+    assert rows["linear_2"].matmul_flops == 2 * 576 * 4096 * 4096
+    assert rows["post_layernorm"].params == 2 * 1024  # on the class token only
+    with pytest.raises(ValueError, match="image_size.*336"):
+        lr.analyze(key, HW, images=1, image_size=(448, 448))
+    bad = _cfg(key)
+    bad["vision_feature_select_strategy"] = "patch"
+    with pytest.raises(ValueError, match="vision_feature_select_strategy"):
+        load_model(bad)
+    bad = _cfg(key)
+    bad["vision_config"]["model_type"] = "siglip_vision_model"
+    with pytest.raises(ValueError, match="clip_vision_model"):
+        load_model(bad)
+    full = _cfg(key)
+    full["vision_feature_select_strategy"] = "full"
+    full["vision_feature_layer"] = [-2, -5]
+    v = load_model(full).vision
+    assert v.tokens_per_image(None) == 577 and v.projector_in == 2 * 1024
 
 
 def test_window_attention_pairs_exact():
@@ -365,8 +397,8 @@ def _count_image_features(cfg: dict, size) -> int:
             feats = model.get_image_features(pixel_values=pix, return_dict=True).last_hidden_state
             model.multi_modal_projector(feats.view(-1, feats.size(-1)))  # as Llama4ForConditionalGeneration.forward
         return int(fc.get_total_flops())
-    if mt == "gemma3":
-        device = "meta"  # SigLIP runs on meta at full depth
+    if mt in ("gemma3", "llava"):
+        device = "meta"  # SigLIP and CLIP run on meta at full depth
         model = _build(cfg, device)
     else:
         # text model cut to one layer (it does not run here); the vision modules made real on the CPU
@@ -388,6 +420,12 @@ def _count_image_features(cfg: dict, size) -> int:
             model.model.get_image_features(pixel_values=pix, image_grid_thw=torch.tensor([[1, gh, gw]]))
         elif mt == "mistral3":
             model.model.get_image_features(pixel_values=torch.zeros(1, 3, H, W), image_sizes=torch.tensor([[H, W]]))
+        elif mt == "llava":
+            model.model.get_image_features(
+                pixel_values=torch.zeros(1, 3, H, W, device=device),
+                vision_feature_layer=cfg.get("vision_feature_layer", -2),
+                vision_feature_select_strategy=cfg.get("vision_feature_select_strategy", "default"),
+            )
         else:
             model.model.get_image_features(pixel_values=torch.zeros(1, 3, H, W, device=device))
     return int(fc.get_total_flops())
@@ -404,7 +442,7 @@ def _reference_encoder_flops(key: str, size) -> float:
     cfg = _cfg(key)
     mt = cfg["model_type"]
     vc = cfg["vision_config"]
-    if mt in ("gemma3", "llama4"):
+    if mt in ("gemma3", "llama4", "llava"):
         return _count_image_features(cfg, size)
     if mt == "qwen2_5_vl":
         # c0 + n_window·w + n_full·f: (1 window, 1 full), (2, 1), (1, 2)
@@ -435,6 +473,7 @@ REF_KEYS = [
     "Mistral-Small-3.1-24B-Instruct-2503",
     "gemma-3-4b-it",
     "Llama-4-Scout-17B-16E",
+    "llava-1.5-7b-hf",
 ]
 
 
@@ -459,7 +498,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 @st.composite
 def _vl_case(draw):
-    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "llama4"]))
+    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "llama4", "llava"]))
     cfg = _cfg(
         {
             "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct",
@@ -467,6 +506,7 @@ def _vl_case(draw):
             "mistral3": "Mistral-Small-3.1-24B-Instruct-2503",
             "gemma3": "gemma-3-4b-it",
             "llama4": "Llama-4-Scout-17B-16E",
+            "llava": "llava-1.5-7b-hf",
         }[kind]
     )
     vc = cfg["vision_config"]
@@ -500,11 +540,18 @@ def _vl_case(draw):
             width = draw(st.sampled_from([16, 256, 4096]))
             vc["projector_input_dim"] = vc["projector_output_dim"] = width
             vc["vision_output_dim"] = draw(st.sampled_from([width, width, 7680]))
+        elif kind == "llava":
+            vc["image_size"] = patch * draw(st.sampled_from([4, 8, 16]))
+            merge = 1
+            cfg["vision_feature_layer"] = draw(st.one_of(st.integers(-3, 2), st.lists(st.integers(-3, 2), max_size=3)))
+            cfg["vision_feature_select_strategy"] = draw(st.sampled_from(["default", "full"]))
         else:
             vc["image_size"] = patch * draw(st.sampled_from([4, 8, 16]))
             merge = 1
     side = patch * merge
     size = (side * draw(st.integers(1, 12)), side * draw(st.integers(1, 12)) + draw(st.sampled_from([0, 0, 0, 1])))
+    if kind in ("gemma3", "llava") and draw(st.booleans()):
+        size = None  # the encoder's one input size (any other is a ValueError)
     return cfg, size, draw(st.integers(0, 3)), draw(st.integers(1, 8))
 
 

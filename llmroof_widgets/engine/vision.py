@@ -57,6 +57,7 @@ VL_FAMILIES: dict[str, tuple[str | None, bool]] = {
     "mistral3": (None, True),  # text_config names its own family (mistral, llama …)
     "gemma3": (None, True),  # text_config is gemma3_text
     "llama4": (None, False),  # text_config is llama4_text; Llama4Config.tie_word_embeddings defaults to False
+    "llava": (None, False),  # text_config names its family (llama …); LlavaConfig: False unless the text ties
 }
 TEXT_TYPE_ALIASES = {"qwen2_5_vl_text": "qwen2", "qwen3_vl_text": "qwen3", "qwen3_vl_moe_text": "qwen3_moe"}
 
@@ -75,6 +76,17 @@ TEXT_DEFAULTS: dict[str, dict] = {
         max_position_embeddings=131_072,
         tie_word_embeddings=True,
         sliding_window=4096,
+    ),
+    # LlamaConfig (llama/configuration_llama.py); LLaVA-1.5's text_config gives only vocab and positions
+    "llama": dict(
+        vocab_size=32_000,
+        hidden_size=4096,
+        intermediate_size=11_008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        hidden_act="silu",
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
     ),
 }
 VISION_DEFAULTS: dict[str, dict] = {
@@ -130,6 +142,17 @@ VISION_DEFAULTS: dict[str, dict] = {
         patch_size=16,
         hidden_act="gelu_pytorch_tanh",
         vision_use_head=True,
+    ),
+    # CLIPVisionConfig (clip/configuration_clip.py)
+    "clip": dict(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_channels=3,
+        image_size=224,
+        patch_size=32,
+        hidden_act="quick_gelu",
     ),
     # Llama4VisionConfig (llama4/configuration_llama4.py)
     "llama4": dict(
@@ -517,6 +540,8 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
         )
     if mt == "llama4":
         return _parse_llama4(raw, text_hidden)
+    if mt == "llava":
+        return _parse_llava(outer, raw, text_hidden)
     raise ValueError(
         f"config field 'model_type' = {mt!r} has a 'vision_config' this engine does not parse; supported "
         f"vision-language models: {', '.join(sorted(VL_FAMILIES))}"
@@ -597,6 +622,77 @@ def _parse_llama4(raw: dict, text_hidden: int) -> VisionSpec:
     )
 
 
+def _parse_llava(outer: dict, raw: dict, text_hidden: int) -> VisionSpec:
+    """LlavaForConditionalGeneration with a CLIP vision tower (transformers 5.24 llava/, clip/modeling_clip.py).
+
+    CLIPVisionModel: patch convolution (no bias), class token, learned positions, pre-LayerNorm, every encoder
+    layer (all run, though the features come from ``vision_feature_layer``, −2 by default), post-LayerNorm on
+    the class token; strategy "default" drops the class token; the projector is linear_1, GELU, linear_2.
+    """
+    vt = raw.get("model_type", "clip_vision_model")
+    if vt != "clip_vision_model":
+        raise ValueError(
+            f"config field 'vision_config.model_type' = {vt!r} is not supported for llava; supported: "
+            "'clip_vision_model'"
+        )
+    v = {**VISION_DEFAULTS["clip"], **raw}
+    w = "vision_config"
+    h, heads = _int(v, "hidden_size", w), _int(v, "num_attention_heads", w)
+    if h % heads:
+        raise ValueError(f"config field 'vision_config.hidden_size' = {h} is not divisible by num_attention_heads")
+    size, patch = _int(v, "image_size", w), _int(v, "patch_size", w)
+    if size % patch:
+        raise ValueError(f"config field 'vision_config.image_size' = {size} must be a multiple of patch_size = {patch}")
+    depth = _int(v, "num_hidden_layers", w)
+    layer = outer.get("vision_feature_layer", -2)
+    layers = layer if isinstance(layer, list) else [layer]
+    if not layers or not all(
+        isinstance(i, int) and not isinstance(i, bool) and -depth - 1 <= i <= depth for i in layers
+    ):
+        raise ValueError(
+            f"config field 'vision_feature_layer' = {layer!r} must be a hidden-state index in [-{depth + 1}, {depth}] "
+            "or a list of them"
+        )
+    strategy = outer.get("vision_feature_select_strategy", "default")
+    if strategy not in ("default", "full"):
+        raise ValueError(
+            f"config field 'vision_feature_select_strategy' = {strategy!r} is not supported; supported: 'default', 'full'"
+        )
+    side = size // patch
+    return VisionSpec(
+        kind="clip",
+        depth=depth,
+        hidden_size=h,
+        intermediate_size=_int(v, "intermediate_size", w),
+        num_heads=heads,
+        head_dim=h // heads,
+        patch_size=patch,
+        temporal_patch_size=1,
+        in_channels=_int(v, "num_channels", w),
+        merge=1,
+        out_hidden_size=text_hidden,
+        norm="ln",
+        mlp_gated=False,
+        act=_act(v.get("hidden_act"), w),
+        qkv_fused=False,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        patch_bias=False,
+        rope=False,
+        pos_rows=side * side + 1,  # every patch and the class token
+        pre_norm=True,
+        post_norm=True,  # CLIPVisionTransformer.post_layernorm, on the class token (the pooled output)
+        fixed_image_size=size,  # the processor resizes and center-crops every image to it
+        fixed_tokens=side * side + (0 if strategy == "default" else 1),
+        projector="llava",
+        projector_bias=bool(outer.get("multimodal_projector_bias", True)),
+        projector_act=_act(outer.get("projector_hidden_act", "gelu"), "config"),
+        cls_token=True,
+        projector_in=h * len(layers),  # the selected layers' hidden states, concatenated
+    )
+
+
 def parse_multimodal(cfg: dict, *, name: str, parse_text) -> ModelConfig:
     """A vision-language config: its text model (``parse_text``) with the vision encoder attached."""
     mt = cfg.get("model_type")
@@ -622,6 +718,9 @@ def parse_multimodal(cfg: dict, *, name: str, parse_text) -> ModelConfig:
         text.setdefault(k, v)
     # transformers 5 ties the lm_head to the embeddings from the outer config's field
     text["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings", tie_default))
+    if mt == "llava" and not text["tie_word_embeddings"]:
+        # LlavaConfig.__post_init__: a text config that ties its head ties the model's
+        text["tie_word_embeddings"] = bool(cfg["text_config"].get("tie_word_embeddings", False))
     m = parse_text(text, name=name)
     spec = parse_vision(cfg, m.hidden_size)
     return replace(m, model_type=mt, vision=spec, raw=cfg)
@@ -756,7 +855,8 @@ class EncoderBuilder(PassBuilder):
             self._block(name, count, windowed)
         self._lt, self._count = "vision", 1
         if v.post_norm:
-            self.norm("post_layernorm", N, v.hidden_size)
+            # CLIP normalizes the pooled output only: the class token of every sequence
+            self.norm("post_layernorm", self.B if v.kind == "clip" else N, v.hidden_size)
         if v.projector == "qwen":
             self._merger("merger", v.hidden_size)
         elif v.projector == "qwen3":
@@ -777,6 +877,12 @@ class EncoderBuilder(PassBuilder):
                 r.add_term("activation", "pooled output", ("M", M), ("h", v.hidden_size), self._fa)
             self.norm_rms("mm_soft_emb_norm", M, v.hidden_size)
             self.linear("mm_input_projection", M, v.hidden_size, v.out_hidden_size)
+        elif v.projector == "llava":
+            # LlavaMultiModalProjector on the selected hidden states (class token dropped by strategy "default")
+            M = self.B * v.fixed_tokens
+            self.linear("linear_1", M, v.projector_in, v.out_hidden_size, bias=v.projector_bias)
+            self.elementwise("projector_act", M * v.out_hidden_size, ACT_FLOPS[v.projector_act], what="GELU")
+            self.linear("linear_2", M, v.out_hidden_size, v.out_hidden_size, bias=v.projector_bias)
         elif v.projector == "llama4":
             # class token dropped; pixel shuffle: m×m patches → one token of hidden·m² features (two permute copies)
             M = Np / v.merge**2
