@@ -203,6 +203,69 @@ def test_llava_encode_phase():
     assert v.tokens_per_image(None) == 577 and v.projector_in == 2 * 1024
 
 
+# Qwen2-VL (no catalog entry: no verbatim config.json was found): a config of Qwen2-VL-7B-Instruct's shape, as
+# transformers prints that model (28 layers of 3584, 4 KV heads, MLP 18944, vocab 152064; vision 32 blocks of
+# 1280, MLP 5120, merger to 3584), in the hub layout (text fields at the top level)
+QWEN2_VL = dict(
+    model_type="qwen2_vl",
+    hidden_size=3584,
+    intermediate_size=18944,
+    num_hidden_layers=28,
+    num_attention_heads=28,
+    num_key_value_heads=4,
+    vocab_size=152064,
+    max_position_embeddings=32768,
+    rms_norm_eps=1e-6,
+    rope_theta=1e6,
+    tie_word_embeddings=False,
+    rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+    vision_config=dict(
+        depth=32,
+        embed_dim=1280,
+        mlp_ratio=4,
+        num_heads=16,
+        in_chans=3,
+        hidden_size=3584,
+        patch_size=14,
+        spatial_merge_size=2,
+        spatial_patch_size=14,
+        temporal_patch_size=2,
+    ),
+)
+
+
+def test_qwen2_vl_encode_phase():
+    m = load_model(QWEN2_VL)
+    v = m.vision
+    assert m.model_type == "qwen2_vl" and v.kind == "qwen2_vl" and v.norm == "ln" and not v.window_px
+    assert (v.hidden_size, v.intermediate_size, v.out_hidden_size) == (1280, 5120, 3584)
+    r = lr.analyze(m, HW, prompt_len=10, gen_len=2, images=1, image_size=(280, 168))
+    assert r.settings["image_tokens"] == 20 * 12 // 4
+    rows = {o.name: o for o in r.encode.rows}
+    n = 20 * 12  # patches: full attention over the image in every block
+    assert rows["qkv"].count == 32 and rows["attn_score"].matmul_flops == 2 * 16 * 80 * n * n
+    assert rows["fc1"].matmul_flops == 2 * n * 1280 * 5120 and rows["act"].flops == 6 * n * 5120  # QuickGELU
+    assert rows["merger_fc2"].matmul_flops == 2 * (n // 4) * 5120 * 3584
+    bad = copy.deepcopy(QWEN2_VL)
+    bad["vision_config"]["hidden_size"] = 1280
+    with pytest.raises(ValueError, match="vision_config.hidden_size"):
+        load_model(bad)
+
+
+@pytest.mark.reference
+def test_qwen2_vl_params_and_encoder_flops_exact():
+    model = _build(QWEN2_VL, "meta")
+    assert lr.analyze(QWEN2_VL, HW, prompt_len=16, gen_len=2).params_total == sum(p.numel() for p in model.parameters())
+    del model
+    # c0 + depth·blk from CPU forwards at depths 1 and 2 (the image code needs real grid sizes)
+    size = (280, 168)
+    a = _count_image_features(_with_vision(QWEN2_VL, depth=1), size)
+    b = _count_image_features(_with_vision(QWEN2_VL, depth=2), size)
+    want = a + (32 - 1) * (b - a)
+    got = lr.analyze(QWEN2_VL, HW, prompt_len=16, gen_len=2, images=1, image_size=size).encode.matmul_flops
+    assert got == want
+
+
 def test_window_attention_pairs_exact():
     v = load_model("Qwen2.5-VL-7B-Instruct").vision
     # 364×252 → 26×18 patches, 13×9 merged units; windows of 4 units: rows 4,4,4,1 × cols 4,4,1

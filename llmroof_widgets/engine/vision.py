@@ -1,8 +1,8 @@
 """Vision encoders of vision-language models: the config's ``vision_config`` and the "encode" phase.
 
-A vision-language config (Qwen2.5-VL, Qwen3-VL, Mistral-3 / Pixtral, Gemma-3 / SigLIP, Llama-4) is parsed
-into the text model (the engine's usual :class:`~.models.ModelConfig`) plus a :class:`VisionSpec`
-attached as ``ModelConfig.vision``. :class:`EncoderBuilder` lists the operators of one encoder
+A vision-language config (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, Mistral-3 / Pixtral, Gemma-3 / SigLIP, Llama-4,
+LLaVA / CLIP) is parsed into the text model (the engine's usual :class:`~.models.ModelConfig`) plus a
+:class:`VisionSpec` attached as ``ModelConfig.vision``. :class:`EncoderBuilder` lists the operators of one encoder
 pass over the images of a batch, with the same :class:`~.ops.Row` conventions as the text passes:
 
 - patch embedding: a convolution whose stride equals its kernel is a matrix product of every
@@ -51,6 +51,7 @@ from .ops import ROPE_FLOPS, PassBuilder
 # are the outer config classes' defaults (Qwen2_5_VLConfig / Qwen3VLConfig / Qwen3VLMoeConfig: False,
 # Mistral3Config / Gemma3Config: True) — transformers 5 ties the head from the outer field.
 VL_FAMILIES: dict[str, tuple[str | None, bool]] = {
+    "qwen2_vl": ("qwen2", False),  # Qwen2VLConfig.tie_word_embeddings defaults to False
     "qwen2_5_vl": ("qwen2", False),
     "qwen3_vl": ("qwen3", False),
     "qwen3_vl_moe": ("qwen3_moe", False),
@@ -59,7 +60,12 @@ VL_FAMILIES: dict[str, tuple[str | None, bool]] = {
     "llama4": (None, False),  # text_config is llama4_text; Llama4Config.tie_word_embeddings defaults to False
     "llava": (None, False),  # text_config names its family (llama …); LlavaConfig: False unless the text ties
 }
-TEXT_TYPE_ALIASES = {"qwen2_5_vl_text": "qwen2", "qwen3_vl_text": "qwen3", "qwen3_vl_moe_text": "qwen3_moe"}
+TEXT_TYPE_ALIASES = {
+    "qwen2_vl_text": "qwen2",
+    "qwen2_5_vl_text": "qwen2",
+    "qwen3_vl_text": "qwen3",
+    "qwen3_vl_moe_text": "qwen3_moe",
+}
 
 # Class defaults a published config may omit (it relies on them): transformers 5.24 configuration files.
 TEXT_DEFAULTS: dict[str, dict] = {
@@ -90,6 +96,19 @@ TEXT_DEFAULTS: dict[str, dict] = {
     ),
 }
 VISION_DEFAULTS: dict[str, dict] = {
+    # Qwen2VLVisionConfig (qwen2_vl/configuration_qwen2_vl.py): embed_dim is the width, hidden_size the output
+    "qwen2_vl": dict(
+        depth=32,
+        embed_dim=1280,
+        hidden_size=3584,
+        hidden_act="quick_gelu",
+        mlp_ratio=4,
+        num_heads=16,
+        in_channels=3,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    ),
     # Qwen2_5_VLVisionConfig (qwen2_5_vl/configuration_qwen2_5_vl.py)
     "qwen2_5_vl": dict(
         depth=32,
@@ -179,7 +198,7 @@ DEFAULT_IMAGE_SIDE = 448  # pixels, for encoders with a dynamic resolution when 
 class VisionSpec:
     """A vision encoder and its projector into the text model (all widths in elements)."""
 
-    kind: str  # "qwen2_5_vl", "qwen3_vl", "pixtral", "siglip"
+    kind: str  # "qwen2_vl", "qwen2_5_vl", "qwen3_vl", "pixtral", "siglip", "llama4", "clip"
     depth: int
     hidden_size: int
     intermediate_size: int
@@ -394,6 +413,8 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
     """The :class:`VisionSpec` of a vision-language config (its ``vision_config`` and projector fields)."""
     mt = outer.get("model_type")
     raw = outer["vision_config"]
+    if mt == "qwen2_vl":
+        return _parse_qwen2_vl(raw, text_hidden)
     if mt in ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
         base = "qwen2_5_vl" if mt == "qwen2_5_vl" else "qwen3_vl"
         v = {**VISION_DEFAULTS[base], **raw}
@@ -545,6 +566,49 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
     raise ValueError(
         f"config field 'model_type' = {mt!r} has a 'vision_config' this engine does not parse; supported "
         f"vision-language models: {', '.join(sorted(VL_FAMILIES))}"
+    )
+
+
+def _parse_qwen2_vl(raw: dict, text_hidden: int) -> VisionSpec:
+    """Qwen2-VL's vision transformer (transformers 5.24 qwen2_vl/modeling_qwen2_vl.py): as Qwen2.5-VL's but
+    LayerNorms, a plain fc1 / fc2 MLP of embed_dim·mlp_ratio (QuickGELU) and full attention in every block;
+    the same patch merger (LayerNorm, m² patches concatenated, two linears)."""
+    v = {**VISION_DEFAULTS["qwen2_vl"], **raw}
+    w = "vision_config"
+    h, heads = _int(v, "embed_dim", w), _int(v, "num_heads", w)
+    if h % heads:
+        raise ValueError(f"config field 'vision_config.embed_dim' = {h} is not divisible by num_heads = {heads}")
+    ratio = v.get("mlp_ratio")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or int(h * ratio) < 1:
+        raise ValueError(f"config field 'vision_config.mlp_ratio' must be a positive number, got {ratio!r}")
+    out = _int(v, "hidden_size", w)
+    if out != text_hidden:
+        raise ValueError(
+            f"config field 'vision_config.hidden_size' = {out} (the merger's output) must equal the text model's "
+            f"hidden_size = {text_hidden}"
+        )
+    return VisionSpec(
+        kind="qwen2_vl",
+        depth=_int(v, "depth", w),
+        hidden_size=h,
+        intermediate_size=int(h * ratio),  # VisionMlp width: int(embed_dim · mlp_ratio)
+        num_heads=heads,
+        head_dim=h // heads,
+        patch_size=_int(v, "patch_size", w),
+        temporal_patch_size=_int(v, "temporal_patch_size", w),
+        in_channels=_int({"in_channels": v.get("in_channels", v.get("in_chans", 3))}, "in_channels", w),
+        merge=_int(v, "spatial_merge_size", w),
+        out_hidden_size=out,
+        norm="ln",
+        mlp_gated=False,
+        act=_act(v.get("hidden_act"), w),
+        qkv_fused=True,
+        qkv_bias=True,
+        o_bias=True,
+        mlp_bias=True,
+        patch_bias=False,
+        rope=True,
+        projector="qwen",
     )
 
 
