@@ -561,7 +561,19 @@ from hypothesis import strategies as st  # noqa: E402
 
 @st.composite
 def _vl_case(draw):
-    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "llama4", "llava"]))
+    kind = draw(st.sampled_from(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "llama4", "llava"]))
+    if kind == "qwen2_vl":
+        cfg = copy.deepcopy(QWEN2_VL)
+        vc = cfg["vision_config"]
+        heads = draw(st.sampled_from([1, 2, 4, 16]))
+        vc["num_heads"], vc["embed_dim"] = heads, heads * draw(st.sampled_from([8, 16, 64]))
+        vc["mlp_ratio"] = draw(st.sampled_from([1, 2.5, 4]))
+        vc["depth"] = draw(st.integers(1, 40))
+        vc["patch_size"] = patch = draw(st.sampled_from([2, 7, 14, 16]))
+        vc["spatial_merge_size"] = merge = draw(st.sampled_from([1, 2, 3]))
+        side = patch * merge
+        size = (side * draw(st.integers(1, 12)), side * draw(st.integers(1, 12)) + draw(st.sampled_from([0, 0, 1])))
+        return cfg, size, draw(st.integers(0, 3)), draw(st.integers(1, 8))
     cfg = _cfg(
         {
             "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct",

@@ -393,7 +393,8 @@ def analyze(
         ``prompt_len + images · tokens_per_image`` tokens and the KV cache holds them all
         (``prompt_len`` counts the text tokens, the image marker tokens included)
     image_size : (height, width) in pixels of each image (default: the encoder's fixed size, or 448×448);
-        tokens per image = (H/patch)·(W/patch)/merge² (Gemma-3: its fixed ``mm_tokens_per_image``)
+        tokens per image = (H/patch)·(W/patch)/merge² (Gemma-3: its fixed ``mm_tokens_per_image``; LLaVA: CLIP's
+        fixed 24² patches; Llama-4: any size, cut into 336-pixel tiles as its processor does, 144 per tile)
     """
     m = load_model(model)
     hw = load_hardware(hardware)
