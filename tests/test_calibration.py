@@ -62,7 +62,7 @@ def test_fit_recovers_known_constants(data, monkeypatch):
     """Times generated from known constants are fitted back (the fitter is not a no-op)."""
     recs, feats, times = data
     monkeypatch.setattr(fit, "PRIOR_WEIGHT", 1e-8)  # the data alone
-    truth = calibration.PRIOR_MEAN * np.array([1.3, 0.8, 1.4, 1.2, 1.0, 1.1, 2.0, 1.5, 0.5, 3.0, 1.2, 2.0])
+    truth = calibration.PRIOR_MEAN * np.array([1.3, 0.8, 1.4, 1.2, 1.0, 1.1, 2.0, 1.5, 0.5, 3.0, 1.2, 2.0, 2.5])
     truth[calibration.PARAMS.index("per_sm_compute")] = 0.0
     truth = np.maximum(truth, calibration.LOWER)
     fake = np.array([fit.predict_time(f, truth) for f in feats])
@@ -70,7 +70,7 @@ def test_fit_recovers_known_constants(data, monkeypatch):
     err = np.array([fit.predict_time(f, th) for f in feats]) / fake - 1
     assert np.abs(err).max() < 0.02
     # the well-determined constants come back
-    for name in ("compute", "dequant_compute", "memory", "kernel_s", "step_s"):
+    for name in ("compute", "dequant_compute", "memory", "kernel_s", "step_s", "seq_step_s"):
         j = calibration.PARAMS.index(name)
         assert th[j] == pytest.approx(truth[j], rel=0.1), name
 

@@ -11,11 +11,12 @@ MLX, vLLM, SGLang, TensorRT-LLM, a generic default) and *device family* (``Hardw
                      c_memory  · bytes / bandwidth)               streaming at an achievable bandwidth
                  + kernel_s (graph_kernel_s with CUDA graphs)     launch and scheduling, per kernel
     time(pass) = Σ count · time(op) + step_s                      host work per forward pass
+                 + seq_step_s · B · positions sampled             sampling and bookkeeping per sequence
     TTFT      += request_s                                        admission, tokenization, per request
     time(collective) = c_bus · bytes-part + hops · hop_s          bus bandwidth and per-hop latency
 
 The structure is physics (η_shape below: tile fill for small M and wave quantization over the SMs;
-which peak a framework's kernels can use); the twelve constants ``PARAMS`` are *fitted* by
+which peak a framework's kernels can use); the thirteen constants ``PARAMS`` are *fitted* by
 :mod:`llmroof_widgets.engine.fit` from ``data/measurements.json`` — a bounded, robust least squares on
 relative error, pulled towards the explained priors ``PRIOR`` — and stored in
 ``data/calibration_fit.json`` (regenerated and compared by the tests). Nothing is tuned by hand to a
@@ -50,9 +51,10 @@ PARAMS = (
     "request_s",  # seconds per request, added to the prefill: admission, tokenization, first-step setup
     "bus",  # time multiplier of collectives' bytes over the interconnect bandwidth (1 / achieved bus bandwidth)
     "hop_s",  # seconds per link step of a collective's direct (one-/two-shot) kernel: 2 per all-reduce, 1 else
+    "seq_step_s",  # seconds per sampled position per forward pass: sampling, the sequence's bookkeeping in the step
 )
 # Lower bounds: no kernel runs faster than the datasheet (multipliers ≥ 1), overheads are ≥ 0.
-LOWER = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+LOWER = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
 
 # Priors the fit is pulled towards where the data say little: a mean from public figures, and a scale such
 # that mean ± 2 scales spans the physically plausible range.
@@ -74,9 +76,13 @@ PRIOR_MEAN = np.array(
         1 / 0.8,  # NCCL all-reduce bus bandwidth ~80 % of the link's (plausible 30–95 %)
         2e-6,  # NCCL's tuning model: ~0.5–3.4 µs per NVLink hop, ~1–5.7 µs per PCIe hop (0–20 µs)
         # (with synchronisation and launch, a one-shot all-reduce of a small message takes ~5–20 µs)
+        # ~4 µs per request in the batch per step: the per-request term of inference-sim/BLIS's step model
+        # fitted on H100 vLLM traces (serving-and-architectures notes §2; plausible 0–40 µs: Python
+        # schedulers, sampling and detokenization per sequence)
+        4e-6,
     ]
 )
-PRIOR_SCALE = np.array([1.0, 1.5, 2.5, 1.5, 2.0, 0.4, 8e-6, 4e-6, 5e-4, 1e-2, 1.0, 1e-5])
+PRIOR_SCALE = np.array([1.0, 1.5, 2.5, 1.5, 2.0, 0.4, 8e-6, 4e-6, 5e-4, 1e-2, 1.0, 1e-5, 2e-5])
 # The prior counts as one record that is off by 100 % when a constant is one scale away from its mean.
 PRIOR_WEIGHT = 1.0
 

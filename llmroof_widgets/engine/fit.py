@@ -8,6 +8,7 @@ The predicted time is then
 
     T(θ) = Σ w · max(θ_compute·t_c (or θ_dequant·t_c), θ_per_sm·t_sm, θ_memory·t_m)
            + θ_kernel·kernels + θ_step·passes + θ_request·requests + θ_bus·t_bus + θ_hop·hops
+           + θ_seq·sampled positions
 
 — linear in θ once each operator's limiting branch is fixed. The fit alternates: fix the branches at the
 current θ, solve a bounded least squares on relative error (Huber-weighted, with the explained priors of
@@ -34,7 +35,7 @@ from .models import load_model
 from .ops import PassBuilder
 from .options import make_options, validate_for
 from .precision import Precision
-from .roofline import Roof, is_kernel
+from .roofline import SAMPLED_ROW, Roof, is_kernel
 
 METRICS = (
     "prefill_tokens_per_s",
@@ -170,13 +171,14 @@ class Features:
 
     U: np.ndarray  # (K, 6): compute time (float | dequantizing | expert | fp8/int8 GEMM: one is set), per-SM, memory
     w: np.ndarray  # (K,): executions of each entry (count × decode steps it stands for)
-    s: np.ndarray  # (7,): kernels (no graphs), kernels (graphs), passes, requests, collective bytes time, hops
+    s: np.ndarray  # (7,): kernels (no graphs), kernels (graphs), passes, requests, collective bytes time, hops,
+    # sampled positions (Σ B · positions over the passes)
     framework: str
     device_family: str
 
 
 def _entries(rows, roof, step_w, out_U, out_w):
-    kernels = bus = hops = 0.0
+    kernels = bus = hops = seqs = 0.0
     alpha = roof.hw.interconnect_latency_s or 0.0
     shape = np.shape(step_w)
     for r in rows:
@@ -195,7 +197,9 @@ def _entries(rows, roof, step_w, out_U, out_w):
         out_w.append(cnt)
         if is_kernel(r):
             kernels += float(np.sum(cnt))
-    return kernels, bus, hops
+            if r.name == SAMPLED_ROW:  # positions sampled: the per-sequence host work of the step
+                seqs += float(np.sum(cnt * np.broadcast_to(r.m_dim, shape).ravel()))
+    return kernels, bus, hops, seqs
 
 
 def features(rec: dict) -> Features:
@@ -215,12 +219,12 @@ def features(rec: dict) -> Features:
     pre_t, dec_t, requests = timed(rec["metric"])
     Us: list[np.ndarray] = []  # unit times of every entry (rows × features), one array per pass
     ws: list[np.ndarray] = []  # the weight of each entry
-    kernels = passes = bus = hops = 0.0
+    kernels = passes = bus = hops = seqs = 0.0
     common = dict(batch=B, logits_tokens=1, attention="causal", mla="absorbed", options=opts, hardware=hw)
     if pre_t:
         rows = PassBuilder(m, prec, tokens=P, cached=0, **common).build()
-        k, b, h = _entries(rows, roof, np.ones(1), Us, ws)
-        kernels, passes, bus, hops = kernels + k, passes + 1, bus + b, hops + h
+        k, b, h, q = _entries(rows, roof, np.ones(1), Us, ws)
+        kernels, passes, bus, hops, seqs = kernels + k, passes + 1, bus + b, hops + h, seqs + q
     steps = G - 1
     if dec_t and steps > 0:
         if steps <= DECODE_SAMPLES:
@@ -229,8 +233,8 @@ def features(rec: dict) -> Features:
             cached = P + (np.arange(DECODE_SAMPLES) + 0.5) * steps / DECODE_SAMPLES - 0.5
             wt = np.full(DECODE_SAMPLES, steps / DECODE_SAMPLES)
         rows = PassBuilder(m, prec, tokens=1, cached=cached, **common).build()
-        k, b, h = _entries(rows, roof, wt, Us, ws)
-        kernels, passes, bus, hops = kernels + k, passes + steps, bus + b, hops + h
+        k, b, h, q = _entries(rows, roof, wt, Us, ws)
+        kernels, passes, bus, hops, seqs = kernels + k, passes + steps, bus + b, hops + h, seqs + q
     graphs = fw.graphs
     # merge entries with identical unit times (weight GEMMs repeat at every decode step): same T(θ), fewer rows
     U, inv = np.unique(np.concatenate(Us), axis=0, return_inverse=True)
@@ -238,7 +242,7 @@ def features(rec: dict) -> Features:
     return Features(
         U,
         w,
-        np.array([0.0 if graphs else kernels, kernels if graphs else 0.0, passes, requests, bus, hops]),
+        np.array([0.0 if graphs else kernels, kernels if graphs else 0.0, passes, requests, bus, hops, seqs]),
         fw.name,
         calibration.device_family(hw),
     )

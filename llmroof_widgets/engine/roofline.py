@@ -17,6 +17,10 @@ from .hardware import Hardware
 from .ops import Row
 from .terms import Div, Terms
 
+# The operator whose rows are the positions sampled in a pass (B at a decode step, B at the last prompt position):
+# the per-sequence host work of a step (sampling, the sequence's scheduling and output bookkeeping) rides on it.
+SAMPLED_ROW = "lm_head"
+
 
 class Roof:
     """The device's roofs after efficiency factors, and the calibrated kernel model when asked for."""
@@ -119,12 +123,16 @@ class Roof:
         return r.flops / peak, dev_bytes / self.bw, host, 0.0
 
     def overhead(self, r: Row):
-        """Calibrated mode only: the fitted per-kernel overhead of an operator that launches a kernel."""
+        """Calibrated mode only: the fitted per-kernel overhead of an operator that launches a kernel, and on
+        the row that makes the logits, the per-sequence host work of the step (once per sampled position)."""
         if not self.calibrated or r.kind == "communication":
             return 0.0
         if not is_kernel(r):
             return 0.0
-        return self.kernel.graph_kernel_s if self.kernel.framework.graphs else self.kernel.kernel_s
+        t = self.kernel.graph_kernel_s if self.kernel.framework.graphs else self.kernel.kernel_s
+        if r.name == SAMPLED_ROW:
+            t = t + self.kernel.seq_step_s * r.m_dim  # m_dim: B · positions whose logits are sampled
+        return t
 
     def row_time(self, r: Row):
         tc, tm, th, tk = self.times(r)
