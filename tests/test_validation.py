@@ -115,7 +115,10 @@ def test_every_shipped_record_is_mapped_with_its_source():
         assert r["framework_family"] in lr.engine.calibration.FRAMEWORKS, r["id"]
         assert r["batching"] in ("single-stream", "static-batch", "fixed-concurrency"), r["id"]
         kw = v.record_settings(r)
-        assert kw["framework"] == r["framework_family"]
+        fw = lr.engine.calibration.framework(kw["framework"])
+        assert fw.name == r["framework_family"]
+        # the version travels where it changes the kernels (TensorRT-LLM before 0.10: 16-bit expert GEMMs)
+        assert (fw.version is not None) == (r["framework_family"] in lr.engine.calibration.VERSIONS), r["id"]
 
 
 @pytest.fixture(scope="module")

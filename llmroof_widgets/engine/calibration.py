@@ -26,8 +26,10 @@ did not see.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -97,6 +99,16 @@ class Framework:
     fused: bool  # element-wise operators fused into neighbours (no traffic of their own)
     graphs: bool  # steps replayed as CUDA/HIP graphs or compiled engines: the graph_kernel_s overhead applies
     note: str
+    # MoE expert GEMMs run as Ampere-class grouped GEMMs (warp-level mma.sync): narrow expert weights are
+    # converted to 16 bits inside the kernel (read as stored, multiplied at the 16-bit rate), at the share of
+    # the tensor peak that instruction reaches (LEGACY_MMA_SHARE on Hopper). Set by a version (VERSIONS).
+    legacy_moe: bool = False
+    version: str | None = None  # the version asked for ("0.9.0"); None: the family as it is today
+
+    @property
+    def label(self) -> str:
+        """The family name, with the version when one was asked for ("TensorRT-LLM 0.9.0")."""
+        return f"{self.name} {self.version}" if self.version else self.name
 
 
 FRAMEWORKS = {
@@ -154,12 +166,56 @@ _ALIASES = {k.lower(): k for k in FRAMEWORKS} | {
 }
 
 
+# Kernel paths that changed with a framework's version: {family: (first version without them, the Framework
+# fields before it, the evidence)}. A version is asked for as "family version" (framework="TensorRT-LLM 0.9.0").
+VERSIONS = {
+    "TensorRT-LLM": (
+        (0, 10),
+        {"legacy_moe": True},
+        "FP8 quantization for Mixtral is new in TensorRT-LLM 0.10.0 (release notes, "
+        "https://github.com/NVIDIA/TensorRT-LLM/releases/tag/v0.10.0; 0.9.0 could not export an FP8 Mixtral, "
+        "https://github.com/NVIDIA/TensorRT-LLM/issues/1229): before it, expert GEMMs ran in 16 bits",
+    ),
+}
+# Share of the tensor-core peak that warp-level MMA (mma.sync, the Ampere-era instruction) reaches on devices
+# whose peak needs warpgroup MMA (wgmma): "about 2/3" on Hopper (FlashAttention-3, Shah et al. 2024,
+# arXiv:2407.08608, §2). Elsewhere the warp-level instruction is the native one (share 1); Blackwell's is not
+# known here, so it is left at 1.
+LEGACY_MMA_SHARE = 2.0 / 3.0
+WGMMA_DEVICES = frozenset({"h100-sxm", "h100-pcie", "h100-nvl", "h200-sxm"})  # the catalog's Hopper (sm90) parts
+_VERSION = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\S*)$")
+
+
+def legacy_mma_share(hw) -> float:
+    """Share of ``hw``'s tensor peak an Ampere-class (mma.sync) kernel reaches (see LEGACY_MMA_SHARE)."""
+    return LEGACY_MMA_SHARE if hw.id in WGMMA_DEVICES else 1.0
+
+
 def framework(name) -> Framework:
-    """The :class:`Framework` for a name (case-insensitive); ValueError listing the allowed ones."""
-    key = _ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
-    if key is None:
-        raise ValueError(f"framework must be one of {', '.join(map(repr, FRAMEWORKS))}, got {name!r}")
-    return FRAMEWORKS[key]
+    """The :class:`Framework` for a name (case-insensitive), optionally followed by a version ("TensorRT-LLM
+    0.9.0": the kernel paths of that version, :data:`VERSIONS`); ValueError listing the allowed ones."""
+    if isinstance(name, Framework):
+        return name
+    allowed = (
+        f"framework must be one of {', '.join(map(repr, FRAMEWORKS))}, optionally followed by a version "
+        f"(e.g. 'TensorRT-LLM 0.9.0'), got {name!r}"
+    )
+    if not isinstance(name, str):
+        raise ValueError(allowed)
+    text = name.strip()
+    key = _ALIASES.get(text.lower())
+    if key is not None:
+        return FRAMEWORKS[key]
+    head, _, ver = text.rpartition(" ")
+    key = _ALIASES.get(head.strip().lower())
+    m = _VERSION.match(ver)
+    if key is None or m is None:
+        raise ValueError(allowed)
+    fw = dataclasses.replace(FRAMEWORKS[key], version=ver.lstrip("v"))
+    rule = VERSIONS.get(fw.name)
+    if rule is not None and tuple(int(g or 0) for g in m.groups()) < rule[0]:
+        fw = dataclasses.replace(fw, **rule[1])
+    return fw
 
 
 def device_family(hw) -> str:

@@ -84,6 +84,16 @@ def _family(rec: dict) -> str:
     return "generic"
 
 
+def _framework(rec: dict) -> calibration.Framework:
+    """The record's framework family, at its version where the family's kernel paths changed with the
+    version (:data:`calibration.VERSIONS`) and the record states a plain version number."""
+    fam = _family(rec)
+    ver = str(rec.get("framework_version") or "").strip()
+    if fam in calibration.VERSIONS and ver and " " not in ver:
+        return calibration.framework(f"{fam} {ver}")
+    return calibration.FRAMEWORKS[fam]
+
+
 def record_model(rec: dict):
     """The model to analyze for a record: its config when the record carries one, else the catalog model."""
     if rec.get("model_config"):
@@ -96,7 +106,8 @@ def record_settings(rec: dict) -> dict:
 
     - weights / activations / KV cache: the record's engine formats (``weights``, ``activations``,
       ``kv_cache``), else the weight format in its precision text with 16-bit activations and KV cache;
-    - framework family, and that framework's attention kernel and fusion (:data:`calibration.FRAMEWORKS`);
+    - framework family (with its version where that changes the kernels: ``"TensorRT-LLM 0.9.0"``), and
+      that framework's attention kernel and fusion (:data:`calibration.FRAMEWORKS`);
     - ``num_devices`` > 1: tensor parallelism over that many devices;
     - decode records from an empty context (llama-bench tg128: prompt 0, 128 generated) become a one-token
       prompt followed by gen_len + 1 tokens, so that exactly gen_len decode steps are timed.
@@ -104,7 +115,7 @@ def record_settings(rec: dict) -> dict:
     metric = rec["metric"]
     if metric not in METRICS:
         raise ValueError(f"record {rec.get('id')}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
-    fw = calibration.FRAMEWORKS[_family(rec)]
+    fw = _framework(rec)
     kw = dict(
         batch_size=int(rec["batch_size"]),
         w_bits=rec.get("weights") or _weight_format(rec["precision"]),
@@ -112,7 +123,7 @@ def record_settings(rec: dict) -> dict:
         kv_bits=rec.get("kv_cache", 16),
         flash_attention=fw.flash_attention,
         fused=fw.fused,
-        framework=fw.name,
+        framework=fw.label,
     )
     n = int(rec.get("num_devices", 1) or 1)
     if n > 1:

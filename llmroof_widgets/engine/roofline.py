@@ -68,8 +68,13 @@ class Roof:
     def peak(self, row: Row) -> tuple[str, float]:
         """(dtype whose peak applies, FLOP/s) for one operator, after efficiency factors."""
         key = row.dtype
+        if self.calibrated and row.wclass == "expert" and self.kernel.framework.legacy_moe:
+            key = "legacy expert"  # Ampere-class grouped GEMMs: 16-bit products at the mma.sync share of the peak
         if key not in self._peaks:
-            if key == "vector":
+            if key == "legacy expert":
+                d, pk = self._matrix_peak("fp16")
+                self._peaks[key] = (d, pk * calibration.legacy_mma_share(self.hw) * self.eff_c)
+            elif key == "vector":
                 self._peaks[key] = ("vector", self.hw.vector_peak * self.eff_c)
             elif key == "link":
                 self._peaks[key] = ("link", float("inf"))
@@ -92,7 +97,7 @@ class Roof:
             peak = np.maximum(peak * calibration.shape_efficiency(r.m_dim, r.n_dim, self.hw.sm_count), vec)
         # dequantizing: narrow stored weights multiplied in a ≥ 16-bit float format (W8A8 / fp8 × fp8 is not)
         dequant = self.quantized and r.wclass == "linear" and r.dtype in ("fp16", "bf16", "fp32", "tf32")
-        narrow = r.kind == "matmul" and d in ("fp8", "int8", "int4", "fp4")
+        narrow = r.kind == "matmul" and d in ("fp8", "int8", "int4", "fp4")  # d: the peak's dtype actually used
         cls = 2 if r.wclass == "expert" else (1 if dequant else (3 if narrow else 0))
         per_sm = r.matmul_flops / (self.hw.sm_count * 1e12) if (self.hw.sm_count and r.kind == "matmul") else 0.0
         mem = (r.bytes - r.host_bytes) / self.hw.memory_bandwidth
