@@ -146,10 +146,10 @@ def test_validation_figures(figures):
     # in sample: the fit reproduces the records it was fitted on
     assert sc["median_abs_error"] <= 0.12
     # out of sample (leave one source out): what the fit reaches on sources it never saw. Issue 15 asks
-    # for ≤ 15 % / ≤ 35 %; the median is met (14.8 %), the p90 is not (42.4 %: see README for the four
+    # for ≤ 15 % / ≤ 35 %; the median is met (14.2 %), the p90 is not (39.5 %: see README for the three
     # single-source groups behind the tail), so the test pins what is reached
     assert so["median_abs_error"] <= 0.15
-    assert so["p90_abs_error"] <= 0.45
+    assert so["p90_abs_error"] <= 0.42
     # out-of-sample errors are worse than in-sample ones: the folds really refit
     assert so["median_abs_error"] > sc["median_abs_error"]
     with pytest.raises(ValueError, match="mode"):
