@@ -155,6 +155,13 @@ def test_framework_versions():
         assert ops9[name]["bytes"] == opsn[name]["bytes"] and ops9[name]["flops"] == opsn[name]["flops"]
         assert ops9[name]["compute_time_s"] == pytest.approx(opsn[name]["compute_time_s"] * 3)
     assert {**ops9["q_proj"], "share": 0} == {**opsn["q_proj"], "share": 0}  # its share of a longer phase drops
+    # sweep() and serve() model the same version
+    df = lr.sweep("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", framework="TensorRT-LLM 0.9.0", **kw)
+    assert df.ttft_s.iloc[0] == pytest.approx(r9.generation["ttft_s"], rel=1e-9)
+    k16 = {**kw, "gen_len": 16}
+    sv = lr.serve("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", concurrency=1, framework="TensorRT-LLM 0.9.0", **k16)
+    a16 = lr.analyze("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", framework="TensorRT-LLM 0.9.0", **k16)
+    assert sv.to_dict()["ttft_s"]["p50"] == pytest.approx(a16.generation["ttft_s"], rel=1e-6)
     # the share is 1 off Hopper (Ampere's native instruction), and the roofline ignores all of it
     assert calibration.legacy_mma_share(lr.load_hardware("a100-80gb-sxm")) == 1.0
     kw["efficiency"] = "roofline"
