@@ -387,7 +387,8 @@ def analyze(
         efficiency, dequantization and launch overheads — see ``engine/calibration.py``), or
         {"compute": f, "memory": f, "communication": f}: achievable shares of the peaks
     framework : the serving framework whose kernels the calibrated mode models: "generic" (default: the
-        pooled fit), "llama.cpp", "MLX", "vLLM", "SGLang", "TensorRT-LLM". Its fitted constants for this
+        pooled fit), "llama.cpp", "MLX", "vLLM", "SGLang", "TensorRT-LLM", optionally followed by a version
+        ("TensorRT-LLM 0.9.0": that version's kernel paths, ``calibration.VERSIONS``). Its fitted constants for this
         device family come from ``data/calibration_fit.json``; other modes ignore it. Its attention kernel
         and fusion are not implied: pass ``flash_attention=`` and ``fused=`` (``calibration.FRAMEWORKS``)
     images : images per sequence, for a vision-language model (an encode phase runs before the prefill;
@@ -436,7 +437,7 @@ def analyze(
         spec = speculative.validated()
         if spec.gamma > 0:
             draft = _mtp_draft(m) if spec.draft == "mtp" else load_model(spec.draft)
-    fw = calibration.framework(framework).name
+    fw = calibration.framework(framework).label  # the family, with a version where one was asked for
     roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16, framework=fw)
     settings = {
         "model": m.name,
