@@ -103,3 +103,34 @@ def test_shared_mlp_rows_match_building_each():
             for f in ("flops", "matmul_flops", "weight_bytes", "activation_bytes", "kv_bytes", "host_bytes", "comm_s"):
                 assert getattr(x, f) == getattr(y, f), (opts, x.name, f)
             assert (x.flops_formula, x.bytes_formula) == (y.flops_formula, y.bytes_formula)
+
+
+def test_pass_time_equals_the_sum_of_row_times():
+    """pass_time's inlined roofline arithmetic = Σ count × Roof.row_time, scalar and array rows, with offloaded bytes,
+    collectives and fixed efficiencies."""
+    import numpy as np
+
+    from llmroof_widgets.engine.roofline import Roof, pass_time
+
+    m = lr.load_model(HYBRID)
+    hw = lr.load_hardware("h100-sxm")
+    for eff, opts in (
+        (None, {}),
+        ({"compute": 0.6, "memory": 0.8, "communication": 0.5}, {"tp": 2, "offload": {"weights": 0.3}}),
+    ):
+        roof = Roof(hw, eff)
+        for cached in (512, 512 + np.arange(7.0)):
+            rows = PassBuilder(
+                m,
+                Precision(16, 16, 16),
+                batch=4,
+                tokens=1,
+                cached=cached,
+                logits_tokens=1,
+                attention="causal",
+                mla="absorbed",
+                options=make_options(efficiency=eff, **opts),
+                hardware=hw,
+            ).build()
+            want = sum(r.count * roof.row_time(r) for r in rows)
+            np.testing.assert_allclose(pass_time(rows, roof), want, rtol=1e-12)
