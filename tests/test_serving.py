@@ -159,6 +159,23 @@ def test_idle_power_in_the_catalog_has_a_source():
         assert lr.load_hardware(d["id"]).idle_watts == d["idle_watts"]
 
 
+def test_idle_share_fallback_agrees_with_the_published_figures():
+    """The assumed idle share of TDP (used where the catalog has no figure) lies between the quartiles of the
+    published idle/TDP ratios of the datacenter parts that have one."""
+    import json
+    from importlib.resources import files
+
+    cat = json.loads((files("llmroof_widgets") / "data" / "hardware.json").read_text())
+    ratios = [
+        d["idle_watts"] / d["tdp_watts"]
+        for d in cat["devices"]
+        if d["kind"] in ("datacenter-gpu", "accelerator") and d.get("idle_watts") and d.get("tdp_watts")
+    ]
+    assert len(ratios) >= 10
+    q1, q3 = np.percentile(ratios, [25, 75])
+    assert q1 <= IDLE_POWER_SHARE <= q3
+
+
 def test_disaggregated_pools_send_the_kv_cache():
     co = lr.serve(M, H, rate=10.0, prompt_len=2048, gen_len=128)
     dis = lr.serve(M, H, rate=10.0, prompt_len=2048, gen_len=128, disaggregated=(1, 1))
