@@ -6,6 +6,8 @@ times; the analytic percentiles (TTFT, TPOT, e2e: mean, p50, p90, p99) must agre
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -120,7 +122,7 @@ def test_energy_and_power_model():
     r = lr.serve(M, H, rate=10.0, prompt_len=1024, gen_len=256)
     hw = lr.load_hardware(H)
     # power within [idle, TDP]; energy/token = power × devices / tokens per second
-    assert 0.15 * hw.tdp_watts <= r.power_w_per_device <= hw.tdp_watts
+    assert r.idle_w_per_device <= r.power_w_per_device <= hw.tdp_watts
     assert r.energy_j_per_token == pytest.approx(r.power_w_per_device / r.throughput_tokens_per_s)
     # more load: more tokens per joule (the idle floor and the weights' reads are shared)
     hi = lr.serve(M, H, rate=25.0, prompt_len=1024, gen_len=256)
@@ -129,8 +131,10 @@ def test_energy_and_power_model():
     assert lr.serve(M, no_tdp, rate=1.0, prompt_len=128, gen_len=16).energy_j_per_token is None
     # idle power: the catalog's published figure where there is one, else the stated share of TDP — and the
     # result says which
-    assert r.idle_w_per_device == pytest.approx(IDLE_POWER_SHARE * hw.tdp_watts)
-    assert "assumed" in r.idle_power_source and "TDP" in r.idle_power_source
+    no_idle = dataclasses.replace(hw, idle_watts=None)
+    assumed = lr.serve(M, no_idle, rate=10.0, prompt_len=1024, gen_len=256)
+    assert assumed.idle_w_per_device == pytest.approx(IDLE_POWER_SHARE * hw.tdp_watts)
+    assert "assumed" in assumed.idle_power_source and "TDP" in assumed.idle_power_source
     h200 = lr.serve(M, "h200-sxm", rate=10.0, prompt_len=1024, gen_len=256)
     assert h200.idle_w_per_device == lr.load_hardware("h200-sxm").idle_watts
     assert h200.idle_power_source.startswith("catalog")
@@ -147,9 +151,29 @@ def test_idle_power_in_the_catalog_has_a_source():
     assert len(with_idle) >= 6
     for d in with_idle:
         assert d["sources"].get("idle", "").startswith("http"), d["id"]
-        assert any(a.startswith("idle_watts") for a in d["assumptions"]), d["id"]  # what the figure covers
+        # one assumptions line says what the figure covers (plain idle or a model loaded, readings, source) and
+        # names the value itself, so the number and its provenance cannot drift apart
+        lines = [a for a in d["assumptions"] if a.startswith("idle_watts")]
+        assert len(lines) == 1 and lines[0].startswith(f"idle_watts = {d['idle_watts']:g} W"), d["id"]
         assert d["tdp_watts"] is None or 0 < d["idle_watts"] < d["tdp_watts"], d["id"]
         assert lr.load_hardware(d["id"]).idle_watts == d["idle_watts"]
+
+
+def test_idle_share_fallback_agrees_with_the_published_figures():
+    """The assumed idle share of TDP (used where the catalog has no figure) lies between the quartiles of the
+    published idle/TDP ratios of the datacenter parts that have one."""
+    import json
+    from importlib.resources import files
+
+    cat = json.loads((files("llmroof_widgets") / "data" / "hardware.json").read_text())
+    ratios = [
+        d["idle_watts"] / d["tdp_watts"]
+        for d in cat["devices"]
+        if d["kind"] in ("datacenter-gpu", "accelerator") and d.get("idle_watts") and d.get("tdp_watts")
+    ]
+    assert len(ratios) >= 10
+    q1, q3 = np.percentile(ratios, [25, 75])
+    assert q1 <= IDLE_POWER_SHARE <= q3
 
 
 def test_disaggregated_pools_send_the_kv_cache():
