@@ -34,6 +34,11 @@ from . import families_gemma3n
 
 # per_layer_config fields this engine applies per layer (attention geometry); others are refused by name
 PER_LAYER_FIELDS = ("head_dim", "num_key_value_heads", "num_attention_heads")
+# Gemma4TextConfig's rope_parameters when a config has none: partial (proportional) rotary on full layers
+DEFAULT_ROPE = {
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+    "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
+}
 G4_BOOL_FIELDS = ("attention_k_eq_v", "enable_moe_block", "use_double_wide_mlp")
 
 

@@ -1117,6 +1117,8 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             )
     sliding = [k == "sliding_attention" for k in kinds]
     g4 = families_gemma4.parse(cfg, n_layers, kinds, _req_int, _opt_int) if fam.get("gemma4") else None
+    if g4 is not None and cfg.get("rope_parameters") is None:
+        cfg["rope_parameters"] = families_gemma4.DEFAULT_ROPE  # the config class's (cfg is a copy)
     # per-layer attention geometry: transformers' per_layer_config (Gemma-4: global_head_dim on full layers)
     overrides = families_gemma4.attention_overrides(cfg, n_layers, kinds, _opt_int, g4 is not None)
     first_shared = g3n["first_shared"] if g3n is not None else (g4["first_shared"] if g4 is not None else n_layers)
