@@ -48,6 +48,23 @@ def test_31b_full_layers_use_the_global_head_dim_and_k_as_v():
     assert r.params_total == 30_697_345_280  # = transformers' Gemma4ForCausalLM (test_reference_transformers)
 
 
+def test_multimodal_wrapper_text_config_and_per_layer_fields_in_to_dict():
+    text = lr.load_model("gemma-4-31B-it")
+    m = lr.load_model({"model_type": "gemma4", "text_config": dict(text.raw), "tie_word_embeddings": True})
+    assert m.layer_types == text.layer_types  # the wrapper without a vision tower: its text model
+    geometry = {t["name"]: (t["head_dim"], t["num_kv_heads"]) for t in m.to_dict()["layer_types"]}
+    assert geometry == {"full": (512, 4), "sliding": (256, 16)}
+    # hidden_size_per_layer_input: null means no per-layer inputs (transformers' class default is 256)
+    e2b = lr.load_model("gemma-4-e2b").raw
+    assert lr.load_model(dict(e2b, hidden_size_per_layer_input=None)).gemma4["hidden_size_per_layer_input"] == 0
+    assert (
+        lr.load_model({k: v for k, v in e2b.items() if k != "hidden_size_per_layer_input"}).gemma4[
+            "hidden_size_per_layer_input"
+        ]
+        == 256
+    )
+
+
 def test_kv_shared_layers_double_wide_mlp_and_per_layer_inputs():
     m = lr.load_model("gemma-4-e2b")
     plan = m.layer_plan

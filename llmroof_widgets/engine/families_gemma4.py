@@ -39,7 +39,6 @@ DEFAULT_ROPE = {
     "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
     "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
 }
-G4_BOOL_FIELDS = ("attention_k_eq_v", "enable_moe_block", "use_double_wide_mlp")
 
 
 def attention_overrides(cfg: dict, n_layers: int, kinds: list[str], opt_int, gemma4: bool) -> list[dict[str, int]]:
@@ -97,10 +96,6 @@ def parse(cfg: dict, n_layers: int, kinds: list[str], req_int, opt_int) -> dict[
             "config field 'use_bidirectional_attention' = 'all' (non-causal text attention) is not supported; "
             "supported: null or 'vision'"
         )
-    for k in G4_BOOL_FIELDS:
-        v = cfg.get(k)
-        if v is not None and not isinstance(v, bool):
-            raise ValueError(f"config field {k!r} must be true or false (a JSON boolean), got {v!r}")
     n_shared = opt_int(cfg, "num_kv_shared_layers", 0, minimum=0)
     if n_shared >= n_layers:
         raise ValueError(f"config field 'num_kv_shared_layers' = {n_shared} must be < num_hidden_layers = {n_layers}")
@@ -111,7 +106,9 @@ def parse(cfg: dict, n_layers: int, kinds: list[str], req_int, opt_int) -> dict[
             raise ValueError(
                 f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
             )
-    P = opt_int(cfg, "hidden_size_per_layer_input", 256, minimum=0) or 0
+    # per-layer inputs: the class default is 256; an explicit null (some exporters write it for "off") means none
+    P = 0 if "hidden_size_per_layer_input" in cfg and cfg["hidden_size_per_layer_input"] is None else None
+    P = opt_int(cfg, "hidden_size_per_layer_input", 256, minimum=0) if P is None else P
     out: dict[str, Any] = {
         "first_shared": first,
         "k_eq_v": bool(cfg.get("attention_k_eq_v", False)),

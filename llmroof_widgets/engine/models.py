@@ -413,6 +413,9 @@ class ModelConfig:
                     "count": lt.count,
                     "attention": lt.attention.kind if lt.attention else None,
                     "window": lt.attention.window if lt.attention else None,
+                    # per-layer attention geometry (Gemma-4 full layers: global_head_dim, global KV heads)
+                    "head_dim": lt.attention.head_dim if lt.attention else None,
+                    "num_kv_heads": lt.attention.num_kv_heads if lt.attention else None,
                     "mixer": lt.mixer.kind if lt.mixer else None,
                     "mlp": lt.mlp.kind if lt.mlp else None,
                     "num_experts": lt.mlp.num_experts if lt.mlp else 0,
