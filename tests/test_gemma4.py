@@ -45,13 +45,18 @@ def test_31b_full_layers_use_the_global_head_dim_and_k_as_v():
     assert f["attn_value"].matmul_flops == 2 * 32 * 512 * pairs
     # K and V of every layer in the cache (16-bit): a full layer 2·4·512, a sliding one 2·16·256 per token
     assert r.memory["kv_cache_prompt_bytes"] == 512 * 2 * (10 * 2 * 4 * 512 + 50 * 2 * 16 * 256)
-    assert r.params_total == 30_697_345_280  # = transformers' Gemma4ForCausalLM (test_reference_transformers)
+    # = transformers' Gemma4ForConditionalGeneration (tests/test_reference_vision.py): text 30 697 345 280 +
+    # vision tower 569 548 080 + its projection 6 193 152
+    assert r.params_total == 31_273_086_512
+    text = lr.load_model({**m.raw["text_config"], "tie_word_embeddings": True})
+    assert text.vision is None and text.layer_types == m.layer_types
+    assert lr.analyze(text, H100, prompt_len=16, gen_len=1).params_total == 30_697_345_280
 
 
 def test_multimodal_wrapper_text_config_and_per_layer_fields_in_to_dict():
-    text = lr.load_model("gemma-4-31B-it")
-    m = lr.load_model({"model_type": "gemma4", "text_config": dict(text.raw), "tie_word_embeddings": True})
-    assert m.layer_types == text.layer_types  # the wrapper without a vision tower: its text model
+    vl = lr.load_model("gemma-4-31B-it")
+    m = lr.load_model({"model_type": "gemma4", "text_config": vl.raw["text_config"], "tie_word_embeddings": True})
+    assert m.layer_types == vl.layer_types and m.vision is None  # the wrapper without a vision tower
     geometry = {t["name"]: (t["head_dim"], t["num_kv_heads"]) for t in m.to_dict()["layer_types"]}
     assert geometry == {"full": (512, 4), "sliding": (256, 16)}
     # hidden_size_per_layer_input: null means no per-layer inputs (transformers' class default is 256)
@@ -237,3 +242,27 @@ def test_random_gemma4_configs_are_consistent_or_value_error(n, pattern, shared,
         for i, k in enumerate(kinds)
         if i < n - shared
     )
+
+
+def test_vision_tower_tokens_and_errors():
+    m = lr.load_model("gemma-4-31B-it")
+    v = m.vision
+    assert (v.kind, v.depth, v.hidden_size, v.merge, v.max_tokens) == ("gemma4", 27, 1152, 3, 280)
+    assert v.default_image_size() == (768, 768) and v.tokens_per_image(None) == 256  # 16 × 16 tokens of 48 px
+    assert v.tokens_per_image((96, 144)) == 6 and v.patches_per_image((96, 144)) == 54
+    r = lr.analyze(m, H100, prompt_len=64, gen_len=2, images=1, image_size=(96, 144))
+    assert r.to_dict()["settings"]["image_tokens"] == 6 and r.encode.matmul_flops > 0
+    enc = {x.name: x for x in r.encode.rows if x.layer_type == "vision"}
+    assert enc["q_proj"].matmul_flops == 2 * 54 * 1152 * 16 * 72
+    assert enc["embedding_projection"].params == 1152 * 5376 and enc["pos_embed"].params == 2 * 10240 * 1152
+    with pytest.raises(ValueError, match="at most 280"):
+        lr.analyze(m, H100, images=1, image_size=(48 * 17, 48 * 17))  # 289 tokens
+    with pytest.raises(ValueError, match="multiples of"):
+        lr.analyze(m, H100, images=1, image_size=(100, 144))
+    cfg = dict(m.raw)
+    with pytest.raises(ValueError, match="audio_config"):
+        lr.load_model(dict(cfg, audio_config={"model_type": "gemma4_audio"}))
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        lr.load_model(dict(cfg, vision_config=dict(cfg["vision_config"], num_key_value_heads=4)))
+    with pytest.raises(ValueError, match="vision_config.model_type"):
+        lr.load_model(dict(cfg, vision_config=dict(cfg["vision_config"], model_type="siglip_vision_model")))

@@ -45,6 +45,7 @@ VL_FAMILIES: dict[str, tuple[str | None, bool]] = {
     "qwen3_vl_moe": ("qwen3_moe", False),
     "mistral3": (None, True),  # text_config names its own family (mistral, llama …)
     "gemma3": (None, True),  # text_config is gemma3_text
+    "gemma4": (None, True),  # text_config is gemma4_text; its vision tower: vision_gemma4.py
 }
 TEXT_TYPE_ALIASES = {"qwen2_5_vl_text": "qwen2", "qwen3_vl_text": "qwen3", "qwen3_vl_moe_text": "qwen3_moe"}
 
@@ -158,6 +159,8 @@ class VisionSpec:
     projector: str = "qwen"  # "qwen", "qwen3", "mistral3", "gemma3"
     projector_bias: bool = True
     projector_act: str = "gelu"
+    max_tokens: int = 0  # Gemma-4: image tokens per image at most (vision_soft_tokens_per_image; 0 = no cap)
+    standardize: bool = False  # Gemma-4: pooled features shifted and scaled (buffers)
 
     # -- shapes ----------------------------------------------------------------------------
     def default_image_size(self) -> tuple[int, int]:
@@ -165,6 +168,9 @@ class VisionSpec:
         if self.fixed_image_size:
             return self.fixed_image_size, self.fixed_image_size
         unit = self.patch_size * self.merge
+        if self.max_tokens:  # Gemma-4: the largest square within the token budget, as its processor resizes
+            side = math.isqrt(self.max_tokens) * unit
+            return side, side
         side = max(unit, round(DEFAULT_IMAGE_SIDE / unit) * unit)
         return side, side
 
@@ -193,6 +199,11 @@ class VisionSpec:
             raise ValueError(
                 f"image_size: height and width must be multiples of patch_size·spatial_merge_size = "
                 f"{self.patch_size}·{self.merge} = {unit} pixels (the processor resizes to such sizes), got {H}×{W}"
+            )
+        if self.max_tokens and (H // unit) * (W // unit) > self.max_tokens:
+            raise ValueError(
+                f"image_size: {H}×{W} gives {(H // unit) * (W // unit)} image tokens; this encoder ({self.kind}) takes "
+                f"at most {self.max_tokens} per image (its processor resizes larger images to fit)"
             )
         return H, W
 
@@ -386,6 +397,10 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
             projector_bias=bool(outer.get("multimodal_projector_bias", False)),
             projector_act=_act(outer.get("projector_hidden_act", "gelu"), "config"),
         )
+    if mt == "gemma4":
+        from . import vision_gemma4
+
+        return vision_gemma4.parse(outer, raw, text_hidden, VisionSpec, _int, _act)
     if mt == "gemma3":
         vt = raw.get("model_type", "siglip_vision_model")
         if vt != "siglip_vision_model":
@@ -570,6 +585,10 @@ class EncoderBuilder(PassBuilder):
 
     def build(self, layer_fraction: float = 1.0):
         v, N, p = self.v, self.N, self.p
+        if v.kind == "gemma4":
+            from . import vision_gemma4
+
+            return vision_gemma4.build(self)
         self._lt, self._count = "vision", 1
         k_in = v.in_channels * v.temporal_patch_size * v.patch_size**2
         # patch embedding: a stride = kernel convolution is a matmul of the flattened patches
