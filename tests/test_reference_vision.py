@@ -321,13 +321,14 @@ from hypothesis import strategies as st  # noqa: E402
 
 @st.composite
 def _vl_case(draw):
-    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3"]))
+    kind = draw(st.sampled_from(["qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "gemma4"]))
     cfg = _cfg(
         {
             "qwen2_5_vl": "Qwen2.5-VL-7B-Instruct",
             "qwen3_vl": "Qwen3-VL-8B-Instruct",
             "mistral3": "Mistral-Small-3.1-24B-Instruct-2503",
             "gemma3": "gemma-3-4b-it",
+            "gemma4": "gemma-4-31B-it",
         }[kind]
     )
     vc = cfg["vision_config"]
@@ -352,6 +353,11 @@ def _vl_case(draw):
         if kind == "mistral3":
             vc["head_dim"] = vc["hidden_size"] // heads
             merge = cfg["spatial_merge_size"] = draw(st.sampled_from([1, 2, 3]))
+        elif kind == "gemma4":
+            vc["num_key_value_heads"] = heads
+            vc["head_dim"] = draw(st.sampled_from([8, 16, 72]))
+            merge = vc["pooling_kernel_size"] = draw(st.sampled_from([1, 2, 3]))
+            cfg["vision_soft_tokens_per_image"] = draw(st.integers(1, 300))
         else:
             vc["image_size"] = patch * draw(st.sampled_from([4, 8, 16]))
             merge = 1
