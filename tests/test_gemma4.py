@@ -188,6 +188,8 @@ def test_bad_gemma4_fields_name_the_field():
         lr.load_model(_tiny(per_layer_config={"1": {"head_dim": 8.5}}))
     with pytest.raises(ValueError, match="must divide"):
         lr.load_model(_tiny(per_layer_config={"1": {"num_key_value_heads": 3}}))
+    with pytest.raises(ValueError, match="no multi-head attention"):
+        lr.load_model(dict(lr.load_model("deepseek-v3").raw, per_layer_config={"0": {"head_dim": 64}}))
     with pytest.raises(ValueError, match="use_bidirectional_attention"):
         lr.load_model(_tiny(use_bidirectional_attention="all"))
     with pytest.raises(ValueError, match="num_kv_shared_layers"):

@@ -1124,6 +1124,12 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         cfg["rope_parameters"] = families_gemma4.DEFAULT_ROPE  # the config class's (cfg is a copy)
     # per-layer attention geometry: transformers' per_layer_config (Gemma-4: global_head_dim on full layers)
     overrides = families_gemma4.attention_overrides(cfg, n_layers, kinds, _opt_int, g4 is not None)
+    for i, ov in enumerate(overrides):
+        if ov and (fam.get("mla") or kinds[i] not in hybrid.ATTENTION_KINDS):
+            raise ValueError(
+                f"config field 'per_layer_config' overrides {', '.join(sorted(ov))} on layer {i}, which has no "
+                f"multi-head attention to apply them to ({'MLA' if fam.get('mla') else kinds[i]})"
+            )
     first_shared = g3n["first_shared"] if g3n is not None else (g4["first_shared"] if g4 is not None else n_layers)
 
     # --- attention per layer ----------------------------------------------------------------
