@@ -266,8 +266,11 @@ def _period(sigs: list) -> tuple[int, int] | None:
 
 
 def _with_layers(cfg: dict, k: int) -> dict:
-    """The config with its first k layers."""
+    """The config with its first k layers (a vision-language config: its text model's)."""
     out = dict(cfg)
+    if isinstance(out.get("text_config"), dict) and "hidden_size" not in out:
+        out["text_config"] = _with_layers(out["text_config"], k)
+        return out
     for name in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
         if name in out:
             out[name] = k
