@@ -249,6 +249,7 @@ ACT_FLOPS = {
     "gelu_new": 8,  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): x³ (2), fma (2), tanh (~2), add, mul ×2
     "gelu_pytorch_tanh": 8,
     "gelu_fast": 8,
+    "quick_gelu": 6,  # x·sigmoid(1.702·x): scale, neg, exp, add, div, mul (CLIP)
     "relu": 1,  # max(x, 0)
     "relu2": 2,  # max(x, 0)², squared ReLU (Nemotron-H)
     "gpt_oss_glu": 6,  # clamp, clamp, mul α, sigmoid (~4) → counted 6 incl. (up+1)

@@ -190,8 +190,26 @@ def pass_time(rows: list[Row], roof: Roof, *, request: bool = False):
     """Σ count × operator time over the rows (+ the calibrated per-step overhead, and the per-request one
     when ``request``: the prefill of a new request); broadcasts over array-valued rows."""
     total = roof.step_overhead + (roof.request_overhead if request else 0.0)
+    if roof.calibrated:
+        for r in rows:
+            total = total + r.count * roof.row_time(r)
+        return total
+    # the roofline (or fixed-efficiency) mode, inlined: the same arithmetic as row_time, with Python
+    # floats where an operator's figures are scalars (a pass is ~20–50 rows, evaluated for every analysis)
+    bw, host_bw, eff_comm, peak = roof.bw, roof.host_bw, roof.eff_comm, roof.peak
+    scalar = (float, int, np.floating)
     for r in rows:
-        total = total + r.count * roof.row_time(r)
+        if r.kind == "communication":
+            total = total + r.count * (r.comm_s / eff_comm)
+            continue
+        tc = r.flops / peak(r)[1]  # FLOPs / peak
+        tm = (r.weight_bytes + r.activation_bytes + r.kv_bytes - r.host_bytes) / bw  # device bytes / bandwidth
+        th = r.host_bytes / host_bw if host_bw else 0.0  # offloaded bytes / host link
+        if isinstance(tc, scalar) and isinstance(tm, scalar) and isinstance(th, scalar):
+            t = max(tc, tm, th)
+        else:
+            t = np.maximum(np.maximum(tc, tm), th)
+        total = total + r.count * t
     return total
 
 
