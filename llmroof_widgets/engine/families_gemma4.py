@@ -160,7 +160,7 @@ def layer_post(b, lt) -> None:
         from .ops import RMS_FLOPS
 
         # router: RMSNorm without weight (RMS − 1 multiply), × scale (h weights) × 1/√h: 2 more multiplies;
-        # the top-k weights × per_expert_scale (E weights) is k multiplies per token, counted in the router
+        # (the top-k weights × per_expert_scale, E weights: k multiplies per token, h/k times fewer, not counted)
         b.elementwise("router_scale", N * h, RMS_FLOPS + 1, weight_elems=h + E, what="weightless RMSNorm, × scale·h^-½")
         # pre_feedforward_layernorm_2 (the experts' input), post_feedforward_layernorm_1 (MLP), _2 (experts)
         b.elementwise("moe_norms", 3 * N * h, RMS_FLOPS, weight_elems=3 * h, what="three RMSNorms of h")

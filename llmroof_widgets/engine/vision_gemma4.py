@@ -98,8 +98,8 @@ def block(b, name: str, count: int) -> None:
     b.norm("norm1", N, h)
     for nm in ("q_proj", "k_proj", "v_proj"):
         b.linear(nm, N, h, H * d, split="col")
-    r = b.elementwise("qk_norm", N * 2 * Hl * d, RMS_FLOPS, weight_elems=2 * d, what="RMSNorm of q and k per head")
-    r.params = 2 * d
+    # q_norm and k_norm: RMSNorms over each head's d, weights of d each (replicated under TP)
+    b.elementwise("qk_norm", N * 2 * Hl * d, RMS_FLOPS, weight_elems=2 * d, what="RMSNorm of q and k per head")
     b.elementwise("v_norm", N * Hl * d, RMS_FLOPS - 1, what="RMSNorm of v (no weight)")
     b.elementwise("rotary_2d", N * 2 * Hl * d, ROPE_FLOPS, what="2-D rotary embedding of q and k")
     a = AttentionSpec(kind="mha", num_heads=H, num_kv_heads=H, head_dim=d, v_head_dim=d, window=None)
