@@ -213,14 +213,20 @@ def _forward(model) -> dict:
         # LM (Llama4ForCausalLM: embedding, decoder, head), so that is what is counted
         model = model.language_model
     ids = torch.zeros((1, PROMPT), dtype=torch.long, device="meta")
+    # a vision-language model gets the all-ones attention mask its processor gives: without one, Gemma-4's
+    # multimodal forward looks for packed sequences in the position ids (a data-dependent test meta cannot run)
+    vl = getattr(model.config, "vision_config", None) is not None
+    mask = {"attention_mask": torch.ones((1, PROMPT), dtype=torch.long, device="meta")} if vl else {}
     with torch.no_grad():
         outs = []
         # counted with a cache, as generation runs it (the cache adds no matrix product)
-        prefill = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
+        prefill = _count(lambda: outs.append(model(input_ids=ids, use_cache=True, **mask)))
         cache = outs[0].past_key_values
         kv_elems = _cache_numel(cache)
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
+        if vl:
+            mask["attention_mask"] = torch.ones((1, PROMPT + 1), dtype=torch.long, device="meta")
+        decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True, **mask))
     return {"prefill": prefill, "decode": decode, "kv_elems": kv_elems}
 
 

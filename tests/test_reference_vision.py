@@ -44,6 +44,7 @@ IMAGE = {
     "qwen3_vl": (256, 320),
     "qwen3_vl_moe": (256, 320),
     "mistral3": (336, 252),
+    "gemma4": (96, 144),  # 6 × 9 patches of 16, 2 × 3 image tokens (pooling 3)
     "llama4": (800, 600),
     "llava": (336, 336),
 }
@@ -466,14 +467,19 @@ def _count_image_features(cfg: dict, size) -> int:
     else:
         # text model cut to one layer (it does not run here); the vision modules made real on the CPU
         (cfg["text_config"] if "text_config" in cfg else cfg)["num_hidden_layers"] = 1
+        if "layer_types" in cfg.get("text_config", {}):  # Gemma-4 lists one type per layer
+            cfg["text_config"]["layer_types"] = ["full_attention"]
         device = "cpu"
         model = _build(cfg, "meta")
-        for name in ("visual", "vision_tower", "multi_modal_projector"):
+        for name in ("visual", "vision_tower", "multi_modal_projector", "embed_vision"):
             mod = getattr(model.model, name, None)
             if mod is not None:
                 mod.to_empty(device="cpu")
                 for t in [*mod.parameters(), *mod.buffers()]:
                     t.data.zero_()  # uninitialized memory may hold denormals, which make CPU math crawl
+        if mt == "gemma4":  # its axial rotary table is a non-persistent buffer: computed again
+            rot = model.model.vision_tower.encoder.rotary_emb
+            rot.inv_freq.data.copy_(rot.compute_axial_rope_parameters(rot.config)[0])
     H, W = size
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         if mt.startswith("qwen"):
@@ -483,6 +489,11 @@ def _count_image_features(cfg: dict, size) -> int:
             model.model.get_image_features(pixel_values=pix, image_grid_thw=torch.tensor([[1, gh, gw]]))
         elif mt == "mistral3":
             model.model.get_image_features(pixel_values=torch.zeros(1, 3, H, W), image_sizes=torch.tensor([[H, W]]))
+        elif mt == "gemma4":  # patches flattened by the processor, with their (x, y) grid positions
+            p = vc["patch_size"]
+            gh, gw = H // p, W // p
+            pos = torch.tensor([[[x, y] for y in range(gh) for x in range(gw)]])
+            model.model.get_image_features(pixel_values=torch.zeros(1, gh * gw, 3 * p * p), image_position_ids=pos)
         elif mt == "llava":
             model.model.get_image_features(
                 pixel_values=torch.zeros(1, 3, H, W, device=device),
@@ -524,6 +535,15 @@ def _reference_encoder_flops(key: str, size) -> float:
         blk, ds = b - a, c - b
         c0 = a - blk - ds
         return c0 + vc["depth"] * blk + len(vc["deepstack_visual_indexes"]) * ds
+    if mt == "gemma4":
+        # c0 + layers·blk; transformers' pooler averages k × k patches with a one-hot matrix product
+        # (2·tokens·patches·hidden FLOPs) where serving engines sum the patches (no matmul): the engine counts
+        # that, so the surplus is taken off the reference
+        a = _count_image_features(_with_vision(cfg, num_hidden_layers=1), size)
+        b = _count_image_features(_with_vision(cfg, num_hidden_layers=2), size)
+        n = (size[0] // vc["patch_size"]) * (size[1] // vc["patch_size"])
+        pool_matmul = 2 * (n // vc["pooling_kernel_size"] ** 2) * n * vc["hidden_size"]
+        return a + (vc["num_hidden_layers"] - 1) * (b - a) - pool_matmul
     # pixtral: c0 + layers·blk
     a = _count_image_features(_with_vision(cfg, num_hidden_layers=1), size)
     b = _count_image_features(_with_vision(cfg, num_hidden_layers=2), size)
@@ -535,6 +555,7 @@ REF_KEYS = [
     "Qwen3-VL-8B-Instruct",
     "Mistral-Small-3.1-24B-Instruct-2503",
     "gemma-3-4b-it",
+    "gemma-4-31B-it",
     "Llama-4-Scout-17B-16E",
     "llava-1.5-7b-hf",
 ]
@@ -561,7 +582,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 @st.composite
 def _vl_case(draw):
-    kind = draw(st.sampled_from(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "llama4", "llava"]))
+    kind = draw(
+        st.sampled_from(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "mistral3", "gemma3", "llama4", "llava", "gemma4"])
+    )
     if kind == "qwen2_vl":
         cfg = copy.deepcopy(QWEN2_VL)
         vc = cfg["vision_config"]
@@ -580,6 +603,7 @@ def _vl_case(draw):
             "qwen3_vl": "Qwen3-VL-8B-Instruct",
             "mistral3": "Mistral-Small-3.1-24B-Instruct-2503",
             "gemma3": "gemma-3-4b-it",
+            "gemma4": "gemma-4-31B-it",
             "llama4": "Llama-4-Scout-17B-16E",
             "llava": "llava-1.5-7b-hf",
         }[kind]
@@ -606,6 +630,11 @@ def _vl_case(draw):
         if kind == "mistral3":
             vc["head_dim"] = vc["hidden_size"] // heads
             merge = cfg["spatial_merge_size"] = draw(st.sampled_from([1, 2, 3]))
+        elif kind == "gemma4":
+            vc["num_key_value_heads"] = heads
+            vc["head_dim"] = draw(st.sampled_from([8, 16, 72]))
+            merge = vc["pooling_kernel_size"] = draw(st.sampled_from([1, 2, 3]))
+            cfg["vision_soft_tokens_per_image"] = draw(st.integers(1, 300))
         elif kind == "llama4":
             merge = draw(st.sampled_from([1, 2, 3]))
             vc["pixel_shuffle_ratio"] = 1 / merge

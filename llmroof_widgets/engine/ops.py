@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from . import families_gemma3n
+from . import families_gemma3n, families_gemma4
 from .models import ACT_FLOPS, AttentionSpec, LayerType, MLPSpec, ModelConfig
 from .num import Num
 from .options import Options, kv_heads_per_device
@@ -619,7 +619,10 @@ class PassBuilder:
             self.linear("q_proj", N, h, H * d * (2 if a.out_gate else 1), bias=a.qkv_bias, split="col")
             if not a.kv_shared:  # a KV-shared layer (Gemma-3n) attends an earlier layer's K and V
                 self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
-                self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
+                if not a.k_eq_v:  # Gemma-4 attention_k_eq_v: the k projection's output is the value too
+                    self.linear(
+                        "v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv
+                    )
         Hkv_new = 0 if a.kv_shared else Hkvl  # KV heads this layer computes (rotary, norms)
         if a.qk_norm == "l2":
             self.elementwise("qk_norm", N * (Hl + Hkvl) * d, L2_FLOPS, what="L2 norm of q and k (no weights)")
@@ -920,6 +923,8 @@ class PassBuilder:
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
         if self.m.gemma3n:
             families_gemma3n.layer_post(self, lt)
+        if self.m.gemma4:
+            families_gemma4.layer_post(self, lt)
 
     def _mlp(self, mlp: MLPSpec):
         """The MLP or MoE rows of the current layer type. Layer types of one pass with the same MLP spec (a hybrid's
@@ -989,6 +994,8 @@ class PassBuilder:
             r.wclass = "hp"
         if m.gemma3n:
             families_gemma3n.model_ops(self)
+        if m.gemma4:
+            families_gemma4.model_ops(self)
         for lt in m.layer_types:
             self.layer(lt, lt.count * layer_fraction)
         self._lt, self._count = "model", 1

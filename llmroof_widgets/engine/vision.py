@@ -57,6 +57,7 @@ VL_FAMILIES: dict[str, tuple[str | None, bool]] = {
     "qwen3_vl_moe": ("qwen3_moe", False),
     "mistral3": (None, True),  # text_config names its own family (mistral, llama …)
     "gemma3": (None, True),  # text_config is gemma3_text
+    "gemma4": (None, True),  # text_config is gemma4_text; its vision tower: vision_gemma4.py
     "llama4": (None, False),  # text_config is llama4_text; Llama4Config.tie_word_embeddings defaults to False
     "llava": (None, False),  # text_config names its family (llama …); LlavaConfig: False unless the text ties
 }
@@ -229,6 +230,8 @@ class VisionSpec:
     projector: str = "qwen"  # "qwen", "qwen3", "mistral3", "gemma3", "llama4"
     projector_bias: bool = True
     projector_act: str = "gelu"
+    max_tokens: int = 0  # Gemma-4: image tokens per image at most (vision_soft_tokens_per_image; 0 = no cap)
+    standardize: bool = False  # Gemma-4: pooled features shifted and scaled (buffers)
     tile_size: int = 0  # Llama-4: an image is cut into tiles of this side (pixels), one encoder sequence each
     max_tiles: int = 0  # Llama-4: tiles of the canvas at most (the processor's max_patches), plus a global tile
     cls_token: bool = False  # a class token appended to every encoder sequence (Llama-4)
@@ -243,6 +246,9 @@ class VisionSpec:
         if self.tile_size:
             return self.tile_size, self.tile_size
         unit = self.patch_size * self.merge
+        if self.max_tokens:  # Gemma-4: the largest square within the token budget, as its processor resizes
+            side = math.isqrt(self.max_tokens) * unit
+            return side, side
         side = max(unit, round(DEFAULT_IMAGE_SIDE / unit) * unit)
         return side, side
 
@@ -273,6 +279,11 @@ class VisionSpec:
             raise ValueError(
                 f"image_size: height and width must be multiples of patch_size·spatial_merge_size = "
                 f"{self.patch_size}·{self.merge} = {unit} pixels (the processor resizes to such sizes), got {H}×{W}"
+            )
+        if self.max_tokens and (H // unit) * (W // unit) > self.max_tokens:
+            raise ValueError(
+                f"image_size: {H}×{W} gives {(H // unit) * (W // unit)} image tokens; this encoder ({self.kind}) takes "
+                f"at most {self.max_tokens} per image (its processor resizes larger images to fit)"
             )
         return H, W
 
@@ -510,6 +521,10 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
             projector_bias=bool(outer.get("multimodal_projector_bias", False)),
             projector_act=_act(outer.get("projector_hidden_act", "gelu"), "config"),
         )
+    if mt == "gemma4":
+        from . import vision_gemma4
+
+        return vision_gemma4.parse(outer, raw, text_hidden, VisionSpec, _int, _act)
     if mt == "gemma3":
         vt = raw.get("model_type", "siglip_vision_model")
         if vt != "siglip_vision_model":
@@ -892,6 +907,10 @@ class EncoderBuilder(PassBuilder):
 
     def build(self, layer_fraction: float = 1.0):
         v, N, p = self.v, self.N, self.p
+        if v.kind == "gemma4":
+            from . import vision_gemma4
+
+            return vision_gemma4.build(self)
         self._lt, self._count = "vision", 1
         k_in = v.in_channels * v.temporal_patch_size * v.patch_size**2
         Np = self.Np
