@@ -170,7 +170,7 @@ _ALIASES = {k.lower(): k for k in FRAMEWORKS} | {
 
 # Kernel paths that changed with a framework's version: {family: (first version without them, the Framework
 # fields before it, the evidence)}. A version is asked for as "family version" (framework="TensorRT-LLM 0.9.0").
-VERSIONS = {
+VERSIONS: dict[str, tuple[tuple[int, ...], dict[str, object], str]] = {
     "TensorRT-LLM": (
         (0, 10),
         {"legacy_moe": True},
@@ -219,7 +219,7 @@ def framework(name) -> Framework:
     fw = dataclasses.replace(FRAMEWORKS[key], version=ver.lstrip("v"))
     rule = VERSIONS.get(fw.name)
     if rule is not None and tuple(int(g or 0) for g in m.groups()) < rule[0]:
-        fw = dataclasses.replace(fw, **rule[1])
+        fw = dataclasses.replace(fw, **rule[1])  # type: ignore[arg-type]  # Framework fields named in VERSIONS
     return fw
 
 

@@ -662,7 +662,7 @@ class _Server:
         u_m = min(1.0, by_step / dev / (bw * max(t_step, 1e-12))) if t_step > 0 else 0.0
         p_max = float(self.hw.tdp_watts) if getattr(self.hw, "tdp_watts", None) else None
         p_idle, idle_src = idle_power(self.hw)
-        if p_max:
+        if p_max and p_idle is not None:
             power = p_idle + (p_max - p_idle) * busy * (COMPUTE_POWER_SHARE * u_c + (1 - COMPUTE_POWER_SHARE) * u_m)
             energy = power * dev / thr if thr > 0 else None
         else:

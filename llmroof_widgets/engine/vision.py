@@ -645,9 +645,10 @@ def _parse_llama4(raw: dict, text_hidden: int) -> VisionSpec:
             f"config field 'vision_config.image_size' = {tile} (the tile side) must be a multiple of patch_size = {patch}"
         )
     ratio = v.get("pixel_shuffle_ratio")
-    merge = round(1 / ratio) if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0 else 0
+    r = float(ratio) if isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and ratio > 0 else 0.0
+    merge = round(1 / r) if r > 0 else 0
     side = tile // patch
-    if merge < 1 or abs(merge * ratio - 1) > 1e-9 or side % merge:
+    if merge < 1 or abs(merge * r - 1) > 1e-9 or side % merge:
         raise ValueError(
             f"config field 'vision_config.pixel_shuffle_ratio' = {ratio!r} must be 1/m for a whole m that divides "
             f"the {side} patches per tile side (e.g. 0.5)"
