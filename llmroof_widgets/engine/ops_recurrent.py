@@ -213,14 +213,19 @@ def mamba2(pb: PassBuilder, r: RecurrentSpec):
 
 
 def mamba(pb: PassBuilder, r: RecurrentSpec):
-    """Mamba (v1; Jamba, falcon-mamba): a diagonal state of d_state per inner channel, selective dt, B, C."""
+    """Mamba (v1; Mamba, falcon-mamba, Jamba): a diagonal state of d_state per inner channel, selective dt, B, C."""
     h, N, B = pb.m.hidden_size, pb.N, pb.B
     D, S, R = r.d_inner, r.state_size, r.dt_rank
     pb.linear("in_proj", N, h, 2 * D, bias=r.proj_bias)  # x and the gate z
     causal_conv(pb, r)
     pb.linear("x_proj", N, D, R + 2 * S)  # dt (low rank), B, C
-    n = pb.elementwise("dt_b_c_norms", N * (R + 2 * S), RMS_FLOPS, weight_elems=R + 2 * S, what="RMSNorm of dt, B, C")
-    _params_row(n, R + 2 * S)
+    if r.dt_bc_norm == "weighted":  # Jamba: RMSNorm of dt, B and C, each with a weight
+        n = pb.elementwise(
+            "dt_b_c_norms", N * (R + 2 * S), RMS_FLOPS, weight_elems=R + 2 * S, what="RMSNorm of dt, B, C"
+        )
+        _params_row(n, R + 2 * S)
+    elif r.dt_bc_norm:  # falcon-mamba: the same norms without weights
+        pb.elementwise("dt_b_c_norms", N * (R + 2 * S), RMS_FLOPS, what="RMSNorm of dt, B, C (no weights)")
     pb.linear("dt_proj", N, R, D, bias=True)
     step = _is_step(pb)
     t = Terms()
