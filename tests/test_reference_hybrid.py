@@ -27,6 +27,7 @@ Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they 
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 
@@ -113,7 +114,7 @@ def _truncated(cfg: dict, p: int) -> dict:
             cfg[k] = cfg[k][:p]
     if isinstance(cfg.get("hybrid_override_pattern"), str):
         cfg["hybrid_override_pattern"] = cfg["hybrid_override_pattern"][:p]
-    for k in ("mlp_only_layers", "full_attn_idxs"):
+    for k in ("mlp_only_layers", "full_attn_idxs", "attn_layer_indices"):
         if isinstance(cfg.get(k), list):
             cfg[k] = [i for i in cfg[k] if i < p]
     return cfg
@@ -177,10 +178,16 @@ def reference(key: str) -> dict:
         outs = []
         # counted with a cache, as generation runs it (the cache adds no matrix product)
         prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)), weights)
-        cache = outs[0].past_key_values
+        # Mamba / falcon-mamba / Mamba2 return their cache as `cache` and take it as `cache=` (their forward
+        # swallows an unknown `past_key_values=`: the decode step would then run without the prefill's state)
+        cache = getattr(outs[0], "past_key_values", None)
+        if cache is None:
+            cache = outs[0].cache
         kv_elems, conv_elems, rec_elems, rec_model_elems = _cache_numel(cache, weights)
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True), weights)
+        takes = inspect.signature(model.forward).parameters
+        kw = {"cache": cache} if "cache" in takes and "past_key_values" not in takes else {"past_key_values": cache}
+        decode, decode_conv = _count(lambda: model(input_ids=nxt, use_cache=True, **kw), weights)
     _REF[key] = {
         "params": params,
         "prefill": prefill,
