@@ -165,3 +165,29 @@ def plan(cfg: dict, conv: str, n: int, h: int, dense_mlp) -> dict:
         return {"dense": dense_mlp, "moe": None, "mlp": [None] * n, "mixer": _mamba2_spec(cfg, h)}
     # bamba: a gated MLP of intermediate_size in every layer (BambaMLP)
     return {"dense": dense_mlp, "moe": None, "mlp": ["dense"] * n, "mixer": _bamba_spec(cfg, h)}
+
+
+# the knobs that act only on attention layers (their KV cache, scores and softmax): (setting, its no-op value)
+ATTENTION_KNOBS = (
+    ("kv_bits", 16),
+    ("kv_keep_ratio", 1.0),
+    ("kv_budget", None),
+    ("flash_attention", "off"),
+    ("attention", "causal"),
+    ("mla", "absorbed"),
+)
+
+
+def not_applicable(model, settings: dict) -> dict[str, str]:
+    """For a model without any attention layer (Mamba, Mamba2): each attention-only knob that is set, and why
+    it changes nothing; plus the KV cache itself. Empty for a model with attention layers (or a traced one)."""
+    if model.traced is not None or any(lt.attention is not None for lt in model.layer_types):
+        return {}
+    why = "no attention layer in this model: "
+    out = {"kv_cache": why + "no KV cache; each sequence keeps the fixed recurrent state instead"}
+    for knob, default in ATTENTION_KNOBS:
+        if knob in settings and settings[knob] != default:
+            out[knob] = why + f"{knob} = {settings[knob]!r} has no effect (it acts on attention and its KV cache)"
+    if (settings.get("offload") or {}).get("kv_cache"):
+        out["offload.kv_cache"] = why + "there is no KV cache to offload"
+    return out

@@ -39,8 +39,8 @@ from .catalog import (  # noqa: F401 - re-exported: the catalog and file reading
     read_text_file,
 )
 from .families_hybrid import HYBRID_FAMILIES, RecurrentSpec
-from .families_ssm import SSM_FAMILIES
 from .families_more import FAMILIES_MORE, family_fields, rotary_dim_of
+from .families_ssm import SSM_FAMILIES
 from .family_traits import FamilyTraits
 
 # model_type → family traits the math depends on. Each entry was checked against the
