@@ -66,13 +66,16 @@ def causal_conv(pb: PassBuilder, r: RecurrentSpec):
     t.add("activation", "input and output", ("N", N), ("channels", ch), pb._fa, (None, 2))
     # the state: a decode step reads the K cached inputs and writes them back shifted; a prefill writes them
     t.add("kv", "state", ("B", B), ("channels", ch), ("K", K), pb._fa, ("read + write" if step else "write", 1 + step))
-    return pb._push("conv1d", "elementwise", t, "vector", params=r.conv_dim * (K + bias), wclass="hp")
+    row = pb._push("conv1d", "elementwise", t, "vector", params=r.conv_dim * (K + bias), wclass="hp")
+    row.kv_state = True  # the conv state stays in device memory (memory.recurrent_state_bytes)
+    return row
 
 
 def _scan_row(pb: PassBuilder, name, t: Terms, m_dim):
     p = pb.p
     row = pb._push(name, "attention", t, compute_dtype(p.a_fmt, p.a_fmt))
     row.m_dim = m_dim
+    row.kv_state = True  # the recurrent state stays in device memory (memory.recurrent_state_bytes)
     return row
 
 
