@@ -8,7 +8,8 @@ with a recurrent or convolution mixer layer:
   ``torch.utils.flop_counter.FlopCounterMode`` counts (MoE experts with
   ``experts_implementation="batched_mm"``; MLA with ``mla="naive"``, the formulation transformers runs);
 - the KV-cache bytes per token equal the bytes of the cache tensors transformers keeps (fp16);
-- recurrent / hybrid models (Qwen3-Next, Nemotron-H, Jamba, LFM2): the recurrent-state bytes equal transformers'
+- recurrent / hybrid models (Qwen3-Next, Nemotron-H, Jamba, LFM2, Bamba, and the attention-free Mamba,
+  falcon-mamba and Mamba2, whose KV cache is 0): the recurrent-state bytes equal transformers'
   conv-state tensors (model dtype, fp16 here) plus its recurrent-state tensors (float32: transformers runs the
   scans in float32 and keeps their final state so; MiniMax's lightning state stays in the model dtype), reported
   apart from the KV cache. ``FlopCounterMode``
@@ -16,11 +17,13 @@ with a recurrent or convolution mixer layer:
   step of Gated DeltaNet, the state updates of Mamba): matrix products are compared with ``matmul_flops``, the
   convolutions with the engine's ``conv1d`` rows (their multiply-adds, without the bias add FlopCounterMode
   leaves out), and the element-wise scan work is not compared. In transformers 5.24 these models take their
-  cache as ``cache=`` (``past_key_values=`` is renamed to it with a deprecation warning; the decode counts below
-  equal one 1-token step, so the prefill is not re-run). A recurrent / hybrid model is built with its first
-  layers, as few as hold one layer of each kind (Jamba: 5 of 32; Nemotron-H: 6 of 52), and each layer's figures
-  are weighted by how many layers of its kind the full model has (exact: a layer's work depends only on its kind),
-  so that transformers' Python-level reference scans (Mamba's token-by-token loop) stay affordable.
+  cache as ``cache=`` (``past_key_values=`` is renamed to it with a deprecation warning; Mamba, falcon-mamba and
+  Mamba2 return it as ``.cache`` and drop an unknown ``past_key_values=``, so it is passed as ``cache=`` where the
+  forward takes that); the decode counts below equal one 1-token step, so the prefill is not re-run. A recurrent /
+  hybrid model is built with its first layers, as few as hold one layer of each kind (Jamba: 5 of 32; Nemotron-H:
+  6 of 52; Bamba: 10 of 32; Mamba / Mamba2: 1), and each layer's figures are weighted by how many layers of its
+  kind the full model has (exact: a layer's work depends only on its kind), so that transformers' Python-level
+  reference scans (Mamba's token-by-token loop) stay affordable.
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
