@@ -94,9 +94,14 @@ def test_knobs_that_cannot_apply_are_named():
     assert "not_applicable" not in lr.analyze("bamba-9b", H100, kv_bits=8, prompt_len=64, gen_len=2).to_dict()["notes"]
     kv8 = lr.analyze("bamba-9b", H100, kv_bits=8, prompt_len=64, gen_len=2).memory["kv_cache_bytes"]
     assert kv8 == lr.analyze("bamba-9b", H100, prompt_len=64, gen_len=2).memory["kv_cache_bytes"] / 2
-    # Mamba (v1) has no tensor-parallel split here: a ValueError says why (Mamba2 shards its heads)
-    with pytest.raises(ValueError, match="Mamba"):
-        lr.analyze("mamba-130m", HW, tp=2)
+    # tensor parallelism: Mamba shards its inner channels (x_proj row-parallel, its dt, B, C all-reduced), Mamba2
+    # its heads; the state per device halves
+    one, two = (lr.analyze("mamba-130m", HW, tp=t, prompt_len=64, gen_len=2) for t in (1, 2))
+    assert two.memory["recurrent_state_bytes"] == one.memory["recurrent_state_bytes"] / 2
+    ar = {o["name"]: o for o in two.to_dict()["decode"]["ops"]}["x_proj_allreduce"]
+    assert ar["kind"] == "communication" and ar["count"] == 24
+    with pytest.raises(ValueError, match="channels"):
+        lr.analyze("mamba-130m", HW, tp=5)  # 1536 inner channels
     assert lr.analyze("mamba-codestral-7b", HW, tp=2, prompt_len=64, gen_len=2).memory["devices"] == 2
 
 
