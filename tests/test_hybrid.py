@@ -301,6 +301,7 @@ def test_layer_types_without_attention_or_mlp():
         ({**BAMBA, "attn_layer_indices": [4]}, "attn_layer_indices"),
         ({**BAMBA, "layers_block_type": ["mamba", "conv", "mamba", "mamba"]}, "layers_block_type"),
         ({**BAMBA, "mamba_d_head": 7}, "mamba_d_head"),
+        ({**MAMBA, "hidden_act": "swoosh"}, "hidden_act"),
     ],
 )
 def test_bad_hybrid_fields_name_the_field(bad, field):

@@ -69,6 +69,16 @@ def layer_kinds(cfg: dict, conv: str, n: int) -> list[str]:
     return ["full_attention" if i in full else "linear_attention" for i in range(n)]  # BambaConfig.layers_block_type
 
 
+def _act(cfg: dict) -> str:
+    """The activation after the convolution: the config's ``hidden_act`` (silu by default), as the mixers apply it."""
+    from .models import ACT_FLOPS
+
+    act = cfg.get("hidden_act") or "silu"
+    if act not in ACT_FLOPS:
+        raise ValueError(f"config field 'hidden_act' = {act!r} is not supported; supported: {sorted(ACT_FLOPS)}")
+    return act
+
+
 def _mamba_spec(cfg: dict, conv: str, h: int) -> RecurrentSpec:
     """The Mamba (v1) mixer of MambaConfig / FalconMambaConfig."""
     from .models import _opt_int, _req_int
@@ -89,6 +99,7 @@ def _mamba_spec(cfg: dict, conv: str, h: int) -> RecurrentSpec:
         proj_bias=bool(cfg.get("use_bias", False)),
         dt_rank=rank,
         state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
+        act=_act(cfg),
         # falcon-mamba: RMS norms of dt, B and C without weights; Mamba: none
         dt_bc_norm="plain" if conv == "falcon_mamba" else "",
     )
@@ -122,6 +133,7 @@ def _mamba2_spec(cfg: dict, h: int) -> RecurrentSpec:
         proj_bias=bool(cfg.get("use_bias", False)),
         chunk_size=_opt_int(cfg, "chunk_size", 256, minimum=1),
         state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
+        act=_act(cfg),
     )
 
 
@@ -154,6 +166,7 @@ def _bamba_spec(cfg: dict, h: int) -> RecurrentSpec:
         proj_bias=bool(cfg.get("mamba_proj_bias", False)),
         chunk_size=_opt_int(cfg, "mamba_chunk_size", 256, minimum=1),
         state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
+        act=_act(cfg),
     )
 
 
