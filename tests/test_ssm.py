@@ -122,6 +122,8 @@ def test_serving_an_attention_free_model_is_capped_by_its_state():
     free = base["capacity_bytes"] - base["weights_bytes"] - base["activations_bytes"] - base["draft_bytes"]
     assert s["kv_limited_batch"] == pytest.approx(free / base["recurrent_state_bytes"], rel=1e-12)
     assert s["stable"] and math.isfinite(s["max_rate"]) and s["max_rate"] > 5
+    over = lr.serve("mamba-130m", small, rate=2 * s["max_rate"], prompt_len=1000, gen_len=200)
+    assert not over.stable and "recurrent state holds at most" in over.why_unstable
     # closed loop and a light load with a batch cap (the M/M/c waiting probability underflows to 0, no overflow)
     assert lr.serve("mamba-130m", H100, concurrency=32, prompt_len=1000, gen_len=200).to_dict()["stable"]
     assert lr.serve("gpt2", H100, rate=5, max_batch=256, prompt_len=500, gen_len=200).to_dict()["stable"]
@@ -139,3 +141,18 @@ def test_disaggregated_serving_moves_the_state():
     fast, slow = ttft(1e12), ttft(1e8)
     state = lr.analyze("mamba-2.8b", H100, prompt_len=500, gen_len=2).memory["recurrent_state_bytes"]
     assert slow["ttft_s"]["p50"] - fast["ttft_s"]["p50"] == pytest.approx(state / 1e8 - state / 1e12, rel=1e-6)
+
+
+def test_serving_a_hybrid_counts_the_state_of_every_running_request():
+    # Bamba: each running request holds its KV tokens (3 attention layers) and its fixed state (29 Mamba2 layers,
+    # ~10× the KV of 1000 tokens): the batch the memory holds is free / (state + KV of a running request)
+    from llmroof_widgets.engine.serving import _Server
+
+    srv = _Server(
+        "bamba-9b", H100, prompt_len=1000, gen_len=200, max_batch=None, chunk_size=None, block_size=16, knobs={}
+    )
+    m = srv.base.memory
+    free = m["capacity_bytes"] - m["weights_bytes"] - m["activations_bytes"] - m["draft_bytes"]
+    per_request = m["recurrent_state_bytes"] + m["kv_bytes_per_token"] * (srv.ctx_run + 8)
+    assert srv.b_kv == pytest.approx(free / per_request, rel=1e-12)
+    assert srv.b_kv < 0.2 * m["kv_token_capacity"] / (srv.ctx_run + 8)  # the KV cache alone would allow 5× more

@@ -393,10 +393,13 @@ class _Server:
         kv_cap = float(self.base.memory["kv_token_capacity"])
         # the KV cache's capacity in running decodes (mean demand must fit)
         self.b_kv = kv_cap / self.kv_tokens_run if self.kv_tokens_run > 0 else math.inf
-        if no_kv:  # no KV cache: the fixed recurrent state of each running sequence caps the batch instead
-            rec = float(mem["recurrent_state_bytes"])  # one sequence's, on one device
+        rec = float(mem["recurrent_state_bytes"])  # one sequence's recurrent state (Mamba, Gated DeltaNet), one device
+        if rec > 0:
+            # each running request holds its fixed state beside its KV tokens (none without attention): the memory
+            # left by the weights and activations over both caps the batch
             free = mem["capacity_bytes"] - mem["weights_bytes"] - mem["activations_bytes"] - mem["draft_bytes"]
-            self.b_kv = max(free, 0.0) / rec if rec > 0 else math.inf
+            kv_dev = mem["kv_bytes_per_token"] * (1.0 - float((knobs.get("offload") or {}).get("kv_cache", 0.0)))
+            self.b_kv = max(free, 0.0) / (rec + kv_dev * self.kv_tokens_run)
         cap = self.b_kv if self.max_batch is None else min(self.b_kv, float(self.max_batch))
         self.b_cap = cap
         self._prefill_times()
@@ -857,6 +860,12 @@ def _why(srv: _Server) -> str:
     if srv.B[i] >= srv.b_cap - 1e-9:
         if srv.max_batch is not None and srv.max_batch <= srv.b_kv:
             return f"the running batch reaches max_batch = {srv.max_batch}"
+        m = srv.base.memory
+        if m["recurrent_state_bytes"] > 0:  # Mamba / hybrid: every running request also holds its fixed state
+            what = (
+                "the KV cache and recurrent state hold" if m["kv_bytes_per_token"] > 0 else "the recurrent state holds"
+            )
+            return f"{what} at most {srv.b_kv:.4g} running requests in memory"
         return f"the KV cache holds at most {srv.b_kv:.4g} running requests (paged blocks of {srv.block} tokens)"
     if srv.rho_p[i] >= 0.999:
         return "the prefill work alone saturates the replica"
