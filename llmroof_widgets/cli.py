@@ -99,7 +99,8 @@ def report(d: dict) -> str:
         + (f" + draft {fmt_bytes(mem['draft_bytes'])}" if mem.get("draft_bytes") else "")
         + f" = {fmt_bytes(mem['total_bytes'])} of {fmt_bytes(mem['capacity_bytes'])} — "
         f"{'fits' if mem['fits'] else 'DOES NOT FIT'}; max batch {mem['max_batch_size']}",
-        _time_words(s.get("efficiency")) + " TTFT = prefill time; TPOT = mean time per output token after the first.",
+        _time_words(s.get("efficiency"))
+        + " TTFT = prefill time (+ encode, draft prefill, request overhead); TPOT = mean time per output token after the first.",
     ]
     return "\n".join(out)
 

@@ -143,7 +143,7 @@ def module_bundle_path(module: str) -> pathlib.Path:
 
 
 def embed_asset_path(name: str) -> pathlib.Path:
-    """``require.js`` or ``embed-amd.js``: from ``llmroof_widgets/static/embed/`` (the JS build),
+    """``require.js``, ``embed-amd.js`` or a widget schema: from ``llmroof_widgets/static/embed/`` (the JS build),
     else from the repository's ``node_modules`` (a development checkout after ``npm install``)."""
     p = EMBED_DIR / name
     if p.is_file():
@@ -151,6 +151,8 @@ def embed_asset_path(name: str) -> pathlib.Path:
     fallback = {
         "embed-amd.js": REPO_ROOT / "node_modules" / "@jupyter-widgets" / "html-manager" / "dist" / "embed-amd.js",
         "require.js": REPO_ROOT / "node_modules" / "requirejs" / "require.js",
+        "state.schema.json": REPO_ROOT / "node_modules" / "@jupyter-widgets" / "schema" / "v2" / "state.schema.json",
+        "view.schema.json": REPO_ROOT / "node_modules" / "@jupyter-widgets" / "schema" / "v2" / "view.schema.json",
     }.get(name)
     if fallback is not None and fallback.is_file():
         return fallback
@@ -172,6 +174,120 @@ def _read_script(path: pathlib.Path) -> str:
     text = path.read_text(encoding="utf-8")
     # the .map files are not inlined: drop the references so nothing tries to fetch them
     return _SOURCE_MAP.sub("", text)
+
+
+# html-manager compiles ipywidgets' state and view JSON schemas with ajv when its module loads (code
+# generation: a tenth of a second or more of every page opening) and checks the page's state against them.
+# The exported state is checked against the same schemas once, here, at export (:func:`validate_state`), and
+# the page's copy of the manager skips ajv: the two compile sites of html-manager's embed-amd.js (pinned in
+# package-lock.json) are replaced. If a new html-manager no longer matches, the page keeps ajv (still correct).
+_AJV_SITES = (
+    # the module whose compiled validators are unused: `x=new(A());x.compile(s),x.compile(v);`
+    (re.compile(r"\b(\w+)=new\((\w+)\(\)\);\1\.compile\((\w+)\),\1\.compile\((\w+)\);"), r"\1=null;"),
+    # renderManager's validators: `k=new(A()),E=k.compile(s),$=k.compile(v);` → always valid (checked at export)
+    (
+        re.compile(
+            r"\b([\w$]+)=new\(([\w$]+)\(\)\),([\w$]+)=\1\.compile\(([\w$]+)\),([\w$]+)=\1\.compile\(([\w$]+)\);"
+        ),
+        r"\1=null,\3=function(){return!0},\5=function(){return!0};",
+    ),
+)
+
+
+def embed_script() -> tuple[str, int]:
+    """html-manager's embed-amd.js with its schema compilation removed; (text, sites replaced)."""
+    path = embed_asset_path("embed-amd.js")
+    key = (str(path), path.stat().st_mtime_ns)
+    if _EMBED_CACHE.get("key") != key:
+        text = _read_script(path)
+        n = 0
+        for pattern, repl in _AJV_SITES:
+            # the sites sit right before a ".compile(": match only in windows there (a 3.6 MB text)
+            at = text.find(".compile(")
+            while at >= 0:
+                lo = max(0, at - 80)
+                m = pattern.search(text, lo, at + 120)
+                if m is not None:
+                    text = text[: m.start()] + m.expand(repl) + text[m.end() :]
+                    n += 1
+                    break
+                at = text.find(".compile(", at + 1)
+        _EMBED_CACHE.update(key=key, value=(text, n))
+    return _EMBED_CACHE["value"]
+
+
+_EMBED_CACHE: dict = {}
+
+
+_JSON_TYPES = {
+    "object": dict,
+    "array": (list, tuple),
+    "string": str,
+    "number": (int, float),
+    "integer": int,
+    "boolean": bool,
+    "null": type(None),
+}
+# the draft-07 keywords the widget schemas use (jsonschema itself takes seconds to import: its URI grammars)
+_SCHEMA_KEYWORDS = {"$schema", "description", "type", "properties", "additionalProperties", "required", "items"}
+_SCHEMA_KEYWORDS |= {"minimum", "maximum", "const", "oneOf"}
+
+
+def schema_errors(value, schema: dict, path: str = ""):
+    """The first error of ``value`` against a draft-07 ``schema`` that uses only :data:`_SCHEMA_KEYWORDS`
+    (a schema with another keyword raises: a new html-manager's schema is never checked half-way); None if valid."""
+    unknown = set(schema) - _SCHEMA_KEYWORDS
+    if unknown:
+        raise ValueError(f"export_html: the widget schema uses keywords this checker does not know: {sorted(unknown)}")
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        ok = any(
+            isinstance(value, _JSON_TYPES[t]) and not (t in ("number", "integer") and isinstance(value, bool))
+            for t in names
+        )
+        if not ok:
+            return f"{path or '/'}: expected {' or '.join(names)}, got {type(value).__name__}"
+    if "const" in schema and value != schema["const"]:
+        return f"{path or '/'}: must be {schema['const']!r}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            return f"{path or '/'}: {value} is less than the minimum of {schema['minimum']}"
+        if "maximum" in schema and value > schema["maximum"]:
+            return f"{path or '/'}: {value} is greater than the maximum of {schema['maximum']}"
+    if "oneOf" in schema and sum(schema_errors(value, s, path) is None for s in schema["oneOf"]) != 1:
+        return f"{path or '/'}: must match exactly one of {len(schema['oneOf'])} alternatives"
+    if isinstance(value, dict):
+        for key in schema.get("required", ()):
+            if key not in value:
+                return f"{path or '/'}: {key!r} is required"
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+        for key, v in value.items():
+            sub = props.get(key, extra)
+            if sub is False:
+                return f"{path}/{key}: no such property"
+            if isinstance(sub, dict) and sub:
+                err = schema_errors(v, sub, f"{path}/{key}")
+                if err:
+                    return err
+    if isinstance(value, (list, tuple)) and isinstance(schema.get("items"), dict):
+        for k, v in enumerate(value):
+            err = schema_errors(v, schema["items"], f"{path}/{k}")
+            if err:
+                return err
+    return None
+
+
+def validate_state(data: dict) -> None:
+    """The exported widget state and view specs against the JSON schemas html-manager's ajv checked on every
+    page opening (@jupyter-widgets/schema v2, copied by the JS build next to embed-amd.js). Raises
+    ``ValueError`` naming the first error."""
+    for name, items in (("state", [data["manager_state"]]), ("view", data["view_specs"])):
+        schema = json.loads(embed_asset_path(f"{name}.schema.json").read_text(encoding="utf-8"))
+        for item in items:
+            err = schema_errors(item, schema)
+            if err:
+                raise ValueError(f"export_html: the widget {name} does not match the widget schema at {err}")
 
 
 # -- the widgets ------------------------------------------------------------------------------------
@@ -350,6 +466,7 @@ def render_html(widgets, title: str | None = None, grid=None) -> str:
         data = widget_data(views)
         if cap is not None:
             _patch_state(data["manager_state"], cap, switcher.model_id)
+        validate_state(data)
     finally:
         if switcher is not None:
             switcher.close()
@@ -374,7 +491,7 @@ def render_html(widgets, title: str | None = None, grid=None) -> str:
         requirejs=escape_js(_read_script(embed_asset_path("require.js"))),
         state=escape_json(data["manager_state"]),
         views=views,
-        embed=escape_js(_read_script(embed_asset_path("embed-amd.js"))),
+        embed=escape_js(embed_script()[0]),
         fonts=_font_style(),
     )
 

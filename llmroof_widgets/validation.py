@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .engine import analyze, fit
+from .engine import analyze, calibration, fit
 from .engine.fit import HIGHER_IS_FASTER, METRICS, load_measurements, record_model, record_settings  # noqa: F401
 
 CV = (None, "source")
@@ -48,7 +48,7 @@ def _row(rec: dict, kw: dict, pred: float, mode: str, scope: str | None) -> dict
         "id": rec["id"],
         "model": rec["model"],
         "hardware": rec["hardware"],
-        "framework": kw["framework"],
+        "framework": calibration.framework(kw["framework"]).name,  # the family (versions in framework_version)
         "framework_version": rec.get("framework_version"),
         "metric": rec["metric"],
         "batch_size": kw["batch_size"],

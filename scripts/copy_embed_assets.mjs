@@ -1,7 +1,7 @@
 // Copy the two scripts a static HTML export inlines (llmroof_widgets/export.py) from node_modules
 // into llmroof_widgets/static/embed/: require.js and @jupyter-widgets/html-manager's embed-amd.js
 // (which also defines @jupyter-widgets/base and controls), plus the Font Awesome webfonts its CSS
-// uses (the accordion and toolbar icons; inlined as data URLs). Run by `npm run build`.
+// uses (the accordion and toolbar icons; inlined as data URLs) and the widget state schemas. Run by `npm run build`.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -26,6 +26,17 @@ for (const [pkg, file, target] of assets) {
   copyFileSync(src, join(out, target));
   const meta = JSON.parse(readFileSync(join(dir, "package.json"), "utf8"));
   versions[target] = { package: pkg, version: meta.version, license: meta.license };
+}
+// the JSON schemas of the widget state and view specs html-manager bundles (@jupyter-widgets/schema v2):
+// export.py checks every exported state against them (the page itself skips that check)
+{
+  const req = createRequire(join(root, "node_modules", "@jupyter-widgets", "html-manager", "package.json"));
+  const pkg = dirname(req.resolve("@jupyter-widgets/schema/package.json"));
+  for (const name of ["state", "view"]) {
+    copyFileSync(join(pkg, "v2", `${name}.schema.json`), join(out, `${name}.schema.json`));
+  }
+  const meta = JSON.parse(readFileSync(join(pkg, "package.json"), "utf8"));
+  versions["schemas"] = { package: "@jupyter-widgets/schema", version: meta.version, license: meta.license };
 }
 // Font Awesome 5 (a dependency of html-manager): optional, the page only loses icons without it
 try {

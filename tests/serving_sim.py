@@ -12,9 +12,15 @@ Step times come from the same engine passes as the analytic model (``StepModel``
 sequences at the running requests' mean context (a table over b and context, interpolated), a chunk step
 adds what the mixed pass adds. What differs from the analytic model is everything it approximates: the
 queue itself, the batch that fluctuates request by request, which steps carry chunks.
+
+Steady state only: the requests measured are those that arrive with ids in [warmup, n_requests), and the
+load keeps coming until the last of them ends (stopping the arrivals earlier would let the system drain
+around the last measured requests and bias their TPOT low).
 """
 
 from __future__ import annotations
+
+import heapq
 
 import numpy as np
 import simpy
@@ -36,10 +42,20 @@ class StepTables:
             td = np.broadcast_to(np.interp(self.bs, srv.B, srv.t_dec), self.bs.shape)
             self.chunk_extra = np.maximum(tm - td, 0.0)
             self.chunk_alone = float(srv.t_mix[0])
+        # the decode-time table as Python lists (the step loop is scalar)
+        self._rows = [list(r) for r in self.t_dec]
+        self._c0, self._dc, self._nc = float(self.cs[0]), float(self.cs[1] - self.cs[0]), len(self.cs)
 
     def decode(self, b: int, ctx: float) -> float:
-        i = min(b - 1, len(self.bs) - 1)
-        return float(np.interp(ctx, self.cs, self.t_dec[i]))
+        row = self._rows[min(b - 1, len(self._rows) - 1)]
+        x = (ctx - self._c0) / self._dc  # linear interpolation on the uniform context grid, clamped at its ends
+        if x <= 0:
+            return row[0]
+        j = int(x)
+        if j >= self._nc - 1:
+            return row[-1]
+        w = x - j
+        return row[j] * (1 - w) + row[j + 1] * w
 
     def extra(self, b: int) -> float:
         if b == 0:
@@ -48,10 +64,17 @@ class StepTables:
 
 
 def simulate(srv: _Server, *, rate=None, users=None, n_requests=3000, warmup=300, seed=1):
-    """Run the scheduler; per-request TTFT, TPOT and e2e after the warm-up (seconds)."""
+    """Run the scheduler; per-request TTFT, TPOT and e2e of requests warmup … n_requests − 1 (seconds)."""
     rng = np.random.default_rng(seed)
-    P = srv.P.draw(rng.random(n_requests + users if users else n_requests))
-    G = np.maximum(srv.G.draw(rng.random(len(P))), 1.0)
+    n_draw = 3 * n_requests + (users or 0)  # the load goes on past n_requests until those requests are done
+    P = srv.P.draw(rng.random(n_draw))
+    G = np.maximum(srv.G.draw(rng.random(n_draw)), 1.0)
+    gaps = None
+    if rate:
+        # Poisson arrivals at exactly the rate asked over the measured requests (the gaps rescaled to their
+        # mean): near max_rate the batch moves ~5 % per 1 % of rate, and a sample's own rate is ~2 % off
+        gaps = rng.exponential(1.0, n_draw)
+        gaps *= 1.0 / (rate * float(np.mean(gaps[:n_requests])))
     cap = srv.max_batch or 10**9
     b_max = int(min(cap, 4 * max(1.0, srv.b_cap if np.isfinite(srv.b_cap) else 512)))
     tab = StepTables(srv, min(b_max, 2048))
@@ -62,7 +85,10 @@ def simulate(srv: _Server, *, rate=None, users=None, n_requests=3000, warmup=300
     env = simpy.Environment()
     queue: list[int] = []  # waiting for prefill (request ids)
     left = {}  # prompt tokens still to prefill (chunked)
-    running: dict[int, list] = {}  # id → [context, decode steps left]
+    # running decodes: request i joined at decode step j_i; at step k its context is P_i + (k − j_i) and it
+    # ends at step j_i + G_i − 1. Kept as a heap of end steps and the sum of P_i − j_i (mean context in O(1)).
+    ends: list[tuple[int, int]] = []
+    run = {"k": 0, "b": 0, "s": 0.0}
     arrive, first, done = {}, {}, {}
     wake = [env.event()]
     next_id = [0]
@@ -70,7 +96,7 @@ def simulate(srv: _Server, *, rate=None, users=None, n_requests=3000, warmup=300
     def submit():
         i = next_id[0]
         next_id[0] += 1
-        if i >= len(P):
+        if i >= n_draw:
             return
         arrive[i] = env.now
         queue.append(i)
@@ -79,8 +105,8 @@ def simulate(srv: _Server, *, rate=None, users=None, n_requests=3000, warmup=300
             wake[0].succeed()
 
     def arrivals():
-        while next_id[0] < n_requests:
-            yield env.timeout(rng.exponential(1.0 / rate))
+        while next_id[0] < n_draw:
+            yield env.timeout(gaps[next_id[0]])
             submit()
 
     def finish(i):
@@ -93,16 +119,27 @@ def simulate(srv: _Server, *, rate=None, users=None, n_requests=3000, warmup=300
         if G[i] <= 1:
             finish(i)
         else:
-            running[i] = [P[i], G[i] - 1]
+            heapq.heappush(ends, (run["k"] + int(G[i]) - 1, i))
+            run["b"] += 1
+            run["s"] += P[i] - run["k"]
+
+    def advance():  # every running decode makes one token; those at their last token end
+        run["k"] += 1
+        k = run["k"]
+        while ends and ends[0][0] <= k:
+            _, i = heapq.heappop(ends)
+            run["b"] -= 1
+            run["s"] -= P[i] - (k - int(G[i]) + 1)
+            finish(i)
 
     def server():
         while True:
-            if not queue and not running:
+            b = run["b"]
+            if not queue and not b:
                 wake[0] = env.event()
                 yield wake[0]
                 continue
-            b = len(running)
-            ctx = float(np.mean([r[0] for r in running.values()])) + 1 if running else 0.0
+            ctx = run["s"] / b + run["k"] + 1 if b else 0.0  # the running requests' mean context (+ this token)
             if srv.chunk is None:
                 if queue and b < cap:
                     i = queue.pop(0)
@@ -110,38 +147,39 @@ def simulate(srv: _Server, *, rate=None, users=None, n_requests=3000, warmup=300
                     start_decode(i)
                     continue
                 yield env.timeout(tab.decode(b, ctx))
+                advance()
             else:
                 head = queue[0] if (queue and b < cap) else None
                 t = tab.decode(b, ctx) if b else 0.0
                 if head is not None:
                     t += tab.extra(b)
                 yield env.timeout(t)
+                advance()
                 if head is not None:
                     left[head] -= srv.chunk
                     if left[head] <= 0:
                         queue.pop(0)
-                        start_decode(head)
-            for i in list(running):
-                if i in first and first[i] == env.now:
-                    continue  # joined in this step
-                r = running[i]
-                r[0] += 1
-                r[1] -= 1
-                if r[1] <= 0:
-                    del running[i]
-                    finish(i)
+                        start_decode(head)  # joins the next step
 
     env.process(server())
     if users is not None:
         for _ in range(users):
             submit()
-        horizon_ok = lambda: len(done) < n_requests
     else:
         env.process(arrivals())
-        horizon_ok = lambda: len(done) < n_requests
-    while horizon_ok() and env.peek() != float("inf"):
+    measured = range(warmup, n_requests)
+    pending = [n_requests - 1]  # the measured requests end roughly in order: check from the last one back
+
+    def all_done():
+        while pending[0] >= warmup and pending[0] in done:
+            pending[0] -= 1
+        return pending[0] < warmup and all(i in done for i in measured)
+
+    while env.peek() != float("inf"):
         env.step()
-    ids = sorted(i for i in done if i >= warmup)
+        if n_requests - 1 in done and all_done():
+            break
+    ids = [i for i in measured if i in done]
     ttft = np.array([first[i] - arrive[i] for i in ids])
     tpot = np.array([(done[i] - first[i]) / (G[i] - 1) for i in ids if G[i] > 1])
     e2e = np.array([done[i] - arrive[i] for i in ids])

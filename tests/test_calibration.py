@@ -62,7 +62,7 @@ def test_fit_recovers_known_constants(data, monkeypatch):
     """Times generated from known constants are fitted back (the fitter is not a no-op)."""
     recs, feats, times = data
     monkeypatch.setattr(fit, "PRIOR_WEIGHT", 1e-8)  # the data alone
-    truth = calibration.PRIOR_MEAN * np.array([1.3, 0.8, 1.4, 1.2, 1.0, 1.1, 2.0, 1.5, 0.5, 3.0, 1.2, 2.0])
+    truth = calibration.PRIOR_MEAN * np.array([1.3, 0.8, 1.4, 1.2, 1.0, 1.1, 2.0, 1.5, 0.5, 3.0, 1.2, 2.0, 2.5])
     truth[calibration.PARAMS.index("per_sm_compute")] = 0.0
     truth = np.maximum(truth, calibration.LOWER)
     fake = np.array([fit.predict_time(f, truth) for f in feats])
@@ -70,7 +70,7 @@ def test_fit_recovers_known_constants(data, monkeypatch):
     err = np.array([fit.predict_time(f, th) for f in feats]) / fake - 1
     assert np.abs(err).max() < 0.02
     # the well-determined constants come back
-    for name in ("compute", "dequant_compute", "memory", "kernel_s", "step_s"):
+    for name in ("compute", "dequant_compute", "memory", "kernel_s", "step_s", "seq_step_s"):
         j = calibration.PARAMS.index(name)
         assert th[j] == pytest.approx(truth[j], rel=0.1), name
 
@@ -125,6 +125,50 @@ def test_framework_knob():
         )
         assert row.ttft_s == pytest.approx(r.generation["ttft_s"], rel=1e-9)
         assert row.e2e_s == pytest.approx(r.generation["e2e_s"], rel=1e-9)
+
+
+def test_framework_versions():
+    old = calibration.framework("TensorRT-LLM 0.9.0")
+    assert old.name == "TensorRT-LLM" and old.label == "TensorRT-LLM 0.9.0" and old.legacy_moe
+    assert calibration.framework("trtllm v0.9").legacy_moe  # aliases and a leading v
+    assert not calibration.framework("TensorRT-LLM 0.10.0").legacy_moe
+    assert not calibration.framework("TensorRT-LLM").legacy_moe  # the family as it is today
+    assert not calibration.framework("vLLM 0.10.0").legacy_moe  # no version rule: the version is only a label
+    for bad in ("TensorRT-LLM nightly", "pytorch 2.1", "", None, 3):
+        with pytest.raises(ValueError, match="framework must be one of"):
+            calibration.framework(bad)
+    # the version reaches analyze() and its settings; fit groups stay per family
+    kw = dict(prompt_len=2048, gen_len=1, tp=2, w_bits="fp8_e4m3", a_bits="fp8_e4m3", kv_bits="fp8_e4m3")
+    kw.update(efficiency="calibrated", flash_attention="tiled", fused=True)
+    r9 = lr.analyze("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", framework="TensorRT-LLM 0.9.0", **kw)
+    rn = lr.analyze("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", framework="TensorRT-LLM", **kw)
+    assert r9.settings["framework"] == "TensorRT-LLM 0.9.0" and r9.prefill.roof.km.scope == rn.prefill.roof.km.scope
+    # before 0.10 the expert GEMMs multiply in 16 bits at the mma.sync share (2/3) of Hopper's peak; the bytes
+    # (fp8 weights, read as stored) and every other operator are unchanged
+    ops9 = {o["name"]: o for o in r9.to_dict()["prefill"]["ops"]}
+    opsn = {o["name"]: o for o in rn.to_dict()["prefill"]["ops"]}
+    hw = r9.hardware
+    for name in ("experts_gate_up", "experts_down"):
+        assert ops9[name]["peak_dtype"] == "fp16" and opsn[name]["peak_dtype"] == "fp8"
+        km = r9.prefill.roof.km
+        assert ops9[name]["peak_flops"] == pytest.approx(hw.peak_flops["fp16"] * 2 / 3 / km.compute)
+        assert ops9[name]["bytes"] == opsn[name]["bytes"] and ops9[name]["flops"] == opsn[name]["flops"]
+        assert ops9[name]["compute_time_s"] == pytest.approx(opsn[name]["compute_time_s"] * 3)
+    assert {**ops9["q_proj"], "share": 0} == {**opsn["q_proj"], "share": 0}  # its share of a longer phase drops
+    # sweep() and serve() model the same version
+    df = lr.sweep("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", framework="TensorRT-LLM 0.9.0", **kw)
+    assert df.ttft_s.iloc[0] == pytest.approx(r9.generation["ttft_s"], rel=1e-9)
+    k16 = {**kw, "gen_len": 16}
+    sv = lr.serve("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", concurrency=1, framework="TensorRT-LLM 0.9.0", **k16)
+    a16 = lr.analyze("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", framework="TensorRT-LLM 0.9.0", **k16)
+    assert sv.to_dict()["ttft_s"]["p50"] == pytest.approx(a16.generation["ttft_s"], rel=1e-6)
+    # the share is 1 off Hopper (Ampere's native instruction), and the roofline ignores all of it
+    assert calibration.legacy_mma_share(lr.load_hardware("a100-80gb-sxm")) == 1.0
+    kw["efficiency"] = "roofline"
+    assert (
+        lr.analyze("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", framework="TensorRT-LLM 0.9.0", **kw).generation
+        == lr.analyze("mistralai/Mixtral-8x7B-v0.1", "h100-sxm", **kw).generation
+    )
 
 
 def test_geforce_fp16_accumulate_peak():

@@ -404,3 +404,30 @@ def test_a_second_view_of_the_same_state_is_left_out(tmp_path):
     assert export_html(ui, tmp_path / "one.html", grid=grid).is_file()
     other.close()
     ui.close()
+
+
+def test_page_manager_skips_ajv_and_the_state_is_checked_at_export(dashboard_page):
+    """html-manager's ajv schema compilation is taken out of the page's copy of the manager (both sites of the
+    pinned embed-amd.js); the same schemas are checked at export instead."""
+    text, sites = export.embed_script()
+    assert sites == 2
+    original = export._read_script(export.embed_asset_path("embed-amd.js"))
+    assert original.count(".compile(") - text.count(".compile(") == 4  # two validators at each of two sites
+    inline = [t for a, t in parse(dashboard_page).scripts if not a]
+    assert any(escape_js(text) == t for t in inline)
+    # the checker: what ajv rejected raises at export, naming where
+    model = {"model_name": "M", "model_module": "m", "model_module_version": "1", "state": {}}
+    good = {"version_major": 2, "version_minor": 0, "state": {"a": model}}
+    views = [{"version_major": 2, "version_minor": 0, "model_id": "a"}]
+    export.validate_state({"manager_state": good, "view_specs": views})
+    for bad, where in (
+        ({**good, "version_major": 3}, "/version_major"),
+        ({**good, "state": {"a": {**model, "model_name": 1}}}, "/state/a/model_name"),
+        ({**good, "state": {"a": {**model, "state": []}}}, "/state/a/state"),
+    ):
+        with pytest.raises(ValueError, match=where):
+            export.validate_state({"manager_state": bad, "view_specs": views})
+    with pytest.raises(ValueError, match="model_id"):
+        export.validate_state({"manager_state": good, "view_specs": [{"version_major": 2}]})
+    with pytest.raises(ValueError, match="keywords"):
+        export.schema_errors({}, {"type": "object", "patternProperties": {}})

@@ -207,15 +207,26 @@ def _mtp_params(model) -> int | None:
 
 def _forward(model) -> dict:
     """Prefill and decode matmul FLOPs, and cache elements after the prefill, of one model."""
+    if type(model).__name__ == "Llama4ForConditionalGeneration":
+        # transformers 5.24's Llama4ForConditionalGeneration.forward reads ``image_outputs`` from its causal
+        # LM's output, which has none (AttributeError): on text tokens it only embeds them and runs that causal
+        # LM (Llama4ForCausalLM: embedding, decoder, head), so that is what is counted
+        model = model.language_model
     ids = torch.zeros((1, PROMPT), dtype=torch.long, device="meta")
+    # a vision-language model gets the all-ones attention mask its processor gives: without one, Gemma-4's
+    # multimodal forward looks for packed sequences in the position ids (a data-dependent test meta cannot run)
+    vl = getattr(model.config, "vision_config", None) is not None
+    mask = {"attention_mask": torch.ones((1, PROMPT), dtype=torch.long, device="meta")} if vl else {}
     with torch.no_grad():
         outs = []
         # counted with a cache, as generation runs it (the cache adds no matrix product)
-        prefill = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
+        prefill = _count(lambda: outs.append(model(input_ids=ids, use_cache=True, **mask)))
         cache = outs[0].past_key_values
         kv_elems = _cache_numel(cache)
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
+        if vl:
+            mask["attention_mask"] = torch.ones((1, PROMPT + 1), dtype=torch.long, device="meta")
+        decode = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True, **mask))
     return {"prefill": prefill, "decode": decode, "kv_elems": kv_elems}
 
 
@@ -260,7 +271,9 @@ def _period(sigs: list) -> tuple[int, int] | None:
 
 
 def _with_layers(cfg: dict, k: int) -> dict:
-    """The config with its first k layers."""
+    """The config with its first k layers (a vision-language config's text model: its text_config's)."""
+    if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:
+        return {**cfg, "text_config": _with_layers(cfg["text_config"], k)}
     out = dict(cfg)
     for name in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
         if name in out:
@@ -336,7 +349,7 @@ def pair(request):
 
 def _eager_surplus(res, tokens: int) -> float:
     """FLOPs transformers' eager code computes beyond what the engine counts (see the module docstring)."""
-    if res.model.model_type != "llama4_text":
+    if res.model.model_type not in ("llama4_text", "llama4"):  # Llama-4 text-only or with its vision tower
         return 0.0
     h = res.model.hidden_size
     return sum(

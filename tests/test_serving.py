@@ -1,16 +1,18 @@
 """Serving layer: limits, Little's law, stability, energy and cost, the planner — and a SimPy oracle.
 
 The oracle (tests/serving_sim.py) simulates the scheduler event by event with the same engine step
-times; the analytic percentiles must agree with it (within 10 %; TPOT's p99 within 15 %, see the README).
+times; the analytic percentiles (TTFT, TPOT, e2e: mean, p50, p90, p99) must agree with it within 10 %.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
 import llmroof_widgets as lr
-from llmroof_widgets.engine.serving import Lengths, _Server
+from llmroof_widgets.engine.serving import IDLE_POWER_SHARE, Lengths, _Server
 
 M, H = "meta-llama/Llama-3.1-8B", "h100-sxm"
 
@@ -120,13 +122,58 @@ def test_energy_and_power_model():
     r = lr.serve(M, H, rate=10.0, prompt_len=1024, gen_len=256)
     hw = lr.load_hardware(H)
     # power within [idle, TDP]; energy/token = power × devices / tokens per second
-    assert 0.15 * hw.tdp_watts <= r.power_w_per_device <= hw.tdp_watts
+    assert r.idle_w_per_device <= r.power_w_per_device <= hw.tdp_watts
     assert r.energy_j_per_token == pytest.approx(r.power_w_per_device / r.throughput_tokens_per_s)
     # more load: more tokens per joule (the idle floor and the weights' reads are shared)
     hi = lr.serve(M, H, rate=25.0, prompt_len=1024, gen_len=256)
     assert hi.energy_j_per_token < r.energy_j_per_token
     no_tdp = lr.Hardware(name="x", memory_bytes=80e9, memory_bandwidth=3e12, peak_flops={"fp16": 1e15})
     assert lr.serve(M, no_tdp, rate=1.0, prompt_len=128, gen_len=16).energy_j_per_token is None
+    # idle power: the catalog's published figure where there is one, else the stated share of TDP — and the
+    # result says which
+    no_idle = dataclasses.replace(hw, idle_watts=None)
+    assumed = lr.serve(M, no_idle, rate=10.0, prompt_len=1024, gen_len=256)
+    assert assumed.idle_w_per_device == pytest.approx(IDLE_POWER_SHARE * hw.tdp_watts)
+    assert "assumed" in assumed.idle_power_source and "TDP" in assumed.idle_power_source
+    h200 = lr.serve(M, "h200-sxm", rate=10.0, prompt_len=1024, gen_len=256)
+    assert h200.idle_w_per_device == lr.load_hardware("h200-sxm").idle_watts
+    assert h200.idle_power_source.startswith("catalog")
+    idle = lr.serve(M, "h200-sxm", rate=1e-6, prompt_len=1024, gen_len=256)  # almost never busy: idle power
+    assert idle.power_w_per_device == pytest.approx(h200.idle_w_per_device, rel=1e-3)
+
+
+def test_idle_power_in_the_catalog_has_a_source():
+    import json
+    from importlib.resources import files
+
+    cat = json.loads((files("llmroof_widgets") / "data" / "hardware.json").read_text())
+    with_idle = [d for d in cat["devices"] if d.get("idle_watts") is not None]
+    assert len(with_idle) >= 6
+    for d in with_idle:
+        assert d["sources"].get("idle", "").startswith("http"), d["id"]
+        # one assumptions line says what the figure covers (plain idle or a model loaded, readings, source) and
+        # names the value itself, so the number and its provenance cannot drift apart
+        lines = [a for a in d["assumptions"] if a.startswith("idle_watts")]
+        assert len(lines) == 1 and lines[0].startswith(f"idle_watts = {d['idle_watts']:g} W"), d["id"]
+        assert d["tdp_watts"] is None or 0 < d["idle_watts"] < d["tdp_watts"], d["id"]
+        assert lr.load_hardware(d["id"]).idle_watts == d["idle_watts"]
+
+
+def test_idle_share_fallback_agrees_with_the_published_figures():
+    """The assumed idle share of TDP (used where the catalog has no figure) lies between the quartiles of the
+    published idle/TDP ratios of the datacenter parts that have one."""
+    import json
+    from importlib.resources import files
+
+    cat = json.loads((files("llmroof_widgets") / "data" / "hardware.json").read_text())
+    ratios = [
+        d["idle_watts"] / d["tdp_watts"]
+        for d in cat["devices"]
+        if d["kind"] in ("datacenter-gpu", "accelerator") and d.get("idle_watts") and d.get("tdp_watts")
+    ]
+    assert len(ratios) >= 10
+    q1, q3 = np.percentile(ratios, [25, 75])
+    assert q1 <= IDLE_POWER_SHARE <= q3
 
 
 def test_disaggregated_pools_send_the_kv_cache():
@@ -187,16 +234,27 @@ def _q(x):
     }
 
 
+FIXED = dict(prompt_len=1024, gen_len=256)
+SPREAD = dict(prompt_len=(256, 2048), gen_len=(32, 512))
+
+
 @pytest.mark.parametrize(
     "kw, load",
     [
-        (dict(prompt_len=1024, gen_len=256), 0.3),
-        (dict(prompt_len=1024, gen_len=256), 0.6),
-        (dict(prompt_len=(256, 2048), gen_len=(32, 512), chunk_size=512), 0.3),
-        (dict(prompt_len=(256, 2048), gen_len=(32, 512), chunk_size=512), 0.6),
+        (FIXED, 0.3),
+        (FIXED, 0.6),
+        (FIXED, 0.85),
+        (SPREAD, 0.6),
+        (SPREAD, 0.85),
+        ({**FIXED, "chunk_size": 512}, 0.85),
+        ({**FIXED, "chunk_size": 512}, 0.6),
+        ({**SPREAD, "chunk_size": 512}, 0.3),
+        ({**SPREAD, "chunk_size": 512}, 0.5),
     ],
 )
 def test_percentiles_match_a_discrete_event_simulation(kw, load):
+    """TTFT, TPOT and e2e mean/p50/p90/p99 within 10 % of the simulated ones, up to 85 % of max_rate (uniform
+    prompts with chunked prefill up to 50 %: above it the analytic TTFT tail is low, see the README)."""
     from serving_sim import simulate
 
     srv = _Server(
@@ -210,14 +268,14 @@ def test_percentiles_match_a_discrete_event_simulation(kw, load):
         gen_len=kw["gen_len"],
     )
     lam = load * srv.max_rate
-    sim = simulate(srv, rate=lam, n_requests=3000, warmup=300, seed=1)
+    # near max_rate the batch wanders slowly (requests are correlated for seconds): more of them for a steady p99
+    n = 6000 if load < 0.5 else 20000
+    sim = simulate(srv, rate=lam, n_requests=n, warmup=n // 10, seed=1)
     r = lr.serve(M, H, rate=lam, **kw)
-    st, sp = _q(sim["ttft"]), _q(sim["tpot"])
-    for k in ("mean", "p50", "p90", "p99"):
-        assert r.ttft_s[k] == pytest.approx(st[k], rel=0.10), ("ttft", k, r.ttft_s, st)
-    for k in ("mean", "p50", "p90"):
-        assert r.tpot_s[k] == pytest.approx(sp[k], rel=0.10), ("tpot", k, r.tpot_s, sp)
-    assert r.tpot_s["p99"] == pytest.approx(sp["p99"], rel=0.15), ("tpot p99", r.tpot_s, sp)
+    for m in ("ttft", "tpot", "e2e"):
+        s, a = _q(sim[m]), getattr(r, f"{m}_s")
+        for k in ("mean", "p50", "p90", "p99"):
+            assert a[k] == pytest.approx(s[k], rel=0.10), (m, k, a, s)
     # Little's law on the simulation: requests in the system = rate × mean latency
     assert r.concurrency == pytest.approx(lam * np.mean(sim["e2e"]), rel=0.10)
 

@@ -115,7 +115,10 @@ def test_every_shipped_record_is_mapped_with_its_source():
         assert r["framework_family"] in lr.engine.calibration.FRAMEWORKS, r["id"]
         assert r["batching"] in ("single-stream", "static-batch", "fixed-concurrency"), r["id"]
         kw = v.record_settings(r)
-        assert kw["framework"] == r["framework_family"]
+        fw = lr.engine.calibration.framework(kw["framework"])
+        assert fw.name == r["framework_family"]
+        # the version travels where it changes the kernels (TensorRT-LLM before 0.10: 16-bit expert GEMMs)
+        assert (fw.version is not None) == (r["framework_family"] in lr.engine.calibration.VERSIONS), r["id"]
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +139,16 @@ def test_validation_figures(figures):
     )
     print(f"  calibrated, in sample:    median |error| {sc['median_abs_error']:.1%}, p90 {sc['p90_abs_error']:.1%}")
     print(f"  calibrated, out of sample: median |error| {so['median_abs_error']:.1%}, p90 {so['p90_abs_error']:.1%}")
-    assert sr["records"] >= 158
+    assert sr["records"] >= 167
     # the roofline is a lower bound on time (issue 15's target: ≥ 97 % of records)
     assert sr["lower_bound_share"] >= 0.97
     assert (roof.predicted > 0).all() and (cal.predicted > 0).all() and (loo.predicted > 0).all()
     # in sample: the fit reproduces the records it was fitted on
     assert sc["median_abs_error"] <= 0.12
-    # out of sample (leave one source out): what the fit reaches on sources it never saw. Issue 15 asks
-    # for ≤ 15 % / ≤ 35 %; the median is met, the p90 is not (see README), so the test pins what is reached
+    # out of sample (leave one source out): what the fit reaches on sources it never saw — issue 15's
+    # targets, ≤ 15 % / ≤ 35 % (12.6 % / 34.4 % over 167 records; see README)
     assert so["median_abs_error"] <= 0.15
-    assert so["p90_abs_error"] <= 0.50
+    assert so["p90_abs_error"] <= 0.35
     # out-of-sample errors are worse than in-sample ones: the folds really refit
     assert so["median_abs_error"] > sc["median_abs_error"]
     with pytest.raises(ValueError, match="mode"):

@@ -212,10 +212,12 @@ class Result:
             "memory": dict(self.memory),
             "notes": {
                 "time": _time_note(self.settings.get("efficiency")),
-                "ttft": "time to first token = prefill time",
+                "ttft": "time to first token = prefill time (+ the vision encode phase when images are given, a "
+                "speculative draft's prefill, and in the calibrated mode the per-request host overhead)",
                 "tpot": "time per output token after the first = (e2e − ttft)/(gen_len − 1)",
                 "tokens_per_s": "generated tokens per second for one sequence (one user), end to end",
-                "throughput_tokens_per_s": "generated tokens per second for the whole batch, per device",
+                "throughput_tokens_per_s": "generated tokens per second for the whole batch, all devices together "
+                "(throughput_per_device_tokens_per_s divides it by the devices: tp × pp × ep)",
                 # attention-free models (Mamba, Mamba2): the attention-only knobs that change nothing, by name
                 **({"not_applicable": na} if (na := not_applicable(m, self.settings)) else {}),
             },
@@ -388,7 +390,8 @@ def analyze(
         efficiency, dequantization and launch overheads — see ``engine/calibration.py``), or
         {"compute": f, "memory": f, "communication": f}: achievable shares of the peaks
     framework : the serving framework whose kernels the calibrated mode models: "generic" (default: the
-        pooled fit), "llama.cpp", "MLX", "vLLM", "SGLang", "TensorRT-LLM". Its fitted constants for this
+        pooled fit), "llama.cpp", "MLX", "vLLM", "SGLang", "TensorRT-LLM", optionally followed by a version
+        ("TensorRT-LLM 0.9.0": that version's kernel paths, ``calibration.VERSIONS``). Its fitted constants for this
         device family come from ``data/calibration_fit.json``; other modes ignore it. Its attention kernel
         and fusion are not implied: pass ``flash_attention=`` and ``fused=`` (``calibration.FRAMEWORKS``)
     images : images per sequence, for a vision-language model (an encode phase runs before the prefill;
@@ -396,7 +399,8 @@ def analyze(
         ``prompt_len + images · tokens_per_image`` tokens and the KV cache holds them all
         (``prompt_len`` counts the text tokens, the image marker tokens included)
     image_size : (height, width) in pixels of each image (default: the encoder's fixed size, or 448×448);
-        tokens per image = (H/patch)·(W/patch)/merge² (Gemma-3: its fixed ``mm_tokens_per_image``)
+        tokens per image = (H/patch)·(W/patch)/merge² (Gemma-3: its fixed ``mm_tokens_per_image``; LLaVA: CLIP's
+        fixed 24² patches; Llama-4: any size, cut into 336-pixel tiles as its processor does, 144 per tile)
     """
     m = load_model(model)
     hw = load_hardware(hardware)
@@ -436,7 +440,7 @@ def analyze(
         spec = speculative.validated()
         if spec.gamma > 0:
             draft = _mtp_draft(m) if spec.draft == "mtp" else load_model(spec.draft)
-    fw = calibration.framework(framework).name
+    fw = calibration.framework(framework).label  # the family, with a version where one was asked for
     roof = Roof(hw, opts.efficiency, quantized_weights=prec.w_bits < 16, framework=fw)
     settings = {
         "model": m.name,
@@ -485,7 +489,7 @@ def analyze(
         ).build()
         if n_img:
             enc_time = float(pass_time(enc_rows, roof))
-            encode = Phase("encode", img_tokens, m.vision.patches_per_image(img_size), enc_rows, enc_time, roof)
+            encode = Phase("encode", img_tokens, m.vision.seq_len(img_size), enc_rows, enc_time, roof)
             # residual stream of the patches on this device + the largest operator's tensors
             n_patch = B / opts.ep * n_img * m.vision.patches_per_image(img_size)
             enc_act = n_patch * m.vision.hidden_size * prec.a + float(max(r.activation_bytes for r in enc_rows))

@@ -6,16 +6,19 @@ MLX, vLLM, SGLang, TensorRT-LLM, a generic default) and *device family* (``Hardw
 
     time(op)   = max(c_compute · FLOPs / (peak · η_shape),        float GEMMs, attention products
                      (c_dequant | c_expert | c_narrow instead     GEMMs that dequantize their weights,
-                      of c_compute for those kernels)             MoE expert GEMMs, fp8/int8 GEMMs)
+                      of c_compute for those kernels)             MoE expert GEMMs, fp8/int8 GEMMs;
+                                                                  Ampere-class expert GEMMs of older
+                                                                  versions: 16-bit peak × mma.sync share)
                      c_per_sm  · FLOPs / (SMs · 1 TFLOP/s),       a kernel's own ceiling per SM
                      c_memory  · bytes / bandwidth)               streaming at an achievable bandwidth
                  + kernel_s (graph_kernel_s with CUDA graphs)     launch and scheduling, per kernel
     time(pass) = Σ count · time(op) + step_s                      host work per forward pass
+                 + seq_step_s · B · positions sampled             sampling and bookkeeping per sequence
     TTFT      += request_s                                        admission, tokenization, per request
     time(collective) = c_bus · bytes-part + hops · hop_s          bus bandwidth and per-hop latency
 
 The structure is physics (η_shape below: tile fill for small M and wave quantization over the SMs;
-which peak a framework's kernels can use); the twelve constants ``PARAMS`` are *fitted* by
+which peak a framework's kernels can use); the thirteen constants ``PARAMS`` are *fitted* by
 :mod:`llmroof_widgets.engine.fit` from ``data/measurements.json`` — a bounded, robust least squares on
 relative error, pulled towards the explained priors ``PRIOR`` — and stored in
 ``data/calibration_fit.json`` (regenerated and compared by the tests). Nothing is tuned by hand to a
@@ -25,8 +28,10 @@ did not see.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -50,9 +55,10 @@ PARAMS = (
     "request_s",  # seconds per request, added to the prefill: admission, tokenization, first-step setup
     "bus",  # time multiplier of collectives' bytes over the interconnect bandwidth (1 / achieved bus bandwidth)
     "hop_s",  # seconds per link step of a collective's direct (one-/two-shot) kernel: 2 per all-reduce, 1 else
+    "seq_step_s",  # seconds per sampled position per forward pass: sampling, the sequence's bookkeeping in the step
 )
 # Lower bounds: no kernel runs faster than the datasheet (multipliers ≥ 1), overheads are ≥ 0.
-LOWER = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+LOWER = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
 
 # Priors the fit is pulled towards where the data say little: a mean from public figures, and a scale such
 # that mean ± 2 scales spans the physically plausible range.
@@ -74,9 +80,13 @@ PRIOR_MEAN = np.array(
         1 / 0.8,  # NCCL all-reduce bus bandwidth ~80 % of the link's (plausible 30–95 %)
         2e-6,  # NCCL's tuning model: ~0.5–3.4 µs per NVLink hop, ~1–5.7 µs per PCIe hop (0–20 µs)
         # (with synchronisation and launch, a one-shot all-reduce of a small message takes ~5–20 µs)
+        # ~4 µs per request in the batch per step: the per-request term of inference-sim/BLIS's step model
+        # fitted on H100 vLLM traces (serving-and-architectures notes §2; plausible 0–40 µs: Python
+        # schedulers, sampling and detokenization per sequence)
+        4e-6,
     ]
 )
-PRIOR_SCALE = np.array([1.0, 1.5, 2.5, 1.5, 2.0, 0.4, 8e-6, 4e-6, 5e-4, 1e-2, 1.0, 1e-5])
+PRIOR_SCALE = np.array([1.0, 1.5, 2.5, 1.5, 2.0, 0.4, 8e-6, 4e-6, 5e-4, 1e-2, 1.0, 1e-5, 2e-5])
 # The prior counts as one record that is off by 100 % when a constant is one scale away from its mean.
 PRIOR_WEIGHT = 1.0
 
@@ -91,6 +101,16 @@ class Framework:
     fused: bool  # element-wise operators fused into neighbours (no traffic of their own)
     graphs: bool  # steps replayed as CUDA/HIP graphs or compiled engines: the graph_kernel_s overhead applies
     note: str
+    # MoE expert GEMMs run as Ampere-class grouped GEMMs (warp-level mma.sync): narrow expert weights are
+    # converted to 16 bits inside the kernel (read as stored, multiplied at the 16-bit rate), at the share of
+    # the tensor peak that instruction reaches (LEGACY_MMA_SHARE on Hopper). Set by a version (VERSIONS).
+    legacy_moe: bool = False
+    version: str | None = None  # the version asked for ("0.9.0"); None: the family as it is today
+
+    @property
+    def label(self) -> str:
+        """The family name, with the version when one was asked for ("TensorRT-LLM 0.9.0")."""
+        return f"{self.name} {self.version}" if self.version else self.name
 
 
 FRAMEWORKS = {
@@ -148,12 +168,59 @@ _ALIASES = {k.lower(): k for k in FRAMEWORKS} | {
 }
 
 
+# Kernel paths that changed with a framework's version: {family: (first version without them, the Framework
+# fields before it, the evidence)}. A version is asked for as "family version" (framework="TensorRT-LLM 0.9.0").
+VERSIONS: dict[str, tuple[tuple[int, ...], dict[str, object], str]] = {
+    "TensorRT-LLM": (
+        (0, 10),
+        {"legacy_moe": True},
+        "FP8 quantization for Mixtral is new in TensorRT-LLM 0.10.0 (release notes, "
+        "https://github.com/NVIDIA/TensorRT-LLM/releases/tag/v0.10.0; 0.9.0 could not export an FP8 Mixtral, "
+        "https://github.com/NVIDIA/TensorRT-LLM/issues/1229). Before it the model assumes the MoE plugin's "
+        "CUTLASS grouped GEMMs of the Ampere generation, FP8 weights converted to 16 bits in the kernel: "
+        "consistent with the 0.9.0 tables, where Mixtral gains 1.8x from A100 FP16 to H100 FP8 and Mistral 7B "
+        "3.3x, and with its decode speed (the experts' bytes are FP8)",
+    ),
+}
+# Share of the tensor-core peak that warp-level MMA (mma.sync, the Ampere-era instruction) reaches on devices
+# whose peak needs warpgroup MMA (wgmma): "about 2/3" on Hopper (FlashAttention-3, Shah et al. 2024,
+# arXiv:2407.08608, §2). Elsewhere the warp-level instruction is the native one (share 1); Blackwell's is not
+# known here, so it is left at 1.
+LEGACY_MMA_SHARE = 2.0 / 3.0
+WGMMA_DEVICES = frozenset({"h100-sxm", "h100-pcie", "h100-nvl", "h200-sxm"})  # the catalog's Hopper (sm90) parts
+_VERSION = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:\S*)$")
+
+
+def legacy_mma_share(hw) -> float:
+    """Share of ``hw``'s tensor peak an Ampere-class (mma.sync) kernel reaches (see LEGACY_MMA_SHARE)."""
+    return LEGACY_MMA_SHARE if hw.id in WGMMA_DEVICES else 1.0
+
+
 def framework(name) -> Framework:
-    """The :class:`Framework` for a name (case-insensitive); ValueError listing the allowed ones."""
-    key = _ALIASES.get(str(name).strip().lower()) if isinstance(name, str) else None
-    if key is None:
-        raise ValueError(f"framework must be one of {', '.join(map(repr, FRAMEWORKS))}, got {name!r}")
-    return FRAMEWORKS[key]
+    """The :class:`Framework` for a name (case-insensitive), optionally followed by a version ("TensorRT-LLM
+    0.9.0": the kernel paths of that version, :data:`VERSIONS`); ValueError listing the allowed ones."""
+    if isinstance(name, Framework):
+        return name
+    allowed = (
+        f"framework must be one of {', '.join(map(repr, FRAMEWORKS))}, optionally followed by a version "
+        f"(e.g. 'TensorRT-LLM 0.9.0'), got {name!r}"
+    )
+    if not isinstance(name, str):
+        raise ValueError(allowed)
+    text = name.strip()
+    key = _ALIASES.get(text.lower())
+    if key is not None:
+        return FRAMEWORKS[key]
+    head, _, ver = text.rpartition(" ")
+    key = _ALIASES.get(head.strip().lower())
+    m = _VERSION.match(ver)
+    if key is None or m is None:
+        raise ValueError(allowed)
+    fw = dataclasses.replace(FRAMEWORKS[key], version=ver.lstrip("v"))
+    rule = VERSIONS.get(fw.name)
+    if rule is not None and tuple(int(g or 0) for g in m.groups()) < rule[0]:
+        fw = dataclasses.replace(fw, **rule[1])  # type: ignore[arg-type]  # Framework fields named in VERSIONS
+    return fw
 
 
 def device_family(hw) -> str:

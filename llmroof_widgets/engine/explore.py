@@ -231,7 +231,7 @@ class _SweepPlan:
                     self.hw,
                     opts.efficiency,
                     quantized_weights=prec.w_bits < 16,
-                    framework=calibration.framework(kw["framework"]).name,
+                    framework=calibration.framework(kw["framework"]).label,  # with its version, as analyze()
                 )
                 self._prepared[i] = (kw, prec, opts, roof)
         return self._prepared[i]

@@ -48,20 +48,37 @@ def parse(cfg: dict, n_layers: int, req_int) -> dict:
     return out
 
 
-def model_ops(b) -> None:
-    """Model-level operators: per-layer inputs and the AltUp stream projections (before the layers)."""
+def per_layer_inputs(b, P: int, V_pli: int) -> None:
+    """Per-layer inputs (Gemma-3n, Gemma-4 E-series): each token's L·P row of the V_pli × (L·P) table and
+    the projection of its embedding (h → L·P) with an RMSNorm over P, combined."""
     m, N, p = b.m, b.N, b.p
-    g = m.gemma3n
-    h, L, P, n = m.hidden_size, m.num_layers, g["hidden_size_per_layer_input"], g["altup_num_inputs"]
+    h, L = m.hidden_size, m.num_layers
     # per-layer input embeddings: one row of L·P values per token from a V_pli × (L·P) table
     r = b.elementwise("embed_tokens_per_layer", N * L * P, 1, reads=1, writes=1, what="lookup and √p scale")
-    r.params = g["vocab_size_per_layer_input"] * L * P
+    r.params = V_pli * L * P
     r.add_term("weight", "rows read", ("N", N), ("L·P", L * P), b._fhp)  # one L·P row per token
     r.resident = r.params * p.hp
     r.wclass = "hp"
     b.linear("per_layer_model_projection", N, h, L * P)
     b.norm_rms("per_layer_projection_norm", N * L, P)
     b.elementwise("per_layer_inputs_combine", N * L * P, 2, reads=2, writes=1, what="(projection + embedding)/√2")
+
+
+def per_layer_input_gate(b, P: int) -> None:
+    """In each layer: gate (h → P), GELU(gate)·the layer's input, projection (P → h), RMSNorm."""
+    N, h = b.N, b.m.hidden_size
+    b.linear("per_layer_input_gate", N, h, P)
+    b.elementwise("per_layer_input_act", N * P, 9, reads=2, writes=1, what="gelu(gate)·per-layer input")
+    b.linear("per_layer_projection", N, P, h)
+    b.norm_rms("post_per_layer_input_norm", N, h)
+
+
+def model_ops(b) -> None:
+    """Model-level operators: per-layer inputs and the AltUp stream projections (before the layers)."""
+    m, N = b.m, b.N
+    g = m.gemma3n
+    h, n = m.hidden_size, g["altup_num_inputs"]
+    per_layer_inputs(b, g["hidden_size_per_layer_input"], g["vocab_size_per_layer_input"])
     for i in range(1, n):
         b.linear(f"altup_projection_{i}", N, h, h)
     b.elementwise("altup_magnitude", N * h * (n - 1), 4, reads=1, writes=1, what="rescale streams to the input RMS")
@@ -116,8 +133,5 @@ def layer_post(b, lt) -> None:
     r.add_term("weight", "correct_output_scale", ("h", h), b._fhp)
     r.resident = h * b.p.hp
     r.wclass = "hp"
-    b.linear("per_layer_input_gate", N, h, P)
-    b.elementwise("per_layer_input_act", N * P, 9, reads=2, writes=1, what="gelu(gate)·per-layer input")
-    b.linear("per_layer_projection", N, P, h)
-    b.norm_rms("post_per_layer_input_norm", N, h)
+    per_layer_input_gate(b, P)
     b.elementwise("altup_streams_add", N * h * (n - 1), 1, reads=2, writes=1, what="add to the n − 1 other streams")

@@ -49,5 +49,6 @@ class FamilyTraits(TypedDict, total=False):
     embed_scale: bool  # embeddings scaled by √hidden (Gemma): one multiply per element
     embed_norm: bool  # a LayerNorm right after the token embedding (Bloom)
     gemma3n: bool  # Gemma-3n text: KV sharing, per-layer inputs, AltUp, LAuReL (families_gemma3n.py)
+    gemma4: bool  # Gemma-4 text: per-layer head_dim, K = V, KV sharing, per-layer inputs, MoE (families_gemma4.py)
     hybrid: str  # layer-plan convention of a hybrid / recurrent family (families_hybrid.py)
     attention_free: bool  # no attention layer at all (Mamba, Mamba2): attention heads are not read

@@ -8,6 +8,7 @@ The predicted time is then
 
     T(θ) = Σ w · max(θ_compute·t_c (or θ_dequant·t_c), θ_per_sm·t_sm, θ_memory·t_m)
            + θ_kernel·kernels + θ_step·passes + θ_request·requests + θ_bus·t_bus + θ_hop·hops
+           + θ_seq·sampled positions
 
 — linear in θ once each operator's limiting branch is fixed. The fit alternates: fix the branches at the
 current θ, solve a bounded least squares on relative error (Huber-weighted, with the explained priors of
@@ -34,7 +35,7 @@ from .models import load_model
 from .ops import PassBuilder
 from .options import make_options, validate_for
 from .precision import Precision
-from .roofline import Roof, is_kernel
+from .roofline import SAMPLED_ROW, Roof, is_kernel
 
 METRICS = (
     "prefill_tokens_per_s",
@@ -83,6 +84,16 @@ def _family(rec: dict) -> str:
     return "generic"
 
 
+def _framework(rec: dict) -> calibration.Framework:
+    """The record's framework family, at its version where the family's kernel paths changed with the
+    version (:data:`calibration.VERSIONS`) and the record states a plain version number."""
+    fam = _family(rec)
+    ver = str(rec.get("framework_version") or "").strip()
+    if fam in calibration.VERSIONS and ver and " " not in ver:
+        return calibration.framework(f"{fam} {ver}")
+    return calibration.FRAMEWORKS[fam]
+
+
 def record_model(rec: dict):
     """The model to analyze for a record: its config when the record carries one, else the catalog model."""
     if rec.get("model_config"):
@@ -95,7 +106,8 @@ def record_settings(rec: dict) -> dict:
 
     - weights / activations / KV cache: the record's engine formats (``weights``, ``activations``,
       ``kv_cache``), else the weight format in its precision text with 16-bit activations and KV cache;
-    - framework family, and that framework's attention kernel and fusion (:data:`calibration.FRAMEWORKS`);
+    - framework family (with its version where that changes the kernels: ``"TensorRT-LLM 0.9.0"``), and
+      that framework's attention kernel and fusion (:data:`calibration.FRAMEWORKS`);
     - ``num_devices`` > 1: tensor parallelism over that many devices;
     - decode records from an empty context (llama-bench tg128: prompt 0, 128 generated) become a one-token
       prompt followed by gen_len + 1 tokens, so that exactly gen_len decode steps are timed.
@@ -103,7 +115,7 @@ def record_settings(rec: dict) -> dict:
     metric = rec["metric"]
     if metric not in METRICS:
         raise ValueError(f"record {rec.get('id')}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
-    fw = calibration.FRAMEWORKS[_family(rec)]
+    fw = _framework(rec)
     kw = dict(
         batch_size=int(rec["batch_size"]),
         w_bits=rec.get("weights") or _weight_format(rec["precision"]),
@@ -111,7 +123,7 @@ def record_settings(rec: dict) -> dict:
         kv_bits=rec.get("kv_cache", 16),
         flash_attention=fw.flash_attention,
         fused=fw.fused,
-        framework=fw.name,
+        framework=fw.label,
     )
     n = int(rec.get("num_devices", 1) or 1)
     if n > 1:
@@ -170,13 +182,14 @@ class Features:
 
     U: np.ndarray  # (K, 6): compute time (float | dequantizing | expert | fp8/int8 GEMM: one is set), per-SM, memory
     w: np.ndarray  # (K,): executions of each entry (count × decode steps it stands for)
-    s: np.ndarray  # (7,): kernels (no graphs), kernels (graphs), passes, requests, collective bytes time, hops
+    s: np.ndarray  # (7,): kernels (no graphs), kernels (graphs), passes, requests, collective bytes time, hops,
+    # sampled positions (Σ B · positions over the passes)
     framework: str
     device_family: str
 
 
 def _entries(rows, roof, step_w, out_U, out_w):
-    kernels = bus = hops = 0.0
+    kernels = bus = hops = seqs = 0.0
     alpha = roof.hw.interconnect_latency_s or 0.0
     shape = np.shape(step_w)
     for r in rows:
@@ -195,7 +208,9 @@ def _entries(rows, roof, step_w, out_U, out_w):
         out_w.append(cnt)
         if is_kernel(r):
             kernels += float(np.sum(cnt))
-    return kernels, bus, hops
+            if r.name == SAMPLED_ROW:  # positions sampled: the per-sequence host work of the step
+                seqs += float(np.sum(cnt * np.broadcast_to(r.m_dim, shape).ravel()))
+    return kernels, bus, hops, seqs
 
 
 def features(rec: dict) -> Features:
@@ -215,12 +230,12 @@ def features(rec: dict) -> Features:
     pre_t, dec_t, requests = timed(rec["metric"])
     Us: list[np.ndarray] = []  # unit times of every entry (rows × features), one array per pass
     ws: list[np.ndarray] = []  # the weight of each entry
-    kernels = passes = bus = hops = 0.0
+    kernels = passes = bus = hops = seqs = 0.0
     common = dict(batch=B, logits_tokens=1, attention="causal", mla="absorbed", options=opts, hardware=hw)
     if pre_t:
         rows = PassBuilder(m, prec, tokens=P, cached=0, **common).build()
-        k, b, h = _entries(rows, roof, np.ones(1), Us, ws)
-        kernels, passes, bus, hops = kernels + k, passes + 1, bus + b, hops + h
+        k, b, h, q = _entries(rows, roof, np.ones(1), Us, ws)
+        kernels, passes, bus, hops, seqs = kernels + k, passes + 1, bus + b, hops + h, seqs + q
     steps = G - 1
     if dec_t and steps > 0:
         if steps <= DECODE_SAMPLES:
@@ -229,8 +244,8 @@ def features(rec: dict) -> Features:
             cached = P + (np.arange(DECODE_SAMPLES) + 0.5) * steps / DECODE_SAMPLES - 0.5
             wt = np.full(DECODE_SAMPLES, steps / DECODE_SAMPLES)
         rows = PassBuilder(m, prec, tokens=1, cached=cached, **common).build()
-        k, b, h = _entries(rows, roof, wt, Us, ws)
-        kernels, passes, bus, hops = kernels + k, passes + steps, bus + b, hops + h
+        k, b, h, q = _entries(rows, roof, wt, Us, ws)
+        kernels, passes, bus, hops, seqs = kernels + k, passes + steps, bus + b, hops + h, seqs + q
     graphs = fw.graphs
     # merge entries with identical unit times (weight GEMMs repeat at every decode step): same T(θ), fewer rows
     U, inv = np.unique(np.concatenate(Us), axis=0, return_inverse=True)
@@ -238,7 +253,7 @@ def features(rec: dict) -> Features:
     return Features(
         U,
         w,
-        np.array([0.0 if graphs else kernels, kernels if graphs else 0.0, passes, requests, bus, hops]),
+        np.array([0.0 if graphs else kernels, kernels if graphs else 0.0, passes, requests, bus, hops, seqs]),
         fw.name,
         calibration.device_family(hw),
     )

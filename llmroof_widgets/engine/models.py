@@ -16,7 +16,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from . import families_gemma3n, variants
+from . import families_gemma3n, families_gemma4, variants
 from . import families_hybrid as hybrid
 from .catalog import (  # noqa: F401 - re-exported: the catalog and file reading lived here
     DATA_DIR,
@@ -206,6 +206,21 @@ FAMILIES: dict[str, FamilyTraits] = {
         sliding_pattern=5,
         gemma3n=True,
     ),
+    # Gemma-4 text: per-layer head_dim (global_head_dim on full layers), K = V on full layers, KV shared by
+    # the last layers, per-layer inputs, dense MLP + routed experts (engine/families_gemma4.py)
+    "gemma4_text": FamilyTraits(
+        norm="rms",
+        mlp="gated",
+        pos="rope",
+        tie=True,
+        embed_scale=True,
+        post_norms=True,
+        qk_norm="head",
+        softcap=True,
+        layer_types=True,
+        sliding_pattern=6,
+        gemma4=True,
+    ),
     # Llama-4 text: chunked attention on RoPE layers, NoPE layers with temperature tuning, L2 qk norm,
     # MoE layers (routed experts + a shared expert) interleaved with dense ones
     "llama4_text": FamilyTraits(
@@ -236,6 +251,7 @@ ACT_FLOPS = {
     "gelu_new": 8,  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))): x³ (2), fma (2), tanh (~2), add, mul ×2
     "gelu_pytorch_tanh": 8,
     "gelu_fast": 8,
+    "quick_gelu": 6,  # x·sigmoid(1.702·x): scale, neg, exp, add, div, mul (CLIP)
     "relu": 1,  # max(x, 0)
     "relu2": 2,  # max(x, 0)², squared ReLU (Nemotron-H)
     "gpt_oss_glu": 6,  # clamp, clamp, mul α, sigmoid (~4) → counted 6 incl. (up+1)
@@ -259,7 +275,8 @@ class AttentionSpec:
     rotary_dim: int = 0  # dims rotated per head (0 for learned positions, ALiBi and NoPE layers)
     alibi: bool = False  # ALiBi: a per-head linear bias added to every score (no rotary, no parameters)
     kv_shared: bool = False  # reuses an earlier layer's K/V (Gemma-3n): no k/v projections, no cache of its own
-    v_norm: bool = False  # a weightless RMSNorm of v (Gemma-3n)
+    v_norm: bool = False  # a weightless RMSNorm of v (Gemma-3n, Gemma-4)
+    k_eq_v: bool = False  # no v_proj: the values are the k projection's output (Gemma-4 attention_k_eq_v)
     chunk: int | None = None  # chunked local attention (Llama-4): a query sees the keys of its own chunk only
     temperature: bool = False  # per-query attention temperature on q (Llama-4 NoPE layers)
     # sparse attention with an indexer (DeepSeek-V3.2 DSA): indexer heads, head dim, keys kept per query
@@ -342,6 +359,7 @@ class ModelConfig:
     mtp_layer: LayerType | None = None
     mtp_head: bool = False
     gemma3n: dict | None = None  # Gemma-3n extras (families_gemma3n.parse)
+    gemma4: dict | None = None  # Gemma-4 extras (families_gemma4.parse)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     vision: Any = None  # vision.VisionSpec of a vision-language model (its encoder and projector), else None
     traced: Any = None  # traced.TracedModel when the rows come from tracing transformers (the traced path)
@@ -398,6 +416,9 @@ class ModelConfig:
                     "count": lt.count,
                     "attention": lt.attention.kind if lt.attention else None,
                     "window": lt.attention.window if lt.attention else None,
+                    # per-layer attention geometry (Gemma-4 full layers: global_head_dim, global KV heads)
+                    "head_dim": lt.attention.head_dim if lt.attention else None,
+                    "num_kv_heads": lt.attention.num_kv_heads if lt.attention else None,
                     "mixer": lt.mixer.kind if lt.mixer else None,
                     "mlp": lt.mlp.kind if lt.mlp else None,
                     "num_experts": lt.mlp.num_experts if lt.mlp else 0,
@@ -510,6 +531,12 @@ INT_FIELDS = {
     "num_nextn_predict_layers": 0,
     "mtp_num_hidden_layers": 0,
     "num_kv_shared_layers": 0,
+    # Gemma-4 (families_gemma4.py)
+    "global_head_dim": 1,
+    "num_global_key_value_heads": 1,
+    "hidden_size_per_layer_input": 0,
+    "vocab_size_per_layer_input": 1,
+    "top_k_experts": 1,
     "rotary_dim": 0,
     "interleave_moe_layer_step": 1,
     "moe_k": 1,
@@ -533,6 +560,9 @@ BOOL_FIELDS = (
     "multi_query",
     "alibi",
     "attn_temperature_tuning",
+    "attention_k_eq_v",
+    "enable_moe_block",
+    "use_double_wide_mlp",
 )
 # float fields: (low, high, low end open)
 FLOAT_FIELDS: dict[str, tuple[float, float, bool]] = {
@@ -1094,6 +1124,18 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
                 f"config field 'num_kv_shared_layers' leaves no earlier layer of kind {orphan[0]!r} to share K/V with"
             )
     sliding = [k == "sliding_attention" for k in kinds]
+    g4 = families_gemma4.parse(cfg, n_layers, kinds, _req_int, _opt_int) if fam.get("gemma4") else None
+    if g4 is not None and cfg.get("rope_parameters") is None:
+        cfg["rope_parameters"] = families_gemma4.DEFAULT_ROPE  # the config class's (cfg is a copy)
+    # per-layer attention geometry: transformers' per_layer_config (Gemma-4: global_head_dim on full layers)
+    overrides = families_gemma4.attention_overrides(cfg, n_layers, kinds, _opt_int, g4 is not None)
+    for i, ov in enumerate(overrides):
+        if ov and (fam.get("mla") or kinds[i] not in hybrid.ATTENTION_KINDS):
+            raise ValueError(
+                f"config field 'per_layer_config' overrides {', '.join(sorted(ov))} on layer {i}, which has no "
+                f"multi-head attention to apply them to ({'MLA' if fam.get('mla') else kinds[i]})"
+            )
+    first_shared = g3n["first_shared"] if g3n is not None else (g4["first_shared"] if g4 is not None else n_layers)
 
     # --- attention per layer ----------------------------------------------------------------
     pos = ext.get("pos", fam["pos"])  # "rope", "learned" or "alibi"
@@ -1143,15 +1185,35 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             )
         has_rope = i is None or uses_rope[i]
         chunked = i is not None and kinds[i] == "chunked_attention"
+        # this layer's attention geometry (per_layer_config / Gemma-4 global_head_dim, else the global fields)
+        ov = overrides[i] if i is not None else {}
+        hd, nh, nkv = (
+            ov.get("head_dim", head_dim),
+            ov.get("num_attention_heads", n_heads),
+            ov.get("num_key_value_heads", n_kv),
+        )
+        if nkv > nh or nh % nkv:
+            raise ValueError(
+                f"layer {i}: num_key_value_heads = {nkv} must divide num_attention_heads = {nh} (per_layer_config)"
+            )
+        rd = rot_dim
+        if rope and i is not None and (hd != head_dim or fam.get("gemma4")):
+            # the layer's own head dim; Gemma-4 names a partial rotary factor per layer kind in rope_parameters
+            rd = (
+                rotary_dim_of(cfg, mt, hd)
+                if mt in FAMILIES_MORE
+                else variants.rotary_dim(cfg, hd, fam.get("rotary_default", 1.0), kinds[i])
+            )
+        shared = i is not None and i >= first_shared  # Gemma-3n / Gemma-4: attends an earlier layer's K/V
         norm_kind = qk_norm
         if l4:  # Llama-4: a weightless L2 norm of q and k on RoPE layers only
             norm_kind = "l2" if (cfg.get("use_qk_norm", True) and has_rope) else None
         return AttentionSpec(
             kind="mha",
-            num_heads=n_heads,
-            num_kv_heads=n_kv,
-            head_dim=head_dim,
-            v_head_dim=head_dim,
+            num_heads=nh,
+            num_kv_heads=nkv,
+            head_dim=hd,
+            v_head_dim=hd,
             window=win,
             qkv_bias=qkv_bias,
             o_bias=o_bias,
@@ -1160,11 +1222,13 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             sinks=bool(fam.get("sinks")),
             softcap=softcap,
             # NoPE layers (Llama-4, SmolLM3, Granite-4 hybrids) and Cohere-2/EXAONE-4 full layers rotate nothing
-            rotary_dim=0 if (nope or not has_rope or (win is None and nope_full)) else rot_dim,
+            rotary_dim=0 if (nope or not has_rope or (win is None and nope_full)) else rd,
             alibi=pos == "alibi",
             chunk=chunk if chunked else None,
-            kv_shared=g3n is not None and i is not None and i >= g3n["first_shared"],  # Gemma-3n only
-            v_norm=bool(fam.get("gemma3n")),
+            kv_shared=shared,
+            v_norm=bool(fam.get("gemma3n") or fam.get("gemma4")),
+            # Gemma-4 attention_k_eq_v: full-attention layers project k only and use it as v too
+            k_eq_v=bool(g4 and g4["k_eq_v"] and win is None and not shared),
             temperature=bool(l4 and not has_rope and cfg.get("attn_temperature_tuning", True)),
             out_gate=bool(fam.get("out_gate")),
         )
@@ -1207,6 +1271,12 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
             )
             for i, (a, mx, mlp) in enumerate(per_layer)
         ]
+    if g4 is not None:  # Gemma-4: double-wide MLPs on KV-shared layers; MoE = routed experts + the dense MLP
+        moe_of = lambda **kw: MLPSpec(kind="moe", **kw)
+        per_layer = [
+            (a, mx, families_gemma4.layer_mlp(g4, i, dense_mlp, moe_of)) for i, (a, mx, _) in enumerate(per_layer)
+        ]
+        is_moe = [g4["moe"] is not None] * n_layers
     layer_types = _group_layers(
         per_layer,
         sliding=sliding,
@@ -1258,6 +1328,7 @@ def _parse_config(cfg: dict, *, name: str = "custom model") -> ModelConfig:
         embed_norm=bool(fam.get("embed_norm")),
         quantization=quant if isinstance(quant, dict) else None,
         gemma3n=g3n,  # None unless Gemma-3n
+        gemma4=g4,  # None unless Gemma-4
         mtp_layers=n_mtp,
         mtp_layer=mtp_lt,
         raw=cfg,

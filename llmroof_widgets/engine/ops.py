@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from . import families_gemma3n
+from . import families_gemma3n, families_gemma4
 from .models import ACT_FLOPS, AttentionSpec, LayerType, MLPSpec, ModelConfig
 from .num import Num
 from .options import Options, kv_heads_per_device
@@ -165,6 +165,33 @@ class Row:
     def bytes(self):
         return self.weight_bytes + self.activation_bytes + self.kv_bytes
 
+    def clone(self, layer_type, count) -> Row:
+        """The same operator under another layer type and count (its own copy of the terms)."""
+        r = Row.__new__(Row)
+        r.name, r.layer_type, r.count, r.kind, r.dtype = self.name, layer_type, count, self.kind, self.dtype
+        r.flops, r.matmul_flops, r.weight_bytes = self.flops, self.matmul_flops, self.weight_bytes
+        r.activation_bytes, r.kv_bytes, r.formula, r.params = (
+            self.activation_bytes,
+            self.kv_bytes,
+            self.formula,
+            self.params,
+        )
+        r.resident, r.wclass, r.host_bytes, r.host_resident = (
+            self.resident,
+            self.wclass,
+            self.host_bytes,
+            self.host_resident,
+        )
+        r.comm_s, r.comm_bytes, r.comm_hops, r.comm_direct_hops = (
+            self.comm_s,
+            self.comm_bytes,
+            self.comm_hops,
+            self.comm_direct_hops,
+        )
+        r.speedup, r.m_dim, r.n_dim = self.speedup, self.m_dim, self.n_dim
+        r.terms = None if self.terms is None else self.terms.copy()
+        return r
+
 
 def _chunk_span(n, chunk):
     """Σ over positions p < n of (p mod C + 1): keys seen by n queries under chunked attention."""
@@ -250,6 +277,7 @@ class PassBuilder:
         self.rows: list[Row] = []
         self._lt = "model"
         self._count = 1
+        self._mlp_memo: dict = {}  # MLPSpec → the rows built for it in this pass (see _mlp)
         self._bfactors: dict = {}
         # bytes-per-element factors of terms: ("2 B", 2.0)
         self._fa, self._fw, self._fhp, self._fkv = (self._b(x) for x in (prec.a, prec.w, prec.hp, prec.kv))
@@ -593,7 +621,10 @@ class PassBuilder:
             self.linear("q_proj", N, h, H * d * (2 if a.out_gate else 1), bias=a.qkv_bias, split="col")
             if not a.kv_shared:  # a KV-shared layer (Gemma-3n) attends an earlier layer's K and V
                 self.linear("k_proj", N, h, Hkv * d, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * d)
-                self.linear("v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv)
+                if not a.k_eq_v:  # Gemma-4 attention_k_eq_v: the k projection's output is the value too
+                    self.linear(
+                        "v_proj", N, h, Hkv * dv, bias=a.qkv_bias, out_kv=True, split="col", fout_local=Hkvl * dv
+                    )
         Hkv_new = 0 if a.kv_shared else Hkvl  # KV heads this layer computes (rotary, norms)
         if a.qk_norm == "l2":
             self.elementwise("qk_norm", N * (Hl + Hkvl) * d, L2_FLOPS, what="L2 norm of q and k (no weights)")
@@ -878,7 +909,7 @@ class PassBuilder:
             # (GPT-NeoX, falcon-40b: x + attn(ln1(x)) + mlp(ln2(x)))
             if lt.norms == 2:
                 self.norm("mlp_norm", N, h)
-            self.moe_mlp(lt.mlp) if lt.mlp.kind == "moe" else self.dense_mlp(lt.mlp)
+            self._mlp(lt.mlp)
             self.tp_allreduce("mlp_allreduce", N)
             self.elementwise("residual", N * h, 2, reads=3, writes=1, what="x + attention + MLP")
             return
@@ -887,16 +918,27 @@ class PassBuilder:
         self.elementwise("attn_residual", N * h, 1, reads=2, writes=1, what="residual add")
         if lt.pre_norms:
             self.norm("mlp_norm", N, h)
-        if lt.mlp.kind == "moe":
-            self.moe_mlp(lt.mlp)
-        else:
-            self.dense_mlp(lt.mlp)
+        self._mlp(lt.mlp)
         self.tp_allreduce("mlp_allreduce", N)
         if lt.post_norms:
             self.norm("post_mlp_norm", N, h)
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
         if self.m.gemma3n:
             families_gemma3n.layer_post(self, lt)
+        if self.m.gemma4:
+            families_gemma4.layer_post(self, lt)
+
+    def _mlp(self, mlp: MLPSpec):
+        """The MLP or MoE rows of the current layer type. Layer types of one pass with the same MLP spec (a hybrid's
+        attention and recurrent layers, sliding and full layers) have the same MLP rows: built once per pass, then
+        copied under each layer type's name and count (their figures do not depend on the layer type)."""
+        memo = self._mlp_memo.get(mlp)
+        if memo is None:
+            start = len(self.rows)
+            self.moe_mlp(mlp) if mlp.kind == "moe" else self.dense_mlp(mlp)
+            self._mlp_memo[mlp] = self.rows[start:]
+        else:
+            self.rows.extend(r.clone(self._lt, self._count) for r in memo)
 
     def _mlp_block(self, lt: LayerType):
         """Norm, MLP or MoE, residual: the second half of a layer, or a whole MLP-only block."""
@@ -904,7 +946,7 @@ class PassBuilder:
         mlp = lt.mlp
         assert mlp is not None  # called only for layers with an MLP or MoE
         self.norm("mlp_norm", N, h)
-        self.moe_mlp(mlp) if mlp.kind == "moe" else self.dense_mlp(mlp)
+        self._mlp(mlp)
         self.tp_allreduce("mlp_allreduce", N)
         self.elementwise("mlp_residual", N * h, 1, reads=2, writes=1, what="residual add")
 
@@ -954,6 +996,8 @@ class PassBuilder:
             r.wclass = "hp"
         if m.gemma3n:
             families_gemma3n.model_ops(self)
+        if m.gemma4:
+            families_gemma4.model_ops(self)
         for lt in m.layer_types:
             self.layer(lt, lt.count * layer_fraction)
         self._lt, self._count = "model", 1

@@ -17,6 +17,10 @@ from .hardware import Hardware
 from .ops import Row
 from .terms import Div, Terms
 
+# The operator whose rows are the positions sampled in a pass (B at a decode step, B at the last prompt position):
+# the per-sequence host work of a step (sampling, the sequence's scheduling and output bookkeeping) rides on it.
+SAMPLED_ROW = "lm_head"
+
 
 class Roof:
     """The device's roofs after efficiency factors, and the calibrated kernel model when asked for."""
@@ -64,8 +68,13 @@ class Roof:
     def peak(self, row: Row) -> tuple[str, float]:
         """(dtype whose peak applies, FLOP/s) for one operator, after efficiency factors."""
         key = row.dtype
+        if self.calibrated and row.wclass == "expert" and self.kernel.framework.legacy_moe:
+            key = "legacy expert"  # Ampere-class grouped GEMMs: 16-bit products at the mma.sync share of the peak
         if key not in self._peaks:
-            if key == "vector":
+            if key == "legacy expert":
+                d, pk = self._matrix_peak("fp16")
+                self._peaks[key] = (d, pk * calibration.legacy_mma_share(self.hw) * self.eff_c)
+            elif key == "vector":
                 self._peaks[key] = ("vector", self.hw.vector_peak * self.eff_c)
             elif key == "link":
                 self._peaks[key] = ("link", float("inf"))
@@ -88,7 +97,7 @@ class Roof:
             peak = np.maximum(peak * calibration.shape_efficiency(r.m_dim, r.n_dim, self.hw.sm_count), vec)
         # dequantizing: narrow stored weights multiplied in a ≥ 16-bit float format (W8A8 / fp8 × fp8 is not)
         dequant = self.quantized and r.wclass == "linear" and r.dtype in ("fp16", "bf16", "fp32", "tf32")
-        narrow = r.kind == "matmul" and d in ("fp8", "int8", "int4", "fp4")
+        narrow = r.kind == "matmul" and d in ("fp8", "int8", "int4", "fp4")  # d: the peak's dtype actually used
         cls = 2 if r.wclass == "expert" else (1 if dequant else (3 if narrow else 0))
         per_sm = r.matmul_flops / (self.hw.sm_count * 1e12) if (self.hw.sm_count and r.kind == "matmul") else 0.0
         mem = (r.bytes - r.host_bytes) / self.hw.memory_bandwidth
@@ -119,12 +128,16 @@ class Roof:
         return r.flops / peak, dev_bytes / self.bw, host, 0.0
 
     def overhead(self, r: Row):
-        """Calibrated mode only: the fitted per-kernel overhead of an operator that launches a kernel."""
+        """Calibrated mode only: the fitted per-kernel overhead of an operator that launches a kernel, and on
+        the row that makes the logits, the per-sequence host work of the step (once per sampled position)."""
         if not self.calibrated or r.kind == "communication":
             return 0.0
         if not is_kernel(r):
             return 0.0
-        return self.kernel.graph_kernel_s if self.kernel.framework.graphs else self.kernel.kernel_s
+        t = self.kernel.graph_kernel_s if self.kernel.framework.graphs else self.kernel.kernel_s
+        if r.name == SAMPLED_ROW:
+            t = t + self.kernel.seq_step_s * r.m_dim  # m_dim: B · positions whose logits are sampled
+        return t
 
     def row_time(self, r: Row):
         tc, tm, th, tk = self.times(r)
@@ -190,8 +203,26 @@ def pass_time(rows: list[Row], roof: Roof, *, request: bool = False):
     """Σ count × operator time over the rows (+ the calibrated per-step overhead, and the per-request one
     when ``request``: the prefill of a new request); broadcasts over array-valued rows."""
     total = roof.step_overhead + (roof.request_overhead if request else 0.0)
+    if roof.calibrated:
+        for r in rows:
+            total = total + r.count * roof.row_time(r)
+        return total
+    # the roofline (or fixed-efficiency) mode, inlined: the same arithmetic as row_time, with Python
+    # floats where an operator's figures are scalars (a pass is ~20–50 rows, evaluated for every analysis)
+    bw, host_bw, eff_comm, peak = roof.bw, roof.host_bw, roof.eff_comm, roof.peak
+    scalar = (float, int, np.floating)
     for r in rows:
-        total = total + r.count * roof.row_time(r)
+        if r.kind == "communication":
+            total = total + r.count * (r.comm_s / eff_comm)
+            continue
+        tc = r.flops / peak(r)[1]  # FLOPs / peak
+        tm = (r.weight_bytes + r.activation_bytes + r.kv_bytes - r.host_bytes) / bw  # device bytes / bandwidth
+        th = r.host_bytes / host_bw if host_bw else 0.0  # offloaded bytes / host link
+        if isinstance(tc, scalar) and isinstance(tm, scalar) and isinstance(th, scalar):
+            t = max(tc, tm, th)
+        else:
+            t = np.maximum(np.maximum(tc, tm), th)
+        total = total + r.count * t
     return total
 
 

@@ -17,9 +17,14 @@ sustains it; inverting that curve gives B for a rate, and its maximum is the hig
   §3.1's M/D/1 formula is its deterministic case — plus the residual of a step in progress, plus an
   Erlang-C wait for a decode slot when ``max_batch`` binds) + the prefill's own time. The wait is 0 with
   probability 1 − P(busy) and exponential otherwise (the usual heavy-traffic shape of M/G/1 waits).
-- TPOT of a request = the mean of its decode steps: by PASTA a request sees B others on average, at
-  the time-average context; steps that carry another request's chunk (chunked) or stalls for other
-  prompts' prefills (unchunked) are added as a binomial / compound-Poisson share of its steps.
+- TPOT of a request = the mean of its decode steps: the others it shares them with, at the time-average
+  context, plus the work interleaved with its decodes (other prompts' prefills that stall them, or their
+  chunks' extra step time) as a compound-Poisson share over its life. The running batch is not Poisson:
+  the interleaved work comes in busy-period clusters (variance × 1/(1 − ρ_i)²) and steps slow down as the
+  batch grows (a processor-sharing queue whose speed falls with its population: × 1/(1 − p)), so
+  Var(b) = F·B and a request's steps see B + F − 1 others on average (size-biased).
+- Chunked prefill: the prefill queue sees the load of the batch at hand (the batch wanders slowly
+  next to a prompt's wait): a mixture of M/G/1 queues over the batch's spread.
 - Percentiles come from 4,096 deterministic draws (fixed seed) over the length distributions, the
   waiting time and those shares — no per-token loop.
 - Closed loop (``concurrency`` = N requests always in flight, as benchmark tools run): the rate is the
@@ -74,6 +79,18 @@ _KNOB_KEYS = (
     "mla",
     "framework",
 )
+
+
+def idle_power(hw) -> tuple[float | None, str]:
+    """Idle board power per device (W) and where it comes from: the catalog's ``idle_watts`` (a published
+    figure, its source in the catalog), else ``IDLE_POWER_SHARE`` × TDP (stated assumption), else None."""
+    if getattr(hw, "idle_watts", None):
+        return float(hw.idle_watts), "catalog (published figure)"
+    if getattr(hw, "tdp_watts", None):
+        return IDLE_POWER_SHARE * float(
+            hw.tdp_watts
+        ), f"assumed: {IDLE_POWER_SHARE:.0%} of TDP (no published idle figure)"
+    return None, "unknown (no TDP in the catalog)"
 
 
 # -- lengths -------------------------------------------------------------------------------------------
@@ -315,6 +332,7 @@ NOTES = {
     "tpot_s": "time per output token after the first, per request (mean of its decode steps)",
     "e2e_s": "request latency: TTFT + (generated − 1) × TPOT",
     "energy_j_per_token": "device energy per generated token (board power model × time / tokens)",
+    "idle_power_source": "where the idle power comes from: the catalog's published figure, or an assumed share of TDP",
     "cost_per_million_tokens": "price per device-hour × devices / generated tokens per hour × 10⁶",
     "bound": "roofline times are lower bounds: latencies are optimistic, throughput an upper bound",
     "kv_limited_batch": "running requests the memory holds: KV capacity / mean KV tokens of a running request; "
@@ -431,6 +449,7 @@ class _Server:
             self.T = np.zeros_like(B)
         td, fd, bd = self.steps.decode(B, self.ctx_run)
         self.t_dec, self.f_dec, self.by_dec = np.broadcast_to(td, B.shape), fd, bd
+        self.dt_dec_dB = np.gradient(self.t_dec, B) if len(B) > 2 else np.zeros_like(B)
         if self.chunk is None:
             # λ(B) = B / (E[g−1]·T_d + B·E[D]): decodes progress only between prefills
             ed = float(np.mean(self.d_draw))
@@ -529,36 +548,55 @@ class _Server:
         others = B if closed is None else closed["others"]
         # the tagged request's own steps: the others + itself, the others at the time-average context
         own_ctx = self.p_draw + (self.g_draw - 1.0) / 2.0 + 0.5
-        if closed is None:
-            # the others' count averaged over a request's life H (M/G/∞, B = λH): those already there
-            # (Poisson(B), each staying a uniform share of H: variance B/3) and those arriving during it
-            # (Poisson(B), each a uniform share: variance B/3). The arrivals also bring the prefills that
-            # stall (or share steps with) this request: their correlation is E[U]·Var(A)/(sd·sd) = √3/2.
-            z_new = 0.5 * math.sqrt(3.0) * self.z + 0.5 * self.z_new
-            others_r = np.maximum(others + np.sqrt(others / 3.0) * (self.z_batch + z_new), 0.0)
+        gd = np.maximum(self.g_draw - 1.0, 1.0)
+        extra = np.maximum(t_mix - t_dec, 0.0)  # what a prefill chunk adds to a decode step
+        # work that interleaves with the decodes, per other request: a whole prefill that stalls them
+        # (unchunked) or its chunks' extra step time (chunked); rho_i = the share of time it takes
+        if self.chunk is None:
+            s_int, s_int2 = self.e_d, self.e_d2
         else:
+            s_int, s_int2 = self.e_chunks * extra, float(np.mean(self.n_chunks**2)) * extra**2
+        lam_o = lam if closed is None else lam * closed["share"]  # other requests' prompts per second
+        rho_i = min(lam_o * s_int, 0.95)
+        if closed is None:
+            # The running batch is not Poisson(B) (an infinite-server view): (a) each arrival's interleaved
+            # work holds the decodes while more requests arrive, so arrivals per decode step come in
+            # busy-period clusters (variance × 1/(1 − ρ_i)²); (b) steps slow down as the batch grows, so
+            # a larger batch draws more arrivals per step: a processor-sharing queue whose speed falls with
+            # its population, stationary batch negative binomial with variance × 1/(1 − p),
+            # p = λ·E[g − 1]·(∂T/∂b)/(1 − ρ_i). Var(b) = F·B with F the product (checked against the
+            # simulation's batch at 30–90 % load).
+            k_b = max(at(self.dt_dec_dB), 0.0)  # ∂T/∂b: what one more running decode adds to a step
+            p_fb = min(lam * self.e_gd * k_b / max(1.0 - rho_i, 1e-9), 0.9)
+            amp_s = 1.0 / (1.0 - rho_i) ** 2  # the interleaved work's clusters
+            amp = amp_s / (1.0 - p_fb)  # the batch: clusters × step-time feedback
+            # the others' count averaged over a request's life H (M/G/∞, B = λH): those already there
+            # (each staying a uniform share of H: variance B/3) and those arriving during it (variance
+            # B/3), both × F. The arrivals also bring the interleaved work (stalls or chunks) this request
+            # waits for: their correlation is E[U]·Var(A)/(sd·sd) = √3/2. A request's steps weight the
+            # batch by its size: the mean the others form over its steps is B + Var(b)/B − 1 = B + F − 1.
+            z_new = 0.5 * math.sqrt(3.0) * self.z + 0.5 * self.z_new
+            others_mean = others + (amp - 1.0) * min(others, 1.0)
+            others_r = np.maximum(others_mean + np.sqrt(amp * others / 3.0) * (self.z_batch + z_new), 0.0)
+        else:
+            amp = amp_s = 1.0
             others_r = np.full(own_ctx.shape, others)
         # the others' mean context: the time average, spread by the sample of others a request lives with
         ctx_o = np.maximum(self.ctx_run + self.ctx_run_sd / np.sqrt(np.maximum(others_r, 1.0)) * self.z_ctx, 1.0)
         mix_ctx = (own_ctx + others_r * ctx_o) / (others_r + 1.0)
         t_own = np.broadcast_to(self.own_step(others_r + 1.0, mix_ctx), own_ctx.shape)
-        gd = np.maximum(self.g_draw - 1.0, 1.0)
         p_decodes = 1.0 - math.exp(-others)  # P(some decode running) for a Poisson number of running decodes
+        # the interleaved work during this request's decodes: compound Poisson over its life, spread × F
+        life = gd * t_own / max(1e-12, 1.0 - rho_i)
+        mean_int = lam_o * life * s_int
+        sd_int = np.sqrt(amp_s * lam_o * life * s_int2)
+        tpot = np.maximum(t_own + (mean_int + sd_int * self.z) / gd, t_own)
         if self.chunk is None:
             s = self.d_draw
             es, es2 = self.e_d, self.e_d2
-            # stalls: other prompts' prefills during this request's decode (compound Poisson)
-            lam_o = lam if closed is None else lam * closed["share"]  # other requests' prompts per second
-            life = gd * t_own / max(1e-12, 1.0 - lam_o * es)
-            mean_stall = lam_o * life * es
-            sd_stall = np.sqrt(lam_o * life * es2)
-            tpot = np.maximum(t_own + (mean_stall + sd_stall * self.z) / gd, t_own)
         else:
             s = self.n_chunks * t_mix  # this prompt's chunk steps
             es, es2 = float(np.mean(s)), float(np.mean(s**2))
-            extra = np.maximum(t_mix - t_dec, 0.0)
-            share = np.clip(pi + np.sqrt(max(pi * (1 - pi), 0.0) / gd) * self.z, 0.0, 1.0)
-            tpot = t_own + extra * share
         # the wait for the prefill. Open loop: the prefill server is an M/G/1 queue (service S, a prompt's
         # prefill or its chunk steps) that takes decode steps as vacations when no prompt waits; by the
         # decomposition property (Fuhrmann–Cooper) the wait is the M/G/1 wait plus the residual of a
@@ -584,7 +622,18 @@ class _Server:
 
         # a step in progress (open loop); a closed-loop request is sent as its predecessor ends, at a step's end
         vac = np.where(self.u_state < p_decodes, self.u_resid * step_resid, 0.0) if closed is None else 0.0
-        n_res = rng.geometric(1.0 - rho_o, size=s.shape) - 1  # residual services ahead
+        # Chunked: a chunk step's time follows the running batch, which wanders slowly (variance F·B, over
+        # a request's life) next to a prompt's wait (a few chunk steps): the queue sees the load of the batch
+        # at hand, ρ(b) = ρ·T_mix(b)/T_mix(B), service times scaled alike (quasi-static: a mixture of M/G/1).
+        scale = np.ones_like(s)
+        if self.chunk is not None and closed is None and B > 0:
+            b_now = np.maximum(B + np.sqrt(amp * B) * self.z_batch, 0.0)
+            scale = np.interp(b_now, self.B, np.broadcast_to(self.t_mix, self.B.shape)) / max(t_mix, 1e-300)
+            vac = vac * scale
+        if self.chunk is not None and closed is None and B > 0:
+            n_res = rng.geometric(1.0 - np.minimum(rho_o * scale, 0.995)) - 1  # residual services ahead
+        else:
+            n_res = rng.geometric(1.0 - rho_o, size=s.shape) - 1
         k_exact = min(int(n_res.max(initial=0)), 6)
         wq = np.zeros_like(s)
         if k_exact:  # the first 6 terms drawn one by one (all at once), the rest by their mean and spread
@@ -595,6 +644,7 @@ class _Server:
             e_r = es2 / (2.0 * es) if es > 0 else 0.0
             sd_r = math.sqrt(max(float(np.mean(s**3)) / (3.0 * es) - e_r**2, 0.0)) if es > 0 else 0.0
             wq += extra * e_r + np.sqrt(extra) * sd_r * self.z_queue
+        wq = wq * scale
         wait = np.maximum(wq, 0.0) + vac
         # share of time the replica has work: always in a closed loop; in the open loop the probability that
         # a Poisson number of requests in the system (mean λ·E[e2e], Little) is not zero
@@ -610,7 +660,7 @@ class _Server:
                 wait = wait + np.where(
                     self.u_slot < pw, -slot_mean * np.log(np.maximum(1.0 - self.u_slot / pw, 1e-300)), 0.0
                 )
-        ttft = wait + s
+        ttft = wait + s * scale  # chunked: its own chunk steps also run at the batch at hand
         e2e = ttft + (self.g_draw - 1.0) * tpot
         if busy is None:
             busy = 1.0 - math.exp(-lam * float(np.mean(e2e)))
@@ -624,8 +674,8 @@ class _Server:
         u_c = min(1.0, f_step / dev / (peak * max(t_step, 1e-12))) if t_step > 0 else 0.0
         u_m = min(1.0, by_step / dev / (bw * max(t_step, 1e-12))) if t_step > 0 else 0.0
         p_max = float(self.hw.tdp_watts) if getattr(self.hw, "tdp_watts", None) else None
-        if p_max:
-            p_idle = float(getattr(self.hw, "idle_watts", None) or IDLE_POWER_SHARE * p_max)
+        p_idle, idle_src = idle_power(self.hw)
+        if p_max and p_idle is not None:
             power = p_idle + (p_max - p_idle) * busy * (COMPUTE_POWER_SHARE * u_c + (1 - COMPUTE_POWER_SHARE) * u_m)
             energy = power * dev / thr if thr > 0 else None
         else:
@@ -639,6 +689,8 @@ class _Server:
             "busy": busy,
             "throughput": thr,
             "power_w_per_device": power,
+            "idle_w_per_device": p_idle,
+            "idle_power_source": idle_src,
             "energy_j_per_token": energy,
             "u_compute": u_c,
             "u_memory": u_m,
@@ -845,6 +897,8 @@ def _result(srv: _Server, lam: float, replicas: int, price, settings: dict, rate
         "e2e_s": e2e,
         "energy_j_per_token": mt["energy_j_per_token"] if lam > 0 else None,
         "power_w_per_device": mt["power_w_per_device"],
+        "idle_w_per_device": mt["idle_w_per_device"],
+        "idle_power_source": mt["idle_power_source"],
         "cost_per_million_tokens": cost,
         "batch": mt["batch"],
         "step_time_s": mt["step_time_s"],

@@ -135,8 +135,10 @@ class Terms:
     def add(self, cat: str, label: str, *factors) -> float:
         """Append ``label`` = Π ``factors`` to category ``cat`` (one of :data:`FIELDS`); returns its value."""
         sums = self.sums
-        if cat not in sums:
-            raise ValueError(f"term category must be one of {', '.join(FIELDS)}, got {cat!r}")
+        try:
+            s = sums[cat]
+        except KeyError:
+            raise ValueError(f"term category must be one of {', '.join(FIELDS)}, got {cat!r}") from None
         v = 1.0
         try:  # product(factors), inlined: this runs for every term of every pass
             for f in factors:
@@ -144,7 +146,7 @@ class Terms:
         except (TypeError, IndexError):  # a bare number among the factors
             v = product(factors)
         self.items.append((cat, label, factors, v))
-        sums[cat] = sums[cat] + v
+        sums[cat] = s + v
         return v
 
     def note(self, quantity: str, text: str) -> None:

@@ -74,8 +74,8 @@ def measured(result) -> dict:
         return {}
     out: dict = {}
     for rec, kw in _index().get(key, []):
-        fw = kw["framework"]
-        if s.get("framework", "generic") not in ("generic", fw):
+        fw = calibration.framework(kw["framework"]).name  # families match, whatever the versions
+        if calibration.framework(s.get("framework", "generic")).name not in ("generic", fw):
             continue
         figure = FIGURE_OF_METRIC[rec["metric"]]
         # a decode or end-to-end measurement holds for its number of generated tokens only

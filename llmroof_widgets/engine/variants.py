@@ -31,8 +31,14 @@ def _frac_field(key: str, v: Any) -> float:
     return float(v)
 
 
-def rotary_dim(cfg: dict, head_dim: int, default_factor: float = 1.0) -> int:
-    """Dimensions of each head that RoPE rotates (the rest pass through unrotated)."""
+def rotary_dim(cfg: dict, head_dim: int, default_factor: float = 1.0, kind: str | None = None) -> int:
+    """Dimensions of each head that RoPE rotates (the rest pass through unrotated).
+
+    ``kind``: the layer's type; ``rope_parameters`` keyed by layer type (transformers 5, Gemma-3/4) may give
+    that type its own ``partial_rotary_factor`` (Gemma-4 full-attention layers: 0.25)."""
+    per_kind = cfg.get("rope_parameters", {}).get(kind) if isinstance(cfg.get("rope_parameters"), dict) else None
+    if isinstance(per_kind, dict) and per_kind.get("partial_rotary_factor") is not None:
+        return int(head_dim * _frac_field("partial_rotary_factor", per_kind["partial_rotary_factor"]))
     if cfg.get("rotary_dim") is not None:
         d = _int_field(cfg, "rotary_dim", 0, minimum=0)  # present (checked above): the default is never used
         if d > head_dim:

@@ -362,7 +362,8 @@ def _headline(d: dict, slo_ttft: float, slo_tpot: float) -> str:
     ]
     if d.get("energy_j_per_token") is not None:
         parts.append(
-            f"energy {d['energy_j_per_token']:.3g} J/token ({d.get('power_w_per_device', 0):.0f} W per device)"
+            f"energy {d['energy_j_per_token']:.3g} J/token ({d.get('power_w_per_device', 0):.0f} W per device; "
+            f"idle {d.get('idle_w_per_device') or 0:.0f} W, {e(str(d.get('idle_power_source', '')))})"
         )
     if d.get("cost_per_million_tokens") is not None:
         parts.append(f"cost ${d['cost_per_million_tokens']:.3g} per million generated tokens")
