@@ -189,6 +189,7 @@ class Row:
             self.comm_direct_hops,
         )
         r.speedup, r.m_dim, r.n_dim = self.speedup, self.m_dim, self.n_dim
+        r.kv_state = self.kv_state
         r.terms = None if self.terms is None else self.terms.copy()
         return r
 
