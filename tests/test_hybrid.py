@@ -9,6 +9,7 @@ elements. The catalog models are checked the same way at full size in ``test_ref
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -165,7 +166,54 @@ FALCON_H1 = {
     "mamba_d_conv": 4,
     "mamba_chunk_size": 32,
 }
+# attention-free Mamba / Mamba2 models and Bamba (engine/families_ssm.py)
+MAMBA = {
+    "model_type": "mamba",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "vocab_size": 300,
+    "state_size": 8,
+    "conv_kernel": 4,
+    "expand": 2,
+    "time_step_rank": 8,
+}
+# falcon-mamba: a saved intermediate_size overrides expand·hidden (as falcon-mamba-7b's config does)
+FALCON_MAMBA = {**MAMBA, "model_type": "falcon_mamba", "expand": 16, "intermediate_size": 96, "time_step_rank": "auto"}
+MAMBA2 = {
+    "model_type": "mamba2",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "vocab_size": 300,
+    "num_heads": 8,
+    "head_dim": 16,
+    "expand": 2,
+    "n_groups": 2,
+    "state_size": 16,
+    "conv_kernel": 4,
+    "chunk_size": 32,
+    "use_bias": True,
+}
+BAMBA = {
+    "model_type": "bamba",
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 96,
+    "vocab_size": 300,
+    "attn_layer_indices": [1],
+    "mamba_n_heads": 8,
+    "mamba_n_groups": 2,
+    "mamba_d_state": 16,
+    "mamba_d_conv": 4,
+    "mamba_expand": 2,
+    "mamba_chunk_size": 32,
+}
 SMALL = {
+    "mamba": MAMBA,
+    "falcon_mamba": FALCON_MAMBA,
+    "mamba2": MAMBA2,
+    "bamba": BAMBA,
     "falcon_h1": FALCON_H1,
     "falcon_h1_norm": {**FALCON_H1, "mamba_rms_norm": True, "projectors_bias": True, "mamba_proj_bias": True},
     "minimax": MINIMAX,
@@ -195,6 +243,16 @@ def test_layer_plans_follow_each_family_convention():
     assert plan(GRANITE) == ["mamba2+moe", "attention+moe", "mamba2+moe", "mamba2+moe"]
     assert plan(MINIMAX) == ["lightning+moe"] * 3 + ["attention+moe"]
     assert plan(FALCON_H1) == ["attention+mamba2"] * 3  # both mixers in every layer
+    # Mamba / falcon-mamba / Mamba2: one mixer per block, no MLP, no attention; Bamba: attention at the indices
+    assert plan(MAMBA) == plan(FALCON_MAMBA) == ["mamba"] * 2
+    assert plan(MAMBA2) == ["mamba2"] * 2
+    assert plan(BAMBA) == ["mamba2", "attention", "mamba2", "mamba2"]
+    assert plan({**BAMBA, "layers_block_type": ["attention", "mamba", "mamba", "attention"]}) == [
+        "attention",
+        "mamba2",
+        "mamba2",
+        "attention",
+    ]
     # MiniMax's own configs: attn_type_list, 1 = softmax attention
     m = {k: v for k, v in MINIMAX.items() if k != "layer_types"}
     assert plan({**m, "attn_type_list": [0, 1, 0, 1]}) == ["lightning+moe", "attention+moe"] * 2
@@ -235,6 +293,15 @@ def test_layer_types_without_attention_or_mlp():
         ({**MINIMAX, "layer_types": None, "attn_type_list": [0, 2, 0, 1]}, "attn_type_list"),
         ({**FALCON_H1, "mamba_d_head": 7}, "mamba_d_head"),
         ({**GRANITE, "layer_types": ["mamba", "conv", "mamba", "mamba"]}, "layer_types"),
+        ({**MAMBA2, "num_heads": 6}, "num_heads"),
+        ({**MAMBA2, "n_groups": 3}, "n_groups"),
+        ({**MAMBA, "state_size": 0}, "state_size"),
+        ({**MAMBA, "time_step_rank": "big"}, "time_step_rank"),
+        ({**MAMBA, "mamba_ssm_cache_dtype": "int3"}, "mamba_ssm_cache_dtype"),
+        ({**BAMBA, "attn_layer_indices": [4]}, "attn_layer_indices"),
+        ({**BAMBA, "layers_block_type": ["mamba", "conv", "mamba", "mamba"]}, "layers_block_type"),
+        ({**BAMBA, "mamba_d_head": 7}, "mamba_d_head"),
+        ({**MAMBA, "hidden_act": "swoosh"}, "hidden_act"),
     ],
 )
 def test_bad_hybrid_fields_name_the_field(bad, field):
@@ -300,8 +367,11 @@ def test_tensor_parallel_shards_heads_or_says_why_not():
     one = lr.analyze(NEMOTRON, HW, batch_size=2, prompt_len=64, gen_len=2, tp=1).memory["recurrent_state_bytes"]
     two = lr.analyze(NEMOTRON, HW, batch_size=2, prompt_len=64, gen_len=2, tp=2).memory["recurrent_state_bytes"]
     assert two == pytest.approx(one / 2)
-    with pytest.raises(ValueError, match="Mamba"):
-        lr.analyze(JAMBA, HW, tp=2)
+    # Mamba (v1, Jamba) shards its inner channels; x_proj is row-parallel: its dt, B, C are all-reduced
+    j1, j2 = (lr.analyze(JAMBA, HW, batch_size=2, prompt_len=64, gen_len=2, tp=t) for t in (1, 2))
+    assert j2.memory["recurrent_state_bytes"] == pytest.approx(j1.memory["recurrent_state_bytes"] / 2)
+    names = {o["name"] for o in j2.to_dict()["decode"]["ops"]}
+    assert {"x_proj_allreduce", "mixer_allreduce"} <= names
     with pytest.raises(ValueError, match="heads"):
         lr.analyze({**NEMOTRON, "mamba_num_heads": 6, "n_groups": 1}, HW, tp=4)
 
@@ -319,7 +389,7 @@ def test_mtp_draft_of_a_hybrid_is_an_attention_layer():
     assert r.generation["speculative_tokens_per_round"] > 1
 
 
-@pytest.mark.parametrize("family", ["qwen3_next", "nemotron_h", "jamba", "minimax"])
+@pytest.mark.parametrize("family", ["qwen3_next", "nemotron_h", "jamba", "minimax", "mamba", "mamba2", "bamba"])
 def test_vectorized_sweep_equals_single_analyses(family):
     # lr.sweep evaluates the prefill over an array of prompt lengths at once (chunk padding included)
     cfg = SMALL[family]
@@ -374,7 +444,10 @@ def _reference(cfg):
     outs = []
     with torch.no_grad():
         pre = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)))
-        cache = outs[0].past_key_values
+        # Mamba / Mamba2 return their cache as `cache` and take it as `cache=` (an unknown past_key_values= is dropped)
+        cache = getattr(outs[0], "past_key_values", None)
+        if cache is None:
+            cache = outs[0].cache
         kv = conv = rec = 0
         # MiniMax keeps each lightning layer's Kᵀ·V state in a list, in the model dtype
         rec_model = sum(t.numel() for t in getattr(cache, "linear_cache", None) or [] if isinstance(t, torch.Tensor))
@@ -383,7 +456,9 @@ def _reference(cfg):
             conv += sum(t.numel() for t in (getattr(layer, "conv_states", None) or {}).values() if t is not None)
             rec += sum(t.numel() for t in (getattr(layer, "recurrent_states", None) or {}).values() if t is not None)
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        dec = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True))
+        takes = inspect.signature(model.forward).parameters
+        kw = {"cache": cache} if "cache" in takes and "past_key_values" not in takes else {"past_key_values": cache}
+        dec = _count(lambda: model(input_ids=nxt, use_cache=True, **kw))
     params = sum(p.numel() for p in model.parameters())
     return dict(params=params, prefill=pre, decode=dec, kv=kv, conv=conv, rec=rec, rec_model=rec_model)
 

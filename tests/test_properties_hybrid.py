@@ -30,7 +30,21 @@ REACHED = {"ok": 0, "value_error": 0}
 @st.composite
 def hybrid_configs(draw):
     fam = draw(
-        st.sampled_from(["qwen3_next", "jamba", "nemotron_h", "lfm2", "lfm2_moe", "granitemoehybrid", "minimax"])
+        st.sampled_from(
+            [
+                "qwen3_next",
+                "jamba",
+                "nemotron_h",
+                "lfm2",
+                "lfm2_moe",
+                "granitemoehybrid",
+                "minimax",
+                "mamba",
+                "falcon_mamba",
+                "mamba2",
+                "bamba",
+            ]
+        )
     )
     heads = draw(st.sampled_from([1, 2, 4, 8]))
     kv = draw(st.sampled_from([h for h in (1, 2, 4, 8) if h <= heads and heads % h == 0]))
@@ -127,6 +141,49 @@ def hybrid_configs(draw):
             mamba_rms_norm=draw(st.booleans()),
         )
         cfg["mamba_d_ssm"] = cfg["mamba_n_heads"] * cfg["mamba_d_head"]
+    elif fam in ("mamba", "falcon_mamba"):  # attention-free: no attention layer, no MLP
+        cfg.update(
+            state_size=draw(st.sampled_from([4, 16])),
+            conv_kernel=draw(st.integers(1, 4)),
+            expand=draw(st.integers(1, 2)),
+            time_step_rank=draw(st.sampled_from(["auto", 2, 8])),
+            use_bias=draw(st.booleans()),
+            use_conv_bias=draw(st.booleans()),
+        )
+        if draw(st.booleans()):  # a saved intermediate_size overrides expand·hidden
+            cfg["intermediate_size"] = draw(st.integers(1, 96))
+        else:
+            cfg.pop("intermediate_size")
+    elif fam in ("mamba2", "bamba"):
+        g = draw(st.sampled_from([1, 2]))
+        mh = g * draw(st.sampled_from([1, 2, 4]))
+        expand = draw(st.sampled_from([1, 2]))
+        width = expand * cfg["hidden_size"]
+        p = width // mh if width % mh == 0 else draw(st.sampled_from([4, 8]))  # else a mismatch: a ValueError
+        fields = dict(n_heads=mh, d_head=p, n_groups=g, expand=expand, d_state=draw(st.sampled_from([4, 16])))
+        fields.update(chunk_size=draw(st.sampled_from([8, 256])), conv=draw(st.integers(1, 4)))
+        if fam == "mamba2":
+            cfg.update(
+                num_heads=mh,
+                head_dim=p,
+                n_groups=g,
+                expand=expand,
+                state_size=fields["d_state"],
+                chunk_size=fields["chunk_size"],
+                conv_kernel=fields["conv"],
+                use_bias=draw(st.booleans()),
+            )
+        else:
+            cfg.update(
+                mamba_n_heads=mh,
+                mamba_d_head=p,
+                mamba_n_groups=g,
+                mamba_expand=expand,
+                mamba_d_state=fields["d_state"],
+                mamba_chunk_size=fields["chunk_size"],
+                mamba_d_conv=fields["conv"],
+                attn_layer_indices=draw(st.lists(st.integers(0, n - 1), max_size=3, unique=True)),
+            )
     elif fam == "minimax":
         cfg.update(
             layer_types=draw(st.lists(st.sampled_from(["linear_attention", "full_attention"]), min_size=n, max_size=n)),

@@ -8,7 +8,8 @@ with a recurrent or convolution mixer layer:
   ``torch.utils.flop_counter.FlopCounterMode`` counts (MoE experts with
   ``experts_implementation="batched_mm"``; MLA with ``mla="naive"``, the formulation transformers runs);
 - the KV-cache bytes per token equal the bytes of the cache tensors transformers keeps (fp16);
-- recurrent / hybrid models (Qwen3-Next, Nemotron-H, Jamba, LFM2): the recurrent-state bytes equal transformers'
+- recurrent / hybrid models (Qwen3-Next, Nemotron-H, Jamba, LFM2, Bamba, and the attention-free Mamba,
+  falcon-mamba and Mamba2, whose KV cache is 0): the recurrent-state bytes equal transformers'
   conv-state tensors (model dtype, fp16 here) plus its recurrent-state tensors (float32: transformers runs the
   scans in float32 and keeps their final state so; MiniMax's lightning state stays in the model dtype), reported
   apart from the KV cache. ``FlopCounterMode``
@@ -16,17 +17,20 @@ with a recurrent or convolution mixer layer:
   step of Gated DeltaNet, the state updates of Mamba): matrix products are compared with ``matmul_flops``, the
   convolutions with the engine's ``conv1d`` rows (their multiply-adds, without the bias add FlopCounterMode
   leaves out), and the element-wise scan work is not compared. In transformers 5.24 these models take their
-  cache as ``cache=`` (``past_key_values=`` is renamed to it with a deprecation warning; the decode counts below
-  equal one 1-token step, so the prefill is not re-run). A recurrent / hybrid model is built with its first
-  layers, as few as hold one layer of each kind (Jamba: 5 of 32; Nemotron-H: 6 of 52), and each layer's figures
-  are weighted by how many layers of its kind the full model has (exact: a layer's work depends only on its kind),
-  so that transformers' Python-level reference scans (Mamba's token-by-token loop) stay affordable.
+  cache as ``cache=`` (``past_key_values=`` is renamed to it with a deprecation warning; Mamba, falcon-mamba and
+  Mamba2 return it as ``.cache`` and drop an unknown ``past_key_values=``, so it is passed as ``cache=`` where the
+  forward takes that); the decode counts below equal one 1-token step, so the prefill is not re-run. A recurrent /
+  hybrid model is built with its first layers, as few as hold one layer of each kind (Jamba: 5 of 32; Nemotron-H:
+  6 of 52; Bamba: 10 of 32; Mamba / Mamba2: 1), and each layer's figures are weighted by how many layers of its
+  kind the full model has (exact: a layer's work depends only on its kind), so that transformers' Python-level
+  reference scans (Mamba's token-by-token loop) stay affordable.
 
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 
@@ -113,7 +117,7 @@ def _truncated(cfg: dict, p: int) -> dict:
             cfg[k] = cfg[k][:p]
     if isinstance(cfg.get("hybrid_override_pattern"), str):
         cfg["hybrid_override_pattern"] = cfg["hybrid_override_pattern"][:p]
-    for k in ("mlp_only_layers", "full_attn_idxs"):
+    for k in ("mlp_only_layers", "full_attn_idxs", "attn_layer_indices"):
         if isinstance(cfg.get(k), list):
             cfg[k] = [i for i in cfg[k] if i < p]
     return cfg
@@ -177,10 +181,16 @@ def reference(key: str) -> dict:
         outs = []
         # counted with a cache, as generation runs it (the cache adds no matrix product)
         prefill, prefill_conv = _count(lambda: outs.append(model(input_ids=ids, use_cache=True)), weights)
-        cache = outs[0].past_key_values
+        # Mamba / falcon-mamba / Mamba2 return their cache as `cache` and take it as `cache=` (their forward
+        # swallows an unknown `past_key_values=`: the decode step would then run without the prefill's state)
+        cache = getattr(outs[0], "past_key_values", None)
+        if cache is None:
+            cache = outs[0].cache
         kv_elems, conv_elems, rec_elems, rec_model_elems = _cache_numel(cache, weights)
         nxt = torch.zeros((1, 1), dtype=torch.long, device="meta")
-        decode, decode_conv = _count(lambda: model(input_ids=nxt, past_key_values=cache, use_cache=True), weights)
+        takes = inspect.signature(model.forward).parameters
+        kw = {"cache": cache} if "cache" in takes and "past_key_values" not in takes else {"past_key_values": cache}
+        decode, decode_conv = _count(lambda: model(input_ids=nxt, use_cache=True, **kw), weights)
     _REF[key] = {
         "params": params,
         "prefill": prefill,

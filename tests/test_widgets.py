@@ -106,8 +106,12 @@ def assert_views_match(ui: lw.Dashboard, exp: dict | None = None) -> None:
     assert hd["fits"] == m["fits"]
     assert hd["model"] == exp["model"]["name"]
     assert hd["hardware"] == exp["hardware"]["name"]
-    assert ui.table.warning == ("" if m["fits"] else ui.table.warning)
-    assert bool(ui.table.warning) == (not m["fits"])
+    assert ("Does not fit in memory" in ui.table.warning) == (not m["fits"])
+    # the attention-only knobs the engine names as having no effect (Mamba, Mamba2) join the banner
+    na = [k for k in exp["notes"].get("not_applicable", {}) if k != "kv_cache"]
+    assert ("No effect on this model" in ui.table.warning) == bool(na)
+    assert all(k in ui.table.warning for k in na)
+    assert bool(ui.table.warning) == ((not m["fits"]) or bool(na))
 
     # roofline: one dot per spot, in its (phase, bound) mark, at (AI, FLOPs / time) of its operators
     assert_dots_match(ui, exp, phases, y_key=None)
@@ -153,7 +157,10 @@ def assert_memory_match(ui, m):
     assert want["KV cache"] == [m["kv_cache_prompt_bytes"], m["kv_cache_bytes"], m["kv_cache_bytes"]]
     labels = list(mem.bars.labels)
     assert labels == [lab for lab, v in want.items() if lab == "weights" or any(x > 0 for x in v)]
-    assert labels[:3] == ["weights", "KV cache", "activations"]
+    # an attention-free model (Mamba, Mamba2) has no KV cache: its part is left out, the rest keep their order
+    assert labels[:3] == ["weights", "KV cache", "activations"] or (
+        max(want["KV cache"]) == 0 and labels[:2] == ["weights", "activations"]
+    )
     assert ("draft model" in labels) == (m.get("draft_bytes", 0.0) > 0)
     for i, lab in enumerate(labels):
         np.testing.assert_allclose(bars[i], np.array(want[lab]) / 1e9, rtol=1e-12)
@@ -633,3 +640,27 @@ def test_one_message_per_widget_per_change(recording, built):
         assert updates.get(v.model_id, 0) <= 1
     assert updates.get(d.table.model_id) == 1 and updates.get(d.timeline.steps.model_id) == 1
     d.close()
+
+
+@pytest.mark.parametrize("model", ["mamba-130m-hf", "Bamba-9B"])
+def test_attention_free_and_ssm_hybrid_models_in_every_view(ui, model):
+    # switching to a pure Mamba (no attention layer, no KV cache) or a Mamba2 + attention hybrid and back:
+    # every view follows the engine, the memory chart has no KV part without attention, and the attention-only
+    # knobs say by name that they change nothing on the attention-free model
+    ui.controls.model.value = model
+    assert ui.error == ""
+    assert_views_match(ui)
+    labels = list(ui.memory.bars.labels)
+    assert "recurrent state" in labels and ("KV cache" in labels) == (model == "Bamba-9B")
+    ui.state.update(kv_bits=8, attention="full", batch_size=16)
+    assert_views_match(ui)
+    assert ("kv_bits" in ui.table.warning and "attention" in ui.table.warning) == (model != "Bamba-9B")
+    for phase in ("prefill", "decode"):
+        ui.controls.phase.value = phase
+        assert_views_match(ui)
+    ui.memory.by.value = "batch"
+    assert "recurrent state" in list(ui.memory.bars.labels)
+    ui.memory.by.value = "phase"
+    ui.controls.model.value = MODEL
+    assert ui.error == "" and ui.table.warning == ""
+    assert_views_match(ui)

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import calibration, generation, memory, trust
 from .catalog import _short, read_json_file
+from .families_ssm import not_applicable
 from .files import write_text_atomic
 from .generation import Speculative
 from .hardware import Hardware, load_hardware
@@ -217,6 +218,8 @@ class Result:
                 "tokens_per_s": "generated tokens per second for one sequence (one user), end to end",
                 "throughput_tokens_per_s": "generated tokens per second for the whole batch, all devices together "
                 "(throughput_per_device_tokens_per_s divides it by the devices: tp × pp × ep)",
+                # attention-free models (Mamba, Mamba2): the attention-only knobs that change nothing, by name
+                **({"not_applicable": na} if (na := not_applicable(m, self.settings)) else {}),
             },
         }
 

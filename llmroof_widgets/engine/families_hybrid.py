@@ -94,6 +94,7 @@ class RecurrentSpec:
     act: str = "silu"  # activation after the convolution ("" for none)
     out_bias: bool | None = None  # bias of out_proj (None: as proj_bias)
     gated_norm: bool = True  # Mamba2: RMSNorm(y·silu(z)) with a weight; False: the gate alone (Falcon-H1)
+    dt_bc_norm: str = "weighted"  # Mamba: RMS norms of dt, B, C: "weighted" (Jamba), "plain" (falcon-mamba), "" none
 
     def conv_state_elements(self) -> int:
         """Elements of the convolution state per sequence: the last K inputs of every channel."""
@@ -128,9 +129,12 @@ def _ints(cfg: dict, key: str, n: int) -> list[int]:
 
 def layer_kinds(cfg: dict, fam: FamilyTraits, n: int) -> list[str]:
     """The kind of every layer of a hybrid family (transformers' ``layer_types`` names, plus "moe"/"mlp" blocks)."""
+    from . import families_ssm
     from .models import _opt_int
 
     conv = fam["hybrid"]
+    if conv in families_ssm.CONVENTIONS:  # Mamba, falcon-mamba, Mamba2, Bamba (families_ssm.py)
+        return families_ssm.layer_kinds(cfg, conv, n)
     given = cfg.get("layer_types")
     if conv == "nemotron_h":
         pattern = cfg.get("hybrid_override_pattern")
@@ -218,10 +222,13 @@ def plan(
     """
     from dataclasses import replace
 
+    from . import families_ssm
     from .models import ACT_FLOPS, _opt_int, _req_int
 
     n = len(kinds)
     conv = fam["hybrid"]
+    if conv in families_ssm.CONVENTIONS:  # Mamba, falcon-mamba, Mamba2, Bamba (families_ssm.py)
+        return families_ssm.plan(cfg, conv, n, h, dense_mlp)
     moe = None
     dense = dense_mlp
     mlp: list[str | None]  # per layer: "dense", "moe", or None (a Nemotron-H block without an MLP)

@@ -19,7 +19,7 @@ class FamilyTraits(TypedDict, total=False):
 
     norm: str  # "rms", "ln" (LayerNorm with bias), "ln_nobias" (LayerNorm without bias: Cohere, MPT)
     mlp: str  # "gated" (gate · up → down) or "plain" (up → act → down)
-    pos: str  # positions: "rope", "learned" (a position-embedding table) or "alibi"
+    pos: str  # positions: "rope", "learned" (a position-embedding table), "alibi" or "none" (attention-free)
     tie: bool  # lm_head tied to the token embedding when the config has no tie_word_embeddings
     qkv_bias: Flag  # biases on the q, k and v projections
     o_bias: Flag  # bias on the attention output projection
@@ -51,3 +51,4 @@ class FamilyTraits(TypedDict, total=False):
     gemma3n: bool  # Gemma-3n text: KV sharing, per-layer inputs, AltUp, LAuReL (families_gemma3n.py)
     gemma4: bool  # Gemma-4 text: per-layer head_dim, K = V, KV sharing, per-layer inputs, MoE (families_gemma4.py)
     hybrid: str  # layer-plan convention of a hybrid / recurrent family (families_hybrid.py)
+    attention_free: bool  # no attention layer at all (Mamba, Mamba2): attention heads are not read

@@ -40,6 +40,7 @@ from .catalog import (  # noqa: F401 - re-exported: the catalog and file reading
 )
 from .families_hybrid import HYBRID_FAMILIES, RecurrentSpec
 from .families_more import FAMILIES_MORE, family_fields, rotary_dim_of
+from .families_ssm import SSM_FAMILIES
 from .family_traits import FamilyTraits
 
 # model_type → family traits the math depends on. Each entry was checked against the
@@ -237,6 +238,7 @@ FAMILIES: dict[str, FamilyTraits] = {
 FAMILIES.update(FAMILIES_MORE)
 
 FAMILIES.update(HYBRID_FAMILIES)  # hybrid / recurrent families (engine/families_hybrid.py)
+FAMILIES.update(SSM_FAMILIES)  # Mamba, falcon-mamba, Mamba2, Bamba (engine/families_ssm.py)
 
 # Fields whose presence changes the math in a way this engine does not represent.
 UNSUPPORTED_FIELDS: dict[str, str | None] = {}
@@ -792,6 +794,8 @@ def _dimensions(cfg: dict, fam: FamilyTraits, mt: str) -> tuple[int, int, int, i
     n_layers = hybrid.num_layers(cfg, fam, _opt_int(cfg, "num_hidden_layers", None)) or _req_int(
         cfg, "num_hidden_layers", "n_layer", "n_layers", "num_layers"
     )
+    if fam.get("attention_free"):  # Mamba, Mamba2: no attention layer, no heads to read (families_ssm.py)
+        return h, n_layers, 0, 0, 0, _req_int(cfg, "vocab_size"), {}
     n_heads = _req_int(cfg, "num_attention_heads", "n_head", "n_heads")
     ext = family_fields(cfg, mt, h=h, n_heads=n_heads)  # families_more: KV heads, MLP, block layout, positions
     vocab = ext.get("vocab_size") or _req_int(cfg, "vocab_size")

@@ -75,6 +75,7 @@ class Row:
         "wclass",
         "host_bytes",
         "host_resident",
+        "kv_state",
         "comm_s",
         "comm_bytes",
         "comm_hops",
@@ -121,6 +122,7 @@ class Row:
         self.wclass = wclass  # "linear" / "expert" (quantizable weights), "hp" (16-bit), None
         self.host_bytes = 0.0  # of ``bytes``, those streamed over the host link (offloading)
         self.host_resident = 0.0  # parameter bytes held in host memory instead (offloading)
+        self.kv_state = False  # kv_bytes of a recurrent state (stays in device memory: KV offloading skips it)
         self.comm_s = 0.0  # communication time of a collective (kind "communication")
         self.comm_bytes = 0.0  # bytes a collective moves over the interconnect per device
         self.comm_hops = 0.0  # sequential link steps of a collective (each costs the latency α)
@@ -187,6 +189,7 @@ class Row:
             self.comm_direct_hops,
         )
         r.speedup, r.m_dim, r.n_dim = self.speedup, self.m_dim, self.n_dim
+        r.kv_state = self.kv_state
         r.terms = None if self.terms is None else self.terms.copy()
         return r
 
@@ -1091,5 +1094,5 @@ class PassBuilder:
                     r.host_bytes = r.host_bytes + f * r.weight_bytes
                     r.host_resident = f * r.resident
                     r.resident *= 1.0 - f
-                if fkv and r.kv_bytes is not None:
+                if fkv and r.kv_bytes is not None and not r.kv_state:
                     r.host_bytes = r.host_bytes + fkv * r.kv_bytes

@@ -22,7 +22,7 @@ import numpy as np
 
 from .families_hybrid import RecurrentSpec
 from .models import ACT_FLOPS
-from .ops import RMS_FLOPS, TWO, PassBuilder, Row
+from .ops import RMS_FLOPS, TWO, PassBuilder, Row, ring_allreduce_terms
 from .precision import compute_dtype
 from .terms import Terms
 
@@ -66,13 +66,16 @@ def causal_conv(pb: PassBuilder, r: RecurrentSpec):
     t.add("activation", "input and output", ("N", N), ("channels", ch), pb._fa, (None, 2))
     # the state: a decode step reads the K cached inputs and writes them back shifted; a prefill writes them
     t.add("kv", "state", ("B", B), ("channels", ch), ("K", K), pb._fa, ("read + write" if step else "write", 1 + step))
-    return pb._push("conv1d", "elementwise", t, "vector", params=r.conv_dim * (K + bias), wclass="hp")
+    row = pb._push("conv1d", "elementwise", t, "vector", params=r.conv_dim * (K + bias), wclass="hp")
+    row.kv_state = True  # the conv state stays in device memory (memory.recurrent_state_bytes)
+    return row
 
 
 def _scan_row(pb: PassBuilder, name, t: Terms, m_dim):
     p = pb.p
     row = pb._push(name, "attention", t, compute_dtype(p.a_fmt, p.a_fmt))
     row.m_dim = m_dim
+    row.kv_state = True  # the recurrent state stays in device memory (memory.recurrent_state_bytes)
     return row
 
 
@@ -212,35 +215,57 @@ def mamba2(pb: PassBuilder, r: RecurrentSpec):
     pb.tp_allreduce("mixer_allreduce", N)
 
 
+def _partial_allreduce(pb: PassBuilder, name: str, n_tok, width: int, label: str):
+    """A ring all-reduce of a row-parallel product's partial sums (``n_tok`` × ``width``), under TP only."""
+    if pb.tp > 1:
+        bw, alpha = pb._link()
+        t, msg = pb._message(label, ("N", n_tok), ("width", width), pb._fa)
+        ring_allreduce_terms(t, msg, pb.tp, bw, alpha)
+        pb.collective(
+            name, t.total("time"), msg, f"ring all-reduce over TP {pb.tp}", hops=2 * (pb.tp - 1), direct_hops=2, terms=t
+        )
+
+
 def mamba(pb: PassBuilder, r: RecurrentSpec):
-    """Mamba (v1; Jamba, falcon-mamba): a diagonal state of d_state per inner channel, selective dt, B, C."""
-    h, N, B = pb.m.hidden_size, pb.N, pb.B
+    """Mamba (v1; Mamba, falcon-mamba, Jamba): a diagonal state of d_state per inner channel, selective dt, B, C.
+
+    Tensor parallelism (as vLLM's MambaMixer): in_proj, the convolution, dt_proj and the scan shard the inner
+    channels; x_proj is row-parallel (its dt, B, C partial sums are all-reduced), out_proj too (the layer output).
+    """
+    h, N, B, tp = pb.m.hidden_size, pb.N, pb.B, pb.tp
     D, S, R = r.d_inner, r.state_size, r.dt_rank
-    pb.linear("in_proj", N, h, 2 * D, bias=r.proj_bias)  # x and the gate z
+    Dl = D / tp  # inner channels on one device
+    pb.linear("in_proj", N, h, 2 * D, bias=r.proj_bias, split="col")  # x and the gate z
     causal_conv(pb, r)
-    pb.linear("x_proj", N, D, R + 2 * S)  # dt (low rank), B, C
-    n = pb.elementwise("dt_b_c_norms", N * (R + 2 * S), RMS_FLOPS, weight_elems=R + 2 * S, what="RMSNorm of dt, B, C")
-    _params_row(n, R + 2 * S)
-    pb.linear("dt_proj", N, R, D, bias=True)
+    pb.linear("x_proj", N, D, R + 2 * S, split="row")  # dt (low rank), B, C
+    _partial_allreduce(pb, "x_proj_allreduce", N, R + 2 * S, "dt, B, C")
+    if r.dt_bc_norm == "weighted":  # Jamba: RMSNorm of dt, B and C, each with a weight
+        n = pb.elementwise(
+            "dt_b_c_norms", N * (R + 2 * S), RMS_FLOPS, weight_elems=R + 2 * S, what="RMSNorm of dt, B, C"
+        )
+        _params_row(n, R + 2 * S)
+    elif r.dt_bc_norm:  # falcon-mamba: the same norms without weights
+        pb.elementwise("dt_b_c_norms", N * (R + 2 * S), RMS_FLOPS, what="RMSNorm of dt, B, C (no weights)")
+    pb.linear("dt_proj", N, R, D, bias=True, split="col")
     step = _is_step(pb)
     t = Terms()
     # per token and channel: dA = exp(A·dt), dB·x, S = dA·S + dB·x (element-wise), y = S·C (a product), D skip, gate
-    t.add("matmul", "y = S·C", TWO, ("N", N), ("d_inner", D), ("N_s", S))
+    t.add("matmul", "y = S·C", TWO, ("N", N), ("d_inner", Dl), ("N_s", S))
     t.add(
         "flops",
         "state update, skip, gate",
         ("N", N),
-        ("d_inner", D),
+        ("d_inner", Dl),
         ("(6·N_s + 2 + silu + 1)", 6.0 * S + 2.0 + ACT_FLOPS["silu"] + 1),
     )
-    t.add("weight", "A_log and D", ("(d_inner·N_s + d_inner)", D * S + D), pb._fhp)
-    t.add("activation", "x, dt, z, B, C", ("N", N), ("(3·d_inner + 2·N_s)", 3 * D + 2 * S), pb._fa)
-    t.add("activation", "y", ("N", N), ("d_inner", D), pb._fa)
+    t.add("weight", "A_log and D", ("(d_inner·N_s + d_inner)", Dl * S + Dl), pb._fhp)
+    t.add("activation", "x, dt, z, B, C", ("N", N), ("(3·d_inner + 2·N_s)", 3 * Dl + 2 * S), pb._fa)
+    t.add("activation", "y", ("N", N), ("d_inner", Dl), pb._fa)
     t.add(
         "kv",
         "state",
         ("B", B),
-        ("d_inner", D),
+        ("d_inner", Dl),
         ("N_s", S),
         pb._b(r.state_bytes),
         ("read + write" if step else "write", 1 + step),
@@ -249,7 +274,8 @@ def mamba(pb: PassBuilder, r: RecurrentSpec):
     row.params = D * S + D  # A_log and D
     row.resident = row.weight_bytes
     row.wclass = "hp"
-    pb.linear("out_proj", N, D, h, bias=r.proj_bias)
+    pb.linear("out_proj", N, D, h, bias=r.proj_bias, split="row")
+    pb.tp_allreduce("mixer_allreduce", N)
 
 
 def lightning(pb: PassBuilder, r: RecurrentSpec):

@@ -195,13 +195,9 @@ def _validate_mixer_tp(r, tp: int) -> None:
     """Tensor parallelism of a recurrent mixer shards its heads (and its convolution channels with them)."""
     if tp == 1:
         return
-    if r.kind == "mamba":
-        raise ValueError(
-            "tp > 1 is not modelled for Mamba (v1) layers (their x_proj needs its own all-reduce); use tp = 1 or pp/ep"
-        )
     for what, n in (("heads", r.num_heads), ("groups / key heads", r.n_groups), ("channels", r.conv_dim)):
-        if r.kind == "short_conv" and what != "channels":
-            continue
+        if r.kind in ("short_conv", "mamba") and what != "channels":
+            continue  # no heads to shard: the channels (Mamba: its inner channels, d_inner)
         if n % tp:
             raise ValueError(
                 f"tp = {tp} does not divide the {r.kind} mixer's {what} ({n}); allowed tp: divisors of {n}"

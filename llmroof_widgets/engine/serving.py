@@ -281,7 +281,8 @@ def erlang_c(c: float, a: np.ndarray) -> np.ndarray:
         m = logs.max()
         s = m + math.log(np.exp(logs - m).sum())
         last = c * math.log(ai) - math.lgamma(c + 1) + math.log(c / (c - ai))
-        out.ravel()[i] = 1.0 / (1.0 + math.exp(s - last))
+        gap = s - last  # a very light load: the waiting probability underflows to 0 (exp would overflow)
+        out.ravel()[i] = 0.0 if gap > 700.0 else 1.0 / (1.0 + math.exp(gap))
     return out
 
 
@@ -334,6 +335,8 @@ NOTES = {
     "idle_power_source": "where the idle power comes from: the catalog's published figure, or an assumed share of TDP",
     "cost_per_million_tokens": "price per device-hour × devices / generated tokens per hour × 10⁶",
     "bound": "roofline times are lower bounds: latencies are optimistic, throughput an upper bound",
+    "kv_limited_batch": "running requests the memory holds: KV capacity / mean KV tokens of a running request; "
+    "a model without attention (Mamba, Mamba2): free memory / its recurrent state per request",
 }
 
 
@@ -362,7 +365,9 @@ class _Server:
         self.base = analyze(self.m, self.hw, batch_size=1, prompt_len=round(self.P.mean), gen_len=2, **knobs)
         mem = self.base.memory
         one = mem["weights_bytes"] + mem["activations_bytes"] + mem["kv_bytes_per_token"] * (self.P.max + self.G.max)
-        if one > mem["capacity_bytes"] or mem["kv_token_capacity"] < 1:
+        # an attention-free model (Mamba, Mamba2) keeps no KV cache: only the memory check applies
+        no_kv = mem["kv_bytes_per_token"] == 0
+        if one > mem["capacity_bytes"] or (mem["kv_token_capacity"] < 1 and not no_kv):
             raise ValueError(
                 f"{self.m.name} does not fit on {self.hw.name} with these settings: one request of the longest lengths "
                 f"needs {one / 1e9:.3g} GB > {mem['capacity_bytes'] / 1e9:.3g} GB per device; raise tp, quantize, or offload"
@@ -406,6 +411,13 @@ class _Server:
         kv_cap = float(self.base.memory["kv_token_capacity"])
         # the KV cache's capacity in running decodes (mean demand must fit)
         self.b_kv = kv_cap / self.kv_tokens_run if self.kv_tokens_run > 0 else math.inf
+        rec = float(mem["recurrent_state_bytes"])  # one sequence's recurrent state (Mamba, Gated DeltaNet), one device
+        if rec > 0:
+            # each running request holds its fixed state beside its KV tokens (none without attention): the memory
+            # left by the weights and activations over both caps the batch
+            free = mem["capacity_bytes"] - mem["weights_bytes"] - mem["activations_bytes"] - mem["draft_bytes"]
+            kv_dev = mem["kv_bytes_per_token"] * (1.0 - float((knobs.get("offload") or {}).get("kv_cache", 0.0)))
+            self.b_kv = max(free, 0.0) / (rec + kv_dev * self.kv_tokens_run)
         cap = self.b_kv if self.max_batch is None else min(self.b_kv, float(self.max_batch))
         self.b_cap = cap
         self._prefill_times()
@@ -644,9 +656,10 @@ class _Server:
             hold = self.e_gd * float(np.mean(tpot))
             pw = float(erlang_c(self.max_batch, np.array([lam * hold]))[0])
             slot_mean = hold / max(self.max_batch - lam * hold, 1e-9)  # mean wait of those who wait
-            wait = wait + np.where(
-                self.u_slot < pw, -slot_mean * np.log(np.maximum(1.0 - self.u_slot / pw, 1e-300)), 0.0
-            )
+            if pw > 0:  # the drawn requests that wait for a slot (none when the waiting probability is 0)
+                wait = wait + np.where(
+                    self.u_slot < pw, -slot_mean * np.log(np.maximum(1.0 - self.u_slot / pw, 1e-300)), 0.0
+                )
         ttft = wait + s * scale  # chunked: its own chunk steps also run at the batch at hand
         e2e = ttft + (self.g_draw - 1.0) * tpot
         if busy is None:
@@ -901,6 +914,12 @@ def _why(srv: _Server) -> str:
     if srv.B[i] >= srv.b_cap - 1e-9:
         if srv.max_batch is not None and srv.max_batch <= srv.b_kv:
             return f"the running batch reaches max_batch = {srv.max_batch}"
+        m = srv.base.memory
+        if m["recurrent_state_bytes"] > 0:  # Mamba / hybrid: every running request also holds its fixed state
+            what = (
+                "the KV cache and recurrent state hold" if m["kv_bytes_per_token"] > 0 else "the recurrent state holds"
+            )
+            return f"{what} at most {srv.b_kv:.4g} running requests in memory"
         return f"the KV cache holds at most {srv.b_kv:.4g} running requests (paged blocks of {srv.block} tokens)"
     if srv.rho_p[i] >= 0.999:
         return "the prefill work alone saturates the replica"
@@ -936,7 +955,10 @@ def _serve_disaggregated(
     max_dec = float(np.max(np.where(ok, lam_curve, 0.0))) * n_d
     max_pre = n_p / ed if ed > 0 else math.inf
     max_rate = min(max_dec, max_pre)
-    kv_bytes = dec.p_draw * dec.base.memory["kv_bytes_per_token"] * dec.devices
+    # the prompt's KV cache, and a recurrent model's fixed state (one sequence's), move to the decode replica
+    kv_bytes = (
+        dec.p_draw * dec.base.memory["kv_bytes_per_token"] + dec.base.memory["recurrent_state_bytes"]
+    ) * dec.devices
     link = dec.hw.interconnect_bandwidth or dec.hw.host_link_bandwidth
     t_kv = kv_bytes / link if link else np.zeros_like(kv_bytes)  # KV of the prompt to the decode replica
     settings = {

@@ -400,6 +400,13 @@ class ViewData:
 
     # -- derived view payloads -----------------------------------------------------------------
     def warning(self) -> str:
+        # knobs the engine names as changing nothing on this model (attention-only knobs on Mamba / Mamba2)
+        na = [k for k in (self.d.get("notes", {}) if self.d else {}).get("not_applicable", {}) if k != "kv_cache"]
+        note = f"No effect on this model (it has no attention layer): {', '.join(na)}." if na else ""
+        fit = self._fit_warning()
+        return f"{fit} {note}" if fit and note else fit or note
+
+    def _fit_warning(self) -> str:
         m = self.d.get("memory", {})
         if not self.d or m.get("fits", True):
             return ""
