@@ -25,6 +25,11 @@ with a recurrent or convolution mixer layer:
   kind the full model has (exact: a layer's work depends only on its kind), so that transformers' Python-level
   reference scans (Mamba's token-by-token loop) stay affordable.
 
+A vision-language hybrid (Qwen3.5's published config.json: text_config + vision_config) is built whole with
+``AutoModelForImageTextToText`` (its text model cut to the first layers as above) and run on text tokens with no
+attention mask (its recurrent-layer mask tests an all-ones mask's values, which meta tensors do not have): the
+parameters include the vision encoder, whose FLOPs are checked in ``tests/test_reference_vision.py``.
+
 Needs ``torch==2.13.0`` (the CPU wheel) and ``transformers``; skipped when they are missing.
 """
 
@@ -58,6 +63,17 @@ def _build(cfg_dict: dict):
     cfg_dict = {k: v for k, v in cfg_dict.items() if k not in ("auto_map", "quantization_config")}
     config = transformers.AutoConfig.for_model(**cfg_dict)
     kwargs = {"attn_implementation": "eager"}
+    if "vision_config" in cfg_dict:
+        # a vision-language hybrid (Qwen3.5's published files): the whole model, vision encoder included, run
+        # on text tokens (the encoder is checked in tests/test_reference_vision.py)
+        with torch.device("meta"):
+            try:
+                model = transformers.AutoModelForImageTextToText.from_config(
+                    config, experts_implementation="batched_mm", **kwargs
+                )
+            except (ValueError, TypeError):
+                model = transformers.AutoModelForImageTextToText.from_config(config, **kwargs)
+        return model.eval()
     with torch.device("meta"):
         try:
             model = transformers.AutoModelForCausalLM.from_config(config, experts_implementation="batched_mm", **kwargs)
@@ -110,7 +126,10 @@ def _prefix(key: str) -> tuple[int, dict[int, float]]:
 
 
 def _truncated(cfg: dict, p: int) -> dict:
-    """The config with its first ``p`` layers (its layer pattern cut to one period)."""
+    """The config with its first ``p`` layers (its layer pattern cut to one period); a vision-language config's
+    text model: its text_config's."""
+    if isinstance(cfg.get("text_config"), dict) and "hidden_size" not in cfg:
+        return {**cfg, "text_config": _truncated(cfg["text_config"], p)}
     cfg = dict(cfg, num_hidden_layers=p)
     for k in ("layer_types", "layers_block_type"):
         if isinstance(cfg.get(k), list):

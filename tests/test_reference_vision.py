@@ -43,6 +43,7 @@ IMAGE = {
     "qwen2_5_vl": (280, 168),
     "qwen3_vl": (256, 320),
     "qwen3_vl_moe": (256, 320),
+    "qwen3_5_moe": (256, 320),
     "mistral3": (336, 252),
     "gemma4": (96, 144),  # 6 × 9 patches of 16, 2 × 3 image tokens (pooling 3)
     "llama4": (800, 600),
@@ -535,6 +536,11 @@ def _reference_encoder_flops(key: str, size) -> float:
         blk, ds = b - a, c - b
         c0 = a - blk - ds
         return c0 + vc["depth"] * blk + len(vc["deepstack_visual_indexes"]) * ds
+    if mt in ("qwen3_5", "qwen3_5_moe"):
+        # Qwen3.5's tower is Qwen3-VL's without DeepStack mergers: c0 + depth·blk
+        a = _count_image_features(_with_vision(cfg, depth=1), size)
+        b = _count_image_features(_with_vision(cfg, depth=2), size)
+        return a + (vc["depth"] - 1) * (b - a)
     if mt == "gemma4":
         # c0 + layers·blk; transformers' pooler averages k × k patches with a one-hot matrix product
         # (2·tokens·patches·hidden FLOPs) where serving engines sum the patches (no matmul): the engine counts
@@ -553,6 +559,7 @@ def _reference_encoder_flops(key: str, size) -> float:
 REF_KEYS = [
     "Qwen2.5-VL-7B-Instruct",
     "Qwen3-VL-8B-Instruct",
+    "Qwen3.5-35B-A3B",
     "Mistral-Small-3.1-24B-Instruct-2503",
     "gemma-3-4b-it",
     "gemma-4-31B-it",

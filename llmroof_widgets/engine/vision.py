@@ -55,6 +55,8 @@ VL_FAMILIES: dict[str, tuple[str | None, bool]] = {
     "qwen2_5_vl": ("qwen2", False),
     "qwen3_vl": ("qwen3", False),
     "qwen3_vl_moe": ("qwen3_moe", False),
+    "qwen3_5": (None, False),  # text_config is qwen3_5_text (hybrid); Qwen3_5Config: False
+    "qwen3_5_moe": (None, False),  # text_config is qwen3_5_moe_text (hybrid); Qwen3_5MoeConfig: False
     "mistral3": (None, True),  # text_config names its own family (mistral, llama …)
     "gemma3": (None, True),  # text_config is gemma3_text
     "gemma4": (None, True),  # text_config is gemma4_text; its vision tower: vision_gemma4.py
@@ -139,6 +141,21 @@ VISION_DEFAULTS: dict[str, dict] = {
         out_hidden_size=3584,
         num_position_embeddings=2304,
         deepstack_visual_indexes=[8, 16, 24],
+    ),
+    # Qwen3_5VisionConfig (qwen3_5/configuration_qwen3_5.py; Qwen3_5Moe's is the same): Qwen3-VL's tower
+    # without DeepStack (the class has no deepstack_visual_indexes; Qwen3_5VisionModel deletes the mergers)
+    "qwen3_5": dict(
+        depth=27,
+        hidden_size=1152,
+        hidden_act="gelu_pytorch_tanh",
+        intermediate_size=4304,
+        num_heads=16,
+        in_channels=3,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=3584,
+        num_position_embeddings=2304,
     ),
     # PixtralVisionConfig (pixtral/configuration_pixtral.py)
     "pixtral": dict(
@@ -426,8 +443,8 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
     raw = outer["vision_config"]
     if mt == "qwen2_vl":
         return _parse_qwen2_vl(raw, text_hidden)
-    if mt in ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"):
-        base = "qwen2_5_vl" if mt == "qwen2_5_vl" else "qwen3_vl"
+    if mt in ("qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe"):
+        base = {"qwen2_5_vl": "qwen2_5_vl", "qwen3_5": "qwen3_5", "qwen3_5_moe": "qwen3_5"}.get(mt, "qwen3_vl")
         v = {**VISION_DEFAULTS[base], **raw}
         w = "vision_config"
         h, heads = _int(v, "hidden_size", w), _int(v, "num_heads", w)
@@ -472,7 +489,8 @@ def parse_vision(outer: dict, text_hidden: int) -> VisionSpec:
                 projector="qwen",
                 **common,
             )
-        ds = v.get("deepstack_visual_indexes") or []
+        # Qwen3.5's tower has no DeepStack mergers, whatever the file lists (transformers ignores the field)
+        ds = [] if base == "qwen3_5" else (v.get("deepstack_visual_indexes") or [])
         if not isinstance(ds, (list, tuple)):
             raise ValueError("config field 'vision_config.deepstack_visual_indexes' must be a list of block indices")
         return VisionSpec(
