@@ -220,6 +220,7 @@ SMALL = {
     "qwen3_next": QWEN_NEXT,
     "jamba": JAMBA,
     "nemotron_h": NEMOTRON,
+    "nemotron_h_latent": {**NEMOTRON, "moe_latent_size": 24},  # latent MoE (Nemotron-3 Super / Ultra)
     "lfm2": LFM2,
     "lfm2_moe": LFM2_MOE,
     "granitemoehybrid": GRANITE,
@@ -285,7 +286,8 @@ def test_layer_types_without_attention_or_mlp():
         ({**JAMBA, "attn_layer_offset": 4}, "attn_layer_offset"),
         ({**LFM2, "conv_L_cache": 0}, "conv_L_cache"),
         ({**QWEN_NEXT, "mamba_ssm_dtype": "float8"}, "mamba_ssm_dtype"),
-        ({**NEMOTRON, "moe_latent_size": 16}, "moe_latent_size"),
+        ({**NEMOTRON, "moe_latent_size": 0}, "moe_latent_size"),
+        ({**NEMOTRON, "moe_latent_size": 2.5}, "moe_latent_size"),
         ({**GRANITE, "mamba_n_heads": 6}, "mamba_n_heads"),
         ({**QWEN_NEXT, "mlp_only_layers": [9]}, "mlp_only_layers"),
         ({**LFM2, "block_ffn_dim_multiplier": [1]}, "block_ffn_dim_multiplier"),

@@ -303,10 +303,6 @@ def plan(
             )
         dense = replace(dense_mlp, gated=False, act=mlp_act, bias=bool(cfg.get("mlp_bias", False)))
         if "moe" in kinds:
-            if cfg.get("moe_latent_size"):
-                raise ValueError(
-                    "config field 'moe_latent_size' (latent MoE projections) is not supported by this engine"
-                )
             moe = moe_factory(
                 intermediate_size=_req_int(cfg, "moe_intermediate_size"),
                 gated=False,
@@ -319,6 +315,9 @@ def plan(
                     else 0
                 ),
                 router_score_bias=True,
+                # latent MoE (Nemotron-3 Super / Ultra): the routed experts run in moe_latent_size, between a
+                # down- and an up-projection of the hidden state (NemotronHMoE.fc1/fc2_latent_proj)
+                latent_size=_opt_int(cfg, "moe_latent_size", 0, minimum=1),  # null / absent: no latent projection
             )
         mlp = ["moe" if k == "moe" else "dense" if k == "mlp" else None for k in kinds]
         heads = _req_int(cfg, "mamba_num_heads")

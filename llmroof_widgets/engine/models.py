@@ -317,6 +317,7 @@ class MLPSpec:
     shared_intermediate_size: int = 0  # total width of the shared expert(s)
     shared_gate: bool = False  # Qwen-MoE sigmoid gate on the shared expert
     act_sparsity: bool = False  # Gemma-3n gaussian top-k on the gate activations (element-wise)
+    latent_size: int = 0  # Nemotron-H moe_latent_size: routed experts work in this width (0: the hidden size)
 
 
 @dataclass(frozen=True)

@@ -793,6 +793,12 @@ class PassBuilder:
             r.add_term("weight", "score bias", ("E", E), self._fhp)
             r.resident += E * p.hp
         a_f = self._fa
+        hid = h  # the hidden size, for the shared expert
+        if mlp.latent_size:
+            # latent MoE: the hidden state projected down to L before the routed experts (and back after them);
+            # the experts' inputs and outputs, and the tokens EP sends, are L wide
+            self.linear("moe_latent_in", N, h, mlp.latent_size, bias=mlp.bias)
+            h = mlp.latent_size
         if ep > 1:
             bw, alpha = self._link()
             # each token goes to k experts
@@ -855,6 +861,9 @@ class PassBuilder:
         )
         if not self.o.fused:
             r.add_term("activation", "combined output", ("N", N), ("h", h), a_f)
+        if mlp.latent_size:
+            self.linear("moe_latent_out", N, h, hid, bias=mlp.bias)  # the combined latent back to the hidden size
+            h = hid
         if mlp.shared_intermediate_size:
             Is = mlp.shared_intermediate_size
             g = 1 if mlp.gated else 0
