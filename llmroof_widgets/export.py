@@ -218,6 +218,37 @@ def embed_script() -> tuple[str, int]:
 
 _EMBED_CACHE: dict = {}
 
+# embed-amd.js also defines ipywidgets 7's base and controls ("@jupyter-widgets/base7", "controls7": 0.8 MB of the
+# 3.6 MB), which the manager loads only for models saved by ipywidgets 7 (module version 1.x). A state whose
+# base/controls models are all version 2 never needs them: the page leaves them out (less to parse at every opening).
+_V7_START = "/*! For license information please see base7.js.LICENSE.txt */\n"
+_V7_END = "/*! For license information please see index.js.LICENSE.txt */\n"
+_V7_MODULES = ("@jupyter-widgets/base7", "@jupyter-widgets/controls7")
+
+
+def needs_widgets_v7(manager_state: dict) -> bool:
+    """Whether a model of the state is an ipywidgets 7 base/controls model (module version not 2.x)."""
+    for m in manager_state["state"].values():
+        for side in ("model", "view"):
+            mod = m.get(f"{side}_module") or m["state"].get(f"_{side}_module")
+            ver = m.get(f"{side}_module_version") or m["state"].get(f"_{side}_module_version") or ""
+            if mod in ("@jupyter-widgets/base", "@jupyter-widgets/controls") and not str(ver).startswith("2."):
+                return True
+    return False
+
+
+def without_widgets_v7(text: str) -> str:
+    """embed-amd.js without the ipywidgets 7 modules (unchanged if their boundaries are not found as expected)."""
+    a = text.find(_V7_START)
+    b = text.find(_V7_END, a + 1) if a >= 0 else -1
+    if a < 0 or b < 0:
+        return text
+    span = text[a:b]
+    defined = re.findall(r'(?m)^define\("([^"]+)"', span)
+    if sorted(defined) != sorted(_V7_MODULES):
+        return text
+    return text[:a] + "/* ipywidgets 7 base/controls left out: every model of this page is ipywidgets 8 */\n" + text[b:]
+
 
 _JSON_TYPES = {
     "object": dict,
@@ -483,6 +514,7 @@ def render_html(widgets, title: str | None = None, grid=None) -> str:
     )
     if title is None:
         title = _default_title(widgets)
+    embed = embed_script()[0]
     return _PAGE.format(
         version=html.escape(__version__),
         title=html.escape(str(title)),
@@ -491,7 +523,7 @@ def render_html(widgets, title: str | None = None, grid=None) -> str:
         requirejs=escape_js(_read_script(embed_asset_path("require.js"))),
         state=escape_json(data["manager_state"]),
         views=views,
-        embed=escape_js(embed_script()[0]),
+        embed=escape_js(embed if needs_widgets_v7(data["manager_state"]) else without_widgets_v7(embed)),
         fonts=_font_style(),
     )
 
