@@ -7,6 +7,8 @@ the long way (building every layer type's MLP) equals the copied one.
 
 from __future__ import annotations
 
+import numpy as np
+
 import llmroof_widgets as lr
 from llmroof_widgets.engine.ops import PassBuilder, Row
 from llmroof_widgets.engine.options import make_options
@@ -134,3 +136,90 @@ def test_pass_time_equals_the_sum_of_row_times():
             ).build()
             want = sum(r.count * roof.row_time(r) for r in rows)
             np.testing.assert_allclose(pass_time(rows, roof), want, rtol=1e-12)
+
+
+NEMOTRON_LIKE = {  # Mamba2 / attention / MLP-only / MoE blocks
+    "model_type": "nemotron_h",
+    "hidden_size": 256,
+    "num_hidden_layers": 8,
+    "hybrid_override_pattern": "M-M*EME*",
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "intermediate_size": 512,
+    "vocab_size": 1000,
+    "mamba_num_heads": 8,
+    "mamba_head_dim": 32,
+    "n_groups": 2,
+    "ssm_state_size": 16,
+    "n_routed_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 128,
+    "moe_shared_expert_intermediate_size": 256,
+}
+
+
+def _figures(rows):
+    return [
+        (
+            r.name,
+            r.layer_type,
+            r.count,
+            *(
+                np.asarray(getattr(r, f), dtype=float).tolist()
+                for f in ("flops", "matmul_flops", "weight_bytes", "activation_bytes", "kv_bytes", "host_bytes")
+            ),
+            r.flops_formula,
+            r.bytes_formula,
+        )
+        for r in rows
+    ]
+
+
+def test_decode_passes_sharing_length_independent_rows_equal_building_them():
+    """A decode step and the decode steps of a generation share their MLP blocks and attention-free layers
+    (PassBuilder(reuse=)): the second pass's rows equal those it builds on its own, under storage options."""
+    hw = lr.load_hardware("h100-sxm")
+    for cfg in (HYBRID, NEMOTRON_LIKE):
+        m = lr.load_model(cfg)
+        for opts in ({}, {"sparsity": "2:4", "offload": {"weights": 0.25, "kv_cache": 0.5}}, {"tp": 2}):
+            o = make_options(**opts)
+            for fraction in (1.0, 0.75):
+
+                def build(cached, reuse, o=o, m=m, fraction=fraction):
+                    kw = dict(batch=4, tokens=1, logits_tokens=1, attention="causal", mla="absorbed")
+                    return PassBuilder(
+                        m, Precision(8, 16, 8), cached=cached, options=o, hardware=hw, reuse=reuse, **kw
+                    ).build(fraction)
+
+                reuse: dict = {}
+                first = build(300, reuse)
+                shared = build(300 + np.arange(5.0), reuse)
+                assert any(k != "mlp" for k in reuse)  # an attention-free layer was shared
+                assert _figures(first) == _figures(build(300, None))
+                assert _figures(shared) == _figures(build(300 + np.arange(5.0), None))
+
+
+def test_analyze_equals_the_unshared_passes():
+    """analyze()'s decode timeline (built with shared rows) equals passes built one by one."""
+    from llmroof_widgets.engine.roofline import Roof, pass_time
+
+    hw = lr.load_hardware("h100-sxm")
+    m = lr.load_model(NEMOTRON_LIKE)
+    r = lr.analyze(m, hw, batch_size=4, prompt_len=300, gen_len=40, offload={"weights": 0.3})
+    roof = Roof(hw)
+    assert len(r.decode_contexts) == 39
+    for ctx, t in zip(r.decode_contexts, r.decode_step_times_s, strict=True):
+        rows = PassBuilder(
+            m,
+            Precision(16, 16, 16),
+            batch=4,
+            tokens=1,
+            cached=int(ctx) - 1,
+            logits_tokens=1,
+            attention="causal",
+            mla="absorbed",
+            options=make_options(offload={"weights": 0.3}),
+            hardware=hw,
+        ).build()
+        assert np.isclose(t, pass_time(rows, roof), rtol=1e-12)

@@ -508,8 +508,19 @@ def analyze(
         hardware=hw,
     ).build()
     pre_time = float(pass_time(pre_rows, roof))
+    reuse: dict = {}  # rows of the decode step that do not depend on the cached length, copied by every decode step
     dec_rows = PassBuilder(
-        m, prec, batch=B, tokens=1, cached=P, logits_tokens=1, attention="causal", mla=mla, options=opts, hardware=hw
+        m,
+        prec,
+        batch=B,
+        tokens=1,
+        cached=P,
+        logits_tokens=1,
+        attention="causal",
+        mla=mla,
+        options=opts,
+        hardware=hw,
+        reuse=reuse,
     ).build(opts.early_exit_fraction)
     dec = Phase("decode", 1, P + 1, dec_rows, float(pass_time(dec_rows, roof)), roof)
 
@@ -540,7 +551,18 @@ def analyze(
     pre = Phase("prefill", P, P, pre_rows, pre_time, roof)
 
     steps = generation.decode_step_times(
-        m, prec, roof, opts, batch=B, prompt_len=P, gen_len=G, mla=mla, spec=spec, draft=draft, draft_prec=prec
+        m,
+        prec,
+        roof,
+        opts,
+        batch=B,
+        prompt_len=P,
+        gen_len=G,
+        mla=mla,
+        spec=spec,
+        draft=draft,
+        draft_prec=prec,
+        reuse=reuse,
     )
     enc = encode.time_s if encode is not None else 0.0  # TTFT = encode + prefill
     gen = generation.summarize(

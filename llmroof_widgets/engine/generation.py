@@ -309,8 +309,10 @@ class DecodeSteps:
     times_s: np.ndarray
 
 
-def _pass_evaluator(model, prec, roof, opts, *, batch, tokens, mla, logits_tokens, cached_of):
-    """evaluate(j) → components of one pass of ``tokens`` tokens at cached lengths ``cached_of(j)``."""
+def _pass_evaluator(model, prec, roof, opts, *, batch, tokens, mla, logits_tokens, cached_of, reuse=None):
+    """evaluate(j) → components of one pass of ``tokens`` tokens at cached lengths ``cached_of(j)``
+    (``reuse``: see :class:`~.ops.PassBuilder`; the passes of one evaluator differ only in their cached lengths)."""
+    reuse = {} if reuse is None else reuse
 
     def evaluate(j):
         cached = cached_of(j)
@@ -325,6 +327,7 @@ def _pass_evaluator(model, prec, roof, opts, *, batch, tokens, mla, logits_token
             mla=mla,
             options=opts,
             hardware=roof.hw,
+            reuse=reuse,
         ).build(opts.early_exit_fraction)
         c = _components(rows, roof, cached.size)
         return c.reshape(c.shape[:2] + cached.shape)
@@ -343,8 +346,10 @@ def decode_times(
     cached,
     mla: str,
     logits_tokens: int = 1,
+    reuse: dict | None = None,
 ):
-    """Roofline time of decode passes of ``tokens`` new tokens at each cached length (array)."""
+    """Roofline time of decode passes of ``tokens`` new tokens at each cached length (array); ``reuse``: see
+    :class:`~.ops.PassBuilder`."""
     rows = PassBuilder(
         model,
         prec,
@@ -356,16 +361,26 @@ def decode_times(
         mla=mla,
         options=opts,
         hardware=roof.hw,
+        reuse=reuse,
     ).build(opts.early_exit_fraction)
     return np.broadcast_to(np.asarray(pass_time(rows, roof), dtype=np.float64), np.shape(cached)).copy()
 
 
 def plain_series(
-    model, prec, roof, opts, *, batch, first_cached: int, n: int, mla: str
+    model, prec, roof, opts, *, batch, first_cached: int, n: int, mla: str, reuse: dict | None = None
 ) -> tuple[StepSeries, np.ndarray]:
     """Plain decoding: step j attends ``first_cached + j`` cached tokens; (series, break points in j)."""
     ev = _pass_evaluator(
-        model, prec, roof, opts, batch=batch, tokens=1, mla=mla, logits_tokens=1, cached_of=lambda j: first_cached + j
+        model,
+        prec,
+        roof,
+        opts,
+        batch=batch,
+        tokens=1,
+        mla=mla,
+        logits_tokens=1,
+        cached_of=lambda j: first_cached + j,
+        reuse=reuse,
     )
     br = decode_breakpoints(model, opts, 1, first_cached, first_cached + max(n - 1, 0)) - first_cached
     return StepSeries(ev, n, br), br
@@ -384,6 +399,7 @@ def decode_step_times(
     spec: Speculative | None = None,
     draft: ModelConfig | None = None,
     draft_prec: Precision | None = None,
+    reuse: dict | None = None,
 ) -> DecodeSteps:
     """The decode steps after the prefill, summed exactly, with a bounded sample for the timeline.
 
@@ -391,7 +407,8 @@ def decode_step_times(
     costs a step whose input is the previous token, attending to ``prompt_len + j`` cached tokens
     plus itself. Speculative decoding: one entry per round (γ draft steps + one verify pass), the
     context advancing by the expected tokens per round; the last round counts for the share of
-    its tokens still needed.
+    its tokens still needed. ``reuse``: the dict given to the single decode step's PassBuilder (same settings,
+    another cached length), so that plain decoding copies its length-independent rows (see PassBuilder).
     """
     steps = gen_len - 1
     empty = np.zeros(0)
@@ -400,12 +417,14 @@ def decode_step_times(
     if (spec is None or spec.gamma == 0) and steps <= DIRECT_STEPS:
         # a short generation: every step in one vectorized pass (exact by definition; bounded work)
         cached = prompt_len + np.arange(steps, dtype=np.float64)
-        times = decode_times(model, prec, roof, opts, batch=batch, tokens=1, cached=cached, mla=mla)
+        times = decode_times(model, prec, roof, opts, batch=batch, tokens=1, cached=cached, mla=mla, reuse=reuse)
         br = decode_breakpoints(model, opts, 1, prompt_len, prompt_len + steps - 1) - prompt_len
         idx = timeline_indices(steps, br)
         return DecodeSteps(steps, float(np.sum(times)), idx, prompt_len + idx + 1.0, times[idx])
     if spec is None or spec.gamma == 0:
-        series, br = plain_series(model, prec, roof, opts, batch=batch, first_cached=prompt_len, n=steps, mla=mla)
+        series, br = plain_series(
+            model, prec, roof, opts, batch=batch, first_cached=prompt_len, n=steps, mla=mla, reuse=reuse
+        )
         idx = timeline_indices(steps, br)
         return DecodeSteps(steps, series.total, idx, prompt_len + idx + 1.0, series.values(idx))
     tau = spec.tokens_per_round

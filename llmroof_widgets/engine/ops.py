@@ -259,7 +259,11 @@ class PassBuilder:
         mla: str,
         options: Options | None = None,
         hardware=None,
+        reuse: dict | None = None,
     ):
+        """``reuse``: a dict shared by passes that differ only in ``cached`` (a decode step and the decode steps of a
+        generation): the rows that do not depend on the cached length — MLP / MoE blocks and whole attention-free
+        layers (recurrent mixers, MLP-only blocks) — are built by the first pass and copied by the others."""
         o = options or Options()
         self.m = model
         self.p = prec
@@ -278,7 +282,9 @@ class PassBuilder:
         self.rows: list[Row] = []
         self._lt = "model"
         self._count = 1
-        self._mlp_memo: dict = {}  # MLPSpec → the rows built for it in this pass (see _mlp)
+        self._reuse = reuse
+        # MLPSpec → the rows built for it in this pass (see _mlp); shared with the passes of ``reuse``
+        self._mlp_memo: dict = {} if reuse is None else reuse.setdefault("mlp", {})
         self._bfactors: dict = {}
         # bytes-per-element factors of terms: ("2 B", 2.0)
         self._fa, self._fw, self._fhp, self._fkv = (self._b(x) for x in (prec.a, prec.w, prec.hp, prec.kv))
@@ -883,6 +889,25 @@ class PassBuilder:
     # -- whole model -----------------------------------------------------------------------
     def layer(self, lt: LayerType, count):
         self._lt, self._count = lt.name, count
+        if self._reuse is None or lt.attention is not None:
+            self._layer(lt)
+            return
+        # an attention-free layer type: the same rows at every cached length (see ``reuse``)
+        key = ("layer", id(lt))
+        memo = self._reuse.get(key)
+        if memo is None:
+            start = len(self.rows)
+            self._layer(lt)
+            self._reuse[key] = self._kept(self.rows[start:])
+        else:
+            self.rows.extend(r.clone(self._lt, self._count) for r in memo)
+
+    def _kept(self, rows: list[Row]) -> list[Row]:
+        """Rows to keep for copying: the rows themselves within one pass; pristine copies when passes share them
+        (each pass applies its weight storage options to its own rows after building them)."""
+        return rows if self._reuse is None else [r.clone(r.layer_type, r.count) for r in rows]
+
+    def _layer(self, lt: LayerType):
         h, N = self.m.hidden_size, self.N
         if lt.attention is None and lt.mixer is None:  # an MLP-only block (Nemotron-H "-" / "E")
             self._mlp_block(lt)
@@ -946,7 +971,7 @@ class PassBuilder:
         if memo is None:
             start = len(self.rows)
             self.moe_mlp(mlp) if mlp.kind == "moe" else self.dense_mlp(mlp)
-            self._mlp_memo[mlp] = self.rows[start:]
+            self._mlp_memo[mlp] = self._kept(self.rows[start:])
         else:
             self.rows.extend(r.clone(self._lt, self._count) for r in memo)
 
