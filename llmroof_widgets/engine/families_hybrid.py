@@ -354,32 +354,7 @@ def plan(
                 shared_intermediate_size=shared,
             )
         mlp = ["moe" if moe else "dense"] * n
-        heads = _opt_int(cfg, "mamba_n_heads", 128, minimum=1)
-        d_inner = _opt_int(cfg, "mamba_expand", 2, minimum=1) * h
-        p = cfg.get("mamba_d_head", "auto")
-        p = d_inner // heads if p == "auto" else _req_int(cfg, "mamba_d_head")
-        if p * heads != d_inner:
-            raise ValueError(
-                f"config fields 'mamba_n_heads' = {heads} × 'mamba_d_head' = {p} must equal mamba_expand × hidden_size = {d_inner}"
-            )
-        g = _opt_int(cfg, "mamba_n_groups", 1, minimum=1)
-        ns = _opt_int(cfg, "mamba_d_state", 256, minimum=1)
-        if heads % g:
-            raise ValueError(f"config field 'mamba_n_groups' = {g} must divide 'mamba_n_heads' = {heads}")
-        mixer = RecurrentSpec(
-            kind="mamba2",
-            d_inner=d_inner,
-            num_heads=heads,
-            head_dim=p,
-            state_size=ns,
-            n_groups=g,
-            conv_dim=d_inner + 2 * g * ns,
-            conv_kernel=_opt_int(cfg, "mamba_d_conv", 4, minimum=1),
-            conv_bias=bool(cfg.get("mamba_conv_bias", True)),
-            proj_bias=bool(cfg.get("mamba_proj_bias", False)),
-            chunk_size=_opt_int(cfg, "mamba_chunk_size", 256, minimum=1),
-            state_bytes=state_dtype_bytes(cfg, "mamba_ssm_cache_dtype"),
-        )
+        mixer = families_ssm.bamba_mamba2_spec(cfg, h)  # Bamba's mamba_* fields and Mamba2 mixer
     elif conv == "falcon_h1":
         dense = replace(dense_mlp, bias=bool(cfg.get("mlp_bias", False)))
         mlp = ["dense"] * n

@@ -137,8 +137,8 @@ def _mamba2_spec(cfg: dict, h: int) -> RecurrentSpec:
     )
 
 
-def _bamba_spec(cfg: dict, h: int) -> RecurrentSpec:
-    """The Mamba2 mixer of BambaConfig (``mamba_*`` fields; ``mamba_d_head`` "auto" = expand·hidden / heads)."""
+def bamba_mamba2_spec(cfg: dict, h: int) -> RecurrentSpec:
+    """The Mamba2 mixer of BambaConfig and GraniteMoeHybridConfig (``mamba_*`` fields; ``mamba_d_head`` "auto" = expand·hidden / heads)."""
     from .models import _opt_int, _req_int
 
     heads = _opt_int(cfg, "mamba_n_heads", 128, minimum=1)
@@ -177,7 +177,7 @@ def plan(cfg: dict, conv: str, n: int, h: int, dense_mlp) -> dict:
     if conv == "mamba2":
         return {"dense": dense_mlp, "moe": None, "mlp": [None] * n, "mixer": _mamba2_spec(cfg, h)}
     # bamba: a gated MLP of intermediate_size in every layer (BambaMLP)
-    return {"dense": dense_mlp, "moe": None, "mlp": ["dense"] * n, "mixer": _bamba_spec(cfg, h)}
+    return {"dense": dense_mlp, "moe": None, "mlp": ["dense"] * n, "mixer": bamba_mamba2_spec(cfg, h)}
 
 
 # the knobs that act only on attention layers (their KV cache, scores and softmax): (setting, its no-op value)
