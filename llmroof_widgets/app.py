@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,7 +79,28 @@ def run_app(model=None, hardware=None, port: int = 8866, open_browser: bool = Tr
         nb = app_notebook(pathlib.Path(d) / "llmroof.ipynb", model=model, hardware=hardware, **inputs)
         cmd = voila_command(nb, port=port, open_browser=open_browser, ip=ip)
         print(f"llmroof app: serving the dashboard at http://{ip}:{port}/ (Ctrl-C stops it)", flush=True)
+        proc = subprocess.Popen(cmd, cwd=d)
+        # a SIGTERM to this process (a service manager, a test) stops Voilà and its kernel too: by default
+        # Python would exit at once and leave them running
+        previous = _on_sigterm(lambda *_: sys.exit(128 + signal.SIGTERM))
         try:
-            return subprocess.call(cmd, cwd=d)
+            return proc.wait()
         except KeyboardInterrupt:
             return 0
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            if previous is not None:
+                _on_sigterm(previous)
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM; returns the previous one (None off the main thread, where nothing changes)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # signal handlers can be set from the main thread only
+        return None

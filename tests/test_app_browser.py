@@ -52,9 +52,12 @@ def app_url(tmp_path_factory):
         yield url
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        # stopping `llmroof app` stops Voilà too: nothing listens on its port any more
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def test_app_serves_the_dashboard_and_recomputes(browser, app_url):
