@@ -22,6 +22,9 @@ from .terms import Div, Terms
 SAMPLED_ROW = "lm_head"
 
 
+_SCALAR = (float, int, np.floating)
+
+
 class Roof:
     """The device's roofs after efficiency factors, and the calibrated kernel model when asked for."""
 
@@ -143,8 +146,11 @@ class Roof:
         tc, tm, th, tk = self.times(r)
         if r.kind == "communication":
             return tk
-        t = np.maximum(np.maximum(tc, tm), th)
-        return t + self.overhead(r) if self.calibrated else t
+        if self.calibrated:
+            return np.maximum(np.maximum(tc, tm), th) + self.overhead(r)
+        if isinstance(tc, _SCALAR) and isinstance(tm, _SCALAR) and isinstance(th, _SCALAR):
+            return max(tc, tm, th)  # scalar figures: Python's max (np.maximum costs ~1 µs a call on a float)
+        return np.maximum(np.maximum(tc, tm), th)
 
     @property
     def step_overhead(self) -> float:
@@ -203,26 +209,8 @@ def pass_time(rows: list[Row], roof: Roof, *, request: bool = False):
     """Σ count × operator time over the rows (+ the calibrated per-step overhead, and the per-request one
     when ``request``: the prefill of a new request); broadcasts over array-valued rows."""
     total = roof.step_overhead + (roof.request_overhead if request else 0.0)
-    if roof.calibrated:
-        for r in rows:
-            total = total + r.count * roof.row_time(r)
-        return total
-    # the roofline (or fixed-efficiency) mode, inlined: the same arithmetic as row_time, with Python
-    # floats where an operator's figures are scalars (a pass is ~20–50 rows, evaluated for every analysis)
-    bw, host_bw, eff_comm, peak = roof.bw, roof.host_bw, roof.eff_comm, roof.peak
-    scalar = (float, int, np.floating)
     for r in rows:
-        if r.kind == "communication":
-            total = total + r.count * (r.comm_s / eff_comm)
-            continue
-        tc = r.flops / peak(r)[1]  # FLOPs / peak
-        tm = (r.weight_bytes + r.activation_bytes + r.kv_bytes - r.host_bytes) / bw  # device bytes / bandwidth
-        th = r.host_bytes / host_bw if host_bw else 0.0  # offloaded bytes / host link
-        if isinstance(tc, scalar) and isinstance(tm, scalar) and isinstance(th, scalar):
-            t = max(tc, tm, th)
-        else:
-            t = np.maximum(np.maximum(tc, tm), th)
-        total = total + r.count * t
+        total = total + r.count * roof.row_time(r)
     return total
 
 
