@@ -893,19 +893,20 @@ class PassBuilder:
             self._layer(lt)
             return
         # an attention-free layer type: the same rows at every cached length (see ``reuse``)
-        key = ("layer", id(lt))
-        memo = self._reuse.get(key)
-        if memo is None:
-            start = len(self.rows)
-            self._layer(lt)
-            self._reuse[key] = self._kept(self.rows[start:])
-        else:
-            self.rows.extend(r.clone(self._lt, self._count) for r in memo)
+        self._built_once(self._reuse, ("layer", id(lt)), lambda: self._layer(lt))
 
-    def _kept(self, rows: list[Row]) -> list[Row]:
-        """Rows to keep for copying: the rows themselves within one pass; pristine copies when passes share them
-        (each pass applies its weight storage options to its own rows after building them)."""
-        return rows if self._reuse is None else [r.clone(r.layer_type, r.count) for r in rows]
+    def _built_once(self, memo: dict, key, build) -> None:
+        """The rows ``build()`` appends, built the first time ``key`` is seen in ``memo`` and copied under the current
+        layer type's name and count after that. Within one pass the rows themselves are kept; when passes share
+        ``memo`` (``reuse``), pristine copies (each pass applies its weight storage options to its own rows)."""
+        rows = memo.get(key)
+        if rows is None:
+            start = len(self.rows)
+            build()
+            new = self.rows[start:]
+            memo[key] = new if self._reuse is None else [r.clone(r.layer_type, r.count) for r in new]
+        else:
+            self.rows.extend(r.clone(self._lt, self._count) for r in rows)
 
     def _layer(self, lt: LayerType):
         h, N = self.m.hidden_size, self.N
@@ -967,13 +968,7 @@ class PassBuilder:
         """The MLP or MoE rows of the current layer type. Layer types of one pass with the same MLP spec (a hybrid's
         attention and recurrent layers, sliding and full layers) have the same MLP rows: built once per pass, then
         copied under each layer type's name and count (their figures do not depend on the layer type)."""
-        memo = self._mlp_memo.get(mlp)
-        if memo is None:
-            start = len(self.rows)
-            self.moe_mlp(mlp) if mlp.kind == "moe" else self.dense_mlp(mlp)
-            self._mlp_memo[mlp] = self._kept(self.rows[start:])
-        else:
-            self.rows.extend(r.clone(self._lt, self._count) for r in memo)
+        self._built_once(self._mlp_memo, mlp, lambda: self.moe_mlp(mlp) if mlp.kind == "moe" else self.dense_mlp(mlp))
 
     def _mlp_block(self, lt: LayerType):
         """Norm, MLP or MoE, residual: the second half of a layer, or a whole MLP-only block."""
