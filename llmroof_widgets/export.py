@@ -25,6 +25,7 @@ front end (table row ↔ roofline dot ↔ formula) keep working.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import os
@@ -197,26 +198,26 @@ _AJV_SITES = (
 def embed_script() -> tuple[str, int]:
     """html-manager's embed-amd.js with its schema compilation removed; (text, sites replaced)."""
     path = embed_asset_path("embed-amd.js")
-    key = (str(path), path.stat().st_mtime_ns)
-    if _EMBED_CACHE.get("key") != key:
-        text = _read_script(path)
-        n = 0
-        for pattern, repl in _AJV_SITES:
-            # the sites sit right before a ".compile(": match only in windows there (a 3.6 MB text)
-            at = text.find(".compile(")
-            while at >= 0:
-                lo = max(0, at - 80)
-                m = pattern.search(text, lo, at + 120)
-                if m is not None:
-                    text = text[: m.start()] + m.expand(repl) + text[m.end() :]
-                    n += 1
-                    break
-                at = text.find(".compile(", at + 1)
-        _EMBED_CACHE.update(key=key, value=(text, n))
-    return _EMBED_CACHE["value"]
+    return _patched_embed(str(path), path.stat().st_mtime_ns)
 
 
-_EMBED_CACHE: dict = {}
+@functools.lru_cache(maxsize=2)
+def _patched_embed(path: str, mtime_ns: int) -> tuple[str, int]:
+    """embed_script for the file as of ``mtime_ns`` (read and patched once per version of the file)."""
+    text = _read_script(pathlib.Path(path))
+    n = 0
+    for pattern, repl in _AJV_SITES:
+        # the sites sit right before a ".compile(": match only in windows there (a 3.6 MB text)
+        at = text.find(".compile(")
+        while at >= 0:
+            m = pattern.search(text, max(0, at - 80), at + 120)
+            if m is not None:
+                text = text[: m.start()] + m.expand(repl) + text[m.end() :]
+                n += 1
+                break
+            at = text.find(".compile(", at + 1)
+    return text, n
+
 
 # embed-amd.js also defines ipywidgets 7's base and controls ("@jupyter-widgets/base7", "controls7": 0.8 MB of the
 # 3.6 MB), which the manager loads only for models saved by ipywidgets 7 (module version 1.x). A state whose
